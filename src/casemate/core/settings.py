@@ -1,0 +1,154 @@
+"""Settings: environment (``CASEMATE_…``), an optional TOML file, then defaults.
+
+Outside dev mode Casemate refuses to start with a default or weak secret. Secrets are
+``SecretStr`` so they never show up in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from casemate.errors import ConfigError
+
+#: Values that must never protect a real deployment (they appear in docs and examples).
+KNOWN_WEAK_SECRETS = frozenset(
+    {"", "admin", "password", "changeme", "change-me", "secret", "casemate", "example", "test"}
+)
+MIN_ADMIN_PASSWORD = 12
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("CASEMATE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = os.environ.get("CASEMATE_DATA_DIR")
+    if data_dir and (Path(data_dir) / "casemate.toml").is_file():
+        return Path(data_dir) / "casemate.toml"
+    return None
+
+
+class Settings(BaseSettings):
+    """Everything Casemate reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASEMATE_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    data_dir: Path = Field(default=Path("casemate-data"))
+    database_url: str | None = None
+    listen: str = "127.0.0.1:8080"
+    dev_mode: bool = False
+
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+
+    session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
+    login_max_failures: int = Field(default=5, gt=0)
+    lockout_seconds: int = Field(default=900, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    syslog_target: str | None = None
+    sqlite_synchronous: str = "FULL"
+    log_level: str = "INFO"
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _sync_mode(cls, v: str) -> str:
+        if v.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("must be FULL, NORMAL or EXTRA")
+        return v.upper()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    # Derived values -----------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'casemate.db').absolute()}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    def check_secrets(self) -> None:
+        """Refuse default or weak secrets unless in dev mode."""
+        if self.dev_mode:
+            return
+        if self.master_key is not None:
+            raw = self.master_key.get_secret_value()
+            if raw.strip().lower() in KNOWN_WEAK_SECRETS:
+                raise ConfigError("CASEMATE_MASTER_KEY is a default value; generate a real key")
+        if self.admin_password is not None:
+            pw = self.admin_password.get_secret_value()
+            if pw.lower() in KNOWN_WEAK_SECRETS or len(pw) < MIN_ADMIN_PASSWORD:
+                raise ConfigError(
+                    f"CASEMATE_ADMIN_PASSWORD is a default or shorter than {MIN_ADMIN_PASSWORD} "
+                    "characters (set CASEMATE_DEV_MODE=1 only for development)"
+                )
+        if "://" in (self.database_url or "") and _url_password(self.database_url or "") in (
+            KNOWN_WEAK_SECRETS - {""}
+        ):
+            raise ConfigError("the database URL uses a default password")
+
+
+def _url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password or ""
+    except Exception:  # noqa: BLE001 - any parse failure is reported by the engine later
+        return ""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to a tuple; raises ``ValueError``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one clear ``ConfigError``."""
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read the configuration file: {e}") from None
+    return settings

@@ -1,0 +1,156 @@
+"""Frozen, versioned events and a small in-process bus.
+
+An :class:`Event` is what the audit log stores (``kind``, ``version`` and the event's fields
+as ``details``) and what features publish for each other. Each concrete event is a frozen
+dataclass with a ``KIND`` and ``VERSION``; readers of stored events migrate old versions.
+Events must never carry secrets: callers pass redacted values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event: who did what, from where, with which outcome."""
+
+    KIND: ClassVar[str] = "event"
+    VERSION: ClassVar[int] = 1
+
+    actor: str = ""
+    source: str = ""
+    outcome: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
+    def details(self) -> dict[str, Any]:
+        """The event's own fields (beyond actor, source and outcome), JSON-ready."""
+        base = {"actor", "source", "outcome"}
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in base
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, frozenset | set) else items
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenericEvent(Event):
+    """An event whose kind is chosen at run time (e.g. replayed or imported records)."""
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    def details(self) -> dict[str, Any]:
+        return {str(k): _jsonable(v) for k, v in self.data.items()}
+
+
+# Foundation events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerStarted(Event):
+    KIND: ClassVar[str] = "server.started"
+    version: str = ""
+    listen: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginAttempted(Event):
+    KIND: ClassVar[str] = "auth.login"
+    username: str = ""
+    method: str = "password"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggedOut(Event):
+    KIND: ClassVar[str] = "auth.logout"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserChanged(Event):
+    KIND: ClassVar[str] = "identity.user"
+    action: str = ""  # created, updated, deleted, password, totp, unlocked, locked
+    username: str = ""
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupChanged(Event):
+    KIND: ClassVar[str] = "identity.group"
+    action: str = ""
+    group: str = ""
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenChanged(Event):
+    KIND: ClassVar[str] = "identity.token"
+    action: str = ""  # issued, revoked
+    token_id: int = 0
+    owner: str = ""
+    name: str = ""
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaultRotated(Event):
+    KIND: ClassVar[str] = "vault.rotated"
+    old_key: str = ""
+    new_key: str = ""
+    data_keys: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiRequestAudited(Event):
+    KIND: ClassVar[str] = "api.request"
+    method: str = ""
+    path: str = ""
+    status: int = 0
+
+
+# The bus --------------------------------------------------------------------------------
+
+Handler = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous publish/subscribe; a failing subscriber is logged, never breaks the publisher."""
+
+    def __init__(self) -> None:
+        self._handlers: list[tuple[type[Event], Handler]] = []
+
+    def subscribe(self, event_type: type[Event], handler: Handler) -> None:
+        self._handlers.append((event_type, handler))
+
+    def publish(self, event: Event) -> None:
+        for event_type, handler in self._handlers:
+            if isinstance(event, event_type):
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler failed for %s", event.kind)
