@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=8 * 3600, gt=0)
     login_max_failures: int = Field(default=5, gt=0)
     lockout_seconds: int = Field(default=900, gt=0)
+    password_min_length: int = Field(default=MIN_ADMIN_PASSWORD, ge=8, le=256)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     syslog_target: str | None = None
     sqlite_synchronous: str = "FULL"
@@ -149,6 +150,6 @@ def load_settings(**overrides: Any) -> Settings:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read the configuration file: {e}") from None
     return settings
