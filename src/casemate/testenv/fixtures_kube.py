@@ -1,0 +1,45 @@
+"""pytest fixtures for the real local Kubernetes control plane (see ``casemate.testenv.kube``).
+
+Registered from ``tests/conftest.py`` via ``pytest_plugins``. Tests that use them carry
+``@pytest.mark.k8s``. A cluster that cannot start (binaries missing, a component failing) fails
+the test with the component's log; it never skips.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from casemate.testenv.kube import ClusterError, LocalCluster
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One cluster (one kwok node) for the whole session; logs stay in its work directory."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("kube"))
+    error = None
+    try:
+        cluster.start()
+    except ClusterError as e:
+        error = str(e)
+    if error is not None:  # failed outside the except block: no chained traceback
+        pytest.fail(f"the test Kubernetes cluster did not start: {error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards (without waiting)."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem or 'test'}-{secrets.token_hex(3)}"
+    kube_cluster.create_namespace(name)
+    try:
+        yield name
+    finally:
+        kube_cluster.delete_namespace(name)
