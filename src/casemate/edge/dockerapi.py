@@ -1,0 +1,847 @@
+"""Strict, sans-io reading of Docker Engine API requests into a canonical :class:`DockerRequest`.
+
+The asyncio driver feeds bytes from the client socket into a :class:`RequestReader` (one per
+request) and gets back events: :class:`RequestReady` when there is a request to decide on,
+:class:`BodyData`/:class:`BodyEnd` for the body of a streaming route, :class:`Closed` when the
+client went away cleanly between requests. Anything the reader does not like raises
+:class:`~casemate.edge.refusal.RequestRefused` (status, stable code, reason); the driver answers
+with :func:`docker_error` and closes the connection.
+
+What is refused, and why (the framing rules sit in front of h11, which accepts several of
+these on its own; ``tests/edge/test_dockerapi.py`` pins which):
+
+* Anything but ``HTTP/1.1``, methods other than GET/HEAD/POST/PUT/DELETE, targets that are not
+  origin-form.
+* Head bytes outside printable ASCII/HT, bare CR or LF line endings, obsolete line folding,
+  header names outside ``[A-Za-z0-9-]``, more than ``max_headers`` fields, a head over
+  ``max_head_bytes`` (431).
+* Any header given twice (names compared case-insensitively), even with equal values: two
+  ``Content-Length``, two ``Content-Type``, two ``Host``… Only BuildKit's
+  ``X-Docker-Expose-Session-Grpc-Method`` may repeat (and ``/session`` is refused by policy).
+* ``Content-Length`` together with ``Transfer-Encoding``, a ``Content-Length`` that is not plain
+  digits (``5, 5``, ``+5``), a transfer coding other than ``chunked`` (501), chunked trailers.
+* **Pipelining.** This socket carries one request at a time: any byte after a complete request
+  (before the driver has answered it) is refused. That settles ``Content-Length: 0`` followed by
+  bytes (the CVE-2024-41110 family) without having to guess whether the bytes are a "valid next
+  request". Keep-alive still works: the driver starts a fresh reader for the next request.
+* Bodies where none is expected (the route table says which routes take one), JSON bodies over
+  ``max_json_body`` (413), streams over ``max_stream_body``.
+* **Chunked bodies are read, not refused.** The Docker CLI streams build contexts, ``docker
+  load`` and ``docker cp`` chunked. A chunked JSON body is read completely (up to the JSON limit)
+  and decided on as a whole, and the driver forwards the canonical re-serialised body with a
+  ``Content-Length`` (:func:`upstream_head`). dockerd therefore never sees the client's framing
+  and always sees exactly the body the policy saw — the property CVE-2024-41110 broke. Stream
+  bodies are decided on the head alone (nothing in a tar is policy input) and re-framed by the
+  driver.
+* JSON bodies are decoded like Go's ``encoding/json`` (see :mod:`casemate.edge.gojson`);
+  ``Content-Type`` must be ``application/json`` (optionally ``; charset=utf-8``) whenever a
+  JSON body is present — dockerd's ``CheckForJSON`` allows a missing type only for an empty
+  body, and so do we. An empty body may carry any (non-form) type: the Docker client sends
+  ``text/plain`` on every bodiless POST, and an empty body is forwarded without one. JSON
+  ``null`` counts as an empty body, as it does for Go.
+* ``application/x-www-form-urlencoded`` (and ``multipart/form-data``) is refused on every
+  route: Go's ``ParseForm`` would merge such a body into ``r.Form`` and override query
+  parameters (``path`` of an archive upload, ``fromImage`` of a pull) behind the guard's back.
+* ``Upgrade`` only where dockerd hijacks (attach/exec ``tcp``, attach ``websocket``,
+  session/grpc ``h2c``) and only together with ``Connection: upgrade``; ``Connection`` tokens
+  other than keep-alive/close/upgrade; ``Expect`` other than ``100-continue``.
+* Target and query rules: :mod:`casemate.edge.routes`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from http import HTTPStatus
+from typing import Final, TypeAlias
+from urllib.parse import quote, urlencode
+
+import h11
+
+from casemate.edge import gojson
+from casemate.edge.gojson import JsonObject, JsonValue
+from casemate.edge.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
+from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.routes import (
+    MAX_API_VERSION,
+    METHODS,
+    MIN_API_VERSION,
+    Action,
+    ApiVersion,
+    BodyKind,
+    Query,
+    Route,
+    check_duplicates,
+    match_route,
+    parse_target,
+)
+
+__all__ = [
+    "BodyData",
+    "BodyEnd",
+    "Closed",
+    "DockerRequest",
+    "Headers",
+    "Limits",
+    "ReaderEvent",
+    "RequestReader",
+    "RequestReady",
+    "docker_error",
+    "encode_chunk",
+    "LAST_CHUNK",
+    "read_request",
+    "upstream_body",
+    "upstream_head",
+]
+
+MiB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 64
+    max_json_body: int = 1 * MiB
+    max_stream_body: int | None = 16 * 1024 * MiB
+    max_json_depth: int = 32
+    min_api_version: ApiVersion = MIN_API_VERSION
+    max_api_version: ApiVersion = MAX_API_VERSION
+
+
+# --- headers -----------------------------------------------------------------------------------
+
+FORWARDED_HEADERS: Final = {
+    "user-agent": "User-Agent",
+    "content-type": "Content-Type",
+    "accept": "Accept",
+    "x-registry-auth": "X-Registry-Auth",
+    "x-registry-config": "X-Registry-Config",
+    "origin": "Origin",
+    "sec-websocket-key": "Sec-WebSocket-Key",
+    "sec-websocket-version": "Sec-WebSocket-Version",
+    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
+    "x-docker-expose-session-uuid": "X-Docker-Expose-Session-Uuid",
+    "x-docker-expose-session-name": "X-Docker-Expose-Session-Name",
+    "x-docker-expose-session-sharedkey": "X-Docker-Expose-Session-Sharedkey",
+    "x-docker-expose-session-grpc-method": "X-Docker-Expose-Session-Grpc-Method",
+}
+"""Headers dockerd reads; everything else (hop-by-hop, Host, framing) is dropped or re-made."""
+
+REPEATABLE_HEADERS: Final = frozenset({"x-docker-expose-session-grpc-method"})
+SECRET_HEADERS: Final = frozenset({"x-registry-auth", "x-registry-config"})
+_CONNECTION_TOKENS: Final = frozenset({"keep-alive", "close", "upgrade"})
+
+
+@dataclass(frozen=True)
+class Headers:
+    """Forwardable request headers: lower-case names, request order. Secrets are not shown
+    by ``repr`` (registry credentials travel in ``X-Registry-Auth``)."""
+
+    items: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        for key, value in self.items:
+            if key == name:
+                return value
+        return None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items)
+
+    def __repr__(self) -> str:
+        shown = [(k, "<redacted>" if k in SECRET_HEADERS else v) for k, v in self.items]
+        return f"Headers({shown!r})"
+
+
+# --- the canonical request -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerRequest:
+    """One Docker API call, as the policy decides on it and as dockerd will receive it."""
+
+    method: str
+    target: str
+    """The raw request target, for audit only; never used for routing."""
+    path: str
+    """Canonical path without the version prefix."""
+    api_version: ApiVersion | None
+    """``None`` for unversioned paths (dockerd's default version)."""
+    route: Route
+    action: Action
+    params: Mapping[str, str]
+    """Path parameters (``container``, ``image``, ``exec``…) and, per action, values derived
+    from the query (``image`` for a pull, ``repo``/``tag`` for tag/commit/import, ``from_src``)."""
+    query: Query
+    body_kind: BodyKind
+    body: JsonValue | None = field(default=None, repr=False)
+    """Decoded, key-normalised JSON (``None`` for empty bodies and streams). May hold secrets."""
+    body_length: int | None = None
+    """Length of the client's body (after chunked decoding); ``None`` while a stream is open."""
+    content_type: str | None = None
+    headers: Headers = field(default_factory=Headers)
+    upgrade: str | None = None
+    keep_alive: bool = True
+    expects_continue: bool = False
+
+    @property
+    def is_stream(self) -> bool:
+        return self.body_kind is BodyKind.STREAM
+
+    def json_object(self) -> JsonObject:
+        """The body if it is a JSON object, else an empty one."""
+        return self.body if isinstance(self.body, JsonObject) else JsonObject()
+
+    def param(self, name: str) -> str | None:
+        return self.params.get(name)
+
+
+# --- reader events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestReady:
+    request: DockerRequest
+
+
+@dataclass(frozen=True)
+class BodyData:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BodyEnd:
+    length: int
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The client closed the connection before sending a byte of a new request."""
+
+
+ReaderEvent: TypeAlias = RequestReady | BodyData | BodyEnd | Closed
+
+
+class _State(Enum):
+    HEAD = "head"
+    BODY = "body"
+    DONE = "done"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+_HEAD_BAD_BYTE: Final = re.compile(rb"[^\x20-\x7e\t\r\n]")
+_LF: Final = re.compile(rb"\n")
+_CR: Final = re.compile(rb"\r")
+_HEADER_NAME: Final = re.compile(rb"[A-Za-z0-9-]+")
+_CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
+_TERMINATOR: Final = b"\r\n\r\n"
+
+
+def _refused(message: str, code: RefusalCode, status: int = 400) -> RequestRefused:
+    return RequestRefused(message, code=code, status=status)
+
+
+@dataclass
+class _Pending:
+    """What the reader knows between the head and the end of the body."""
+
+    request: DockerRequest
+    body_limit: int | None
+    received: int = 0
+    body: bytearray = field(default_factory=bytearray)
+
+
+class RequestReader:
+    """Reads one request from a client connection (see module docstring).
+
+    Use a fresh reader for each request on a keep-alive connection. After a request with
+    ``upgrade`` set, the connection stops being HTTP once dockerd answers ``101``: the driver
+    relays raw bytes from then on and must not feed this reader again. When
+    ``expects_continue`` is set the driver may answer ``100 Continue`` before reading the body.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self._limits = limits or Limits()
+        self._state = _State.HEAD
+        self._buf = bytearray()
+        self._checked = 0
+        self._conn: h11.Connection | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._pending: _Pending | None = None
+
+    @property
+    def done(self) -> bool:
+        """A complete request was read; the next request needs a new reader."""
+        return self._state is _State.DONE
+
+    def feed(self, data: bytes) -> list[ReaderEvent]:
+        """Feed bytes from the client (``b""`` means end of file); return what they complete."""
+        if self._state is _State.FAILED:
+            raise _refused("reader already refused this connection", RefusalCode.READER_STATE)
+        try:
+            return self._feed(data)
+        except RequestRefused:
+            self._state = _State.FAILED
+            raise
+        except h11.RemoteProtocolError as e:
+            self._state = _State.FAILED
+            code = RefusalCode.TRUNCATED if not data else RefusalCode.MALFORMED_HTTP
+            raise _refused(f"malformed HTTP request: {e}", code, e.error_status_hint) from e
+
+    def _feed(self, data: bytes) -> list[ReaderEvent]:
+        if self._state is _State.HEAD:
+            return self._feed_head(data)
+        if self._state is _State.BODY:
+            assert self._conn is not None
+            self._conn.receive_data(data)
+            return self._pump()
+        if self._state is _State.DONE:
+            if data:
+                raise _refused(
+                    "bytes received after a complete request; pipelining is not accepted on "
+                    "this socket",
+                    RefusalCode.PIPELINING,
+                )
+            self._state = _State.CLOSED
+            return [Closed()]
+        if data:
+            raise _refused("data after the connection was closed", RefusalCode.READER_STATE)
+        return []
+
+    # --- head ----------------------------------------------------------------------------------
+
+    def _feed_head(self, data: bytes) -> list[ReaderEvent]:
+        if not data:
+            if not self._buf:
+                self._state = _State.CLOSED
+                return [Closed()]
+            raise _refused(
+                "connection closed before the request head was complete", RefusalCode.TRUNCATED
+            )
+        self._buf += data
+        end = self._buf.find(_TERMINATOR, max(0, self._checked - 3))
+        stop = len(self._buf) if end < 0 else end + len(_TERMINATOR)
+        if stop > self._limits.max_head_bytes:
+            raise _refused(
+                f"request head exceeds {self._limits.max_head_bytes} bytes",
+                RefusalCode.HEAD_TOO_LARGE,
+                431,
+            )
+        self._check_head_bytes(stop)
+        if end < 0:
+            return []
+        head = bytes(self._buf[:stop])
+        rest = bytes(self._buf[stop:])
+        self._buf.clear()
+        self._headers = _prescan_head(head, self._limits)
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_head_bytes + 1
+        )
+        self._state = _State.BODY
+        self._conn.receive_data(head + rest)
+        return self._pump()
+
+    def _check_head_bytes(self, stop: int) -> None:
+        buf, start = self._buf, self._checked
+        if _HEAD_BAD_BYTE.search(buf, start, stop):
+            raise _refused(
+                "request head contains bytes outside printable ASCII", RefusalCode.HEAD_CHARS
+            )
+        for m in _LF.finditer(buf, start, stop):
+            i = m.start()
+            if i == 0 or buf[i - 1] != 0x0D:
+                raise _refused("request head uses a bare LF line ending", RefusalCode.LINE_ENDING)
+        checked = stop
+        for m in _CR.finditer(buf, start, stop):
+            i = m.start()
+            if i + 1 >= len(buf):
+                checked = i  # the next byte has not arrived yet
+            elif buf[i + 1] != 0x0A:
+                raise _refused("request head contains a bare CR", RefusalCode.LINE_ENDING)
+        self._checked = checked
+
+    # --- h11 events ----------------------------------------------------------------------------
+
+    def _pump(self) -> list[ReaderEvent]:
+        assert self._conn is not None
+        events: list[ReaderEvent] = []
+        while self._state is _State.BODY:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.Request):
+                self._on_request(event, events)
+            elif isinstance(event, h11.Data):
+                self._on_data(bytes(event.data), events)
+            elif isinstance(event, h11.EndOfMessage):
+                self._on_end(event, events)
+            else:
+                raise _refused(
+                    f"unexpected HTTP event {type(event).__name__}", RefusalCode.MALFORMED_HTTP
+                )
+        return events
+
+    def _on_request(self, event: h11.Request, events: list[ReaderEvent]) -> None:
+        self._pending = _start_request(event, self._headers, self._limits)
+        if self._pending.request.is_stream:
+            events.append(RequestReady(self._pending.request))
+
+    def _on_data(self, data: bytes, events: list[ReaderEvent]) -> None:
+        pending = self._pending
+        assert pending is not None
+        pending.received += len(data)
+        kind = pending.request.body_kind
+        if kind is BodyKind.NONE:
+            raise _refused(
+                f"{pending.request.action.value} takes no request body",
+                RefusalCode.BODY_NOT_ALLOWED,
+            )
+        if pending.body_limit is not None and pending.received > pending.body_limit:
+            raise _refused(
+                f"request body exceeds {pending.body_limit} bytes", RefusalCode.BODY_TOO_LARGE, 413
+            )
+        if kind is BodyKind.STREAM:
+            events.append(BodyData(data))
+        else:
+            pending.body += data
+
+    def _on_end(self, event: h11.EndOfMessage, events: list[ReaderEvent]) -> None:
+        pending = self._pending
+        assert pending is not None and self._conn is not None
+        if list(event.headers):
+            raise _refused("chunked trailers are not accepted", RefusalCode.TRAILERS)
+        if pending.request.is_stream:
+            events.append(BodyEnd(pending.received))
+        else:
+            events.append(RequestReady(_finish_request(pending, self._limits)))
+        if self._conn.trailing_data[0]:
+            raise _refused(
+                "bytes received after a complete request; pipelining is not accepted on this "
+                "socket",
+                RefusalCode.PIPELINING,
+            )
+        self._state = _State.DONE
+
+
+# --- head validation ------------------------------------------------------------------------------
+
+
+def _prescan_head(head: bytes, limits: Limits) -> list[tuple[str, str]]:
+    """Refuse what h11 would accept but we do not; return (lower-case name, value) pairs."""
+    lines = head[: -len(_TERMINATOR)].split(b"\r\n")
+    if not lines[0]:
+        raise _refused("empty request line", RefusalCode.MALFORMED_HTTP)
+    if len(lines) - 1 > limits.max_headers:
+        raise _refused(
+            f"request has more than {limits.max_headers} header fields",
+            RefusalCode.TOO_MANY_HEADERS,
+            431,
+        )
+    headers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            raise _refused("obsolete header line folding is not accepted", RefusalCode.OBS_FOLD)
+        raw_name, sep, raw_value = line.partition(b":")
+        if not sep or not _HEADER_NAME.fullmatch(raw_name):
+            raise _refused(
+                f"header name {raw_name[:64].decode('ascii')!r} has characters outside "
+                "[A-Za-z0-9-]",
+                RefusalCode.HEADER_NAME,
+            )
+        name = raw_name.decode("ascii").lower()
+        if name in seen and name not in REPEATABLE_HEADERS:
+            raise _refused(f"header {name!r} given more than once", RefusalCode.DUPLICATE_HEADER)
+        seen.add(name)
+        headers.append((name, raw_value.strip(b" \t").decode("ascii")))
+    _check_framing(dict(headers))
+    return headers
+
+
+def _check_framing(headers: Mapping[str, str]) -> None:
+    length = headers.get("content-length")
+    coding = headers.get("transfer-encoding")
+    if length is not None and coding is not None:
+        raise _refused(
+            "Content-Length and Transfer-Encoding together are ambiguous",
+            RefusalCode.LENGTH_AND_CHUNKED,
+        )
+    if length is not None and not _CONTENT_LENGTH.fullmatch(length):
+        raise _refused(f"invalid Content-Length {length[:32]!r}", RefusalCode.CONTENT_LENGTH)
+    if coding is not None and coding.lower() != "chunked":
+        raise _refused(
+            f"unsupported Transfer-Encoding {coding[:32]!r}", RefusalCode.TRANSFER_ENCODING, 501
+        )
+
+
+def _start_request(event: h11.Request, headers: list[tuple[str, str]], limits: Limits) -> _Pending:
+    method = event.method.decode("ascii")
+    if event.http_version != b"1.1":
+        raise _refused("only HTTP/1.1 is accepted", RefusalCode.HTTP_VERSION, 505)
+    if method not in METHODS:
+        raise _refused(
+            f"method {method[:16]} is not used by the Docker API", RefusalCode.METHOD, 405
+        )
+    raw_target = event.target.decode("ascii")
+    target = parse_target(
+        raw_target, min_version=limits.min_api_version, max_version=limits.max_api_version
+    )
+    matched = match_route(method, target.path)
+    route = matched.route
+    check_duplicates(target.query, route)
+    action, body_kind = route.action, route.body
+    if action is Action.PULL:
+        action, body_kind = resolve_images_create(target.query)
+    params = {**matched.params, **_derived_params(action, target.query)}
+    header_map = dict(headers)
+    upgrade, keep_alive = _connection(header_map, route)
+    expects_continue = _expect(header_map)
+    content_type = header_map.get("content-type")
+    _check_content_type(content_type)
+    length = header_map.get("content-length")
+    content_length = int(length) if length is not None else None
+    body_limit = _body_limit(body_kind, limits)
+    if content_length and body_kind is BodyKind.NONE:
+        raise _refused(f"{action.value} takes no request body", RefusalCode.BODY_NOT_ALLOWED)
+    if content_length is not None and body_limit is not None and content_length > body_limit:
+        raise _refused(
+            f"request body of {content_length} bytes exceeds {body_limit} bytes",
+            RefusalCode.BODY_TOO_LARGE,
+            413,
+        )
+    forwarded = Headers(tuple((k, v) for k, v in headers if k in FORWARDED_HEADERS))
+    request = DockerRequest(
+        method=method,
+        target=raw_target,
+        path=target.path,
+        api_version=target.api_version,
+        route=route,
+        action=action,
+        params=params,
+        query=target.query,
+        body_kind=body_kind,
+        body_length=content_length if body_kind is BodyKind.STREAM else None,
+        content_type=content_type,
+        headers=forwarded,
+        upgrade=upgrade,
+        keep_alive=keep_alive,
+        expects_continue=expects_continue,
+    )
+    return _Pending(request=request, body_limit=body_limit)
+
+
+def _body_limit(kind: BodyKind, limits: Limits) -> int | None:
+    if kind is BodyKind.STREAM:
+        return limits.max_stream_body
+    if kind is BodyKind.NONE:
+        return 0
+    return limits.max_json_body
+
+
+def _connection(headers: Mapping[str, str], route: Route) -> tuple[str | None, bool]:
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",") if t.strip()}
+    unknown = tokens - _CONNECTION_TOKENS
+    if unknown:
+        raise _refused(
+            f"Connection header lists {sorted(unknown)[0][:32]!r}; only keep-alive, close and "
+            "upgrade are accepted",
+            RefusalCode.CONNECTION,
+        )
+    upgrade = headers.get("upgrade")
+    if upgrade is None:
+        if "upgrade" in tokens:
+            raise _refused("Connection: upgrade without an Upgrade header", RefusalCode.UPGRADE)
+        return None, "close" not in tokens
+    upgrade = upgrade.lower()
+    if route.upgrade is None or upgrade != route.upgrade:
+        raise _refused(
+            f"Upgrade to {upgrade[:32]!r} is not accepted on this route", RefusalCode.UPGRADE
+        )
+    if "upgrade" not in tokens:
+        raise _refused("Upgrade header without Connection: upgrade", RefusalCode.UPGRADE)
+    return upgrade, False
+
+
+def _expect(headers: Mapping[str, str]) -> bool:
+    value = headers.get("expect")
+    if value is None:
+        return False
+    if value.lower() != "100-continue":
+        raise _refused(f"unsupported Expect {value[:32]!r}", RefusalCode.EXPECT, 417)
+    return True
+
+
+# --- content type --------------------------------------------------------------------------------
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE_RE: Final = re.compile(rf"({_TOKEN})/({_TOKEN})")
+_PARAM_RE: Final = re.compile(rf"({_TOKEN})=({_TOKEN}|\"[^\"\\]*\")")
+FORM_MEDIA_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type like Go's ``mime.ParseMediaType``; refuse what it would refuse."""
+    main, *raw_params = value.split(";")
+    m = _MEDIA_TYPE_RE.fullmatch(main.strip())
+    if m is None:
+        raise _refused(f"malformed Content-Type {value[:64]!r}", RefusalCode.CONTENT_TYPE, 415)
+    params: dict[str, str] = {}
+    for raw in raw_params:
+        if not raw.strip():
+            continue
+        p = _PARAM_RE.fullmatch(raw.strip())
+        if p is None:
+            raise _refused(f"malformed Content-Type {value[:64]!r}", RefusalCode.CONTENT_TYPE, 415)
+        key = p[1].lower()
+        if key in params:
+            raise _refused(
+                f"Content-Type repeats the parameter {key!r}", RefusalCode.CONTENT_TYPE, 415
+            )
+        params[key] = p[2].strip('"')
+    return m[0].lower(), params
+
+
+def _check_content_type(value: str | None) -> None:
+    """Head-time check, every route: parseable, and never a form type."""
+    if value is None:
+        return
+    media_type, _ = parse_media_type(value)
+    if media_type in FORM_MEDIA_TYPES:
+        raise _refused(
+            f"Content-Type {media_type} is not accepted: dockerd would read form fields from "
+            "the body and let them override the query",
+            RefusalCode.CONTENT_TYPE,
+            415,
+        )
+
+
+def _check_json_content_type(value: str | None) -> None:
+    """For a non-empty JSON body (dockerd's ``CheckForJSON``, minus foreign charsets)."""
+    if value is None:
+        raise _refused(
+            "a JSON body needs Content-Type: application/json", RefusalCode.CONTENT_TYPE, 415
+        )
+    media_type, params = parse_media_type(value)
+    if media_type != "application/json":
+        raise _refused(
+            f"Content-Type must be application/json, not {media_type}",
+            RefusalCode.CONTENT_TYPE,
+            415,
+        )
+    charset = params.pop("charset", "utf-8").lower()
+    if charset != "utf-8" or params:
+        raise _refused(
+            "Content-Type for JSON may only carry charset=utf-8", RefusalCode.CONTENT_TYPE, 415
+        )
+
+
+# --- body ----------------------------------------------------------------------------------------
+
+
+def _finish_request(pending: _Pending, limits: Limits) -> DockerRequest:
+    request = pending.request
+    data = bytes(pending.body)
+    body: JsonValue | None = None
+    if data:
+        _check_json_content_type(request.content_type)
+        body = gojson.decode(data, max_depth=limits.max_json_depth)
+        _check_top_level(body, request.body_kind)
+        if request.route.schema is not None:
+            body = gojson.normalise(body, request.route.schema)
+    return replace(request, body=body, body_length=len(data))
+
+
+def _check_top_level(body: JsonValue, kind: BodyKind) -> None:
+    """Objects (or arrays) only; ``null`` decodes like an empty body in Go (older Docker
+    clients send it for an absent commit config) and is forwarded as one."""
+    if body is None:
+        return
+    if kind is BodyKind.JSON_OBJECT and not isinstance(body, JsonObject):
+        raise _refused("JSON body must be an object", RefusalCode.JSON_TOP_LEVEL)
+    if kind is BodyKind.JSON_ARRAY and not isinstance(body, tuple):
+        raise _refused("JSON body must be an array", RefusalCode.JSON_TOP_LEVEL)
+
+
+# --- query-derived parameters --------------------------------------------------------------------
+
+
+def resolve_images_create(query: Query) -> tuple[Action, BodyKind]:
+    """``POST /images/create`` pulls when ``fromImage`` is set, else imports (``fromSrc``)."""
+    from_image = query.get("fromImage") or ""
+    from_src = query.get("fromSrc") or ""
+    if from_image and from_src:
+        raise _refused(
+            "both fromImage and fromSrc given; dockerd would silently ignore fromSrc",
+            RefusalCode.BAD_PARAMETER,
+        )
+    if from_image:
+        return Action.PULL, BodyKind.NONE
+    return Action.IMPORT, BodyKind.STREAM if from_src == "-" else BodyKind.NONE
+
+
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _derived_params(action: Action, query: Query) -> dict[str, str]:
+    if action is Action.PULL:
+        return {"image": pull_reference(query.get("fromImage") or "", query.get("tag") or "")}
+    if action is Action.IMPORT:
+        out = {"from_src": query.get("fromSrc") or ""}
+        out.update(_repo_tag(query))
+        return out
+    if action is Action.TAG:
+        if not query.get("repo"):
+            raise _refused("tag needs a repo parameter", RefusalCode.BAD_PARAMETER)
+        return _repo_tag(query)
+    if action is Action.COMMIT:
+        out = {"container": query.get("container") or ""}
+        out.update(_repo_tag(query))
+        return out
+    if action in (Action.ARCHIVE_GET, Action.ARCHIVE_HEAD, Action.ARCHIVE_PUT):
+        return {"path": query.get("path") or ""}
+    return {}
+
+
+def _ref(text: str) -> ImageRef:
+    try:
+        return parse_image_ref(text)
+    except InvalidImageReference as e:
+        raise _refused(f"invalid image reference {text[:200]!r}", RefusalCode.BAD_PARAMETER) from e
+
+
+def pull_reference(from_image: str, tag: str) -> str:
+    """The reference dockerd pulls for ``fromImage`` + ``tag`` (a tag or a digest)."""
+    ref = _ref(from_image)
+    if ref.is_id:
+        raise _refused("cannot pull an image ID", RefusalCode.BAD_PARAMETER)
+    if not tag:
+        return from_image
+    if ref.tag is not None or ref.digest is not None:
+        raise _refused(
+            "fromImage already carries a tag or digest and a tag parameter was given too",
+            RefusalCode.BAD_PARAMETER,
+        )
+    if is_digest(tag):
+        return f"{from_image}@{tag}"
+    if not _TAG_RE.fullmatch(tag):
+        raise _refused(f"invalid tag {tag[:64]!r}", RefusalCode.BAD_PARAMETER)
+    return f"{from_image}:{tag}"
+
+
+def _repo_tag(query: Query) -> dict[str, str]:
+    repo = query.get("repo") or ""
+    tag = query.get("tag") or ""
+    if not repo:
+        if tag:
+            raise _refused("tag given without repo", RefusalCode.BAD_PARAMETER)
+        return {}
+    ref = _ref(repo)
+    if ref.is_id or ref.digest is not None:
+        raise _refused("repo must be a repository name", RefusalCode.BAD_PARAMETER)
+    if tag and ref.tag is not None:
+        raise _refused(
+            "repo already carries a tag and tag was given too", RefusalCode.BAD_PARAMETER
+        )
+    if tag and not _TAG_RE.fullmatch(tag):
+        raise _refused(f"invalid tag {tag[:64]!r}", RefusalCode.BAD_PARAMETER)
+    return {"repo": repo, "tag": tag or ref.tag or "latest"}
+
+
+# --- whole-buffer convenience ---------------------------------------------------------------------
+
+
+def read_request(data: bytes, limits: Limits | None = None) -> DockerRequest:
+    """Read exactly one complete request from ``data`` followed by end of file.
+
+    For streaming routes the body is consumed (and checked against limits) and the returned
+    request carries its length. Used by tests and by the bypass-case replay.
+    """
+    reader = RequestReader(limits)
+    events = [*reader.feed(data), *reader.feed(b"")]
+    ready = [e.request for e in events if isinstance(e, RequestReady)]
+    if not ready:
+        raise _refused("no complete request received", RefusalCode.TRUNCATED)
+    request = ready[0]
+    ends = [e for e in events if isinstance(e, BodyEnd)]
+    if ends:
+        request = replace(request, body_length=ends[0].length)
+    return request
+
+
+# --- what the driver sends upstream and back -----------------------------------------------------
+
+
+def upstream_body(request: DockerRequest) -> bytes:
+    """The body to forward for non-stream requests: canonical JSON, or nothing."""
+    if request.body is None:
+        return b""
+    return gojson.dumps(request.body)
+
+
+def upstream_target(request: DockerRequest) -> str:
+    prefix = f"/v{request.api_version}" if request.api_version is not None else ""
+    query = urlencode(request.query.items, quote_via=quote, safe="")
+    return prefix + request.path + (f"?{query}" if query else "")
+
+
+def upstream_head(
+    request: DockerRequest, *, host: str = "docker", stream_length: int | None = None
+) -> bytes:
+    """The request head the driver sends to dockerd.
+
+    Framing is ours: non-stream requests carry ``Content-Length`` of :func:`upstream_body`;
+    streams carry the client's ``Content-Length`` (``stream_length``) if it had one, else
+    ``Transfer-Encoding: chunked`` and the driver re-chunks with :func:`encode_chunk`.
+    """
+    lines = [f"{request.method} {upstream_target(request)} HTTP/1.1", f"Host: {host}"]
+    for name, value in request.headers:
+        if name == "content-type" and not request.is_stream:
+            continue
+        lines.append(f"{FORWARDED_HEADERS[name]}: {value}")
+    if request.is_stream:
+        if stream_length is not None:
+            lines.append(f"Content-Length: {stream_length}")
+        else:
+            lines.append("Transfer-Encoding: chunked")
+    else:
+        body = upstream_body(request)
+        if body:
+            lines.append("Content-Type: application/json")
+        if body or request.method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(body)}")
+    if request.upgrade is not None:
+        lines += ["Connection: Upgrade", f"Upgrade: {request.upgrade}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (empty input gives nothing; use :data:`LAST_CHUNK`)."""
+    if not data:
+        return b""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK: Final = b"0\r\n\r\n"
+
+
+def docker_error(status: int, message: str, *, close: bool = True) -> bytes:
+    """A complete HTTP/1.1 response carrying Docker's error JSON ``{"message": "..."}``.
+
+    The Docker CLI prints ``message`` as the error for any 4xx/5xx answer.
+    """
+    body = gojson.dumps(JsonObject({"message": message})) + b"\n"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
