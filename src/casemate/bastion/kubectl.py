@@ -1,0 +1,1007 @@
+"""kubectl and helm command lines → a frozen semantic model (:class:`KubeCommand`).
+
+The parser reproduces how the real tools read their argv (cobra + pflag):
+
+* the command path (``rollout undo``, ``create secret generic``) is found the way cobra's
+  ``Command.Find`` does it, including its quirks (a flag it does not know is assumed to take
+  the next argument);
+* flags are then parsed like pflag: ``-n x``, ``-nx``, ``-n=x``, ``--namespace x``,
+  ``--namespace=x``, clusters of short booleans (``-it``), booleans only take a value with
+  ``=`` (``--wait=false``), optional-value flags (``--dry-run``) likewise, ``--`` ends flags,
+  flags may appear anywhere (interspersed), no abbreviations, and kubectl (not helm) treats
+  ``_`` in long names as ``-``;
+* positional arguments are interpreted like kubectl's resource builder (``TYPE[,TYPE] NAME...``
+  or ``TYPE/NAME...``, aliases, case-insensitive kinds; see :mod:`casemate.bastion.kinds`).
+
+Unknown commands (kubectl would look for a plugin), unknown sub-commands, unknown flags (an
+unknown flag might take a value and shift every later argument) and flags that change identity
+or target are refused with :class:`CommandRefused`. So are URLs where a file is expected, raw
+API paths that are not plain absolute paths, and helm chart references that are not local
+paths. Local paths are collected in :attr:`KubeCommand.files` and
+:attr:`KubeCommand.local_paths`; :func:`check_paths` confines them to the session workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+
+from casemate.bastion.commands import TOOLS, FlagSpec, ToolSpec, VerbSpec
+from casemate.bastion.kinds import CATEGORY_ALL, canonical_kind
+from casemate.errors import Denied
+
+__all__ = [
+    "CommandRefused",
+    "KubeCommand",
+    "ResourceRef",
+    "canonical_command_path",
+    "check_paths",
+    "known_command_paths",
+    "parse_command",
+    "resolve_in_workspace",
+]
+
+MAX_VERBOSITY = 6  # -v 7 and above log request headers and bodies
+
+
+class CommandRefused(Denied):
+    """A kubectl/helm command line that Casemate will not run, whatever the policy says."""
+
+    title = "Command refused"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"command refused: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    """One object or kind a command targets. ``name`` None means "all of this kind" (or those
+    a selector picks); ``namespace`` is set only when the reference itself carries one (``kubectl
+    cp ns/pod:path``, objects read from manifests by the driver)."""
+
+    kind: str
+    name: str | None = None
+    namespace: str | None = None
+
+    def display(self) -> str:
+        return self.kind if self.name is None else f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class KubeCommand:
+    """What a kubectl or helm command line means.
+
+    ``flags`` holds every flag given, in order, as (canonical long name, value): booleans as
+    ``"true"``/``"false"``, optional-value flags given bare as their implicit value. The
+    convenience fields (namespace, selector, output, ...) are derived from it.
+
+    ``file_kinds`` is filled by the driver after reading the manifests named by ``files`` (and
+    rendering a helm chart): None means "not inspected", and the policy then assumes the worst
+    for conditions on kinds and namespaces.
+    """
+
+    tool: str
+    verb: str
+    subverb: str | None = None
+    resources: tuple[ResourceRef, ...] = ()
+    namespace: str | None = None
+    all_namespaces: bool = False
+    selector: str | None = None
+    field_selector: str | None = None
+    all: bool = False
+    flags: tuple[tuple[str, str], ...] = ()
+    files: tuple[str, ...] = ()
+    local_paths: tuple[str, ...] = ()
+    output: str | None = None
+    dry_run: str = "none"
+    replicas: int | None = None
+    privileged: bool = False
+    raw: str | None = None
+    chart: str | None = None
+    args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    file_kinds: tuple[ResourceRef, ...] | None = None
+    argv: tuple[str, ...] = ()
+
+    # Derived views ---------------------------------------------------------------------
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """``("rollout", "undo")``, ``("create", "secret", "generic")``, ``("get",)``."""
+        return (self.verb, *(self.subverb.split() if self.subverb else ()))
+
+    def has_flag(self, name: str) -> bool:
+        return any(flag == name for flag, _ in self.flags)
+
+    def flag_values(self, name: str) -> tuple[str, ...]:
+        return tuple(value for flag, value in self.flags if flag == name)
+
+    def flag(self, name: str) -> str | None:
+        """The effective (last) value of a flag, or None if absent."""
+        values = self.flag_values(name)
+        return values[-1] if values else None
+
+    @property
+    def needs_inspection(self) -> bool:
+        """Whether the command acts on manifests or a chart the driver has not inspected."""
+        return bool(self.files or self.chart) and self.file_kinds is None
+
+    @property
+    def targets(self) -> tuple[ResourceRef, ...]:
+        """Resources named on the command line plus those the driver found in manifests."""
+        return self.resources + (self.file_kinds or ())
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """Canonical kinds targeted, with the category ``all`` expanded to its built-ins."""
+        kinds: set[str] = set()
+        for ref in self.targets:
+            kinds.add(ref.kind)
+            if ref.kind == "all":
+                kinds.update(CATEGORY_ALL)
+        return frozenset(kinds)
+
+    @property
+    def data_output(self) -> bool:
+        """Whether the output shows object contents: anything but the table, ``wide`` or
+        ``name`` (``--raw`` reads count: their output is ``"raw"``)."""
+        return self.output not in (None, "wide", "name")
+
+    @property
+    def bulk(self) -> bool:
+        """Whether the command targets an unnamed set of objects: ``--all``, a selector,
+        ``--all-namespaces``, or a kind without names."""
+        if self.all or self.all_namespaces or self.selector is not None:
+            return True
+        if self.field_selector is not None:
+            return True
+        return any(ref.name is None for ref in self.resources)
+
+    @property
+    def normalized(self) -> str:
+        """The command in one canonical spelling, for regular expressions in rules:
+        ``tool verb [subverb] kind/name... args... --flag=value... [-- command...]``."""
+        parts = [self.tool, *self.path]
+        parts += [ref.display() for ref in self.resources]
+        parts += self.args
+        parts += [f"--{name}={value}" for name, value in self.flags]
+        if self.command:
+            parts += ["--", *self.command]
+        return " ".join(parts)
+
+    def with_file_kinds(self, refs: Iterable[ResourceRef]) -> KubeCommand:
+        """A copy carrying what the driver found in the manifests (or rendered chart)."""
+        return replace(self, file_kinds=tuple(refs))
+
+
+# Entry points -------------------------------------------------------------------------------
+
+
+def parse_command(
+    argv: Sequence[str], *, workspace: PurePosixPath | str | None = None
+) -> KubeCommand:
+    """Parse a kubectl or helm argv (``argv[0]`` is the program name).
+
+    With ``workspace``, every local path is also checked with :func:`check_paths`.
+    Raises :class:`CommandRefused`.
+    """
+    argv = tuple(argv)
+    if not argv or argv[0] not in TOOLS:
+        raise CommandRefused("the command must be kubectl or helm")
+    tool = TOOLS[argv[0]]
+    for arg in argv[1:]:
+        if "\x00" in arg:
+            raise CommandRefused("NUL byte in an argument")
+    command = _Builder(tool, argv).build()
+    if workspace is not None:
+        check_paths(command, workspace)
+    return command
+
+
+def check_paths(command: KubeCommand, workspace: PurePosixPath | str) -> None:
+    """Refuse any local path of ``command`` that is not inside ``workspace``.
+
+    Contract: this is a *lexical* check (see :func:`resolve_in_workspace`). The driver runs
+    the command with the workspace as working directory, and before running it resolves each
+    path that exists with ``os.path.realpath`` and checks the result again (with the real path
+    of the workspace), so that symbolic links cannot lead outside.
+    """
+    for path in (*command.files, *command.local_paths):
+        resolve_in_workspace(path, workspace)
+
+
+def resolve_in_workspace(path: str, workspace: PurePosixPath | str) -> PurePosixPath:
+    """Resolve ``path`` (relative to ``workspace``, or absolute) lexically: ``..`` and ``.``
+    are folded, symbolic links are *not* followed. Returns the absolute path, or raises
+    :class:`CommandRefused` if it is empty, standard input (``-``), a URL, or outside the
+    workspace."""
+    root = PurePosixPath(posixpath.normpath(str(workspace)))
+    if not root.is_absolute() or str(root).startswith("//"):
+        raise CommandRefused("the session workspace must be an absolute path")
+    if path == "":
+        raise CommandRefused("empty path")
+    if path == "-":
+        raise CommandRefused(
+            "reading from standard input is not supported: put the file in the workspace"
+        )
+    if "://" in path:
+        raise CommandRefused(f"URLs are not allowed here ({path!r}): use a file in the workspace")
+    if "\x00" in path:
+        raise CommandRefused("NUL byte in a path")
+    joined = posixpath.normpath(posixpath.join(str(root), path))
+    resolved = PurePosixPath(joined)
+    if joined.startswith("//") or (resolved != root and root not in resolved.parents):
+        raise CommandRefused(f"path {path!r} is outside the session workspace")
+    return resolved
+
+
+def known_command_paths(tool: str) -> frozenset[tuple[str, ...]]:
+    """Every canonical command path of a tool (``("rollout", "undo")``, ...), for validating
+    policies. Includes the derived ``("debug", "node")``."""
+    paths: set[tuple[str, ...]] = set()
+
+    def walk(spec: VerbSpec, prefix: tuple[str, ...]) -> None:
+        for sub in spec.subverbs.values():
+            path = (*prefix, sub.name)
+            paths.add(path)
+            walk(sub, path)
+
+    walk(TOOLS[tool].root, ())
+    if tool == "kubectl":
+        paths.add(("debug", "node"))
+    return frozenset(paths)
+
+
+def canonical_command_path(tool: str, words: Sequence[str]) -> tuple[str, ...] | None:
+    """Resolve aliases in a command path (``["create", "cm"]`` → ``("create", "configmap")``);
+    None if it is not a command path of ``tool``."""
+    spec = TOOLS[tool].root
+    path: list[str] = []
+    for index, word in enumerate(words):
+        sub = spec.find_subverb(word)
+        if sub is None:
+            if tool == "kubectl" and tuple(path) == ("debug",) and word == "node" and index == 1:
+                path.append("node")
+                continue
+            return None
+        path.append(sub.name)
+        spec = sub
+    return tuple(path) if path else None
+
+
+# cobra / pflag emulation --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Flagset:
+    long: Mapping[str, FlagSpec]
+    short: Mapping[str, FlagSpec]
+
+
+_HELP = FlagSpec("help", "h", "bool", noopt="true")
+
+
+def _flagset(tool: ToolSpec, level: VerbSpec, *, with_help: bool) -> _Flagset:
+    long = dict(tool.global_flags)
+    if level is not tool.root:
+        long.update(level.flags)
+    if not with_help:
+        # cobra adds the help flag after it has found the command: while finding it,
+        # "-h"/"--help" are unknown and assumed to take a value.
+        long.pop("help", None)
+    elif "help" not in long:
+        long["help"] = _HELP
+    short = {spec.short: spec for spec in long.values() if spec.short}
+    return _Flagset(long, short)
+
+
+def _normalize(tool: ToolSpec, name: str) -> str:
+    return name.replace("_", "-") if tool.normalize_underscores else name
+
+
+def _skips_value(tool: ToolSpec, fs: _Flagset, arg: str) -> bool:
+    """cobra's test (stripFlags / argsMinusFirstX) for "this flag consumes the next arg"."""
+    if "=" in arg:
+        return False
+    if arg.startswith("--"):
+        spec = fs.long.get(_normalize(tool, arg[2:]))
+        return spec is None or not spec.noopt
+    if arg.startswith("-") and len(arg) == 2:
+        spec = fs.short.get(arg[1])
+        return spec is None or not spec.noopt
+    return False
+
+
+def _strip_flags(tool: ToolSpec, fs: _Flagset, args: Sequence[str]) -> list[str]:
+    """cobra.stripFlags: the non-flag words, as cobra sees them while finding a command."""
+    words: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            break
+        if arg.startswith("-") and _skips_value(tool, fs, arg):
+            if len(rest) <= 1:
+                break
+            rest.pop(0)
+            continue
+        if arg != "" and not arg.startswith("-"):
+            words.append(arg)
+    return words
+
+
+def _args_minus_first(tool: ToolSpec, fs: _Flagset, args: list[str], word: str) -> list[str]:
+    """cobra.argsMinusFirstX: remove the first occurrence of ``word`` that is not a flag value."""
+    pos = 0
+    while pos < len(args):
+        arg = args[pos]
+        if arg == "--":
+            break
+        if arg.startswith("-") and _skips_value(tool, fs, arg):
+            pos += 2
+            continue
+        if not arg.startswith("-") and arg == word:
+            return args[:pos] + args[pos + 1 :]
+        pos += 1
+    return args
+
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def _go_bool(value: str) -> bool | None:
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    return None
+
+
+def _go_int(value: str, bits: int = 64) -> int | None:
+    """strconv.ParseInt(value, 0, bits), refusing underscores (None if invalid)."""
+    if not value or "_" in value or not value.isascii():
+        return None
+    sign = 1
+    digits = value
+    if digits[0] in "+-":
+        sign = -1 if digits[0] == "-" else 1
+        digits = digits[1:]
+    base = 10
+    lowered = digits.lower()
+    if lowered.startswith(("0x", "0o", "0b")):
+        base = {"x": 16, "o": 8, "b": 2}[lowered[1]]
+        digits = digits[2:]
+    elif len(digits) > 1 and digits[0] == "0":
+        base = 8
+        digits = digits[1:]
+    if not digits or not all(c.isalnum() for c in digits):
+        return None
+    try:
+        number = sign * int(digits, base)
+    except ValueError:
+        return None
+    limit = 1 << (bits - 1)
+    if not -limit <= number < limit:
+        return None
+    return number
+
+
+# Building the model ----------------------------------------------------------------------------
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NAME_FORBIDDEN = re.compile(r"[\s/%,]")
+
+
+def _namespace(value: str) -> str:
+    if len(value) > 63 or not _NAMESPACE.fullmatch(value):
+        raise CommandRefused(f"invalid namespace {value!r}")
+    return value
+
+
+def _name(value: str) -> str:
+    if not value or not value.isascii() or not value.isprintable() or _NAME_FORBIDDEN.search(value):
+        raise CommandRefused(f"invalid resource name {value!r}")
+    if value in (".", ".."):
+        raise CommandRefused(f"invalid resource name {value!r}")
+    return value
+
+
+def _kind(value: str) -> str:
+    kind = canonical_kind(value)
+    if kind is None:
+        raise CommandRefused(f"invalid resource type {value!r}")
+    return kind
+
+
+def _split_types(value: str) -> list[str]:
+    """kubectl's SplitResourceArgument (comma list, duplicates dropped); empty parts refused."""
+    types: list[str] = []
+    for part in value.split(","):
+        if part == "":
+            raise CommandRefused(f"empty resource type in {value!r}")
+        if part not in types:
+            types.append(part)
+    return types
+
+
+def _type_name(value: str) -> ResourceRef:
+    pieces = value.split("/")
+    if len(pieces) != 2 or not pieces[0] or not pieces[1]:
+        raise CommandRefused(f"{value!r}: resource/name arguments need exactly one '/'")
+    if len(_split_types(pieces[0])) != 1:
+        raise CommandRefused(f"{value!r}: resource/name arguments take a single resource type")
+    return ResourceRef(_kind(pieces[0]), _name(pieces[1]))
+
+
+def _resource_args(args: Sequence[str]) -> list[ResourceRef]:
+    """kubectl's ResourceTypeOrNameArgs."""
+    if not args:
+        return []
+    items = list(args)
+    if len(items) >= 2:
+        types = _split_types(items[0])
+        if len(types) > 1:
+            items = [f"{t}/{n}" for t in types for n in items[1:]]
+    slashed = sum("/" in item for item in items)
+    if slashed:
+        if slashed != len(items):
+            raise CommandRefused(
+                "give either TYPE NAME... or TYPE/NAME..., not both in one command"
+            )
+        return [_type_name(item) for item in items]
+    kinds = [_kind(t) for t in _split_types(items[0])]
+    names = [_name(n) for n in items[1:]]
+    if not names:
+        return [ResourceRef(kind) for kind in kinds]
+    return [ResourceRef(kind, name) for kind in kinds for name in names]
+
+
+def _named(value: str, default_kind: str) -> ResourceRef:
+    if "/" in value:
+        return _type_name(value)
+    return ResourceRef(default_kind, _name(value))
+
+
+def _split_specs(style: str, args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate resource arguments from change specs (label/annotate/taint/set env/set image
+    ``KEY=VALUE``, ``KEY-``...), like kubectl: all resources must come first."""
+    if style == "last":
+        if not args:
+            return [], []
+        return list(args[:-1]), [args[-1]]
+
+    def is_spec(arg: str) -> bool:
+        if style == "taint":
+            return "=" in arg or ":" in arg or arg.endswith("-")
+        return ("=" in arg and not arg.startswith("=")) or (arg.endswith("-") and arg != "-")
+
+    resources: list[str] = []
+    specs: list[str] = []
+    for arg in args:
+        if is_spec(arg):
+            specs.append(arg)
+        elif specs:
+            raise CommandRefused(f"all resources must be given before changes (got {arg!r})")
+        else:
+            resources.append(arg)
+    return resources, specs
+
+
+_DANGEROUS_POD_FIELDS = (
+    "privileged",
+    "hostpid",
+    "hostnetwork",
+    "hostipc",
+    "hostpath",
+    "hostusers",
+    "hostport",
+    "capabilities",
+    "allowprivilegeescalation",
+    "procmount",
+    "sys_admin",
+    "nodename",
+    "serviceaccount",
+    "automountserviceaccounttoken",
+    "seccompprofile",
+    "apparmor",
+    "selinux",
+    "runasuser",
+    "runasnonroot",
+)
+
+
+def _json_strings(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _overrides_are_privileged(text: str) -> bool:
+    """Whether a ``--overrides`` document touches a field that can weaken pod isolation.
+
+    The JSON is decoded (so ``\\u`` escapes cannot hide a name) and every key and string value
+    is searched case-insensitively (Go's JSON decoding matches keys case-insensitively, and a
+    JSON patch names fields in its string values)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise CommandRefused("--overrides is not valid JSON") from None
+    haystack = " ".join(_json_strings(document)).lower()
+    return any(field in haystack for field in _DANGEROUS_POD_FIELDS)
+
+
+_DRY_RUN_KUBECTL = {"none": "none", "client": "client", "server": "server", "unchanged": "client"}
+_DRY_RUN_HELM = {"none": "none", "client": "client", "server": "server"}
+_PRIVILEGED_DEBUG_PROFILES = frozenset({"sysadmin", "netadmin"})
+_FILE_OUTPUTS = frozenset(
+    {"jsonpath-file", "go-template-file", "templatefile", "custom-columns-file"}
+)
+
+
+class _Builder:
+    def __init__(self, tool: ToolSpec, argv: tuple[str, ...]) -> None:
+        self.tool = tool
+        self.argv = argv
+        self.flags: list[tuple[FlagSpec, str]] = []
+        self.positionals: list[str] = []
+        self.dash_at: int | None = None
+
+    # Finding the command -------------------------------------------------------------
+
+    def _find(self) -> tuple[list[VerbSpec], list[str]]:
+        tool = self.tool
+        level = tool.root
+        path: list[VerbSpec] = []
+        rest = list(self.argv[1:])
+        while True:
+            fs = _flagset(tool, level, with_help=False)
+            words = _strip_flags(tool, fs, rest)
+            if not words:
+                break
+            sub = level.find_subverb(words[0])
+            if sub is None:
+                if level.subverbs and (level.subverb_required or level is tool.root):
+                    where = " ".join([tool.name, *(p.name for p in path)])
+                    if level is tool.root:
+                        raise CommandRefused(
+                            f"unknown {tool.name} command {words[0]!r} "
+                            "(plugins and unknown commands are not allowed)"
+                        )
+                    raise CommandRefused(f"unknown sub-command {words[0]!r} of {where!r}")
+                break
+            path.append(sub)
+            rest = _args_minus_first(tool, fs, rest, words[0])
+            level = sub
+        if not path:
+            raise CommandRefused(f"no {tool.name} command given")
+        final = path[-1]
+        for spec in path:
+            if spec.refuse:
+                name = " ".join([tool.name, *(p.name for p in path[: path.index(spec) + 1])])
+                raise CommandRefused(f"{name!r} is not allowed: {spec.refuse}")
+        if final.subverb_required:
+            choices = ", ".join(sorted(s.name for s in final.subverbs.values() if not s.refuse))
+            raise CommandRefused(
+                f"{tool.name} {' '.join(p.name for p in path)} needs a sub-command ({choices})"
+            )
+        return path, rest
+
+    # pflag ---------------------------------------------------------------------------
+
+    def _parse_flags(self, final: VerbSpec, args: list[str]) -> None:
+        fs = _flagset(self.tool, final, with_help=True)
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "" or arg[0] != "-" or arg == "-":
+                self.positionals.append(arg)
+                continue
+            if arg == "--":
+                self.dash_at = len(self.positionals)
+                self.positionals.extend(rest)
+                return
+            if arg.startswith("--"):
+                self._long(fs, arg, rest)
+            else:
+                self._short(fs, arg, rest)
+
+    def _long(self, fs: _Flagset, arg: str, rest: list[str]) -> None:
+        body = arg[2:]
+        if body[0] in "-=":
+            raise CommandRefused(f"bad flag syntax {arg!r}")
+        name, eq, value = body.partition("=")
+        spec = fs.long.get(_normalize(self.tool, name))
+        if spec is None:
+            raise CommandRefused(f"unknown flag --{name} (unknown flags are not allowed)")
+        if not eq:
+            if spec.noopt:
+                value = spec.noopt
+            elif rest:
+                value = rest.pop(0)
+            else:
+                raise CommandRefused(f"flag --{name} needs a value")
+        self._record(spec, value, f"--{name}")
+
+    def _short(self, fs: _Flagset, arg: str, rest: list[str]) -> None:
+        shorthands = arg[1:]
+        if shorthands.startswith("test."):
+            raise CommandRefused(f"bad flag syntax {arg!r}")
+        while shorthands:
+            letter = shorthands[0]
+            spec = fs.short.get(letter)
+            if spec is None:
+                raise CommandRefused(f"unknown flag -{letter} in {arg!r}")
+            if len(shorthands) > 2 and shorthands[1] == "=":
+                value, shorthands = shorthands[2:], ""
+            elif spec.noopt:
+                value, shorthands = spec.noopt, shorthands[1:]
+            elif len(shorthands) > 1:
+                value, shorthands = shorthands[1:], ""
+            elif rest:
+                value, shorthands = rest.pop(0), ""
+            else:
+                raise CommandRefused(f"flag -{letter} needs a value")
+            self._record(spec, value, f"-{letter}")
+
+    def _record(self, spec: FlagSpec, value: str, typed: str) -> None:
+        if spec.refuse:
+            raise CommandRefused(f"flag {typed} (--{spec.name}) is not allowed: {spec.refuse}")
+        if spec.kind == "bool":
+            parsed = _go_bool(value)
+            if parsed is None:
+                raise CommandRefused(f"flag {typed} takes true or false, not {value!r}")
+            value = "true" if parsed else "false"
+        self.flags.append((spec, value))
+
+    # Accessors ------------------------------------------------------------------------
+
+    def _last(self, name: str) -> str | None:
+        value: str | None = None
+        for spec, item in self.flags:
+            if spec.name == name:
+                value = item
+        return value
+
+    def _values(self, name: str) -> list[str]:
+        return [item for spec, item in self.flags if spec.name == name]
+
+    def _bool(self, name: str) -> bool:
+        return self._last(name) == "true"
+
+    # Build ------------------------------------------------------------------------------
+
+    def build(self) -> KubeCommand:
+        path, rest = self._find()
+        final = path[-1]
+        self._parse_flags(final, rest)
+        if any(p == "" for p in self.positionals):
+            raise CommandRefused("empty argument")
+        verbosity = self._last("v")
+        if verbosity is not None:
+            # klog parses the level in base 10 only
+            level = int(verbosity) if verbosity.isascii() and verbosity.isdigit() else None
+            if level is None or level > MAX_VERBOSITY:
+                raise CommandRefused(f"verbosity -v above {MAX_VERBOSITY} is not allowed")
+        fields = _Fields(path=[p.name for p in path])
+        self._positionals(final, fields)
+        self._paths(fields)
+        return self._command(final, fields)
+
+    def _positionals(self, final: VerbSpec, f: _Fields) -> None:
+        before = self.positionals[: self.dash_at] if self.dash_at is not None else self.positionals
+        after = self.positionals[self.dash_at :] if self.dash_at is not None else []
+        if final.dash_command:
+            f.command = list(after)
+            args = list(before)
+        else:
+            args = list(self.positionals)
+        mode = final.positional
+        kind = final.kind or "pods"
+        if mode == "none":
+            if args:
+                raise CommandRefused(f"unexpected argument {args[0]!r}")
+        elif mode == "resources":
+            resources, specs = _split_specs(final.specs, args) if final.specs else (args, [])
+            f.resources = _resource_args(resources)
+            f.args = specs
+        elif mode == "names":
+            f.resources = [_named(arg, kind) for arg in args]
+        elif mode == "name":
+            if self.tool.name == "kubectl" and final.name == "run":
+                if not args:
+                    raise CommandRefused("kubectl run needs a NAME")
+                f.resources = [ResourceRef(kind, _name(args[0]))]
+                f.command = args[1:] + f.command
+            else:
+                if len(args) != 1:
+                    raise CommandRefused(f"exactly one NAME is required, got {len(args)}")
+                f.resources = [ResourceRef(kind, _name(args[0]))]
+        elif mode == "target":
+            self._target(final, args, kind, f)
+        elif mode == "targets":
+            f.resources = [_named(arg, kind) for arg in args]
+        elif mode == "cp":
+            self._cp(args, f)
+        elif mode == "free":
+            f.args = args
+        elif mode == "paths":
+            f.local_paths += args
+        elif mode == "charts":
+            if len(args) != 1:
+                raise CommandRefused(f"exactly one chart path is required, got {len(args)}")
+            f.chart = _chart(args[0])
+        elif mode == "release":
+            if not args:
+                raise CommandRefused("a release name is required")
+            f.resources = [ResourceRef("releases", _name(args[0]))]
+            f.args = args[1:]
+        elif mode == "releases":
+            if not args:
+                raise CommandRefused("a release name is required")
+            f.resources = [ResourceRef("releases", _name(arg)) for arg in args]
+        elif mode in ("install", "upgrade"):
+            self._install(mode, args, f)
+
+    def _target(self, final: VerbSpec, args: list[str], kind: str, f: _Fields) -> None:
+        if not args:
+            return
+        f.resources = [_named(args[0], kind)]
+        extra = args[1:]
+        if final.name == "exec" and extra:
+            raise CommandRefused("use 'kubectl exec POD -- COMMAND' (with '--')")
+        if final.name == "attach" and extra:
+            raise CommandRefused(f"unexpected argument {extra[0]!r}")
+        if final.name == "logs" and len(extra) > 1:
+            raise CommandRefused(f"unexpected argument {extra[1]!r}")
+        f.args = extra
+
+    def _cp(self, args: list[str], f: _Fields) -> None:
+        if len(args) != 2:
+            raise CommandRefused("kubectl cp needs exactly a source and a destination")
+        for arg in args:
+            colon = arg.find(":")
+            if colon == 0:
+                raise CommandRefused(f"invalid cp argument {arg!r}")
+            if colon < 0:
+                f.local_paths.append(arg)
+                continue
+            pod, _, _remote = arg.partition(":")
+            pieces = pod.split("/")
+            if len(pieces) == 1:
+                f.resources.append(ResourceRef("pods", _name(pieces[0])))
+            elif len(pieces) == 2:
+                f.resources.append(
+                    ResourceRef("pods", _name(pieces[1]), namespace=_namespace(pieces[0]))
+                )
+            else:
+                raise CommandRefused(f"invalid cp argument {arg!r}")
+        f.args = list(args)
+
+    def _install(self, mode: str, args: list[str], f: _Fields) -> None:
+        generate = self._bool("generate-name")
+        if mode == "upgrade":
+            expected = 2
+        elif f.path == ["template"]:
+            expected = 1 if generate or len(args) == 1 else 2
+        else:
+            expected = 1 if generate else 2
+        if len(args) != expected:
+            raise CommandRefused(
+                f"helm {f.path[0]} takes {'[NAME] CHART' if expected == 2 else 'CHART'}; "
+                f"got {len(args)} arguments"
+            )
+        if expected == 2:
+            f.resources = [ResourceRef("releases", _name(args[0]))]
+        f.chart = _chart(args[-1])
+
+    def _paths(self, f: _Fields) -> None:
+        roles = self.tool.path_flags
+        for spec, value in self.flags:
+            role = roles.get(spec.name)
+            if role is None:
+                continue
+            if spec.name in ("filename", "kustomize"):
+                target = f.files
+            else:
+                target = f.local_paths
+            target.extend(_paths_of(role, value, spec.name))
+        output = self._last("output")
+        if output is not None and self.tool.name == "kubectl":
+            if f.path == ["kustomize"]:
+                f.local_paths.append(output)  # kustomize -o names the file to write
+            else:
+                fmt, _, arg = output.partition("=")
+                if fmt.lower() in _FILE_OUTPUTS:
+                    file = arg or self._last("template")
+                    if not file:
+                        raise CommandRefused(f"-o {fmt} needs a file")
+                    f.local_paths.append(file)
+        if f.chart is not None:
+            f.local_paths.append(f.chart)
+
+    def _command(self, final: VerbSpec, f: _Fields) -> KubeCommand:
+        tool = self.tool.name
+        namespace = self._last("namespace")
+        output = self._last("output")
+        output_format: str | None = None
+        if output is not None and not (tool == "kubectl" and f.path == ["kustomize"]):
+            output_format = output.partition("=")[0].lower()
+        elif tool == "kubectl" and self._last("template") is not None:
+            output_format = "go-template"
+        raw = self._last("raw")
+        if tool == "kubectl" and raw is not None:
+            _check_raw(raw)
+            f.resources = f.resources + _raw_resources(raw)
+            if output_format is None:
+                output_format = "raw"  # the server's JSON, printed as is
+        selector = self._last("selector") if final.selects else None
+        subverb = " ".join(f.path[1:]) or None
+        if (
+            tool == "kubectl"
+            and f.path == ["debug"]
+            and any(ref.kind == "nodes" for ref in f.resources)
+        ):
+            subverb = "node"
+        return KubeCommand(
+            tool=tool,
+            verb=f.path[0],
+            subverb=subverb,
+            resources=tuple(f.resources),
+            namespace=_namespace(namespace) if namespace is not None else None,
+            all_namespaces=self._bool("all-namespaces"),
+            selector=selector,
+            field_selector=self._last("field-selector"),
+            all=self._bool("all") if tool == "kubectl" else False,
+            flags=tuple((spec.name, value) for spec, value in self.flags),
+            files=tuple(f.files),
+            local_paths=tuple(f.local_paths),
+            output=output_format,
+            dry_run=self._dry_run(tool),
+            replicas=self._replicas(),
+            privileged=self._privileged(f),
+            raw=raw,
+            chart=f.chart,
+            args=tuple(f.args),
+            command=tuple(f.command),
+            argv=self.argv,
+        )
+
+    def _dry_run(self, tool: str) -> str:
+        value = self._last("dry-run")
+        if value is None:
+            return "none"
+        table = _DRY_RUN_KUBECTL if tool == "kubectl" else _DRY_RUN_HELM
+        as_bool = _go_bool(value)
+        if as_bool is not None:
+            return "client" if as_bool else "none"
+        if value not in table:
+            raise CommandRefused(f"invalid --dry-run value {value!r}")
+        return table[value]
+
+    def _replicas(self) -> int | None:
+        value = self._last("replicas")
+        if value is None:
+            return None
+        number = _go_int(value)
+        if number is None:
+            raise CommandRefused(f"invalid --replicas value {value!r}")
+        return number
+
+    def _privileged(self, f: _Fields) -> bool:
+        if self.tool.name != "kubectl":
+            return False
+        if f.path == ["run"]:
+            overrides = self._last("overrides")
+            return self._bool("privileged") or (
+                overrides is not None and _overrides_are_privileged(overrides)
+            )
+        if f.path == ["debug"]:
+            profile = (self._last("profile") or "legacy").lower()
+            return (
+                profile in _PRIVILEGED_DEBUG_PROFILES
+                or self._last("custom") is not None
+                or any(ref.kind == "nodes" for ref in f.resources)
+            )
+        return False
+
+
+@dataclass
+class _Fields:
+    path: list[str]
+    resources: list[ResourceRef] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    local_paths: list[str] = field(default_factory=list)
+    chart: str | None = None
+
+
+def _paths_of(role: str, value: str, flag: str) -> list[str]:
+    if role == "path":
+        return [value]
+    if '"' in value:
+        raise CommandRefused(f"quoted list values are not supported in --{flag}")
+    parts = value.split(",")
+    if role == "list":
+        return parts
+    if role == "keyed":
+        paths: list[str] = []
+        for part in parts:
+            pieces = part.split("=")
+            if len(pieces) > 2:
+                raise CommandRefused(f"invalid --{flag} value {part!r}")
+            paths.append(pieces[-1])
+        return paths
+    # helm --set-file KEY=PATH[,KEY=PATH]
+    if any(c in value for c in "\\{}[]"):
+        raise CommandRefused(f"--{flag} supports only KEY=PATH[,KEY=PATH...]")
+    paths = []
+    for part in parts:
+        key, eq, path = part.partition("=")
+        if not eq or not key:
+            raise CommandRefused(f"invalid --{flag} value {part!r}")
+        paths.append(path)
+    return paths
+
+
+def _chart(value: str) -> str:
+    if "://" in value or value.startswith("oci:"):
+        raise CommandRefused(
+            f"chart {value!r}: URLs and oci:// references are not allowed; "
+            "use a chart directory or archive in the workspace"
+        )
+    if not (value in (".", "..") or value.startswith(("./", "../", "/"))):
+        raise CommandRefused(
+            f"chart {value!r}: only local charts are allowed; write it as a path "
+            f"(./{value}) — repository charts are not allowed"
+        )
+    return value
+
+
+def _check_raw(raw: str) -> None:
+    if not raw.startswith("/") or raw.startswith("//") or "://" in raw:
+        raise CommandRefused(f"--raw takes an absolute API path (/api/...), not {raw!r}")
+    path = raw.split("?", 1)[0]
+    if "%" in raw or "\\" in raw or "//" in path or "#" in raw:
+        raise CommandRefused(f"--raw path {raw!r} contains escapes or empty segments")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise CommandRefused(f"--raw path {raw!r} contains '.' or '..' segments")
+    if not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise CommandRefused(f"--raw path {raw!r} contains unexpected characters")
+
+
+def _raw_resources(raw: str) -> list[ResourceRef]:
+    """The object a raw API path addresses, as the API server routes it:
+    ``/api/v1[/namespaces/NS]/RESOURCE[/NAME[/SUBRESOURCE...]]`` and the same under
+    ``/apis/GROUP/VERSION``. Non-resource paths (``/healthz``, ``/version``) address none."""
+    segments = raw.split("?", 1)[0].strip("/").split("/")
+    if segments[:2] == ["api", "v1"]:
+        group, rest = "", segments[2:]
+    elif segments[0] == "apis" and len(segments) >= 3:
+        group, rest = segments[1], segments[3:]
+    else:
+        return []
+    if not rest or rest == [""]:
+        return []
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace = _namespace(rest[1])
+        rest = rest[2:]
+    resource = rest[0]
+    typed = f"{resource}.{group}" if group else resource
+    ref = ResourceRef(_kind(typed), _name(rest[1]) if len(rest) > 1 else None, namespace)
+    if ref.kind == "namespaces" and ref.name is not None and namespace is None:
+        ref = ResourceRef("namespaces", ref.name, ref.name)
+    return [ref]
