@@ -44,7 +44,7 @@ def test_broken_toml_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
         load_settings()
 
 
-@pytest.mark.parametrize("value", ["8080", "host:", ":80", "h:99999", "h:-1", "h:x"])
+@pytest.mark.parametrize("value", ["8080", "host:", ":80", "h:99999", "h:-1", "h:x", "h:65536"])
 def test_bad_listen(value: str) -> None:
     with pytest.raises(ConfigError, match="listen"):
         load_settings(listen=value)

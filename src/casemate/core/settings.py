@@ -71,10 +71,11 @@ class Settings(BaseSettings):
             raise ValueError("must be FULL, NORMAL or EXTRA")
         return v.upper()
 
-    @field_validator("listen")
+    @field_validator("listen", "syslog_target")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
         return v
 
     @classmethod
@@ -137,7 +138,7 @@ def _url_password(url: str) -> str:
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to a tuple; raises ``ValueError``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 

@@ -1,0 +1,5 @@
+"""``python -m casemate.cli``."""
+
+from casemate.cli.main import main
+
+main()

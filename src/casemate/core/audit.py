@@ -1,0 +1,976 @@
+"""The audit log: append-only, versioned, hash-chained, tamper-evident.
+
+Record format (envelope version 1)
+----------------------------------
+Each record is stored as its canonical JSON ``body``: a JSON object with exactly these keys::
+
+    {"actor":"alice","details":{...},"event_version":1,"kind":"auth.login",
+     "outcome":"ok","seq":17,"source":"10.0.0.5","ts":"2026-11-23T10:39:18.121374Z","v":1}
+
+*Canonical* means: keys sorted (by code point, at every level), no whitespace
+(``","`` and ``":"`` separators), strings not ASCII-escaped (``ensure_ascii=False``) so the only
+escapes are the ones JSON requires (``"``, ``\\`` and U+0000..U+001F), no NaN/Infinity, and
+the result encoded as UTF-8. In Python it is exactly::
+
+    json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+* ``v`` - the envelope format version (1).
+* ``seq`` - 1, 2, 3, ... with no gaps.
+* ``ts`` - UTC wall clock at append (taken while holding the chain lock), RFC 3339 with
+  microseconds and ``Z``.
+* ``kind``, ``event_version`` - the event's ``kind`` and ``VERSION``.
+* ``actor``, ``source``, ``outcome`` - labels: C0/C1 control characters, DEL and unpaired
+  surrogates are replaced by visible ``\\xNN`` / ``\\uNNNN`` text and the value is cut to its
+  column width (kind 100, actor 200, source 200, outcome 32 characters; a cut value ends in
+  ``…``).
+* ``details`` - the event's own fields. Unpaired surrogates in strings become ``\\uNNNN`` text,
+  non-finite floats and other non-JSON values become strings, nesting deeper than
+  :data:`MAX_DETAILS_DEPTH` becomes the string ``"<too deep>"``. If the canonical JSON of
+  ``details`` is longer than :data:`MAX_DETAILS_BYTES` (64 KiB of UTF-8), it is replaced by
+  ``{"_truncated":{"bytes":N,"sha256":"<of the full JSON>","preview":"<first 4096 chars>"}}``.
+
+The chain: ``prev_hash`` is the ``hash`` of the previous record (64 ``"0"`` for record 1) and
+``hash = sha256(prev_hash as ASCII hex + body as UTF-8).hexdigest()``. The columns ``ts``,
+``kind``, ``actor`` and ``outcome`` copy fields of ``body`` for querying; :meth:`AuditLog.verify`
+checks them against it. The single ``audit_head`` row holds the last ``seq`` and ``hash``; every
+appender locks it, so the chain is strictly ordered across threads, processes and gateway
+instances, and a record and its head update commit together (a killed writer leaves either
+both or neither).
+
+What the chain proves: any modified, deleted, inserted or reordered record is detected, except
+a complete rewrite of the chain from some point on *including* the head row by someone with
+write access to the database. Forward records off the host (:class:`SyslogForwarder`) or keep
+exports (:meth:`AuditLog.export_jsonl`) to catch that too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from select import select as select_fds
+from typing import IO, Any, Final, NamedTuple
+
+from sqlalchemy import ColumnElement, Connection, bindparam, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from casemate.core.db import Database, is_postgres
+from casemate.core.models import AuditHead, AuditRecord
+from casemate.core.settings import parse_listen
+from casemate.errors import ConfigError, IntegrityError, InvalidInput, UpstreamError
+from casemate.events import Event
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION: Final = 1
+GENESIS_HASH: Final = "0" * 64
+MAX_DETAILS_BYTES: Final = 64 * 1024
+MAX_DETAILS_DEPTH: Final = 32
+PREVIEW_CHARS: Final = 4096
+MAX_QUERY_LIMIT: Final = 10_000
+
+_HEAD_ID: Final = 1
+_LABEL_WIDTH: Final = {"kind": 100, "actor": 200, "source": 200, "outcome": 32}
+_UNSAFE_LABEL_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_VERIFY_BATCH: Final = 10_000
+_RECENT: Final = 64
+_PAGE: Final = 1_000
+
+
+# Records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One committed record, decoded from its body."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    actor: str
+    source: str
+    outcome: str
+    details: dict[str, Any]
+    hash: str
+    event_version: int = 1
+    prev_hash: str = GENESIS_HASH
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``ts`` as RFC 3339 text), e.g. for the API and ``audit tail``."""
+        return {
+            "seq": self.seq,
+            "ts": format_ts(self.ts),
+            "kind": self.kind,
+            "event_version": self.event_version,
+            "actor": self.actor,
+            "source": self.source,
+            "outcome": self.outcome,
+            "details": self.details,
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of a chain check. ``first_bad_seq`` is the earliest record found inconsistent."""
+
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+class _Stored(NamedTuple):
+    seq: int
+    prev_hash: str
+    hash: str
+    body: str
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of ``value`` (see the module docstring)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def record_hash(prev_hash: str, body: str) -> str:
+    """``sha256(prev_hash + body)`` as lowercase hex, both encoded as UTF-8 (hex is ASCII)."""
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def format_ts(ts: datetime) -> str:
+    """RFC 3339 UTC with microseconds: ``2026-11-23T10:39:18.121374Z``."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _clean_label(value: str, width: int) -> str:
+    value = _UNSAFE_LABEL_CHAR.sub(_escape_char, str(value))
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _clean_str(value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # unpaired surrogates (e.g. undecodable file names)
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
+def _clean_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _clean_str(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= MAX_DETAILS_DEPTH:
+        return "<too deep>"
+    if isinstance(value, Mapping):
+        return {_clean_str(str(k)): _clean_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_value(v, depth + 1) for v in value]
+    return _clean_str(str(value))
+
+
+def _details(details: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The cleaned (or truncated) details and their canonical JSON."""
+    cleaned: dict[str, Any] = _clean_value(details)
+    text = canonical_json(cleaned)
+    size = len(text.encode())
+    if size <= MAX_DETAILS_BYTES:
+        return cleaned, text
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cut = {"_truncated": {"bytes": size, "sha256": digest, "preview": text[:PREVIEW_CHARS]}}
+    return cut, canonical_json(cut)
+
+
+def _body(
+    *,
+    seq: int,
+    ts: str,
+    kind: str,
+    version: int,
+    actor: str,
+    source: str,
+    outcome: str,
+    details_json: str,
+) -> str:
+    """Canonical JSON of the envelope, assembled around the already-canonical details."""
+    j = canonical_json
+    return (
+        f'{{"actor":{j(actor)},"details":{details_json},"event_version":{version},'
+        f'"kind":{j(kind)},"outcome":{j(outcome)},"seq":{seq},"source":{j(source)},'
+        f'"ts":"{ts}","v":{FORMAT_VERSION}}}'
+    )
+
+
+def _entry(row: _Stored) -> AuditEntry:
+    try:
+        doc = json.loads(row.body)
+        if doc.get("v") != FORMAT_VERSION:
+            raise ValueError(f"unknown format version {doc.get('v')!r}")
+        return AuditEntry(
+            seq=row.seq,
+            ts=datetime.fromisoformat(doc["ts"]),
+            kind=doc["kind"],
+            actor=doc["actor"],
+            source=doc["source"],
+            outcome=doc["outcome"],
+            details=doc["details"],
+            hash=row.hash,
+            event_version=doc["event_version"],
+            prev_hash=row.prev_hash,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(
+            f"audit record {row.seq} cannot be decoded; run `casemate audit verify`"
+        ) from e
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    return value.astimezone(UTC)  # SQLite stores and compares the UTC fields as text
+
+
+# The log ----------------------------------------------------------------------------------
+
+AppendHook = Callable[[AuditEntry], None]
+
+# Built once: statement construction costs more than the SQLite write itself.
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == _HEAD_ID).with_for_update()
+_INSERT_RECORD = insert(AuditRecord)
+_UPDATE_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == _HEAD_ID)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+_PENDING = "casemate.audit.pending"  # session.info: [(log, entry)] awaiting the commit
+_LISTENING = "casemate.audit.listening"
+
+
+class AuditLog:
+    """The audit log over a :class:`~casemate.core.db.Database`.
+
+    ``on_append`` hooks run after the record's transaction commits (never for a rolled-back
+    one); a failing hook is logged and ignored. Appending inside a savepoint that is later
+    rolled back still fires the hook when the outer transaction commits, so hooks should treat
+    the entry as a hint and read the database (as :class:`SyslogForwarder` does).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._postgres = is_postgres(db.engine)
+        self.on_append: list[AppendHook] = []
+        self._forwarders: list[SyslogForwarder] = []
+
+    def close(self) -> None:
+        """Stop the forwarders started on this log (the database belongs to the caller)."""
+        for forwarder in list(self._forwarders):
+            forwarder.close()
+
+    # Writing ------------------------------------------------------------------------------
+
+    def append(self, event: Event, *, session: Session | None = None) -> AuditEntry:
+        """Append one record; it is committed when this returns (or with ``session``).
+
+        With ``session`` the record joins the caller's transaction, so the action and its
+        record commit or roll back together. The chain lock is then held until that
+        transaction ends: append last, just before committing.
+        """
+        kind = _clean_label(event.kind, _LABEL_WIDTH["kind"])
+        actor = _clean_label(event.actor, _LABEL_WIDTH["actor"])
+        source = _clean_label(event.source, _LABEL_WIDTH["source"])
+        outcome = _clean_label(event.outcome, _LABEL_WIDTH["outcome"])
+        details, details_json = _details(event.details())
+        version = int(type(event).VERSION)
+
+        def write(conn: Connection) -> AuditEntry:
+            head_seq, head_hash = self._lock_head(conn)
+            seq, now = head_seq + 1, datetime.now(UTC)
+            body = _body(
+                seq=seq,
+                ts=format_ts(now),
+                kind=kind,
+                version=version,
+                actor=actor,
+                source=source,
+                outcome=outcome,
+                details_json=details_json,
+            )
+            digest = record_hash(head_hash, body)
+            conn.execute(
+                _INSERT_RECORD,
+                {
+                    "seq": seq,
+                    "ts": now,
+                    "kind": kind,
+                    "actor": actor,
+                    "outcome": outcome,
+                    "body": body,
+                    "prev_hash": head_hash,
+                    "hash": digest,
+                },
+            )
+            conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
+            return AuditEntry(
+                seq=seq,
+                ts=now,
+                kind=kind,
+                actor=actor,
+                source=source,
+                outcome=outcome,
+                details=details,
+                hash=digest,
+                event_version=version,
+                prev_hash=head_hash,
+            )
+
+        if session is not None:
+            entry = write(session.connection())
+            self._after_commit_of(session, entry)
+            return entry
+        try:  # a bare connection: the ORM session machinery would double the CPU cost
+            with self._db.engine.begin() as conn:
+                entry = write(conn)
+        except SQLAlchemyError as e:
+            raise UpstreamError(f"database error: {type(e).__name__}") from e
+        self._run_hooks([entry])
+        return entry
+
+    def _lock_head(self, conn: Connection) -> tuple[int, str]:
+        """Lock the head row (FOR UPDATE on PostgreSQL; SQLite holds the write lock already),
+        creating it on the first append. Concurrent creators wait on the row's unique key, and
+        all but the first insert nothing."""
+        row = conn.execute(_LOCK_HEAD).one_or_none()
+        if row is None:
+            dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+            created = conn.execute(
+                dialect_insert(AuditHead)
+                .values(id=_HEAD_ID, seq=0, hash=GENESIS_HASH)
+                .on_conflict_do_nothing()
+                .returning(AuditHead.id)
+            ).first()
+            if (
+                created is not None
+                and conn.execute(select(AuditRecord.seq).limit(1)).first() is not None
+            ):
+                raise IntegrityError(
+                    "the audit head row is missing but records exist; run `casemate audit verify`"
+                )
+            row = conn.execute(_LOCK_HEAD).one()
+        return int(row.seq), str(row.hash)
+
+    def _after_commit_of(self, session: Session, entry: AuditEntry) -> None:
+        if not session.info.get(_LISTENING):
+            session.info[_LISTENING] = True
+            event.listen(session, "after_commit", _fire_pending)
+            event.listen(session, "after_rollback", _drop_pending)
+        session.info.setdefault(_PENDING, []).append((self, entry))
+
+    def _run_hooks(self, entries: Sequence[AuditEntry]) -> None:
+        for hook in list(self.on_append):
+            for entry in entries:
+                try:
+                    hook(entry)
+                except Exception:
+                    log.exception("audit on_append hook failed for record %d", entry.seq)
+
+    # Reading ------------------------------------------------------------------------------
+
+    def head_seq(self) -> int:
+        """The ``seq`` of the newest record (0 for an empty log)."""
+        return self.head()[0]
+
+    def head(self) -> tuple[int, str]:
+        """The last ``(seq, hash)``; ``(0, GENESIS_HASH)`` for an empty log."""
+        with self._db.reader() as s:
+            row = s.execute(
+                select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == _HEAD_ID)
+            ).one_or_none()
+        return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
+
+    def query(
+        self,
+        *,
+        kind: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        after_seq: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
+        """Records matching every given filter, in ``seq`` order (oldest first by default).
+
+        ``since`` is inclusive, ``until`` exclusive (timezone-aware datetimes). ``text`` is a
+        case-insensitive substring of the record's body as stored (JSON-escaped: a ``"`` in
+        ``text`` matches a ``"`` inside a value), taken literally (``%``, ``_`` are not
+        wildcards); case folding is ASCII-only on SQLite. Keyset paging: pass the last ``seq``
+        of a page as ``after_seq`` to continue in the same direction (``seq > after_seq``
+        oldest first, ``seq < after_seq`` newest first). ``limit`` is 1..10000.
+        """
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        conds = _filters(kind, actor, outcome, since, until, text)
+        if after_seq is not None:
+            conds.append(
+                AuditRecord.seq < after_seq if newest_first else AuditRecord.seq > after_seq
+            )
+        return [_entry(r) for r in self._select(conds, limit, newest_first)]
+
+    def export_jsonl(
+        self,
+        out: IO[str],
+        *,
+        kind: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        after_seq: int | None = None,
+    ) -> int:
+        """Write matching records oldest first, one JSON object a line; returns the count.
+
+        Each line is the canonical JSON of ``{"body": <the record's body text>, "hash": ...,
+        "prev_hash": ..., "seq": ...}``, so anyone can check ``hash == sha256(prev_hash +
+        body)`` and the links offline (:func:`verify_jsonl`). An unfiltered export is a
+        contiguous piece of the chain; a filtered one only proves each record by itself.
+        """
+        conds = _filters(kind, actor, outcome, since, until, text)
+        cursor, count = after_seq or 0, 0
+        while True:
+            rows = self._select([*conds, AuditRecord.seq > cursor], _PAGE, False)
+            for row in rows:
+                out.write(canonical_json(row._asdict()) + "\n")
+            count += len(rows)
+            if len(rows) < _PAGE:
+                return count
+            cursor = rows[-1].seq
+
+    def tail(
+        self,
+        *,
+        after_seq: int | None = None,
+        kind: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        text: str | None = None,
+        poll_interval: float = 1.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[AuditEntry]:
+        """Follow the log: yield matching records appended after ``after_seq`` (default: the head
+        when iteration starts), oldest first, polling every ``poll_interval`` seconds until ``stop``
+        is set (or the consumer stops iterating)."""
+        stop = stop or threading.Event()
+        cursor = self.head()[0] if after_seq is None else after_seq
+        conds = _filters(kind, actor, outcome, None, None, text)
+        while not stop.is_set():
+            head_seq = self.head()[0]
+            while cursor < head_seq:
+                rows = self._select(
+                    [*conds, AuditRecord.seq > cursor, AuditRecord.seq <= head_seq], _PAGE, False
+                )
+                for row in rows:
+                    yield _entry(row)
+                cursor = rows[-1].seq if len(rows) == _PAGE else head_seq
+            stop.wait(poll_interval)
+
+    def _select(
+        self, conds: list[ColumnElement[bool]], limit: int, newest_first: bool
+    ) -> list[_Stored]:
+        order = AuditRecord.seq.desc() if newest_first else AuditRecord.seq.asc()
+        stmt = (
+            select(AuditRecord.seq, AuditRecord.prev_hash, AuditRecord.hash, AuditRecord.body)
+            .where(*conds)
+            .order_by(order)
+            .limit(limit)
+        )
+        with self._db.reader() as s:
+            return [_Stored(*row) for row in s.execute(stmt)]
+
+    # Verification -------------------------------------------------------------------------
+
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Check the whole chain in one consistent snapshot; integrity problems are reported,
+        not raised (database failures raise ``UpstreamError``). ``progress`` gets the number
+        of records checked so far, every 10,000 records."""
+        # ts as "YYYY-MM-DD HH:MM:SS.ffffff" UTC: how SQLAlchemy stores it in SQLite.
+        ts_sql = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        if not self._postgres:
+            ts_sql = "ts"
+        sql = (
+            f"SELECT seq, prev_hash, hash, body, {ts_sql}, kind, actor, outcome "
+            "FROM audit_records ORDER BY seq"
+        )
+        try:
+            with self._db.engine.connect() as conn:
+                if self._postgres:
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                else:
+                    conn.execution_options(casemate_readonly=True)
+                head = conn.exec_driver_sql(
+                    f"SELECT seq, hash FROM audit_head WHERE id = {_HEAD_ID}"
+                ).first()
+                return _verify_rows(_batches(conn, sql), head, progress)
+        except SQLAlchemyError as e:
+            raise UpstreamError(f"database error: {type(e).__name__}") from e
+
+
+def _filters(
+    kind: str | None,
+    actor: str | None,
+    outcome: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    text: str | None,
+) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if kind is not None:
+        conds.append(AuditRecord.kind == kind)
+    if actor is not None:
+        conds.append(AuditRecord.actor == actor)
+    if outcome is not None:
+        conds.append(AuditRecord.outcome == outcome)
+    if since is not None:
+        conds.append(AuditRecord.ts >= _utc(since, "since"))
+    if until is not None:
+        conds.append(AuditRecord.ts < _utc(until, "until"))
+    if text:
+        needle = json.dumps(_clean_str(text), ensure_ascii=False)[1:-1]
+        conds.append(AuditRecord.body.icontains(needle, autoescape=True))
+    return conds
+
+
+def _fire_pending(session: Session) -> None:
+    for audit_log, entry in session.info.pop(_PENDING, []):
+        audit_log._run_hooks([entry])
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _batches(conn: Connection, sql: str) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """Rows of ``sql`` in batches from a raw driver cursor (server-side on PostgreSQL), in the
+    transaction ``conn`` has begun."""
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    postgres = conn.dialect.name == "postgresql"
+    cursor = dbapi_conn.cursor(name="casemate_audit_verify") if postgres else dbapi_conn.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(_VERIFY_BATCH):
+            yield rows
+    except conn.dialect.loaded_dbapi.Error as e:
+        raise UpstreamError(f"database error: {type(e).__name__}") from e
+    finally:
+        cursor.close()
+
+
+def _verify_rows(
+    batches: Iterable[Sequence[tuple[Any, ...]]],
+    head: Sequence[Any] | None,
+    progress: Callable[[int], None] | None,
+) -> VerifyReport:
+    """The chain check over rows ``(seq, prev_hash, hash, body, ts, kind, actor, outcome)``.
+
+    The fast path proves without parsing JSON that a row agrees with its columns. Bodies are
+    written canonical (and their hashes pin them), so a body starts with
+    ``{"actor":<actor>,"details":``, ends with ``,"ts":"<ts>","v":1}``, and its last
+    ``,"kind":`` is the top-level one (only scalars follow it, and ``,"`` cannot occur inside a
+    JSON string, which escapes ``"``), where ``,"kind":<kind>,"outcome":<outcome>,"seq":<seq>,
+    "source":"`` must start. Any mismatch goes to :func:`_diagnose`, which parses the row and
+    names the problem.
+    """
+    sha256 = hashlib.sha256
+    heads: dict[str, str] = {}  # actor -> expected start of body
+    middles: dict[tuple[str, str], str] = {}  # (kind, outcome) -> expected middle
+    expected, prev = 1, GENESIS_HASH
+    recent = [GENESIS_HASH] * _RECENT  # hashes of the last verified records, by seq % _RECENT
+    for rows in batches:
+        for row in rows:
+            seq, prev_hash, digest, body, ts, kind, actor, outcome = row
+            try:
+                start = heads.get(actor)
+                if start is None:
+                    start = heads[actor] = f'{{"actor":{_json_str(actor)},"details":'
+                middle = middles.get((kind, outcome))
+                if middle is None:
+                    middle = middles[kind, outcome] = (
+                        f',"kind":{_json_str(kind)},"outcome":{_json_str(outcome)},"seq":'
+                    )
+                ok = (
+                    seq == expected
+                    and prev_hash == prev
+                    and sha256((prev_hash + body).encode()).hexdigest() == digest
+                    and body.startswith(start)
+                    and body.endswith(f',"ts":"{ts.replace(" ", "T")}Z","v":1}}')
+                    and body.startswith(f'{middle}{seq},"source":"', body.rfind(',"kind":'))
+                )
+            except (TypeError, AttributeError):  # NULLs or wrong types in tampered rows
+                ok = False
+            if not ok:
+                bad, problem = _diagnose(row, expected, prev, recent)
+                return VerifyReport(False, bad - 1, bad, problem)
+            expected, prev = seq + 1, digest
+            recent[seq % _RECENT] = digest
+        if progress is not None:
+            progress(expected - 1)
+    last = expected - 1
+    head_seq, head_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
+    if head is None and last > 0:
+        return VerifyReport(False, last, None, "the audit head row is missing")
+    if head_seq > last:
+        return VerifyReport(
+            False,
+            last,
+            last + 1,
+            f"the chain ends at {last} but the head says {head_seq} (records deleted at the end)",
+        )
+    if head_seq < last:
+        return VerifyReport(
+            False,
+            head_seq,
+            head_seq + 1,
+            f"records {head_seq + 1}..{last} lie beyond the head {head_seq} "
+            "(inserted outside the log)",
+        )
+    if head_hash != prev:
+        if last == 0:
+            return VerifyReport(False, 0, None, "the audit head row is corrupt")
+        return VerifyReport(
+            False, last - 1, last, f"record {last} was modified (the head holds another hash)"
+        )
+    return VerifyReport(True, last)
+
+
+def _json_str(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _diagnose(row: Sequence[Any], expected: int, prev: str, recent: list[str]) -> tuple[int, str]:
+    """Name the first problem of a row that failed the fast path (slow; runs once).
+
+    ``recent`` holds the hashes of the last ``_RECENT`` verified records; it tells an original
+    record pushed back by inserted ones (it still links to the record before them, and another
+    record took its place) from a replayed copy of an old record.
+    """
+    seq, prev_hash, digest, body, ts, kind, actor, outcome = row
+    if seq != expected:
+        return expected, f"record {expected} is missing (deleted)"
+    try:
+        intact = record_hash(prev_hash, body) == digest
+    except TypeError:
+        intact = False
+    if not intact:
+        return seq, f"record {seq} was modified"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return seq, f"record {seq}'s body is not JSON"
+    if not isinstance(doc, dict):
+        return seq, f"record {seq}'s body is not a JSON object"
+    body_seq = doc.get("seq")
+    if body_seq != seq:
+        if (
+            isinstance(body_seq, int)
+            and seq - _RECENT < body_seq < seq
+            and recent[(body_seq - 1) % _RECENT] == prev_hash
+            and recent[body_seq % _RECENT] != digest
+        ):
+            return body_seq, (
+                f"records {body_seq}..{seq - 1} were inserted (the original record {body_seq} "
+                f"follows at {seq})"
+            )
+        return seq, f"records out of order at {seq} (position {seq} holds record {body_seq})"
+    if prev_hash != prev:
+        if seq == 1:
+            return 1, "record 1 does not start the chain (its prev_hash is not the genesis hash)"
+        return seq - 1, f"record {seq - 1} was modified (record {seq} links to another hash)"
+    ts = ts.replace(" ", "T") + "Z" if isinstance(ts, str) else ts
+    for name, column in (("ts", ts), ("kind", kind), ("actor", actor), ("outcome", outcome)):
+        if doc.get(name) != column:
+            return seq, f"record {seq}'s {name} column disagrees with its body"
+    return seq, f"record {seq}'s body is not in the canonical format"
+
+
+def verify_jsonl(lines: Iterable[str], *, contiguous: bool = True) -> VerifyReport:
+    """Verify an :meth:`AuditLog.export_jsonl` file offline.
+
+    Every record must hash correctly and carry its own ``seq``, and consecutive records must
+    link. With ``contiguous`` (an unfiltered export) a gap in ``seq`` is a missing record; the
+    first line anchors the check (if it is record 1, its ``prev_hash`` must be the genesis
+    hash). Pass ``contiguous=False`` for a filtered export: records must still be in
+    increasing ``seq`` order, but only neighbours with consecutive ``seq`` can be linked.
+    Blank lines are ignored.
+    """
+    checked, last, prev = 0, 0, GENESIS_HASH
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            seq, prev_hash, digest, body = obj["seq"], obj["prev_hash"], obj["hash"], obj["body"]
+            if not (isinstance(seq, int) and isinstance(body, str) and isinstance(prev_hash, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return VerifyReport(False, checked, None, f"line {number} is not an exported record")
+        if last and seq <= last:
+            return VerifyReport(False, checked, seq, f"records out of order at {seq}")
+        if contiguous and last and seq != last + 1:
+            return VerifyReport(
+                False, checked, last + 1, f"record {last + 1} is missing (deleted or moved)"
+            )
+        if record_hash(prev_hash, body) != digest:
+            return VerifyReport(False, checked, seq, f"record {seq} was modified")
+        try:
+            body_seq = json.loads(body).get("seq")
+        except (ValueError, AttributeError):
+            body_seq = None
+        if body_seq != seq:
+            return VerifyReport(False, checked, seq, f"records out of order at {seq}")
+        if seq == 1 and prev_hash != GENESIS_HASH:
+            return VerifyReport(False, checked, 1, "record 1 does not start the chain")
+        if last and seq == last + 1 and prev_hash != prev:
+            return VerifyReport(
+                False,
+                checked,
+                last,
+                f"record {last} was modified (record {seq} links to another hash)",
+            )
+        checked, last, prev = checked + 1, seq, digest
+    return VerifyReport(True, checked)
+
+
+# Syslog forwarding ------------------------------------------------------------------------
+
+SYSLOG_SD_ID: Final = "casemate@32473"
+_BOM: Final = b"\xef\xbb\xbf"
+_FAILED_OUTCOMES: Final = frozenset(
+    {"denied", "deny", "failure", "failed", "fail", "error", "refused", "blocked", "rejected"}
+)
+
+
+def _sd_escape(value: str) -> str:
+    """RFC 5424 PARAM-VALUE escaping: backslash-escape ``"``, ``\\`` and ``]``."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _printusascii(value: str, width: int) -> str:
+    """An RFC 5424 header field: printable US-ASCII (33..126), at most ``width``, else ``-``."""
+    cleaned = "".join(c if 33 <= ord(c) <= 126 else "_" for c in value)[:width]
+    return cleaned or "-"
+
+
+def _syslog_frame(record: _Stored, *, hostname: str, procid: str, facility: int = 13) -> bytes:
+    """One record as an octet-counted (RFC 6587) RFC 5424 message::
+
+        LEN SP <PRI>1 TIMESTAMP HOSTNAME casemate PROCID MSGID
+               [casemate@32473 seq="…" hash="…" actor="…" outcome="…"] BOM BODY
+
+    MSGID is the record's kind, TIMESTAMP its ``ts``, MSG its body (UTF-8 after a BOM).
+    Severity is warning (4) for failed/denied outcomes, notice (5) otherwise; the default
+    facility is 13 ("log audit").
+    """
+    doc = json.loads(record.body)
+    severity = 4 if str(doc.get("outcome", "")).lower() in _FAILED_OUTCOMES else 5
+    sd = (
+        f'[{SYSLOG_SD_ID} seq="{record.seq}" hash="{_sd_escape(record.hash)}"'
+        f' actor="{_sd_escape(str(doc.get("actor", "")))}"'
+        f' outcome="{_sd_escape(str(doc.get("outcome", "")))}"]'
+    )
+    header = (
+        f"<{facility * 8 + severity}>1 {_printusascii(str(doc.get('ts', '')), 64)} "
+        f"{_printusascii(hostname, 255)} casemate {_printusascii(procid, 128)} "
+        f"{_printusascii(str(doc.get('kind', '')), 32)} {sd} "
+    )
+    message = header.encode() + _BOM + record.body.encode()
+    return f"{len(message)} ".encode() + message
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """A syslog server never talks back, so a readable socket means it closed or reset."""
+    try:
+        readable, _, _ = select_fds([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class SyslogForwarder:
+    """Forward every record of the chain, in ``seq`` order, to a syslog server over TCP.
+
+    Appends never wait for it: the ``on_append`` hook only wakes a background thread, which
+    reads the records after the last one it forwarded from the database (so a burst, a slow
+    server or an outage loses nothing, and records appended by other processes or gateway
+    instances are forwarded too; run one forwarder per chain, or let the receiver drop
+    duplicates by ``seq``). While the server is down the thread reconnects with backoff and
+    resumes at the first unsent record. Before each write it checks that the peer has not
+    closed the connection; syslog has no acknowledgements, so a record written just as the
+    server crashes can still be lost in its buffers: receivers can spot that as a ``seq`` gap.
+    The cursor lives in memory and starts at the head when :meth:`start` runs (or at
+    ``start_after``).
+    """
+
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        host: str,
+        port: int,
+        *,
+        hostname: str | None = None,
+        facility: int = 13,
+        start_after: int | None = None,
+        poll_interval: float = 5.0,
+        max_backoff: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._log = audit_log
+        self._address = (host, port)
+        self._hostname = hostname or socket.gethostname()
+        self._procid = str(os.getpid())
+        self._facility = facility
+        self._sent = start_after
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._connect_timeout = connect_timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_until: float | None = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_target(cls, audit_log: AuditLog, target: str, **options: Any) -> SyslogForwarder:
+        """A forwarder for ``HOST:PORT`` (``[::1]:PORT`` for IPv6; a ``tcp://`` prefix is
+        allowed), as in the ``syslog_target`` setting."""
+        address = target.removeprefix("tcp://")
+        try:
+            host, port = parse_listen(address)
+        except ValueError as e:
+            raise ConfigError(f"syslog target must be HOST:PORT over TCP: {e}") from None
+        return cls(audit_log, host, port, **options)
+
+    @property
+    def forwarded_seq(self) -> int | None:
+        """The last ``seq`` written to the server."""
+        return self._sent
+
+    def notify(self, entry: AuditEntry) -> None:
+        """The ``on_append`` hook: wake the sender; never blocks."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if self._sent is None:
+            self._sent = self._log.head()[0]
+        self._log.on_append.append(self.notify)
+        self._log._forwarders.append(self)
+        self._thread = threading.Thread(target=self._run, name="casemate-syslog", daemon=True)
+        self._thread.start()
+
+    def close(self, drain_timeout: float = 2.0) -> None:
+        """Stop; first try for up to ``drain_timeout`` seconds to send what is pending."""
+        if self.notify in self._log.on_append:
+            self._log.on_append.remove(self.notify)
+        if self in self._log._forwarders:
+            self._log._forwarders.remove(self)
+        self._drain_until = time.monotonic() + drain_timeout
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(drain_timeout + self._connect_timeout + 1)
+            self._stop.set()
+            self._thread.join(self._connect_timeout + 1)
+            self._thread = None
+        self._stop.set()
+        self._disconnect()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_interval)
+            self._wake.clear()
+            try:
+                self._forward_pending()
+            except UpstreamError as e:
+                log.warning("syslog forwarder cannot read the audit log: %s", e)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("syslog forwarder failed; retrying")
+                self._stop.wait(1.0)
+            if self._drain_until is not None:
+                return
+
+    def _forward_pending(self) -> None:
+        while not self._stop.is_set():
+            assert self._sent is not None
+            conds = [AuditRecord.seq > self._sent]
+            rows = self._log._select(conds, 500, False)
+            for row in rows:
+                frame = _syslog_frame(
+                    row, hostname=self._hostname, procid=self._procid, facility=self._facility
+                )
+                if not self._send(frame):
+                    return
+                self._sent = row.seq
+            if len(rows) < 500:
+                return
+
+    def _send(self, frame: bytes) -> bool:
+        """Write one frame, reconnecting with backoff; False when closing gives up."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                sock = self._connected()
+                sock.sendall(frame)
+                return True
+            except OSError as e:
+                self._disconnect()
+                if self._drain_until is not None and time.monotonic() >= self._drain_until:
+                    return False
+                log.warning("syslog server %s:%d unavailable (%s); retrying", *self._address, e)
+                if self._drain_until is not None:
+                    backoff = min(backoff, max(0.0, self._drain_until - time.monotonic()))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+        return False
+
+    def _connected(self) -> socket.socket:
+        sock = self._sock
+        if sock is not None and not _peer_closed(sock):
+            return sock
+        self._disconnect()
+        sock = socket.create_connection(self._address, timeout=self._connect_timeout)
+        sock.settimeout(30.0)
+        self._sock = sock
+        return sock
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None

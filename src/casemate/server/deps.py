@@ -1,0 +1,64 @@
+"""Request dependencies: the runtime, the authenticated principal, role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from casemate.core.identity import Principal, Role
+from casemate.core.runtime import Runtime
+from casemate.errors import AuthenticationFailed, Denied
+
+SESSION_COOKIE = "casemate_session"
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationFailed("use 'Authorization: Bearer <token>'")
+        return value.strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    token = bearer_token(request)
+    if not token:
+        raise AuthenticationFailed("authentication required")
+    if token.startswith("cmt_"):
+        return runtime.identity.resolve_token(token)
+    return runtime.identity.resolve_session(token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets the request through when the principal has one of ``roles``."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if not any(principal.has_role(r) for r in roles):
+            names = " or ".join(r.value for r in roles)
+            raise Denied(f"this needs the {names} role")
+        return principal
+
+    return check
+
+
+AdminDep = Annotated[Principal, Depends(require(Role.ADMIN))]
+AuditorDep = Annotated[Principal, Depends(require(Role.ADMIN, Role.AUDITOR))]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""

@@ -1,0 +1,97 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Validation errors never echo the submitted values: a body may hold a password.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from casemate.errors import CasemateError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "https://casemate.dev/problems/"
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication failed",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    502: "Upstream error",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    title = title or _TITLES.get(status, "Error")
+    slug = title.lower().replace(" ", "-")
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem JSON."""
+
+    @app.exception_handler(CasemateError)
+    async def casemate_error(_request: Request, exc: CasemateError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return problem(exc.status, exc.message, title=exc.title, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            kind = str(err.get("type", ""))
+            msg = str(err.get("msg", "invalid"))
+            if kind == "json_invalid":
+                msg = "the body is not valid JSON"
+            elif kind == "extra_forbidden":
+                msg = "unknown field"
+            errors.append({"field": _location(err.get("loc", ())), "message": msg})
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        detail = f"{first['field']}: {first['message']}"
+        return problem(422, detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+        return problem(500, "an unexpected error occurred; see the server log")
