@@ -230,3 +230,102 @@ class GrantChanged(Event):
     namespaces: tuple[str, ...] = ()
     expires_at: str = ""  # RFC 3339, "" for no expiry
     reason: str = ""
+
+
+# Bastion review and recording events ------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewRequested(Event):
+    """A command hit a review rule and is held as ticket ``ticket_id`` until an approver
+    decides. ``command_hash`` binds the ticket to the exact command (argv, cluster, account,
+    namespace, user and workspace file digests); ``preview`` is the start of what the command
+    would change (the caller passes it redacted), ``preview_sha256`` covers all of it."""
+
+    KIND: ClassVar[str] = "bastion.review.requested"
+    ticket_id: int = 0
+    user: str = ""
+    command: str = ""
+    command_hash: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    rule_id: str = ""
+    reason: str = ""
+    preview: str = ""
+    preview_sha256: str = ""
+    expires_at: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewDecided(Event):
+    """A held command changed state: ``decision`` is approved, denied, cancelled, expired,
+    consumed (the approved command was released to run, once) or refused (a release was
+    asked for and refused: wrong command, other user, not approved, expired or used).
+    ``self_approved`` marks an admin override of the four-eyes rule."""
+
+    KIND: ClassVar[str] = "bastion.review.decided"
+    ticket_id: int = 0
+    decision: str = ""
+    user: str = ""
+    command: str = ""
+    command_hash: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    rule_id: str = ""
+    reason: str = ""
+    self_approved: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingClosed(Event):
+    """A session recording was closed (``status`` closed) or found abandoned after a crash
+    (``status`` interrupted); ``sha256`` and ``size`` describe the file as it is now kept."""
+
+    KIND: ClassVar[str] = "bastion.recording.closed"
+    session_id: str = ""
+    user: str = ""
+    cluster: str = ""
+    status: str = ""
+    size: int = 0
+    sha256: str = ""
+    duration: float = 0.0
+    format_version: int = 2
+
+
+# Kubernetes API proxy events --------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeApiRequestAudited(Event):
+    """One HTTP request through the Kubernetes API proxy, with the decision and the status
+    answered. ``actor`` is the person, ``source`` the client address, ``outcome`` one of
+    ``allowed``, ``denied``, ``refused`` (malformed), ``unauthenticated``, ``failed``.
+    ``body`` is the request body of a write with Secret values redacted (or only its size
+    and SHA-256); ``as_user`` is the identity the cluster saw (impersonated or the system
+    account's)."""
+
+    KIND: ClassVar[str] = "kubeproxy.request"
+    session_id: str = ""
+    cluster: str = ""
+    account: str = ""
+    method: str = ""
+    path: str = ""
+    query: str = ""
+    verb: str = ""
+    api_group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    decision: str = ""  # allow, warn, review, deny, or "" when no decision was reached
+    rule: str = ""
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    status: int = 0
+    impersonated: bool = False
+    as_user: str = ""
+    upgraded: bool = False
+    body: Mapping[str, Any] | None = None
+    duration_ms: float = 0.0

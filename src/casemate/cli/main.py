@@ -8,7 +8,7 @@ import sys
 import typer
 
 from casemate import __version__
-from casemate.cli import audit, serve, tokens, users, vault
+from casemate.cli import audit, clusters, recordings, review, serve, tokens, users, vault
 from casemate.cli.common import err
 from casemate.errors import CasemateError
 
@@ -24,6 +24,10 @@ app.add_typer(users.app, name="user")
 app.add_typer(tokens.app, name="token")
 app.add_typer(audit.app, name="audit")
 app.add_typer(vault.app, name="vault")
+app.add_typer(clusters.app, name="cluster")
+app.add_typer(clusters.grant_app, name="grant")
+app.add_typer(review.app, name="review")
+app.add_typer(recordings.app, name="recording")
 
 
 @app.command("version")

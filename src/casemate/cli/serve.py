@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,8 @@ import typer
 import uvicorn
 
 from casemate import __version__
+from casemate.bastion.recording import RecordingStore
+from casemate.bastion.review import ReviewService
 from casemate.cli.common import DataDirOption, out
 from casemate.core.audit import SyslogForwarder
 from casemate.core.runtime import open_runtime
@@ -50,6 +54,29 @@ def _show_initial_password(data_dir: Path, username: str, password: str) -> str:
     return f"  password: in {path} (mode 0600; delete it after logging in)"
 
 
+class _Periodic:
+    """Runs ``job`` every ``seconds`` in a daemon thread; a failing run is logged."""
+
+    def __init__(self, job: Callable[[], object], *, seconds: float) -> None:
+        self._job, self._seconds = job, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="casemate-periodic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._seconds):
+            try:
+                self._job()
+            except Exception:
+                log.exception("periodic job failed")
+
+
 def serve(
     data_dir: DataDirOption = None,
     listen: Annotated[
@@ -71,12 +98,18 @@ def serve(
     sock = _bind(host, port)
     rt = open_runtime(settings, create=True)
     forwarder: SyslogForwarder | None = None
+    expiry: _Periodic | None = None
     try:
         if settings.syslog_target:
             sys_host, sys_port = parse_listen(settings.syslog_target)
             forwarder = SyslogForwarder(rt.audit, sys_host, sys_port)
             forwarder.start()
         generated = rt.identity.ensure_first_admin(settings)
+        recovered = RecordingStore.from_runtime(rt).recover()
+        if recovered:
+            log.warning("closed %d recordings left open by a previous crash", len(recovered))
+        expiry = _Periodic(ReviewService.from_runtime(rt).expire_due, seconds=30)
+        expiry.start()
         app = create_app(rt)
         rt.audit.append(ServerStarted(actor="system", version=__version__, listen=settings.listen))
         shown_host = f"[{host}]" if ":" in host else host
@@ -104,4 +137,6 @@ def serve(
         sock.close()
         if forwarder is not None:
             forwarder.close()
+        if expiry is not None:
+            expiry.stop()
         rt.close()

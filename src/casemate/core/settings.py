@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     syslog_target: str | None = None
     sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"
+    review_admin_self_approval: bool = False
 
     @field_validator("sqlite_synchronous")
     @classmethod

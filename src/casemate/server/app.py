@@ -9,7 +9,18 @@ from casemate import __version__
 from casemate.core.runtime import Runtime
 from casemate.server import problems
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
-from casemate.server.routes import audit, auth, groups, health, tokens, users
+from casemate.server.routes import (
+    audit,
+    auth,
+    clusters,
+    grants,
+    groups,
+    health,
+    recordings,
+    reviews,
+    tokens,
+    users,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -35,6 +46,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(MetricsMiddleware, registry=registry)
 
     app.include_router(health.router)
-    for module in (auth, users, groups, tokens, audit):
+    for module in (auth, users, groups, tokens, audit, clusters, grants, reviews, recordings):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

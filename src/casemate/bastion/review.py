@@ -1,0 +1,829 @@
+"""Commands held for approval: a pure state machine and its storage.
+
+A command that hits a ``review`` rule is not run. The session runner submits it as a
+:class:`Ticket` (with a *preview*: the server-side dry-run diff of what it would change), tells
+the user ``waiting for approval (ticket N)`` and waits. Approvers see pending tickets through
+the API and ``casemate review``; every transition is appended to the audit log in the
+transaction that makes it.
+
+State machine
+-------------
+::
+
+    pending --approve--> approved --consume--> consumed
+    pending --deny-----> denied
+    pending --cancel---> cancelled            (the requester withdraws)
+    pending, approved --(now >= expires_at)--> expired
+
+* ``expires_at`` bounds the whole life of a ticket: the decision *and* the release must happen
+  before it. A ticket past it is expired even before anyone writes that down (``state_at``);
+  the service records the transition the next time it touches the ticket (:meth:`wait`,
+  :meth:`consume`, :meth:`approve`, :meth:`expire_due`).
+* **Binding.** A ticket is bound to a SHA-256 of the canonical command (:func:`command_hash`:
+  argv, cluster, account, namespace, user and the digests of the workspace files it reads).
+  :meth:`ReviewService.consume` releases the command only if the hash *and* the user match, the
+  ticket is approved and not expired, and it was never consumed: it returns ``True`` exactly
+  once, even under concurrent callers (the row is locked and the update is conditional).
+* **Four eyes.** Approving needs the ``approver`` role (admins hold every role) and a principal
+  that is not the requester. ``allow_admin_self_approval`` lets an admin approve their own
+  command; such approvals are marked ``self_approved`` in the ticket and the audit record.
+  Denying needs the ``approver`` role too; the requester may cancel their own pending ticket.
+* Refused releases (wrong command, other user, not approved, used, expired) are audited as
+  ``refused`` with the reason; they do not change the ticket.
+
+The audit events are :class:`~casemate.events.ReviewRequested` (submit) and
+:class:`~casemate.events.ReviewDecided` (``decision``: approved, denied, cancelled, expired,
+consumed, refused). Events carry the command display and the first
+:data:`AUDIT_PREVIEW_CHARS` characters of the preview: callers pass both redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, defer
+
+from casemate.bastion.models import ReviewTicket
+from casemate.core.audit import AuditLog, canonical_json
+from casemate.core.db import Database
+from casemate.core.identity import Principal, Role, Scope
+from casemate.core.runtime import Runtime
+from casemate.errors import CasemateError, Conflict, Denied, InvalidInput, NotFound
+from casemate.events import Event, ReviewDecided, ReviewRequested
+
+__all__ = [
+    "AUDIT_PREVIEW_CHARS",
+    "MAX_PREVIEW_BYTES",
+    "MAX_TTL",
+    "SELF_APPROVAL_SETTING",
+    "PreviewValue",
+    "ReviewService",
+    "Ticket",
+    "TicketState",
+    "check_approval",
+    "check_cancel",
+    "check_denial",
+    "command_hash",
+    "release_refusal",
+]
+
+#: Previews larger than this (UTF-8 of the text or canonical JSON) are kept truncated, as text.
+MAX_PREVIEW_BYTES: Final = 1024 * 1024
+#: How much of the preview goes into the audit record.
+AUDIT_PREVIEW_CHARS: Final = 4096
+#: The longest a ticket may live.
+MAX_TTL: Final = timedelta(days=7)
+MAX_COMMAND_CHARS: Final = 16 * 1024
+MAX_LIST: Final = 1000
+
+#: The setting that lets admins approve their own commands (audited as ``self_approved``).
+SELF_APPROVAL_SETTING: Final = "review_admin_self_approval"
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_SYSTEM = "system"
+
+PreviewValue = str | dict[str, Any] | list[Any]
+
+
+class TicketState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+
+    @property
+    def open(self) -> bool:
+        """Whether the ticket can still change (and therefore expire)."""
+        return self in (TicketState.PENDING, TicketState.APPROVED)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A held command. ``preview`` is None when none was given or when it was not loaded
+    (listings); ``has_preview`` tells which."""
+
+    id: int
+    state: TicketState
+    user: str
+    command_hash: str
+    command_display: str
+    cluster: str
+    account: str
+    namespace: str
+    rule_id: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+    preview: PreviewValue | None = None
+    preview_format: str = "none"  # none, text, json
+    preview_sha256: str = ""
+    decided_at: datetime | None = None
+    decided_by: str = ""
+    decision_note: str = ""
+    self_approved: bool = False
+    consumed_at: datetime | None = None
+
+    @property
+    def has_preview(self) -> bool:
+        return self.preview_format != "none"
+
+    def state_at(self, now: datetime) -> TicketState:
+        """The state at ``now``: an open ticket past its expiry is expired."""
+        if self.state.open and _utc(now) >= self.expires_at:
+            return TicketState.EXPIRED
+        return self.state
+
+    @property
+    def waiting_message(self) -> str:
+        """What the user sees while the command is held."""
+        return f"waiting for approval (ticket {self.id})"
+
+    def preview_text(self) -> str:
+        """The preview for display: text as is, JSON indented, empty when there is none."""
+        if self.preview is None:
+            return ""
+        if isinstance(self.preview, str):
+            return self.preview
+        return json.dumps(self.preview, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+# Pure rules -------------------------------------------------------------------------------
+
+
+def command_hash(
+    argv: Sequence[str],
+    *,
+    cluster: str,
+    account: str,
+    namespace: str,
+    user: str,
+    workspace_files: Mapping[str, str] | None = None,
+    filters: Sequence[Sequence[str]] = (),
+) -> str:
+    """SHA-256 (hex) of the canonical command a ticket is bound to.
+
+    The canonical form is the canonical JSON (sorted keys, no whitespace, UTF-8) of::
+
+        {"v": 1, "argv": [...], "filters": [[...], ...], "cluster": ..., "account": ...,
+         "namespace": ..., "user": ..., "files": {"<workspace path>": "<sha256 hex>", ...}}
+
+    ``namespace`` is the effective namespace (the ``-n`` value or the session's default);
+    ``workspace_files`` maps every workspace file the command reads (``-f``, ``-k``, charts) to
+    the digest of its content, so editing a manifest after approval voids the approval.
+    """
+    doc = {
+        "v": 1,
+        "argv": [str(a) for a in argv],
+        "filters": [[str(a) for a in stage] for stage in filters],
+        "cluster": cluster,
+        "account": account,
+        "namespace": namespace,
+        "user": user,
+        "files": {str(k): str(v) for k, v in (workspace_files or {}).items()},
+    }
+    return hashlib.sha256(canonical_json(doc).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_approver(principal: Principal) -> bool:
+    return principal.has_role(Role.APPROVER) and principal.allows(Scope.WRITE)
+
+
+def _not_pending(ticket: Ticket, now: datetime) -> Conflict:
+    state = ticket.state_at(now)
+    return Conflict(f"ticket {ticket.id} is not awaiting approval ({state.value})")
+
+
+def check_approval(
+    ticket: Ticket, approver: Principal, now: datetime, *, allow_admin_self_approval: bool
+) -> bool:
+    """Whether ``approver`` may approve ``ticket`` at ``now``; returns True for an admin
+    self-approval (allowed only with ``allow_admin_self_approval``). Raises ``Denied`` or
+    ``Conflict``."""
+    if not _is_approver(approver):
+        raise Denied("approving a held command needs the approver role")
+    if ticket.state_at(now) is not TicketState.PENDING:
+        raise _not_pending(ticket, now)
+    if approver.username == ticket.user:
+        if allow_admin_self_approval and approver.is_admin:
+            return True
+        raise Denied("four-eyes rule: you cannot approve your own command")
+    return False
+
+
+def check_denial(ticket: Ticket, by: Principal, now: datetime) -> None:
+    """Whether ``by`` may deny ``ticket`` at ``now``; raises ``Denied`` or ``Conflict``."""
+    if not _is_approver(by):
+        raise Denied("denying a held command needs the approver role")
+    if ticket.state_at(now) is not TicketState.PENDING:
+        raise _not_pending(ticket, now)
+
+
+def check_cancel(ticket: Ticket, user: str, now: datetime) -> None:
+    """Whether ``user`` may withdraw ``ticket``: only the requester, only while pending."""
+    if user != ticket.user:
+        raise Denied("only the user who ran the command can cancel its ticket")
+    if ticket.state_at(now) is not TicketState.PENDING:
+        raise _not_pending(ticket, now)
+
+
+def release_refusal(
+    ticket: Ticket | None, command_hash: str, user: str, now: datetime
+) -> str | None:
+    """Why ``user`` may not run the command hashed ``command_hash`` on ``ticket`` now, or None
+    if it may (exactly the approved command, by its requester, approved, unused, unexpired)."""
+    if ticket is None:
+        return "there is no such ticket"
+    if not hmac.compare_digest(user.encode(), ticket.user.encode()):
+        return "the ticket belongs to another user"
+    if not hmac.compare_digest(command_hash.encode(), ticket.command_hash.encode()):
+        return "the command differs from the one submitted for review"
+    state = ticket.state_at(now)
+    if state is TicketState.APPROVED:
+        return None
+    return {
+        TicketState.PENDING: "the command has not been approved",
+        TicketState.DENIED: "the command was denied",
+        TicketState.CANCELLED: "the ticket was cancelled",
+        TicketState.EXPIRED: "the ticket has expired",
+        TicketState.CONSUMED: "the approval was already used",
+    }[state]
+
+
+# Validation helpers -----------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything Casemate stores is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text")
+    if required and not value:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(value) > limit:
+        raise InvalidInput(f"{what} is at most {limit} characters long")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
+        raise InvalidInput(f"{what} must not contain control characters")
+    return value
+
+
+def _encode_preview(preview: PreviewValue | None) -> tuple[str, str, str]:
+    """(format, stored text, sha256 of the full preview)."""
+    if preview is None:
+        return "none", "", ""
+    if isinstance(preview, str):
+        fmt, text = "text", preview
+    elif isinstance(preview, dict | list):
+        try:
+            fmt, text = "json", canonical_json(preview)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"the preview is not JSON-serialisable: {e}") from None
+    else:
+        raise InvalidInput("the preview must be text or JSON (an object or an array)")
+    data = text.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) > MAX_PREVIEW_BYTES:
+        cut = data[:MAX_PREVIEW_BYTES].decode("utf-8", "ignore")
+        note = f"\n… preview truncated: {len(data)} bytes, sha256 {digest}\n"
+        return "text", cut + note, digest
+    return fmt, text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), digest
+
+
+def _decode_preview(fmt: str, text: str) -> PreviewValue | None:
+    if fmt == "json":
+        value: PreviewValue = json.loads(text)
+        return value
+    if fmt == "text":
+        return text
+    return None
+
+
+def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
+    return Ticket(
+        id=row.id,
+        state=TicketState(row.state),
+        user=row.username,
+        command_hash=row.command_hash,
+        command_display=row.command_display,
+        cluster=row.cluster,
+        account=row.account,
+        namespace=row.namespace,
+        rule_id=row.rule_id,
+        reason=row.reason,
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        preview=_decode_preview(row.preview_format, row.preview) if with_preview else None,
+        preview_format=row.preview_format,
+        preview_sha256=row.preview_sha256,
+        decided_at=None if row.decided_at is None else _utc(row.decided_at),
+        decided_by=row.decided_by,
+        decision_note=row.decision_note,
+        self_approved=row.self_approved,
+        consumed_at=None if row.consumed_at is None else _utc(row.consumed_at),
+    )
+
+
+# The service ------------------------------------------------------------------------------
+
+
+class ReviewService:
+    """Tickets over a :class:`~casemate.core.db.Database`; see the module docstring.
+
+    Methods are synchronous (the server runs them in its thread pool); ``now`` defaults to the
+    service's clock.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditLog,
+        *,
+        allow_admin_self_approval: bool = False,
+        clock: Callable[[], datetime] | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.allow_admin_self_approval = allow_admin_self_approval
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.poll_interval = poll_interval
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime) -> ReviewService:
+        """The service of an installation. The admin override of the four-eyes rule follows
+        the ``review_admin_self_approval`` setting (off when the setting does not exist)."""
+        override = getattr(runtime.settings, SELF_APPROVAL_SETTING, False)
+        return cls(runtime.db, runtime.audit, allow_admin_self_approval=override is True)
+
+    def _now(self, now: datetime | None) -> datetime:
+        return _aware(now, "now") if now is not None else _utc(self._clock())
+
+    # Submitting ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        user: str,
+        command_hash: str,
+        command_display: str,
+        cluster: str,
+        account: str,
+        namespace: str,
+        rule_id: str,
+        preview: PreviewValue | None,
+        expires_at: datetime,
+        *,
+        reason: str = "",
+        source: str = "",
+        now: datetime | None = None,
+    ) -> Ticket:
+        """Hold a command for review; the returned ticket is pending (and audited)."""
+        current = self._now(now)
+        _label(user, "the user", 64, required=True)
+        if not isinstance(command_hash, str) or not _HASH_RE.fullmatch(command_hash):
+            raise InvalidInput("the command hash must be 64 lowercase hex digits (SHA-256)")
+        _label(command_display, "the command", MAX_COMMAND_CHARS, required=True)
+        _label(cluster, "the cluster", 200)
+        _label(account, "the account", 200)
+        _label(namespace, "the namespace", 253)
+        _label(rule_id, "the rule id", 200)
+        reason = _label(reason, "the reason", 1000)
+        expires = _aware(expires_at, "expires_at")
+        if expires <= current:
+            raise InvalidInput("expires_at must be in the future")
+        if expires - current > MAX_TTL:
+            raise InvalidInput(f"a ticket lives at most {MAX_TTL.days} days")
+        fmt, text, digest = _encode_preview(preview)
+        with self.db.session() as s:
+            row = ReviewTicket(
+                state=TicketState.PENDING.value,
+                username=user,
+                command_hash=command_hash,
+                command_display=command_display,
+                cluster=cluster,
+                account=account,
+                namespace=namespace,
+                rule_id=rule_id,
+                reason=reason,
+                preview_format=fmt,
+                preview=text,
+                preview_sha256=digest,
+                created_at=current,
+                expires_at=expires,
+                decided_by="",
+                decision_note="",
+                self_approved=False,
+            )
+            s.add(row)
+            s.flush()
+            ticket = _ticket(row)
+            event = ReviewRequested(
+                actor=user,
+                source=source,
+                outcome=TicketState.PENDING.value,
+                ticket_id=ticket.id,
+                user=user,
+                command=command_display,
+                command_hash=command_hash,
+                cluster=cluster,
+                account=account,
+                namespace=namespace,
+                rule_id=rule_id,
+                reason=reason,
+                preview=ticket.preview_text()[:AUDIT_PREVIEW_CHARS],
+                preview_sha256=digest,
+                expires_at=expires.isoformat(),
+            )
+            self.audit.append(event, session=s)
+        return ticket
+
+    # Deciding -----------------------------------------------------------------------------
+
+    def approve(
+        self,
+        ticket_id: int,
+        approver: Principal,
+        now: datetime | None = None,
+        *,
+        note: str = "",
+        source: str = "",
+    ) -> Ticket:
+        """Approve a pending ticket (four-eyes; see the module docstring)."""
+        current = self._now(now)
+        note = _label(note, "the note", 1000)
+
+        def decide(s: Session, row: ReviewTicket, ticket: Ticket) -> Ticket:
+            self_approved = check_approval(
+                ticket,
+                approver,
+                current,
+                allow_admin_self_approval=self.allow_admin_self_approval,
+            )
+            return self._decide(
+                s,
+                row,
+                TicketState.APPROVED,
+                by=approver.username,
+                at=current,
+                note=note,
+                source=source,
+                self_approved=self_approved,
+            )
+
+        return self._transition(ticket_id, current, decide)
+
+    def deny(
+        self,
+        ticket_id: int,
+        approver: Principal,
+        now: datetime | None = None,
+        *,
+        reason: str = "",
+        source: str = "",
+    ) -> Ticket:
+        """Deny a pending ticket; the command is refused."""
+        current = self._now(now)
+        reason = _label(reason, "the reason", 1000)
+
+        def decide(s: Session, row: ReviewTicket, ticket: Ticket) -> Ticket:
+            check_denial(ticket, approver, current)
+            return self._decide(
+                s,
+                row,
+                TicketState.DENIED,
+                by=approver.username,
+                at=current,
+                note=reason,
+                source=source,
+            )
+
+        return self._transition(ticket_id, current, decide)
+
+    def cancel(
+        self, ticket_id: int, user: str, now: datetime | None = None, *, source: str = ""
+    ) -> Ticket:
+        """The requester withdraws a pending ticket (e.g. they stopped waiting)."""
+        current = self._now(now)
+
+        def decide(s: Session, row: ReviewTicket, ticket: Ticket) -> Ticket:
+            check_cancel(ticket, user, current)
+            return self._decide(
+                s, row, TicketState.CANCELLED, by=user, at=current, note="", source=source
+            )
+
+        return self._transition(ticket_id, current, decide)
+
+    def _transition(
+        self,
+        ticket_id: int,
+        now: datetime,
+        decide: Callable[[Session, ReviewTicket, Ticket], Ticket],
+    ) -> Ticket:
+        """Lock the ticket, record a due expiry, then apply ``decide``. An error raised by
+        ``decide`` is raised after the expiry (if any) has been committed."""
+        error: CasemateError | None = None
+        with self.db.session() as s:
+            row = self._lock(s, ticket_id)
+            ticket = _ticket(row, with_preview=False)
+            if ticket.state.open and ticket.state_at(now) is TicketState.EXPIRED:
+                ticket = self._expire_row(s, row, now)
+            try:
+                result = decide(s, row, ticket)
+            except CasemateError as e:
+                error = e
+        if error is not None:
+            raise error
+        return result
+
+    def _decide(
+        self,
+        s: Session,
+        row: ReviewTicket,
+        state: TicketState,
+        *,
+        by: str,
+        at: datetime,
+        note: str,
+        source: str,
+        self_approved: bool = False,
+    ) -> Ticket:
+        row.state = state.value
+        row.decided_at = at
+        row.decided_by = by
+        row.decision_note = note
+        row.self_approved = self_approved
+        ticket = _ticket(row, with_preview=False)
+        self._audit(s, _decided(ticket, state.value, actor=by, source=source, reason=note))
+        return ticket
+
+    # Releasing ----------------------------------------------------------------------------
+
+    def consume(
+        self,
+        ticket_id: int,
+        command_hash: str,
+        user: str,
+        now: datetime | None = None,
+        *,
+        source: str = "",
+    ) -> bool:
+        """Release the approved command: True exactly once, only for the approved command
+        (same hash), its requester, before expiry. Every call is audited."""
+        current = self._now(now)
+        with self.db.session() as s:
+            row = s.scalars(
+                select(ReviewTicket).where(ReviewTicket.id == ticket_id).with_for_update()
+            ).first()
+            ticket = None if row is None else _ticket(row, with_preview=False)
+            refusal = release_refusal(ticket, command_hash, user, current)
+            if refusal is None and row is not None:
+                # Conditional on the state, so a second consumer can never win even if the row
+                # lock were lost (belt and braces: FOR UPDATE / SQLite's write lock hold it).
+                done = s.execute(
+                    update(ReviewTicket)
+                    .where(
+                        ReviewTicket.id == ticket_id,
+                        ReviewTicket.state == TicketState.APPROVED.value,
+                    )
+                    .values(state=TicketState.CONSUMED.value, consumed_at=current)
+                    .execution_options(synchronize_session=False)
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    refusal = "the approval was already used"
+            if refusal is None and ticket is not None:
+                released = replace(ticket, state=TicketState.CONSUMED, consumed_at=current)
+                self._audit(s, _decided(released, "consumed", actor=user, source=source))
+                return True
+            if row is not None and ticket is not None:
+                if ticket.state.open and ticket.state_at(current) is TicketState.EXPIRED:
+                    ticket = self._expire_row(s, row, current)
+            self._audit(s, _refused(ticket_id, ticket, user, command_hash, refusal, source))
+        return False
+
+    # Waiting and expiry -------------------------------------------------------------------
+
+    def wait(
+        self, ticket_id: int, timeout: float, *, stop: threading.Event | None = None
+    ) -> Ticket:
+        """Poll until the ticket is decided or expires, ``timeout`` seconds pass, or ``stop`` is
+        set; returns the ticket as it then is (a due expiry is recorded first). The caller
+        runs the command only after a successful :meth:`consume`."""
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            ticket = self._settled(ticket_id)
+            remaining = deadline - time.monotonic()
+            if ticket.state is not TicketState.PENDING or remaining <= 0 or stop.is_set():
+                return ticket
+            until_expiry = (ticket.expires_at - _utc(self._clock())).total_seconds()
+            stop.wait(max(0.0, min(self.poll_interval, remaining, until_expiry + 0.001)))
+
+    async def wait_async(self, ticket_id: int, timeout: float) -> Ticket:
+        """:meth:`wait` for asyncio drivers (the database is polled in a worker thread)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            ticket = await asyncio.to_thread(self._settled, ticket_id)
+            remaining = deadline - loop.time()
+            if ticket.state is not TicketState.PENDING or remaining <= 0:
+                return ticket
+            until_expiry = (ticket.expires_at - _utc(self._clock())).total_seconds()
+            await asyncio.sleep(max(0.0, min(self.poll_interval, remaining, until_expiry + 0.001)))
+
+    def _settled(self, ticket_id: int) -> Ticket:
+        """The ticket, with a due expiry recorded."""
+        ticket = self.get(ticket_id, with_preview=False)
+        now = _utc(self._clock())
+        if ticket.state.open and ticket.state_at(now) is TicketState.EXPIRED:
+            self.expire_due(now, ticket_ids=[ticket_id])
+            ticket = self.get(ticket_id, with_preview=False)
+        return ticket
+
+    def expire_due(
+        self, now: datetime | None = None, *, ticket_ids: Iterable[int] | None = None
+    ) -> int:
+        """Record the expiry of every open ticket past its ``expires_at`` (or of those among
+        ``ticket_ids``); returns how many expired. Run it periodically to keep listings and the
+        audit log current."""
+        current = self._now(now)
+        query = (
+            select(ReviewTicket)
+            .where(
+                ReviewTicket.state.in_([TicketState.PENDING.value, TicketState.APPROVED.value]),
+                ReviewTicket.expires_at <= current,
+            )
+            .order_by(ReviewTicket.id)
+            .options(defer(ReviewTicket.preview))
+            .with_for_update()
+        )
+        if ticket_ids is not None:
+            query = query.where(ReviewTicket.id.in_(list(ticket_ids)))
+        with self.db.session() as s:
+            rows = s.scalars(query).all()
+            for row in rows:
+                self._expire_row(s, row, current)
+        return len(rows)
+
+    def _expire_row(self, s: Session, row: ReviewTicket, now: datetime) -> Ticket:
+        row.state = TicketState.EXPIRED.value
+        row.decided_at = row.decided_at or now
+        if not row.decided_by:
+            row.decided_by = _SYSTEM
+        ticket = _ticket(row, with_preview=False)
+        self._audit(
+            s, _decided(ticket, "expired", actor=_SYSTEM, source="", reason="approval timed out")
+        )
+        return ticket
+
+    # Reading ------------------------------------------------------------------------------
+
+    def get(self, ticket_id: int, *, with_preview: bool = True) -> Ticket:
+        with self.db.reader() as s:
+            query = select(ReviewTicket).where(ReviewTicket.id == ticket_id)
+            if not with_preview:
+                query = query.options(defer(ReviewTicket.preview))
+            row = s.scalars(query).first()
+            if row is None:
+                raise NotFound(f"there is no ticket {ticket_id}")
+            return _ticket(row, with_preview=with_preview)
+
+    def list_pending(self, now: datetime | None = None) -> list[Ticket]:
+        """Tickets awaiting a decision (not yet expired), oldest first, with their previews."""
+        current = self._now(now)
+        with self.db.reader() as s:
+            rows = s.scalars(
+                select(ReviewTicket)
+                .where(
+                    ReviewTicket.state == TicketState.PENDING.value,
+                    ReviewTicket.expires_at > current,
+                )
+                .order_by(ReviewTicket.id)
+                .limit(MAX_LIST)
+            ).all()
+            return [_ticket(r) for r in rows]
+
+    def list_tickets(
+        self,
+        *,
+        user: str | None = None,
+        states: Iterable[TicketState] | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+        now: datetime | None = None,
+    ) -> list[Ticket]:
+        """Tickets newest first, without previews; ``states`` are matched as of ``now`` (an
+        open ticket past its expiry counts as expired). Page with ``before_id``."""
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST}")
+        current = self._now(now)
+        wanted = None if states is None else frozenset(TicketState(x) for x in states)
+        query = select(ReviewTicket).options(defer(ReviewTicket.preview))
+        if user is not None:
+            query = query.where(ReviewTicket.username == user)
+        if before_id is not None:
+            query = query.where(ReviewTicket.id < before_id)
+        if wanted is not None:
+            stored = set(wanted)
+            if TicketState.EXPIRED in wanted:
+                stored |= {TicketState.PENDING, TicketState.APPROVED}
+            query = query.where(ReviewTicket.state.in_(sorted(x.value for x in stored)))
+        found: list[Ticket] = []
+        cursor = before_id
+        with self.db.reader() as s:
+            while len(found) < limit:
+                page_query = query if cursor is None else query.where(ReviewTicket.id < cursor)
+                rows = s.scalars(page_query.order_by(ReviewTicket.id.desc()).limit(limit)).all()
+                for row in rows:
+                    ticket = _ticket(row, with_preview=False)
+                    if wanted is None or ticket.state_at(current) in wanted:
+                        found.append(ticket)
+                if len(rows) < limit:
+                    break
+                cursor = rows[-1].id
+        return found[:limit]
+
+    # Helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock(s: Session, ticket_id: int) -> ReviewTicket:
+        row = s.scalars(
+            select(ReviewTicket)
+            .where(ReviewTicket.id == ticket_id)
+            .options(defer(ReviewTicket.preview))
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"there is no ticket {ticket_id}")
+        return row
+
+    def _audit(self, s: Session, event: Event) -> None:
+        # Flush the change first: the audit log then locks its head row, so every writer takes
+        # its locks in the same order (ticket row, then audit head) and none can deadlock.
+        s.flush()
+        self.audit.append(event, session=s)
+
+
+def _decided(ticket: Ticket, decision: str, *, actor: str, source: str, reason: str = "") -> Event:
+    return ReviewDecided(
+        actor=actor,
+        source=source,
+        outcome=decision,
+        ticket_id=ticket.id,
+        decision=decision,
+        user=ticket.user,
+        command=ticket.command_display,
+        command_hash=ticket.command_hash,
+        cluster=ticket.cluster,
+        account=ticket.account,
+        namespace=ticket.namespace,
+        rule_id=ticket.rule_id,
+        reason=reason,
+        self_approved=ticket.self_approved,
+    )
+
+
+def _refused(
+    ticket_id: int,
+    ticket: Ticket | None,
+    user: str,
+    command_hash: str,
+    reason: str | None,
+    source: str,
+) -> Event:
+    return ReviewDecided(
+        actor=user,
+        source=source,
+        outcome="refused",
+        ticket_id=ticket_id,
+        decision="refused",
+        user=ticket.user if ticket is not None else "",
+        command=ticket.command_display if ticket is not None else "",
+        command_hash=command_hash,
+        cluster=ticket.cluster if ticket is not None else "",
+        account=ticket.account if ticket is not None else "",
+        namespace=ticket.namespace if ticket is not None else "",
+        rule_id=ticket.rule_id if ticket is not None else "",
+        reason=reason or "",
+    )
