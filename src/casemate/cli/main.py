@@ -8,7 +8,18 @@ import sys
 import typer
 
 from casemate import __version__
-from casemate.cli import audit, clusters, recordings, review, serve, tokens, users, vault
+from casemate.cli import (
+    audit,
+    cloud,
+    clusters,
+    edge,
+    recordings,
+    review,
+    serve,
+    tokens,
+    users,
+    vault,
+)
 from casemate.cli.common import err
 from casemate.errors import CasemateError
 
@@ -27,6 +38,8 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(clusters.app, name="cluster")
 app.add_typer(clusters.grant_app, name="grant")
 app.add_typer(review.app, name="review")
+app.add_typer(edge.app, name="edge")
+app.add_typer(cloud.app, name="cloud")
 app.add_typer(recordings.app, name="recording")
 
 

@@ -1,0 +1,972 @@
+"""The gateway's link to the cloud over MQTT: authorization round trips and a durable outbox.
+
+* :meth:`CloudLink.authorize` publishes an :class:`~casemate.edge.messages.AuthorizationRequest`
+  (QoS 1) on ``casemate/v1/gw/{id}/authz/req`` and waits for the signed
+  :class:`~casemate.edge.messages.Decision` on ``…/authz/resp``. It never raises: no key, no
+  broker, no valid answer within ``authz_timeout`` (or ``manual_timeout`` once the cloud said the
+  request is held for a manual approval) gives a *deny* decision with the reason (fail closed).
+  A reply that fails verification (another request or gateway, other request body, bad
+  signature, expired) is ignored and remembered for the reason; it cannot override the real
+  answer, nor cut the wait short.
+* :meth:`CloudLink.report` commits the report to ``edge_outbox`` first; a background task
+  publishes undelivered rows in ``seq`` order (QoS 1, one at a time) and marks a row delivered
+  only after the broker's PUBACK. After a reconnect or a restart it resumes with the oldest
+  undelivered row; the cloud drops duplicates by ``report_id``.
+* The optional grant cache (off unless ``grant_cache_ttl > 0``) reuses an automatic allow for
+  the same (caller, uid, action, image, digest) until ``min(valid_until, grant_cache_ttl)``.
+  Requests without a digest are never served from the cache.
+
+Registration (:meth:`CloudLink.register`) sends a signed ``Register`` with fresh or stored keys
+and waits for the cloud's signed ``Registered``. The cloud's keys are pinned on first use
+(TOFU) unless ``cloud_fingerprint`` is set, in which case only a cloud whose keys have that
+fingerprint (``casemate cloud serve`` prints it) is accepted. Once pinned, a different cloud
+key is refused until the gateway's identity row is deleted.
+
+Key material (the gateway's X25519 and Ed25519 private keys, the link key) is kept in the
+vault; the tables hold public keys only. Nothing here logs key material or tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from sqlalchemy import delete, func, select, update
+
+from casemate.core.db import Database
+from casemate.core.vault import Vault
+from casemate.edge import messages as m
+from casemate.edge.models import EdgeGatewayIdentity, EdgeGatewayPush, EdgeOutbox
+from casemate.errors import (
+    AuthenticationFailed,
+    CasemateError,
+    ConfigError,
+    Denied,
+    InvalidInput,
+    UpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+_OUTBOX_BATCH: Final = 100
+_PRUNE_EVERY: Final = 3600.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes for ``DateTime(timezone=True)``: they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Broker connection ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig:
+    """Where the MQTT broker is and how to log in (use TLS and credentials in production)."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    keepalive: int = 30
+    timeout: float = 10.0
+
+    @classmethod
+    def parse(cls, text: str, **kwargs: Any) -> BrokerConfig:
+        """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"expected the broker as HOST:PORT, got {text!r}")
+        return cls(host=host.strip("[]"), port=int(port), **kwargs)
+
+    def client(self, identifier: str, *, clean_session: bool) -> aiomqtt.Client:
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=identifier,
+            clean_session=clean_session,
+            username=self.username,
+            password=self.password,
+            tls_context=self.tls,
+            keepalive=self.keepalive,
+            timeout=self.timeout,
+            logger=logging.getLogger("casemate.mqtt"),
+            # paho leaves Nagle on: a PUBACK followed by a PUBLISH would wait ~40 ms for the
+            # peer's delayed ACK.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        # Many concurrent authorizations are normal; aiomqtt warns above 10 in flight.
+        client.pending_calls_threshold = 10_000
+        return client
+
+
+def broker_error(e: BaseException) -> UpstreamError:
+    """An aiomqtt/paho/socket failure as a Casemate error (no payloads in the message)."""
+    return UpstreamError(f"MQTT broker: {type(e).__name__}: {str(e)[:200]}")
+
+
+class ThreadRunner:
+    """Runs blocking calls (database work) in threads and can wait for all of them: a
+    cancelled caller does not stop its thread, so ``stop()`` drains them before the caller
+    disposes the database."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Future[Any]] = set()
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return await asyncio.shield(future)
+
+    async def drain(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, retry: float = 0.5) -> None:
+    """Cancel ``task`` until it is done: on Python 3.11, ``asyncio.wait_for`` (inside aiomqtt)
+    can swallow a cancellation that races with its inner future (gh-86296)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=retry)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+# Configuration ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudLinkConfig:
+    """How a gateway talks to the cloud.
+
+    ``grant_cache_ttl``: seconds an automatic allow may be reused for the same caller, action,
+    image and digest (0 = off, the default). ``cloud_fingerprint``: the cloud key fingerprint
+    to accept at registration (``sha256:…``); ``None`` trusts the first cloud that answers.
+    ``pending_refresh``: while the cloud has not approved the gateway, it registers again this
+    often (seconds) to learn about the approval; reports wait in the outbox until then.
+    """
+
+    gateway_id: str
+    mac_address: str
+    broker: BrokerConfig
+    hostname: str = field(default_factory=socket.gethostname)
+    authz_timeout: float = 3.0
+    manual_timeout: float = 60.0
+    register_timeout: float = 10.0
+    grant_cache_ttl: float = 0.0
+    cloud_fingerprint: str | None = None
+    pending_refresh: float = 30.0
+    client_id: str | None = None
+    reconnect_min: float = 0.2
+    reconnect_max: float = 5.0
+    outbox_retention: timedelta = timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        m.gateway_topic(self.gateway_id, m.REPORT)  # validates the id
+        object.__setattr__(self, "mac_address", m.normalise_mac(self.mac_address))
+        if self.authz_timeout <= 0 or self.manual_timeout < self.authz_timeout:
+            raise ConfigError("authz_timeout must be > 0 and manual_timeout >= authz_timeout")
+        if self.grant_cache_ttl < 0:
+            raise ConfigError("grant_cache_ttl must be >= 0 (0 turns the cache off)")
+        if self.cloud_fingerprint is not None and not self.cloud_fingerprint.startswith("sha256:"):
+            raise ConfigError("cloud_fingerprint must look like sha256:<64 hex digits>")
+
+    @classmethod
+    def for_mac(cls, mac_address: str, broker: BrokerConfig, **kwargs: Any) -> CloudLinkConfig:
+        """The default gateway id for a MAC address: ``gw-001a2b3c4d5e``."""
+        mac = m.normalise_mac(mac_address)
+        return cls(
+            gateway_id="gw-" + mac.replace(":", ""), mac_address=mac, broker=broker, **kwargs
+        )
+
+
+# Identity ---------------------------------------------------------------------------------------
+
+
+def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+@dataclass
+class _Identity:
+    ed25519: Ed25519PrivateKey = field(repr=False)
+    x25519: X25519PrivateKey = field(repr=False)
+    cloud_ed25519_public: str | None = None
+    cloud_x25519_public: str | None = None
+    link_key: bytes | None = field(default=None, repr=False)
+    status: str = "unregistered"
+
+    @property
+    def ed25519_public(self) -> str:
+        return m.public_hex(self.ed25519)
+
+    @property
+    def x25519_public(self) -> str:
+        return m.public_hex(self.x25519)
+
+
+def _purpose(gateway_id: str, what: str) -> str:
+    return f"edge.gateway.{gateway_id}.{what}"
+
+
+# Pending round trips ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Pending:
+    request: m.AuthorizationRequest
+    started: float
+    deadline: float
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    final: m.Decision | None = None
+    held: bool = False
+    rejected: str = ""
+
+
+@dataclass(eq=False)
+class _Registration:
+    nonce: str
+    future: asyncio.Future[m.Registered]
+    rejected: str = ""
+
+
+GrantKey = tuple[str, int, str, str | None, str]
+
+
+def _local_decision(request: m.AuthorizationRequest, reason: str, rule: str) -> m.Decision:
+    """An unsigned deny made by the gateway itself."""
+    now = utc_now()
+    return m.Decision(
+        request_id=request.request_id,
+        gateway_id=request.gateway_id,
+        request_hash=m.request_hash(request),
+        allowed=False,
+        held=False,
+        cacheable=False,
+        reason=reason,
+        rule=rule,
+        issued_at=now,
+        valid_until=now,
+    )
+
+
+# The link ---------------------------------------------------------------------------------------
+
+
+class CloudLink:
+    """The gateway side; use ``async with CloudLink(...) as link`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        config: CloudLinkConfig,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.config = config
+        self._clock = clock
+        self._identity: _Identity | None = None
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._registrations: dict[str, _Registration] = {}
+        self._grants: dict[GrantKey, tuple[m.Decision, float]] = {}
+        self._outbox_wake = asyncio.Event()
+        self._outbox_idle = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._push: m.Push | None = None
+        self._last_prune = 0.0
+        self.on_push: list[Callable[[m.Push], None]] = []
+        self._threads = ThreadRunner()
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Load (or create) the gateway's keys and start connecting in the background."""
+        if self._task is not None:
+            raise ConfigError("the cloud link is already started")
+        self._loop = asyncio.get_running_loop()
+        self._identity = await self._threads.run(self._load_identity)
+        self._push = await self._threads.run(self._load_push)
+        self._task = asyncio.create_task(self._run(), name=f"cloudlink-{self.config.gateway_id}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+        await self._threads.drain()
+        self._fail_pending("the cloud link was stopped")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until subscribed to the broker; ``False`` after ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def registered(self) -> bool:
+        return self._identity is not None and self._identity.link_key is not None
+
+    @property
+    def status(self) -> str:
+        """``unregistered``, ``pending`` or ``approved`` (as the cloud last said)."""
+        return "unregistered" if self._identity is None else self._identity.status
+
+    @property
+    def image_records(self) -> m.Push | None:
+        """The newest verified image records pushed by the cloud."""
+        return self._push
+
+    def fingerprint(self) -> str:
+        """This gateway's key fingerprint (what a cloud admin compares before approving)."""
+        ident = self._require_identity()
+        return m.key_fingerprint(ident.ed25519_public, ident.x25519_public)
+
+    def _require_identity(self) -> _Identity:
+        if self._identity is None:
+            raise ConfigError("the cloud link is not started")
+        return self._identity
+
+    # Storage -----------------------------------------------------------------------------------
+
+    def _load_identity(self) -> _Identity:
+        gid = self.config.gateway_id
+        with self.db.session() as s:
+            row = s.get(EdgeGatewayIdentity, gid)
+            if row is None:
+                ed, x = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
+                row = EdgeGatewayIdentity(
+                    gateway_id=gid,
+                    mac_address=self.config.mac_address,
+                    ed25519_secret_id=self.vault.put(s, _purpose(gid, "ed25519"), _raw_private(ed)),
+                    x25519_secret_id=self.vault.put(s, _purpose(gid, "x25519"), _raw_private(x)),
+                    ed25519_public=m.public_hex(ed),
+                    x25519_public=m.public_hex(x),
+                    status="unregistered",
+                    created_at=utc_now(),
+                )
+                s.add(row)
+                log.info("created the key pair of gateway %s", gid)
+                return _Identity(ed25519=ed, x25519=x)
+            if row.mac_address != self.config.mac_address:
+                raise ConfigError(
+                    f"gateway id {gid} belongs to MAC address {row.mac_address}, "
+                    f"not {self.config.mac_address}"
+                )
+            ident = _Identity(
+                ed25519=Ed25519PrivateKey.from_private_bytes(
+                    self.vault.get(s, row.ed25519_secret_id, _purpose(gid, "ed25519"))
+                ),
+                x25519=X25519PrivateKey.from_private_bytes(
+                    self.vault.get(s, row.x25519_secret_id, _purpose(gid, "x25519"))
+                ),
+                cloud_ed25519_public=row.cloud_ed25519_public,
+                cloud_x25519_public=row.cloud_x25519_public,
+                status=row.status,
+            )
+            if row.link_key_secret_id is not None:
+                ident.link_key = self.vault.get(s, row.link_key_secret_id, _purpose(gid, "link"))
+            return ident
+
+    def _store_registration(self, reply: m.Registered, link_key: bytes) -> None:
+        gid = self.config.gateway_id
+        with self.db.session() as s:
+            row = s.get(EdgeGatewayIdentity, gid)
+            if row is None:
+                raise ConfigError(f"the identity of gateway {gid} has disappeared")
+            row.cloud_ed25519_public = reply.cloud_ed25519_public
+            row.cloud_x25519_public = reply.cloud_x25519_public
+            if row.link_key_secret_id is None:
+                row.link_key_secret_id = self.vault.put(s, _purpose(gid, "link"), link_key)
+            else:
+                self.vault.replace(s, row.link_key_secret_id, _purpose(gid, "link"), link_key)
+            row.status = reply.status
+            row.registered_at = utc_now()
+
+    def _load_push(self) -> m.Push | None:
+        with self.db.reader() as s:
+            row = s.get(EdgeGatewayPush, self.config.gateway_id)
+            if row is None:
+                return None
+            try:
+                return m.Push.from_json(row.body)
+            except InvalidInput:
+                log.warning("the stored image records of %s are unreadable", row.gateway_id)
+                return None
+
+    def _store_push(self, push: m.Push) -> None:
+        with self.db.session() as s:
+            row = s.get(EdgeGatewayPush, push.gateway_id)
+            if row is None:
+                row = EdgeGatewayPush(gateway_id=push.gateway_id)
+                s.add(row)
+            row.issued_at = push.issued_at
+            row.body = push.to_json().decode()
+            row.received_at = utc_now()
+
+    # Registration ------------------------------------------------------------------------------
+
+    async def register(self, enrolment_token: str | None = None) -> str:
+        """Register with the cloud; returns ``pending`` or ``approved``.
+
+        Raises ``UpstreamError`` if the broker is unreachable or the cloud does not answer
+        within ``register_timeout``, ``Denied`` if it rejects the gateway, ``InvalidInput`` for
+        a malformed enrolment token.
+        """
+        ident = self._require_identity()
+        nonce = secrets.token_hex(16)
+        msg = m.sign(
+            m.Register(
+                gateway_id=self.config.gateway_id,
+                mac_address=self.config.mac_address,
+                hostname=self.config.hostname[:253] or "unknown",
+                x25519_public=ident.x25519_public,
+                ed25519_public=ident.ed25519_public,
+                nonce=nonce,
+                ts=self._clock(),
+                enrolment_token=enrolment_token,
+            ),
+            ident.ed25519,
+        )
+        if not await self.wait_connected(min(self.config.register_timeout, 2.0)):
+            raise UpstreamError("cannot register: the MQTT broker is unreachable")
+        reg = _Registration(nonce, asyncio.get_running_loop().create_future())
+        self._registrations[nonce] = reg
+        try:
+            await self._publish(m.REGISTER_TOPIC, msg.to_json(), self.config.register_timeout)
+            async with asyncio.timeout(self.config.register_timeout):
+                reply = await reg.future
+        except TimeoutError:
+            why = f" (rejected a reply: {reg.rejected})" if reg.rejected else ""
+            raise UpstreamError(
+                f"the cloud did not answer the registration within "
+                f"{self.config.register_timeout:g} s{why}"
+            ) from None
+        finally:
+            self._registrations.pop(nonce, None)
+        if reply.status == "rejected":
+            raise Denied(f"the cloud rejected this gateway: {reply.reason}")
+        log.info("gateway %s registered with the cloud: %s", self.config.gateway_id, reply.status)
+        await self._resubscribe_push()
+        self._outbox_wake.set()
+        return reply.status
+
+    async def _on_registered(self, payload: bytes) -> None:
+        try:
+            reply = m.Registered.from_json(payload)
+        except InvalidInput as e:
+            log.warning("ignored a malformed registration reply: %s", e)
+            return
+        reg = self._registrations.get(reply.nonce)
+        if reply.gateway_id != self.config.gateway_id or reg is None or reg.future.done():
+            log.info("ignored a registration reply nobody waits for")
+            return
+        ident = self._require_identity()
+        try:
+            m.verify_signature(reply, reply.cloud_ed25519_public)
+            self._check_cloud_keys(ident, reply)
+            link_key = m.derive_link_key(
+                ident.x25519,
+                reply.cloud_x25519_public,
+                gateway_id=self.config.gateway_id,
+                gateway_x25519_public=ident.x25519_public,
+                cloud_x25519_public=reply.cloud_x25519_public,
+            )
+        except AuthenticationFailed as e:
+            reg.rejected = e.message
+            log.warning("rejected a registration reply: %s", e.message)
+            return
+        if reply.status != "rejected":
+            await self._threads.run(self._store_registration, reply, link_key)
+            ident.cloud_ed25519_public = reply.cloud_ed25519_public
+            ident.cloud_x25519_public = reply.cloud_x25519_public
+            ident.link_key = link_key
+            ident.status = reply.status
+        if not reg.future.done():
+            reg.future.set_result(reply)
+
+    def _check_cloud_keys(self, ident: _Identity, reply: m.Registered) -> None:
+        keys = (reply.cloud_ed25519_public, reply.cloud_x25519_public)
+        if ident.cloud_ed25519_public is not None:
+            if keys != (ident.cloud_ed25519_public, ident.cloud_x25519_public):
+                raise AuthenticationFailed(
+                    "the reply carries another cloud key than the pinned one"
+                )
+            return
+        expected = self.config.cloud_fingerprint
+        if expected is not None and m.key_fingerprint(*keys) != expected.lower():
+            raise AuthenticationFailed("the cloud key does not have the configured fingerprint")
+
+    # Authorization -----------------------------------------------------------------------------
+
+    def new_request(
+        self,
+        *,
+        caller: str,
+        uid: int,
+        action: str,
+        image: str | None = None,
+        digest: str | None = None,
+        container: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> m.AuthorizationRequest:
+        """A request from this gateway with a fresh id and timestamp (raises ``InvalidInput``)."""
+        return m.AuthorizationRequest(
+            request_id=str(uuid.uuid4()),
+            gateway_id=self.config.gateway_id,
+            caller=caller,
+            uid=uid,
+            action=action,
+            image=image,
+            digest=digest,
+            container=container,
+            details=details or {},
+            ts=self._clock(),
+        )
+
+    async def authorize(self, request: m.AuthorizationRequest) -> m.Decision:
+        """The cloud's verified decision, or a local deny saying why there is none."""
+        try:
+            return await self._authorize(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("authorization of request %s failed", request.request_id)
+            return _local_decision(request, "internal error in the cloud link", "gateway:error")
+
+    async def _authorize(self, request: m.AuthorizationRequest) -> m.Decision:
+        if request.gateway_id != self.config.gateway_id:
+            return _local_decision(request, "the request names another gateway", "gateway:invalid")
+        cached = self._cached_grant(request)
+        if cached is not None:
+            return cached
+        ident = self._identity
+        if ident is None or ident.link_key is None or ident.cloud_ed25519_public is None:
+            return _local_decision(
+                request, "this gateway is not registered with the cloud", "gateway:unregistered"
+            )
+        if not self.connected:
+            return _local_decision(request, "the cloud broker is unreachable", "gateway:offline")
+        if request.request_id in self._pending:
+            return _local_decision(request, "duplicate request id", "gateway:invalid")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = _Pending(request, now, now + self.config.authz_timeout)
+        self._pending[request.request_id] = pending
+        try:
+            payload = m.with_mac(request, ident.link_key).to_json()
+            try:
+                await self._publish(
+                    m.gateway_topic(request.gateway_id, m.AUTHZ_REQUEST),
+                    payload,
+                    self.config.authz_timeout,
+                )
+            except UpstreamError as e:
+                return _local_decision(
+                    request, f"cannot reach the cloud: {e.message}", "gateway:offline"
+                )
+            decision = await self._await_decision(pending)
+        finally:
+            self._pending.pop(request.request_id, None)
+        if decision is None:
+            waited = loop.time() - pending.started
+            why = "a manual approval is still pending" if pending.held else "the cloud is silent"
+            if pending.rejected:
+                why += f"; rejected a reply: {pending.rejected}"
+            return _local_decision(
+                request,
+                f"no decision from the cloud within {waited:.1f} s ({why})",
+                "gateway:timeout",
+            )
+        self._remember_grant(request, decision)
+        return decision
+
+    async def _await_decision(self, pending: _Pending) -> m.Decision | None:
+        loop = asyncio.get_running_loop()
+        while pending.final is None:
+            remaining = pending.deadline - loop.time()
+            if remaining <= 0:
+                return None
+            pending.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await pending.changed.wait()
+        return pending.final
+
+    def _on_decision(self, payload: bytes) -> None:
+        try:
+            decision = m.Decision.from_json(payload)
+        except InvalidInput as e:
+            log.warning("ignored a malformed decision: %s", e)
+            return
+        pending = self._pending.get(decision.request_id)
+        if pending is None or pending.final is not None:
+            log.info("ignored a decision for request %s: nobody waits for it", decision.request_id)
+            return
+        ident = self._require_identity()
+        try:
+            m.check_decision(
+                decision, pending.request, ident.cloud_ed25519_public or "", self._clock()
+            )
+        except AuthenticationFailed as e:
+            pending.rejected = e.message
+            log.warning("rejected a decision for request %s: %s", decision.request_id, e.message)
+            return
+        if decision.held:
+            loop = asyncio.get_running_loop()
+            hold = (decision.valid_until - self._clock()).total_seconds()
+            pending.held = True
+            pending.deadline = min(pending.started + self.config.manual_timeout, loop.time() + hold)
+            log.info("request %s is held for a manual approval", decision.request_id)
+        else:
+            pending.final = decision
+        pending.changed.set()
+
+    def _fail_pending(self, reason: str) -> None:
+        for pending in list(self._pending.values()):
+            if pending.final is None:
+                pending.final = _local_decision(pending.request, reason, "gateway:offline")
+                pending.changed.set()
+
+    # Grant cache -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _grant_key(request: m.AuthorizationRequest) -> GrantKey | None:
+        if request.digest is None:
+            return None
+        return (request.caller, request.uid, request.action, request.image, request.digest)
+
+    def _cached_grant(self, request: m.AuthorizationRequest) -> m.Decision | None:
+        key = self._grant_key(request)
+        if self.config.grant_cache_ttl <= 0 or key is None:
+            return None
+        entry = self._grants.get(key)
+        if entry is None:
+            return None
+        grant, until = entry
+        if time.monotonic() >= until or grant.valid_until <= self._clock():
+            del self._grants[key]
+            return None
+        return m.Decision(
+            request_id=request.request_id,
+            gateway_id=request.gateway_id,
+            request_hash=m.request_hash(request),
+            allowed=True,
+            held=False,
+            cacheable=False,
+            reason=f"cached grant of request {grant.request_id}: {grant.reason}"[:1000],
+            rule=f"cache:{grant.rule}"[:200],
+            issued_at=grant.issued_at,
+            valid_until=grant.valid_until,
+        )
+
+    def _remember_grant(self, request: m.AuthorizationRequest, decision: m.Decision) -> None:
+        key = self._grant_key(request)
+        if self.config.grant_cache_ttl <= 0 or key is None or not decision.cacheable:
+            return
+        self._grants[key] = (decision, time.monotonic() + self.config.grant_cache_ttl)
+
+    def clear_grant_cache(self) -> None:
+        self._grants.clear()
+
+    # Reports and the outbox --------------------------------------------------------------------
+
+    def enqueue_report(self, kind: str, payload: Mapping[str, Any]) -> str:
+        """Commit a report to the outbox (blocking; safe from any thread); returns its id."""
+        report = m.Report(
+            report_id=str(uuid.uuid4()),
+            gateway_id=self.config.gateway_id,
+            seq=1,  # replaced by the outbox row's seq
+            kind=kind,
+            payload=payload,
+            ts=self._clock(),
+        )
+        with self.db.session() as s:
+            row = EdgeOutbox(
+                report_id=report.report_id,
+                gateway_id=report.gateway_id,
+                kind=kind,
+                body="",
+                created_at=utc_now(),
+                attempts=0,
+            )
+            s.add(row)
+            s.flush()
+            row.body = (
+                m.Report(
+                    report_id=report.report_id,
+                    gateway_id=report.gateway_id,
+                    seq=row.seq,
+                    kind=kind,
+                    payload=report.payload,
+                    ts=report.ts,
+                )
+                .to_json()
+                .decode()
+            )
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._outbox_wake.set)
+        return report.report_id
+
+    async def report(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Commit a report to the durable outbox (raises ``InvalidInput`` for a payload that is
+        not plain JSON, ``UpstreamError`` if the database fails); it is sent when the broker is
+        reachable. :meth:`enqueue_report` does the same and returns the report id."""
+        await self._threads.run(self.enqueue_report, kind, payload)
+
+    def outbox_pending(self) -> int:
+        """Reports not yet acknowledged by the broker."""
+        with self.db.reader() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(EdgeOutbox)
+                    .where(
+                        EdgeOutbox.gateway_id == self.config.gateway_id,
+                        EdgeOutbox.delivered_at.is_(None),
+                    )
+                )
+                or 0
+            )
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty; ``False`` if it is not after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while await self._threads.run(self.outbox_pending):
+            if time.monotonic() >= deadline:
+                return False
+            self._outbox_idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.2, max(0.0, deadline - time.monotonic()))):
+                    await self._outbox_idle.wait()
+        return True
+
+    def _undelivered(self) -> list[tuple[int, str]]:
+        with self.db.reader() as s:
+            rows = s.execute(
+                select(EdgeOutbox.seq, EdgeOutbox.body)
+                .where(
+                    EdgeOutbox.gateway_id == self.config.gateway_id,
+                    EdgeOutbox.delivered_at.is_(None),
+                )
+                .order_by(EdgeOutbox.seq)
+                .limit(_OUTBOX_BATCH)
+            ).all()
+        return [(int(r.seq), str(r.body)) for r in rows]
+
+    def _mark_delivered(self, seq: int) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(EdgeOutbox).where(EdgeOutbox.seq == seq).values(delivered_at=utc_now())
+            )
+
+    def _count_attempt(self, seq: int) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(EdgeOutbox)
+                .where(EdgeOutbox.seq == seq)
+                .values(attempts=EdgeOutbox.attempts + 1)
+            )
+
+    def _prune(self) -> None:
+        cutoff = utc_now() - self.config.outbox_retention
+        with self.db.session() as s:
+            s.execute(
+                delete(EdgeOutbox).where(
+                    EdgeOutbox.gateway_id == self.config.gateway_id,
+                    EdgeOutbox.delivered_at.is_not(None),
+                    EdgeOutbox.delivered_at < cutoff,
+                )
+            )
+
+    async def _deliver_outbox(self, client: aiomqtt.Client) -> None:
+        topic = m.gateway_topic(self.config.gateway_id, m.REPORT)
+        while True:
+            self._outbox_wake.clear()
+            ident = self._identity
+            approved = self.registered and ident is not None and ident.status == "approved"
+            rows = await self._threads.run(self._undelivered) if approved else []
+            if not rows:
+                self._outbox_idle.set()
+                if time.monotonic() - self._last_prune > _PRUNE_EVERY:
+                    self._last_prune = time.monotonic()
+                    await self._threads.run(self._prune)
+                await self._outbox_wake.wait()
+                continue
+            assert ident is not None and ident.link_key is not None
+            for seq, body in rows:
+                try:
+                    report = m.Report.from_json(body)
+                except InvalidInput:
+                    log.error("outbox row %d is unreadable; skipping it", seq)
+                    await self._threads.run(self._mark_delivered, seq)
+                    continue
+                try:
+                    await client.publish(topic, m.with_mac(report, ident.link_key).to_json(), qos=1)
+                except aiomqtt.MqttError:
+                    await self._threads.run(self._count_attempt, seq)
+                    raise
+                await self._threads.run(self._mark_delivered, seq)
+                log.debug("delivered report %s (seq %d)", report.report_id, seq)
+
+    # Connection --------------------------------------------------------------------------------
+
+    async def _publish(self, topic: str, payload: bytes, timeout: float) -> None:
+        client = self._client
+        if client is None or not self.connected:
+            raise UpstreamError("the MQTT broker is unreachable")
+        try:
+            await client.publish(topic, payload, qos=1, timeout=timeout)
+        except aiomqtt.MqttError as e:
+            raise broker_error(e) from e
+
+    async def _resubscribe_push(self) -> None:
+        """Fetch the retained image records again now that the cloud key is pinned."""
+        client = self._client
+        if client is None:
+            return
+        topic = m.gateway_topic(self.config.gateway_id, m.PUSH)
+        try:
+            await client.unsubscribe(topic)
+            await client.subscribe(topic, qos=1)
+        except aiomqtt.MqttError as e:
+            log.info("could not refresh the image records subscription: %s", e)
+
+    async def _run(self) -> None:
+        delay = self.config.reconnect_min
+        identifier = self.config.client_id or f"casemate-gw-{self.config.gateway_id}"
+        while True:
+            client = self.config.broker.client(identifier, clean_session=True)
+            try:
+                async with client:
+                    gid = self.config.gateway_id
+                    await client.subscribe(
+                        [
+                            (m.gateway_topic(gid, m.AUTHZ_RESPONSE), 1),
+                            (m.gateway_topic(gid, m.REGISTERED), 1),
+                            (m.gateway_topic(gid, m.PUSH), 1),
+                        ]
+                    )
+                    self._client = client
+                    self._connected.set()
+                    delay = self.config.reconnect_min
+                    log.info("gateway %s connected to the MQTT broker", gid)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._read(client))
+                        tg.create_task(self._deliver_outbox(client))
+                        tg.create_task(self._refresh_pending())
+            except* aiomqtt.MqttError as group:
+                log.warning(
+                    "MQTT connection of gateway %s lost or refused: %s",
+                    self.config.gateway_id,
+                    group.exceptions[0],
+                )
+            except* CasemateError as group:
+                log.error("cloud link error: %s", group.exceptions[0])
+            except* Exception as group:
+                log.error("cloud link failure; reconnecting", exc_info=group.exceptions[0])
+            finally:
+                self._connected.clear()
+                self._client = None
+                self._fail_pending("the connection to the cloud broker was lost")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        gid = self.config.gateway_id
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes):
+                continue
+            parsed = m.parse_gateway_topic(str(message.topic))
+            if parsed is None or parsed[0] != gid:
+                continue
+            leaf = parsed[1]
+            if leaf == m.AUTHZ_RESPONSE:
+                self._on_decision(payload)
+            elif leaf == m.REGISTERED:
+                await self._on_registered(payload)
+            elif leaf == m.PUSH:
+                await self._on_push(payload)
+
+    async def _refresh_pending(self) -> None:
+        """Register again now and then while the cloud still lists this gateway as pending."""
+        while True:
+            await asyncio.sleep(self.config.pending_refresh)
+            if self.status != "pending":
+                continue
+            try:
+                await self.register()
+            except CasemateError as e:
+                log.info("could not refresh the registration: %s", e)
+
+    async def _on_push(self, payload: bytes) -> None:
+        ident = self._require_identity()
+        if ident.cloud_ed25519_public is None:
+            return  # not registered yet: fetched again after registration
+        try:
+            push = m.Push.from_json(payload)
+            if push.gateway_id != self.config.gateway_id:
+                raise AuthenticationFailed("the image records are for another gateway")
+            m.verify_signature(push, ident.cloud_ed25519_public)
+        except (InvalidInput, AuthenticationFailed) as e:
+            log.warning("ignored image records: %s", e)
+            return
+        if self._push is not None and push.issued_at <= self._push.issued_at:
+            return
+        await self._threads.run(self._store_push, push)
+        self._push = push
+        log.info("received %d image records from the cloud", len(push.images))
+        for callback in list(self.on_push):
+            try:
+                callback(push)
+            except Exception:
+                log.exception("an image records callback failed")
