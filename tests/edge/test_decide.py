@@ -1076,3 +1076,22 @@ def test_facts_default_to_empty():
         {},
         {},
     )
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"casemate.guard/exempt": "true"},
+        {"Casemate.Guard/Exempt": "false"},
+        {"app": "web", "casemate.guard/exempt": ""},
+    ],
+)
+def test_guard_exempt_label_is_refused(labels):
+    assert code_of(create({"Image": PINNED_REF, "Labels": labels})) is Code.GUARD_EXEMPT
+    # dockerd matches field names case-insensitively: so does the check
+    assert code_of(create({"Image": PINNED_REF, "labels": labels})) is Code.GUARD_EXEMPT
+
+
+def test_other_labels_and_malformed_labels():
+    assert code_of(create({"Image": PINNED_REF, "Labels": {"app": "web"}})) is CLOUD
+    assert code_of(create({"Image": PINNED_REF, "Labels": ["x"]})) is Code.MALFORMED_FIELD

@@ -114,6 +114,7 @@ class Code(StrEnum):
     EXEC_PRIVILEGED = "exec_privileged"
     EXEC_ROOT = "exec_root"
     EXEC_USER = "exec_user"
+    GUARD_EXEMPT = "guard_exempt"
     # not waivable
     HOST_PATH_UNRESOLVED = "host_path_unresolved"
     MALFORMED_FIELD = "malformed_field"
@@ -140,8 +141,13 @@ WAIVABLE_CODES: Final = frozenset(
         Code.EXEC_PRIVILEGED,
         Code.EXEC_ROOT,
         Code.EXEC_USER,
+        Code.GUARD_EXEMPT,
     }
 )
+
+#: The resource guard skips containers carrying this label (edge/guard.py EXEMPT_LABEL); only a
+#: policy exception may let a caller set it, or anyone could opt out of the guard.
+GUARD_EXEMPT_LABEL: Final = "casemate.guard/exempt"
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -524,7 +530,24 @@ def _check_create(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy)
     out += _endpoint_findings(body.get("NetworkingConfig"))
     out += _host_path_findings(_host_path_sources(request), trust, policy)
     out += _image_findings(_text(body.get("Image")), trust, "container image")
+    out += _guard_label_findings(body.get("Labels"))
     return out
+
+
+def _guard_label_findings(labels: object) -> list[Finding]:
+    if labels is None:
+        return []
+    if not isinstance(labels, Mapping):
+        return [_malformed("Labels")]
+    # Go maps keep keys as sent, and the guard compares them exactly; refuse any case variant too.
+    if any(isinstance(k, str) and k.lower() == GUARD_EXEMPT_LABEL for k in labels):
+        return [
+            Finding(
+                Code.GUARD_EXEMPT,
+                f"the label {GUARD_EXEMPT_LABEL} exempts a container from the resource guard",
+            )
+        ]
+    return []
 
 
 def _check_update(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
