@@ -60,6 +60,7 @@ from casemate.bastion.kubectl import (
     parse_command,
 )
 from casemate.bastion.shell import Command, ParsedLine
+from casemate.core.policyfile import At, StrictLoader
 from casemate.errors import PolicyError
 
 __all__ = [
@@ -551,7 +552,7 @@ class Policy:
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<policy>") -> Policy:
         try:
-            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe subclass
+            data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe subclass
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc.message}") from None
         except yaml.YAMLError as exc:
@@ -560,7 +561,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<policy>") -> Policy:
-        return _read_policy(migrate(data, source=source), _At(source, ""))
+        return _read_policy(migrate(data, source=source), At(source, ""))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.version, "default_action": str(self.default_action)}
@@ -792,41 +793,8 @@ def _validate_match(match: RuleMatch, groups: Mapping[str, tuple[str, ...]], whe
 # Reading YAML with locations ----------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    keys: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in keys:
-            mark = key_node.start_mark
-            raise PolicyError(f"line {mark.line + 1}: duplicate key {key!r}")
-        keys.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-@dataclass(frozen=True)
-class _At:
-    source: str
-    path: str
-
-    def __truediv__(self, key: str | int) -> _At:
-        if isinstance(key, int):
-            return _At(self.source, f"{self.path}[{key}]")
-        return _At(self.source, f"{self.path}.{key}" if self.path else key)
-
-    def error(self, message: str) -> PolicyError:
-        where = f"{self.source}: {self.path}" if self.path else self.source
-        return PolicyError(f"{where}: {message}")
-
-
 def _mapping(
-    value: object, at: _At, allowed: Iterable[str] | None, required: Iterable[str] = ()
+    value: object, at: At, allowed: Iterable[str] | None, required: Iterable[str] = ()
 ) -> dict[str, Any]:
     """A mapping with string keys; ``allowed`` None means any key."""
     if not isinstance(value, dict):
@@ -843,19 +811,19 @@ def _mapping(
     return value
 
 
-def _str(value: object, at: _At) -> str:
+def _str(value: object, at: At) -> str:
     if not isinstance(value, str):
         raise at.error("expected a string")
     return value
 
 
-def _int(value: object, at: _At) -> int:
+def _int(value: object, at: At) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise at.error("expected an integer")
     return value
 
 
-def _opt_bool(value: object, at: _At) -> bool | None:
+def _opt_bool(value: object, at: At) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
@@ -863,7 +831,7 @@ def _opt_bool(value: object, at: _At) -> bool | None:
     return value
 
 
-def _str_list(value: object, at: _At) -> tuple[str, ...]:
+def _str_list(value: object, at: At) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -871,7 +839,7 @@ def _str_list(value: object, at: _At) -> tuple[str, ...]:
     return tuple(_str(item, at / index) for index, item in enumerate(value))
 
 
-def _scalar_text(value: object, at: _At) -> str:
+def _scalar_text(value: object, at: At) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | str):
@@ -879,7 +847,7 @@ def _scalar_text(value: object, at: _At) -> str:
     raise at.error("expected a string, number or boolean")
 
 
-def _action(value: object, at: _At) -> Action:
+def _action(value: object, at: At) -> Action:
     text = _str(value, at)
     try:
         return Action(text)
@@ -911,7 +879,7 @@ _MATCH_KEYS = (
 _RULE_KEYS = ("id", "priority", "action", "match", "applies_to", "description", "enabled")
 
 
-def _read_policy(data: dict[str, Any], at: _At) -> Policy:
+def _read_policy(data: dict[str, Any], at: At) -> Policy:
     body = _mapping(data, at, ("version", "default_action", "groups", "rules"), ("version",))
     groups: dict[str, tuple[str, ...]] = {}
     raw_groups = _mapping(body.get("groups") or {}, at / "groups", None)
@@ -940,7 +908,7 @@ def _read_policy(data: dict[str, Any], at: _At) -> Policy:
     return Policy(rules=tuple(rules), default_action=default, groups=groups)
 
 
-def _read_rule(data: object, at: _At, groups: Mapping[str, tuple[str, ...]]) -> Rule:
+def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> Rule:
     body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
     rule_id = _str(body["id"], at / "id")
     if not _RULE_ID.fullmatch(rule_id):
@@ -965,7 +933,7 @@ def _read_rule(data: object, at: _At, groups: Mapping[str, tuple[str, ...]]) -> 
     )
 
 
-def _read_match(data: object, at: _At, groups: Mapping[str, tuple[str, ...]]) -> RuleMatch:
+def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> RuleMatch:
     body = _mapping(data, at, _MATCH_KEYS)
     tools = _str_list(body.get("tools"), at / "tools")
     for index, tool in enumerate(tools):

@@ -83,6 +83,7 @@ from typing import Any, Final
 
 import yaml
 
+from casemate.core.policyfile import At, StrictLoader
 from casemate.errors import InvalidInput, PolicyError
 from casemate.kubeproxy.classify import READ_VERBS, WRITE_VERBS, ApiRequest
 
@@ -331,7 +332,7 @@ class ApiRules:
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<api rules>") -> ApiRules:
         try:
-            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe subclass
+            data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe subclass
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc.message}") from None
         except yaml.YAMLError as exc:
@@ -340,7 +341,7 @@ class ApiRules:
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<api rules>") -> ApiRules:
-        return _read_rules(_migrate(data, source), _At(source, ""))
+        return _read_rules(_migrate(data, source), At(source, ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -586,41 +587,8 @@ def _validate_match(match: ApiMatch, where: str) -> None:
             raise PolicyError(f"{where}.scopes: unknown scope {scope!r} (one of {SCOPES})")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    keys: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in keys:
-            mark = key_node.start_mark
-            raise PolicyError(f"line {mark.line + 1}: duplicate key {key!r}")
-        keys.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-@dataclass(frozen=True)
-class _At:
-    source: str
-    path: str
-
-    def __truediv__(self, key: str | int) -> _At:
-        if isinstance(key, int):
-            return _At(self.source, f"{self.path}[{key}]")
-        return _At(self.source, f"{self.path}.{key}" if self.path else key)
-
-    def error(self, message: str) -> PolicyError:
-        where = f"{self.source}: {self.path}" if self.path else self.source
-        return PolicyError(f"{where}: {message}")
-
-
 def _mapping(
-    value: object, at: _At, allowed: Iterable[str], required: Iterable[str] = ()
+    value: object, at: At, allowed: Iterable[str], required: Iterable[str] = ()
 ) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise at.error("expected a mapping")
@@ -636,19 +604,19 @@ def _mapping(
     return value
 
 
-def _str(value: object, at: _At) -> str:
+def _str(value: object, at: At) -> str:
     if not isinstance(value, str):
         raise at.error("expected a string")
     return value
 
 
-def _int(value: object, at: _At) -> int:
+def _int(value: object, at: At) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise at.error("expected an integer")
     return value
 
 
-def _opt_bool(value: object, at: _At) -> bool | None:
+def _opt_bool(value: object, at: At) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
@@ -656,7 +624,7 @@ def _opt_bool(value: object, at: _At) -> bool | None:
     return value
 
 
-def _str_list(value: object, at: _At) -> tuple[str, ...]:
+def _str_list(value: object, at: At) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -664,7 +632,7 @@ def _str_list(value: object, at: _At) -> tuple[str, ...]:
     return tuple(_str(item, at / index) for index, item in enumerate(value))
 
 
-def _action(value: object, at: _At) -> ApiAction:
+def _action(value: object, at: At) -> ApiAction:
     text = _str(value, at)
     try:
         return ApiAction(text)
@@ -688,7 +656,7 @@ _RULE_KEYS: Final = ("id", "priority", "action", "match", "applies_to", "descrip
 _APPLIES_KEYS: Final = ("users", "groups", "clusters", "accounts")
 
 
-def _read_rules(data: dict[str, Any], at: _At) -> ApiRules:
+def _read_rules(data: dict[str, Any], at: At) -> ApiRules:
     body = _mapping(data, at, ("version", "default_action", "rules"), ("version",))
     raw_rules = body.get("rules", [])
     if raw_rules is None:
@@ -709,7 +677,7 @@ def _read_rules(data: dict[str, Any], at: _At) -> ApiRules:
     return ApiRules(rules=tuple(rules), default_action=default)
 
 
-def _read_rule(data: object, at: _At) -> ApiRule:
+def _read_rule(data: object, at: At) -> ApiRule:
     body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
     rule_id = _str(body["id"], at / "id")
     if not _valid_rule_id(rule_id):
@@ -729,7 +697,7 @@ def _read_rule(data: object, at: _At) -> ApiRule:
     )
 
 
-def _read_match(data: object, at: _At) -> ApiMatch:
+def _read_match(data: object, at: At) -> ApiMatch:
     body = _mapping(data, at, _MATCH_KEYS)
     lists = {
         key: _str_list(body.get(key), at / key)
