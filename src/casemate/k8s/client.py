@@ -24,13 +24,10 @@ keeps its secrets out of ``repr`` and ``str``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import ssl
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -41,6 +38,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from casemate.core.secretfile import secret_file
 from casemate.errors import (
     CasemateError,
     Conflict,
@@ -193,33 +191,10 @@ def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     ``memfd``), or else a private temporary file removed at once."""
     data = cert_pem.rstrip(b"\n") + b"\n" + key_pem
     try:
-        with _secret_file(data) as path:
+        with secret_file(data) as path:
             ctx.load_cert_chain(path, password=_no_passphrase)
     except ssl.SSLError:
         raise InvalidInput("the client certificate and key cannot be loaded") from None
-
-
-@contextlib.contextmanager
-def _secret_file(data: bytes) -> Iterator[str]:
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("casemate-client-cert", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="casemate-") as tmp:  # pragma: no cover
-        path = os.path.join(tmp, "client.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        try:
-            yield path
-        finally:
-            os.unlink(path)
 
 
 # Errors -------------------------------------------------------------------------------------

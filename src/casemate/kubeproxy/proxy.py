@@ -73,13 +73,11 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import os
 import ssl
-import tempfile
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
@@ -92,6 +90,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database
+from casemate.core.secretfile import secret_file
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
 from casemate.events import KubeApiRequestAudited
 from casemate.k8s.client import tls_context
@@ -328,30 +327,9 @@ class ProxyCertificates:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
-        with _secret_file(self.cert_pem.rstrip(b"\n") + b"\n" + self.key_pem) as path:
+        with secret_file(self.cert_pem.rstrip(b"\n") + b"\n" + self.key_pem) as path:
             ctx.load_cert_chain(path)
         return ctx
-
-
-@contextlib.contextmanager
-def _secret_file(data: bytes) -> Iterator[str]:
-    """A path holding ``data`` readable only by this process, gone after the block."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("casemate-kubeproxy", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, data)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="casemate-") as tmp:  # pragma: no cover
-        path = os.path.join(tmp, "serving.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        yield path
 
 
 def generate_certificates(
