@@ -274,7 +274,8 @@ async def test_the_most_recently_started_container_is_stopped_even_if_quiet(
         older = await containers.run("older")
         hog = await containers.run("hog", HOG_ON_SIGNAL)
         newest = await containers.run("newest")
-        assert g.guard.start_order()[-3:] == [older, hog, newest]
+        # the guard learns start order from dockerd's event stream: wait until it has seen all
+        await until(lambda: g.guard.start_order()[-3:] == [older, hog, newest], "the start order")
         await containers.cli("exec", hog, "touch", "/tmp/go")
         first, second = await g.wait_stops(2)
         assert (first["container"], first["offender"]) == (newest, hog)
