@@ -329,3 +329,121 @@ class KubeApiRequestAudited(Event):
     upgraded: bool = False
     body: Mapping[str, Any] | None = None
     duration_ms: float = 0.0
+
+
+# Bastion session events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionSessionStarted(Event):
+    """A person opened a bastion session (``channel``: exec, terminal, ssh, web) on a cluster
+    through a system account; ``namespaces`` are those the grant allows."""
+
+    KIND: ClassVar[str] = "bastion.session.started"
+    session_id: str = ""
+    channel: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    namespaces: tuple[str, ...] = ()
+    grant_id: int = 0
+    expires_at: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionSessionEnded(Event):
+    """A bastion session ended; ``reason`` is exit, terminated (by ``terminated_by``),
+    expired, disconnected or error."""
+
+    KIND: ClassVar[str] = "bastion.session.ended"
+    session_id: str = ""
+    cluster: str = ""
+    reason: str = ""
+    terminated_by: str = ""
+    commands: int = 0
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandDecided(Event):
+    """A command line in a bastion session, written *before* it runs (or is refused):
+    ``decision`` is accept, warn, review or reject (``outcome`` allowed/denied/held),
+    ``rule_id`` the rule that decided, ``argv`` the parsed words of every pipeline stage.
+    ``manifests`` are the SHA-256 digests of the workspace files it reads (stored by content).
+    """
+
+    KIND: ClassVar[str] = "bastion.command.decided"
+    command_id: str = ""
+    session_id: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    line: str = ""
+    argv: tuple[tuple[str, ...], ...] = ()
+    decision: str = ""
+    rule_id: str = ""
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    ticket_id: int = 0
+    manifests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandFinished(Event):
+    """What became of a command decided in :class:`CommandDecided` (same ``command_id``):
+    ``outcome`` ran, refused, failed, interrupted; ``exit_code`` of the pipeline (the first
+    failing stage's, else the last's), ``approver`` for reviewed commands, ``output`` the first
+    bytes of the combined output (redacted), ``output_sha256``/``output_size`` over all of it;
+    the stored copy (capped) is under ``output_sha256`` in the artifact store."""
+
+    KIND: ClassVar[str] = "bastion.command.finished"
+    command_id: str = ""
+    session_id: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    line: str = ""
+    decision: str = ""
+    approver: str = ""
+    exit_code: int | None = None
+    duration: float = 0.0
+    output: str = ""
+    output_size: int = 0
+    output_sha256: str = ""
+    output_truncated: bool = False
+
+
+# Bastion command policy events ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandPolicyChanged(Event):
+    """A new version of the bastion's command policy was stored (``action``: updated, or reset
+    to the built-in default). ``digest`` is the SHA-256 of the stored YAML; version 0 is the
+    built-in default (never stored)."""
+
+    KIND: ClassVar[str] = "bastion.policy.changed"
+    action: str = ""  # updated, reset
+    version: int = 0
+    digest: str = ""
+    previous_version: int = 0
+    previous_digest: str = ""
+    rules: int = 0
+    default_action: str = ""
+    comment: str = ""
+
+
+# SSH entry events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshKeyChanged(Event):
+    """A user's SSH public key for the bastion's SSH entry was added or removed (``action``);
+    ``fingerprint`` is the key's SHA-256 fingerprint as ``ssh-keygen -l`` prints it."""
+
+    KIND: ClassVar[str] = "identity.ssh_key"
+    action: str = ""  # added, removed
+    username: str = ""
+    name: str = ""
+    algorithm: str = ""
+    fingerprint: str = ""

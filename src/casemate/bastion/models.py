@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemate.core.db import Base
@@ -78,4 +87,25 @@ class Recording(Base):
         Index("ix_recordings_username", "username", "started_at"),
         Index("ix_recordings_started_at", "started_at"),
         Index("ix_recordings_status", "status"),
+    )
+
+
+class CommandPolicy(Base):
+    """One stored version of the bastion's command policy (migration 0008): the YAML exactly as
+    submitted, its SHA-256 and who stored it. Rows are never updated; the newest ``version`` is
+    in force (:mod:`casemate.bastion.policystore`)."""
+
+    __tablename__ = "command_policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(Integer)
+    yaml: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    comment: Mapped[str] = mapped_column(String(1000), default="")
+
+    __table_args__ = (
+        UniqueConstraint("version", name="uq_command_policies_version"),
+        {"sqlite_autoincrement": True},
     )

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.core.audit import MAX_QUERY_LIMIT, AuditEntry
 from casemate.errors import InvalidInput
 
-app = typer.Typer(help="Verify, export and follow the audit log.", no_args_is_help=True)
+app = typer.Typer(help="Search, verify, export and follow the audit log.", no_args_is_help=True)
 
 KindOption = Annotated[str | None, typer.Option(help="Only this event kind.")]
 ActorOption = Annotated[str | None, typer.Option(help="Only this actor.")]
@@ -109,3 +114,130 @@ def tail(
                 time.sleep(0.5)
     finally:
         rt.close()
+
+
+_AGE = re.compile(r"(\d{1,9})\s*([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Everything but newline and tab that could drive the terminal (C0, DEL, C1), and the
+# invisible format characters that could disguise text.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# What the summary column shows of an event's details, first found first.
+_SUMMARY_KEYS = ("line", "command", "path", "username", "name", "session_id")
+
+
+def _moment(value: str | None, name: str, now: datetime) -> datetime | None:
+    """An ISO 8601 time (UTC when it has no zone) or an age before ``now`` (30m, 1h, 2d, 1w)."""
+    if value is None:
+        return None
+    age = _AGE.fullmatch(value.strip().lower())
+    if age:
+        return now - timedelta(seconds=int(age.group(1)) * _SECONDS[age.group(2)])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"--{name} must be an ISO 8601 time or an age like 30m, 1h, 2d, got {value!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _summary(entry: AuditEntry) -> str:
+    details = entry.details
+    parts = [_text(details[k]) for k in _SUMMARY_KEYS if details.get(k) not in (None, "")][:1]
+    if details.get("reason"):
+        parts.append(f"({_text(details['reason'])})")
+    return " ".join(parts)
+
+
+@app.command("search")
+def search(
+    data_dir: DataDirOption = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this actor.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Only events on this cluster.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time: ISO 8601 (UTC unless zoned) or 1h, 2d.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (same forms).")] = None,
+    decision: Annotated[
+        str | None,
+        typer.Option(help="Only this decision (accept, warn, review, reject, deny, ...)."),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--type", help="Only this event type; a trailing * matches a prefix."),
+    ] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="Text anywhere in the record (case-insensitive).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help=f"At most this many (1-{MAX_QUERY_LIMIT}).")] = 100,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="Oldest first (default: newest first).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line, as `audit tail` prints.")
+    ] = False,
+) -> None:
+    """Search the audit log: records matching every filter, newest first.
+
+    Example: casemate audit search --cluster prod --decision reject --since 1d
+    """
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise InvalidInput(f"--limit must be between 1 and {MAX_QUERY_LIMIT}")
+    now = datetime.now(UTC)
+    t0, t1 = _moment(since, "since", now), _moment(until, "until", now)
+    rt = runtime(data_dir)
+    try:
+        entries = rt.audit.query(
+            kind=event_type,
+            actor=user,
+            outcome=outcome,
+            since=t0,
+            until=t1,
+            text=text,
+            cluster=cluster,
+            decision=decision,
+            limit=limit,
+            newest_first=not oldest_first,
+        )
+    finally:
+        rt.close()
+    if len(entries) == limit:
+        err.print(f"showing the first {limit} matches; narrow the search or raise --limit")
+    if as_json:
+        for entry in entries:
+            out.print(json.dumps(entry.to_dict(), ensure_ascii=False), markup=False)
+        return
+    if not entries:
+        err.print("no matching audit records")
+        return
+    table = Table("seq", "time", "type", "actor", "outcome", "cluster", "decision", "summary")
+    for e in entries:
+        cells = (
+            str(e.seq),
+            e.ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+            e.kind,
+            e.actor,
+            e.outcome,
+            _text(e.details.get("cluster")),
+            _text(e.details.get("decision")),
+            _summary(e),
+        )
+        table.add_row(*(Text(_safe(c)) for c in cells))
+    if out.is_terminal:
+        out.print(table)
+    else:  # piped: one line per record whatever its width (grep-friendly)
+        Console(width=4096, highlight=False, soft_wrap=True).print(table)

@@ -13,6 +13,7 @@ from casemate.cli import (
     cloud,
     clusters,
     edge,
+    policy,
     recordings,
     review,
     serve,
@@ -41,6 +42,7 @@ app.add_typer(review.app, name="review")
 app.add_typer(edge.app, name="edge")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(recordings.app, name="recording")
+app.add_typer(policy.app, name="policy")
 
 
 @app.command("version")

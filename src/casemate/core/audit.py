@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from select import select as select_fds
 from typing import IO, Any, Final, NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, bindparam, event, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -422,24 +422,58 @@ class AuditLog:
         after_seq: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        cluster: str | None = None,
+        decision: str | None = None,
     ) -> list[AuditEntry]:
         """Records matching every given filter, in ``seq`` order (oldest first by default).
 
-        ``since`` is inclusive, ``until`` exclusive (timezone-aware datetimes). ``text`` is a
+        ``kind`` is exact, or a prefix when it ends in ``*`` (``bastion.*``). ``since`` is
+        inclusive, ``until`` exclusive (timezone-aware datetimes). ``text`` is a
         case-insensitive substring of the record's body as stored (JSON-escaped: a ``"`` in
         ``text`` matches a ``"`` inside a value), taken literally (``%``, ``_`` are not
-        wildcards); case folding is ASCII-only on SQLite. Keyset paging: pass the last ``seq``
-        of a page as ``after_seq`` to continue in the same direction (``seq > after_seq``
-        oldest first, ``seq < after_seq`` newest first). ``limit`` is 1..10000.
+        wildcards); case folding is ASCII-only on SQLite. ``cluster`` and ``decision`` match
+        the event's own ``cluster`` / ``decision`` field exactly (records of events without
+        one never match). Keyset paging: pass the last ``seq`` of a page as ``after_seq`` to
+        continue in the same direction (``seq > after_seq`` oldest first, ``seq < after_seq``
+        newest first). ``limit`` is 1..10000.
         """
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         conds = _filters(kind, actor, outcome, since, until, text)
+        fields = {
+            name: _clean_str(value)
+            for name, value in (("cluster", cluster), ("decision", decision))
+            if value is not None
+        }
+        # A coarse filter in SQL on the canonical body ('"cluster":"prod"' may also occur
+        # deeper in the details, and LIKE folds ASCII case on SQLite), then the exact check.
+        conds.extend(
+            AuditRecord.body.contains(f"{_json_str(name)}:{_json_str(value)}", autoescape=True)
+            for name, value in fields.items()
+        )
+
+        def after(seq: int) -> ColumnElement[bool]:
+            return AuditRecord.seq < seq if newest_first else AuditRecord.seq > seq
+
         if after_seq is not None:
-            conds.append(
-                AuditRecord.seq < after_seq if newest_first else AuditRecord.seq > after_seq
+            conds.append(after(after_seq))
+        if not fields:
+            return [_entry(r) for r in self._select(conds, limit, newest_first)]
+        found: list[AuditEntry] = []
+        cursor: int | None = None
+        while True:
+            rows = self._select(
+                conds if cursor is None else [*conds, after(cursor)], _PAGE, newest_first
             )
-        return [_entry(r) for r in self._select(conds, limit, newest_first)]
+            for row in rows:
+                entry = _entry(row)
+                if all(entry.details.get(k) == v for k, v in fields.items()):
+                    found.append(entry)
+                    if len(found) == limit:
+                        return found
+            if len(rows) < _PAGE:
+                return found
+            cursor = rows[-1].seq
 
     def export_jsonl(
         self,
@@ -549,7 +583,10 @@ def _filters(
     text: str | None,
 ) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
-    if kind is not None:
+    if kind is not None and kind.endswith("*"):
+        prefix = kind[:-1]  # substr, not LIKE: case-sensitive on SQLite as on PostgreSQL
+        conds.append(func.substr(AuditRecord.kind, 1, len(prefix)) == prefix)
+    elif kind is not None:
         conds.append(AuditRecord.kind == kind)
     if actor is not None:
         conds.append(AuditRecord.actor == actor)

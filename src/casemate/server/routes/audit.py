@@ -17,7 +17,9 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 def search(
     _: AuditorDep,
     runtime: RuntimeDep,
-    kind: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[
+        str | None, Query(max_length=100, description="Exact, or a prefix ending in *")
+    ] = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     outcome: Annotated[str | None, Query(max_length=32)] = None,
     since: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with zone")] = None,
@@ -26,6 +28,12 @@ def search(
     after: Annotated[int | None, Query(ge=0, description="Keyset paging cursor")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     order: Annotated[str, Query(pattern="^(newest|oldest)$")] = "newest",
+    cluster: Annotated[
+        str | None, Query(max_length=200, description="The event's cluster, exactly")
+    ] = None,
+    decision: Annotated[
+        str | None, Query(max_length=32, description="The event's decision, exactly")
+    ] = None,
 ) -> schemas.AuditPage:
     """Records matching every filter; page with ``next_after``."""
     entries = runtime.audit.query(
@@ -38,6 +46,8 @@ def search(
         after_seq=after,
         limit=limit,
         newest_first=order == "newest",
+        cluster=cluster,
+        decision=decision,
     )
     items = [schemas.AuditRecord.of(e) for e in entries]
     next_after = entries[-1].seq if len(entries) == limit else None
