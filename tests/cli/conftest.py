@@ -17,7 +17,10 @@ CASEMATE = [sys.executable, "-m", "casemate.cli"]
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASEMATE_")}
-    env.update({"CASEMATE_DATA_DIR": str(data_dir), **extra})
+    # the Kubernetes API proxy of 'serve' on a free port: tests run servers side by side
+    env.update(
+        {"CASEMATE_DATA_DIR": str(data_dir), "CASEMATE_KUBEPROXY_LISTEN": "127.0.0.1:0", **extra}
+    )
     return env
 
 

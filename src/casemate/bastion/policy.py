@@ -577,16 +577,28 @@ class Policy:
 # Deciding ---------------------------------------------------------------------------------------
 
 
-def decide(line: ParsedLine | KubeCommand, ctx: Context, policy: Policy) -> Verdict:
+def decide(
+    line: ParsedLine | KubeCommand,
+    ctx: Context,
+    policy: Policy,
+    *,
+    first: KubeCommand | None = None,
+) -> Verdict:
     """Decide one command line (or an already parsed kubectl/helm command). Never raises for a
-    refused command: it becomes a ``reject`` verdict with rule id :data:`REFUSED`."""
+    refused command: it becomes a ``reject`` verdict with rule id :data:`REFUSED`.
+
+    ``first`` is the line's first stage as the driver already parsed it (with the kinds found
+    in its manifests, :meth:`KubeCommand.with_file_kinds`); its argv must be the first
+    stage's."""
     if isinstance(line, KubeCommand):
         return _decide_kube(line, ctx, policy, stage=None)
     if not line.stages:
         return Verdict(Action.REJECT, REFUSED, "empty command", stage=0)
     verdicts: list[Verdict] = []
+    if first is not None and tuple(first.argv) != tuple(line.first.argv):
+        return Verdict(Action.REJECT, REFUSED, "internal: parsed command does not match", stage=0)
     try:
-        command = parse_command(line.first.argv)
+        command = first if first is not None else parse_command(line.first.argv)
     except CommandRefused as exc:
         return Verdict(Action.REJECT, REFUSED, exc.reason, stage=0)
     verdicts.append(_decide_kube(command, ctx, policy, stage=0))

@@ -23,6 +23,8 @@ from casemate.core.runtime import open_runtime
 from casemate.core.settings import load_settings, parse_listen
 from casemate.errors import ConfigError
 from casemate.events import ServerStarted
+from casemate.gateway.service import Gateway
+from casemate.gateway.ssh import HOST_KEY_NAME, SshGateway, load_or_create_host_key
 from casemate.server.app import create_app
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,19 @@ def serve(
         str | None,
         typer.Option(help="HOST:PORT to listen on (default 127.0.0.1:8080).", show_default=False),
     ] = None,
+    kubeproxy_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of the Kubernetes API proxy (default 127.0.0.1:8443).",
+            show_default=False,
+        ),
+    ] = None,
+    ssh_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of the bastion's SSH entry (default: off).", show_default=False
+        ),
+    ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Dev mode: allows weak secrets. Never in production.")
     ] = False,
@@ -92,10 +107,21 @@ def serve(
         data_dir=data_dir or Path(os.environ.get("CASEMATE_DATA_DIR", "casemate-data")),
         listen=listen,
         dev_mode=True if dev else None,
+        kubeproxy_listen=kubeproxy_listen,
+        ssh_listen=ssh_listen,
     )
     logging.getLogger("casemate").setLevel(settings.log_level.upper())
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
+    proxy_host, proxy_port = parse_listen(settings.kubeproxy_listen)
+    ssh_host, ssh_port = parse_listen(settings.ssh_listen) if settings.ssh_listen else ("", 0)
+    for other_host, other_port in ((proxy_host, proxy_port), (ssh_host, ssh_port)):
+        if other_port:  # fail with one line now rather than inside the server's start-up
+            try:
+                _bind(other_host, other_port).close()
+            except ConfigError:
+                sock.close()
+                raise
     rt = open_runtime(settings, create=True)
     forwarder: SyslogForwarder | None = None
     expiry: _Periodic | None = None
@@ -110,13 +136,24 @@ def serve(
             log.warning("closed %d recordings left open by a previous crash", len(recovered))
         expiry = _Periodic(ReviewService.from_runtime(rt).expire_due, seconds=30)
         expiry.start()
-        app = create_app(rt)
+        gateway = Gateway(rt)
+        ssh: SshGateway | None = None
+        ssh_line = ""
+        if settings.ssh_listen:
+            host_key = settings.data_dir / HOST_KEY_NAME
+            fingerprint = load_or_create_host_key(host_key).get_fingerprint("sha256")
+            ssh = SshGateway(gateway, host_key_path=host_key)
+            ssh_line = f"  SSH: ssh -p {ssh_port} USER@{ssh_host} (host key {fingerprint})"
+        app = create_app(rt, gateway, ssh=ssh)
         rt.audit.append(ServerStarted(actor="system", version=__version__, listen=settings.listen))
         shown_host = f"[{host}]" if ":" in host else host
         url = f"http://{shown_host}:{sock.getsockname()[1]}"
         out.print(f"Casemate {__version__} listening on {url}", markup=False)
         out.print(f"  data directory: {settings.data_dir.absolute()}", markup=False)
         out.print(f"  API docs: {url}/api/v1/docs", markup=False)
+        out.print(f"  Kubernetes API proxy: https://{settings.kubeproxy_listen}", markup=False)
+        if ssh_line:
+            out.print(ssh_line, markup=False)
         if generated is not None:
             out.print(f"First start: created the admin user '{settings.admin_username}'")
             out.print(
@@ -130,7 +167,7 @@ def serve(
         )
         sys.stdout.flush()
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, server_header=False, lifespan="off"
+            app, log_level="warning", access_log=False, server_header=False, lifespan="on"
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     review_admin_self_approval: bool = False
 
+    # bastion: the Kubernetes API proxy the sessions' kubectl talks to, and the tools it runs
+    kubeproxy_listen: str = "127.0.0.1:8443"
+    kubeproxy_hosts: tuple[str, ...] = ()  # extra names/addresses in the proxy's certificate
+    kubectl_path: Path | None = None  # default: kubectl on PATH
+    helm_path: Path | None = None  # default: helm on PATH
+    command_timeout_seconds: int = Field(default=600, gt=0, le=24 * 3600)
+    bastion_session_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    review_wait_seconds: int = Field(default=1800, gt=0, le=7 * 24 * 3600)
+    # bastion: the SSH entry (ssh -p PORT user@gateway); off unless ssh_listen is set
+    ssh_listen: str | None = None
+    ssh_idle_timeout_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _sync_mode(cls, v: str) -> str:
@@ -72,7 +84,7 @@ class Settings(BaseSettings):
             raise ValueError("must be FULL, NORMAL or EXTRA")
         return v.upper()
 
-    @field_validator("listen", "syslog_target")
+    @field_validator("listen", "syslog_target", "kubeproxy_listen", "ssh_listen")
     @classmethod
     def _host_port(cls, v: str | None) -> str | None:
         if v is not None:

@@ -1294,7 +1294,14 @@ class Clusters:
                 "name": preset,
             },
             "subjects": [
-                {"kind": "ServiceAccount", "name": sa_name, "namespace": self.home_namespace}
+                {"kind": "ServiceAccount", "name": sa_name, "namespace": self.home_namespace},
+                # impersonated requests (an account allowed to impersonate names the person
+                # and adds this group) get the account's roles through it
+                {
+                    "kind": "Group",
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "name": f"casemate:account:{name}",
+                },
             ],
         }
         try:

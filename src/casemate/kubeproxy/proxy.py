@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import datetime as dt
 import ipaddress
 import json
@@ -105,6 +106,7 @@ __all__ = [
     "KubeProxy",
     "ProxyCertificates",
     "ProxyLimits",
+    "REVIEWED_BODY",
     "Reviewer",
     "generate_certificates",
     "proxy_kubeconfig",
@@ -242,8 +244,15 @@ class AuditSink(Protocol):
     async def record(self, event: KubeApiRequestAudited) -> None: ...
 
 
-Reviewer = Callable[[ApiRequest, ProxySession, ApiVerdict], Awaitable[bool]]
-"""Asked for ``review`` verdicts: True lets the request through. Without one, refused."""
+Reviewer = Callable[[ApiRequest, ProxySession, ApiVerdict], Awaitable[bool | str]]
+"""Asked for ``review`` verdicts: True lets the request through; False or a message (the
+reason shown to the client, e.g. which ticket to get approved) refuses it. Without one,
+refused. The request's body is in :data:`REVIEWED_BODY` while the reviewer runs (to bind an
+approval to exactly what is sent)."""
+
+REVIEWED_BODY: contextvars.ContextVar[bytes] = contextvars.ContextVar(
+    "casemate_kubeproxy_reviewed_body", default=b""
+)
 
 
 _Pending = tuple[KubeApiRequestAudited, "asyncio.Future[None]"]
@@ -936,7 +945,11 @@ class KubeProxy:
         verdict = decide(api, grant, self._rules)
         record.verdict = verdict
         if verdict.action == ApiAction.REVIEW:
-            verdict = await self._review(api, session, verdict)
+            token = REVIEWED_BODY.set(inc.body)
+            try:
+                verdict = await self._review(api, session, verdict)
+            finally:
+                REVIEWED_BODY.reset(token)
             record.verdict = verdict
         if not verdict.allowed:
             rule = f" (rule {verdict.rule})" if verdict.rule else ""
@@ -988,13 +1001,16 @@ class KubeProxy:
                 reason=f"{verdict.reason} This needs a reviewer's approval; "
                 "run it through the bastion",
             )
+        approved: bool | str
         try:
             approved = await self._reviewer(api, session, verdict)
         except Exception:
             log.exception("kubeproxy: the reviewer failed; refusing")
             approved = False
-        if approved:
+        if approved is True:
             return replace(verdict, action=ApiAction.ALLOW, reason=f"approved: {verdict.reason}")
+        if isinstance(approved, str) and approved:
+            return replace(verdict, action=ApiAction.DENY, reason=scrub(approved, session.upstream.secrets())[:500])
         return replace(verdict, action=ApiAction.DENY, reason=f"not approved: {verdict.reason}")
 
     def _upstream_headers(

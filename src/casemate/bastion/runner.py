@@ -1,0 +1,878 @@
+"""Running one command line of a bastion session: parse, decide, review, run, audit.
+
+:meth:`CommandRunner.run` is the single path every command takes, whatever the channel
+(``casemate exec``, the interactive shell over the web terminal, SSH or ``casemate connect``):
+
+1. **Parse** the line with the restricted shell (:func:`~casemate.bastion.shell.parse_line`) and
+   the first stage with the kubectl/helm tables (:func:`~casemate.bastion.kubectl.parse_command`)
+   with every local path checked against the workspace, lexically and then with symbolic links
+   resolved (:func:`check_real_paths`).
+2. **Inspect** the manifests it reads (``-f``/``-k`` files and directories, a helm chart in the
+   workspace rendered with ``helm template``): the kinds, names and namespaces found feed the
+   policy, and every file is stored by content (:class:`~casemate.bastion.artifacts
+   .ArtifactStore`); a manifest that cannot be read leaves the kinds unknown, and the policy
+   then assumes the worst.
+3. **Decide** with the command policy (:func:`~casemate.bastion.policy.decide`). ``reject``:
+   refused with the rule and reason. ``warn``: the warnings are shown and the command runs.
+   ``review``: the command is held as a ticket bound to its hash (argv, filters, cluster,
+   account, namespace, user, digests of the files it reads) with a preview of what it would
+   change (a server-side dry run), the user sees ``waiting for approval (ticket N)``, and the
+   command runs only after an approver approved it and :meth:`ReviewService.consume
+   <casemate.bastion.review.ReviewService.consume>` released it, once.
+4. **Audit before**: a :class:`~casemate.events.CommandDecided` record is committed before
+   anything runs (and for every refusal).
+5. **Run** the pipeline with no shell: each stage is the real program (kubectl, helm, the GNU
+   text tools, jq) started with its argv, the stages connected by pipes, the working directory
+   the workspace, the environment the session's (:class:`~casemate.bastion.workenv.WorkEnv`),
+   standard input empty. Output (standard output of the last stage and standard error of all)
+   is streamed to the user with every secret the caller names masked, whatever the chunking.
+6. **Audit after**: :class:`~casemate.events.CommandFinished` with the exit code, duration,
+   approver, the first bytes of the output and the digest and size of all of it; the output
+   itself (capped) is stored by content.
+
+Exit codes: the pipeline's (the first failing stage's, else the last's), and
+:data:`EXIT_REFUSED` (126) for a refused or unapproved command, :data:`EXIT_TIMEOUT` (124),
+:data:`EXIT_INTERRUPTED` (130).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets as _secrets
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+import yaml
+
+from casemate.bastion.artifacts import MAX_MANIFEST_BYTES, ArtifactStore
+from casemate.bastion.kinds import canonical_kind
+from casemate.bastion.kubectl import CommandRefused, KubeCommand, ResourceRef, parse_command
+from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
+from casemate.bastion.recording import Redactor
+from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
+from casemate.bastion.shell import ParsedLine, ShellRefused, parse_line
+from casemate.bastion.workenv import WorkEnv
+from casemate.core.audit import AuditLog
+from casemate.errors import CasemateError, ConfigError
+from casemate.events import CommandDecided, CommandFinished
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_REFUSED",
+    "EXIT_TIMEOUT",
+    "CommandResult",
+    "CommandRunner",
+    "RunnerLimits",
+    "SessionInfo",
+    "Tools",
+    "Writer",
+    "check_real_paths",
+    "manifest_refs",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_REFUSED: Final = 126
+EXIT_TIMEOUT: Final = 124
+EXIT_INTERRUPTED: Final = 130
+_AUDIT_OUTPUT_CHARS: Final = 4096
+_MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+
+Writer = Callable[[bytes], Awaitable[None]]
+"""Where a command's output goes (the terminal, the HTTP stream); gets redacted bytes."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Who runs commands where: one bastion session."""
+
+    session_id: str
+    user: str
+    groups: frozenset[str]
+    cluster: str
+    account: str
+    namespace: str
+    namespaces: tuple[str, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Absolute paths of the programs a session may run."""
+
+    kubectl: str
+    helm: str
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def find(
+        cls,
+        kubectl: str | os.PathLike[str] | None = None,
+        helm: str | os.PathLike[str] | None = None,
+    ) -> Tools:
+        """The given kubectl/helm (else found on PATH) and the filter programs on PATH."""
+        from casemate.bastion.filters import FILTERS
+
+        def locate(name: str, given: str | os.PathLike[str] | None) -> str:
+            path = str(given) if given else shutil.which(name)
+            if not path or not os.access(path, os.X_OK):
+                raise ConfigError(
+                    f"{name} was not found: install it or set its path in the settings"
+                )
+            return os.path.abspath(path)
+
+        found = {name: shutil.which(name) for name in FILTERS}
+        return cls(
+            kubectl=locate("kubectl", kubectl),
+            helm=locate("helm", helm),
+            filters={k: os.path.abspath(v) for k, v in found.items() if v},
+        )
+
+    def program(self, name: str) -> str:
+        if name == "kubectl":
+            return self.kubectl
+        if name == "helm":
+            return self.helm
+        path = self.filters.get(name)
+        if path is None:
+            raise ConfigError(f"{name} is not installed on the gateway")
+        return path
+
+
+@dataclass(frozen=True)
+class RunnerLimits:
+    timeout: float = 600.0  # one command, seconds
+    review_ttl: timedelta = timedelta(minutes=30)  # how long a held command waits
+    preview_timeout: float = 20.0
+    inspect_timeout: float = 30.0
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    output_chunk: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command_id: str
+    decision: str  # accept, warn, review, reject
+    exit_code: int
+    rule_id: str = ""
+    reason: str = ""
+    ticket_id: int = 0
+    approver: str = ""
+    output_sha256: str = ""
+    output_size: int = 0
+
+
+class _Refused(Exception):  # noqa: N818 - internal signal
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Local paths and manifests -------------------------------------------------------------------
+
+
+def check_real_paths(command: KubeCommand, workspace: Path) -> dict[str, Path]:
+    """Resolve every local path of ``command`` that exists, following symbolic links, and
+    refuse any that leads outside the workspace. Returns ``{path as typed: real path}``."""
+    root = Path(os.path.realpath(workspace))
+    found: dict[str, Path] = {}
+    for typed in (*command.files, *command.local_paths):
+        candidate = Path(os.path.join(root, typed))
+        real = Path(os.path.realpath(candidate))
+        if real != root and root not in real.parents:
+            raise _Refused(f"path {typed!r} leads outside the session workspace")
+        if candidate.exists() or candidate.is_symlink():
+            found[typed] = real
+    return found
+
+
+def _manifest_files(path: Path, recursive: bool) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in _MANIFEST_SUFFIXES
+    )
+
+
+def manifest_refs(text: str) -> list[ResourceRef]:
+    """The objects of a YAML/JSON manifest stream (``List`` items included). Raises
+    ``ValueError`` for anything that is not a stream of Kubernetes objects."""
+    refs: list[ResourceRef] = []
+    for doc in yaml.safe_load_all(text):
+        if doc is None:
+            continue
+        _collect(doc, refs, depth=0)
+    return refs
+
+
+def _collect(doc: object, refs: list[ResourceRef], depth: int) -> None:
+    if not isinstance(doc, dict) or depth > 3:
+        raise ValueError("a manifest document is not a Kubernetes object")
+    kind, api = doc.get("kind"), doc.get("apiVersion")
+    if not isinstance(kind, str) or not isinstance(api, str):
+        raise ValueError("a manifest object lacks kind or apiVersion")
+    if kind.endswith("List") and isinstance(doc.get("items"), list):
+        for item in doc["items"]:
+            _collect(item, refs, depth + 1)
+        return
+    group = api.split("/", 1)[0] if "/" in api else ""
+    typed = kind.lower()
+    canon = canonical_kind(typed)
+    if canon is None:
+        raise ValueError(f"invalid kind {kind[:40]!r}")
+    from casemate.bastion.kinds import is_builtin
+
+    if not is_builtin(canon) and group and "." not in canon:
+        canon = f"{canon}.{group}"
+    meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a mapping")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    refs.append(
+        ResourceRef(
+            canon,
+            name if isinstance(name, str) else None,
+            namespace if isinstance(namespace, str) else None,
+        )
+    )
+
+
+# The runner ------------------------------------------------------------------------------------
+
+
+class CommandRunner:
+    """Runs command lines of sessions (see the module docstring). One per gateway."""
+
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        artifacts: ArtifactStore,
+        reviews: ReviewService,
+        policy: Callable[[], Policy],
+        tools: Tools,
+        limits: RunnerLimits | None = None,
+    ) -> None:
+        self.audit = audit
+        self.artifacts = artifacts
+        self.reviews = reviews
+        self.policy = policy
+        self.tools = tools
+        self.limits = limits or RunnerLimits()
+
+    async def run(
+        self,
+        line: str,
+        info: SessionInfo,
+        env: WorkEnv,
+        write: Writer,
+        *,
+        secrets: Iterable[str] = (),
+        on_ticket: Callable[[Ticket], Awaitable[None]] | None = None,
+        on_release: Callable[[bool], None] | None = None,
+    ) -> CommandResult:
+        """Run one command line; see the module docstring. ``secrets`` are masked in the
+        output, the audit record and the stored output. ``on_ticket`` is told about a held
+        command; ``on_release(True)`` is called just before an *approved* command runs and
+        ``on_release(False)`` when it has finished (the gateway lets the API proxy pass that
+        command's review-level requests meanwhile)."""
+        secret_list = [s for s in secrets if s]
+        redactor = Redactor(secret_list)
+        command_id = "cmd_" + _secrets.token_hex(8)
+        display = redactor.redact(line.replace("\x00", "\\0"))[:4000]
+        try:
+            parsed = parse_line(line)
+        except ShellRefused as e:
+            return await self._refuse(command_id, info, display, (), e.reason, "", write)
+        except CasemateError as e:
+            return await self._refuse(command_id, info, display, (), e.message, "", write)
+        argvs = tuple(tuple(stage.argv) for stage in parsed.stages)
+        try:
+            workspace = PurePosixPath(str(env.workspace))
+            first = parse_command(parsed.first.argv, workspace=workspace)
+            real = check_real_paths(first, env.workspace)
+            first, digests = await self._inspect(first, real, env)
+        except CommandRefused as e:
+            return await self._refuse(command_id, info, display, argvs, e.reason, "", write)
+        except _Refused as e:
+            return await self._refuse(command_id, info, display, argvs, e.reason, "", write)
+        namespace = first.namespace or info.namespace
+        ctx = Context(
+            user=info.user,
+            groups=info.groups,
+            cluster=info.cluster,
+            account=info.account,
+            namespace_default=info.namespace,
+            workspace=workspace,
+        )
+        try:
+            policy = self.policy()
+        except Exception:
+            log.exception("bastion: the command policy cannot be loaded; refusing")
+            return await self._refuse(
+                command_id, info, display, argvs, "no command policy could be loaded", "", write
+            )
+        verdict = decide(parsed, ctx, policy, first=first)
+        for notice in verdict.warnings:
+            await write(f"casemate: warning: {notice.reason} (rule {notice.rule_id})\n".encode())
+        if verdict.action == Action.REJECT:
+            return await self._refuse(
+                command_id,
+                info,
+                display,
+                argvs,
+                verdict.reason,
+                verdict.rule_id or "",
+                write,
+                digests=digests,
+            )
+        ticket_id, approver = 0, ""
+        if verdict.action == Action.REVIEW:
+            held = await self._hold(
+                command_id,
+                parsed,
+                first,
+                info,
+                env,
+                display,
+                argvs,
+                verdict,
+                digests,
+                namespace,
+                redactor,
+                write,
+                on_ticket,
+            )
+            if isinstance(held, CommandResult):
+                return held
+            ticket_id, approver = held
+        else:
+            self._audit_decided(command_id, info, display, argvs, verdict, digests, "allowed", 0)
+        if on_release is not None and ticket_id:
+            on_release(True)
+        try:
+            return await self._execute(
+                command_id,
+                parsed,
+                info,
+                env,
+                display,
+                verdict,
+                ticket_id,
+                approver,
+                write,
+                secret_list,
+            )
+        finally:
+            if on_release is not None and ticket_id:
+                on_release(False)
+
+    # -- refusals and audit
+
+    async def _refuse(
+        self,
+        command_id: str,
+        info: SessionInfo,
+        display: str,
+        argvs: tuple[tuple[str, ...], ...],
+        reason: str,
+        rule_id: str,
+        write: Writer,
+        *,
+        digests: Sequence[str] = (),
+    ) -> CommandResult:
+        verdict = Verdict(Action.REJECT, rule_id or "shell.refused", reason)
+        self._audit_decided(command_id, info, display, argvs, verdict, digests, "denied", 0)
+        rule = f" (rule {rule_id})" if rule_id else ""
+        await write(f"casemate: refused: {reason}{rule}\n".encode("utf-8", "replace"))
+        return CommandResult(command_id, "reject", EXIT_REFUSED, rule_id, reason)
+
+    def _audit_decided(
+        self,
+        command_id: str,
+        info: SessionInfo,
+        display: str,
+        argvs: tuple[tuple[str, ...], ...],
+        verdict: Verdict,
+        digests: Sequence[str],
+        outcome: str,
+        ticket_id: int,
+    ) -> None:
+        self.audit.append(
+            CommandDecided(
+                actor=info.user,
+                source=info.source,
+                outcome=outcome,
+                command_id=command_id,
+                session_id=info.session_id,
+                cluster=info.cluster,
+                account=info.account,
+                namespace=info.namespace,
+                line=display,
+                argv=tuple(tuple(a[:2000] for a in stage) for stage in argvs)
+                if outcome != "denied" or argvs
+                else (),
+                decision=verdict.action.value,
+                rule_id=verdict.rule_id or "",
+                reason=verdict.reason[:1000],
+                warnings=tuple(n.rule_id for n in verdict.warnings),
+                ticket_id=ticket_id,
+                manifests=tuple(digests),
+            )
+        )
+
+    # -- manifests
+
+    async def _inspect(
+        self, command: KubeCommand, real: Mapping[str, Path], env: WorkEnv
+    ) -> tuple[KubeCommand, list[str]]:
+        if not (command.files or command.chart):
+            return command, []
+        digests: list[str] = []
+        refs: list[ResourceRef] = []
+        known = True
+        recursive = command.has_flag("recursive") and command.flag("recursive") == "true"
+        total = 0
+        for typed in command.files:
+            path = real.get(typed)
+            if path is None:
+                raise _Refused(f"{typed}: no such file in the workspace")
+            if command.has_flag("kustomize") and typed in command.flag_values("kustomize"):
+                known = False  # a kustomization is not rendered here: assume the worst
+            for file in _manifest_files(path, recursive):
+                data = await asyncio.to_thread(file.read_bytes)
+                total += len(data)
+                if total > self.limits.max_manifest_bytes:
+                    raise _Refused("the manifests are larger than the gateway accepts")
+                digests.append(self.artifacts.put(data, "manifest"))
+                try:
+                    refs += manifest_refs(data.decode("utf-8"))
+                except (ValueError, yaml.YAMLError, UnicodeDecodeError):
+                    known = False
+        if command.chart:
+            rendered = await self._render_chart(command, real, env)
+            if rendered is None:
+                known = False
+            else:
+                digests.append(self.artifacts.put(rendered, "manifest"))
+                try:
+                    refs += manifest_refs(rendered.decode("utf-8"))
+                except (ValueError, yaml.YAMLError, UnicodeDecodeError):
+                    known = False
+        return (command.with_file_kinds(refs) if known else command), digests
+
+    async def _render_chart(
+        self, command: KubeCommand, real: Mapping[str, Path], env: WorkEnv
+    ) -> bytes | None:
+        chart = command.chart or ""
+        if chart not in real:
+            return None  # not a local chart: a repository chart is refused by the parser
+        argv = [self.tools.helm, "template", "casemate-inspect", str(real[chart])]
+        for flag in ("values", "set", "set-string"):
+            for value in command.flag_values(flag):
+                argv += [f"--{flag}", value]
+        code, out = await _capture(argv, env, self.limits.inspect_timeout)
+        return out if code == 0 else None
+
+    # -- review
+
+    async def _hold(
+        self,
+        command_id: str,
+        parsed: ParsedLine,
+        first: KubeCommand,
+        info: SessionInfo,
+        env: WorkEnv,
+        display: str,
+        argvs: tuple[tuple[str, ...], ...],
+        verdict: Verdict,
+        digests: Sequence[str],
+        namespace: str,
+        redactor: Redactor,
+        write: Writer,
+        on_ticket: Callable[[Ticket], Awaitable[None]] | None,
+    ) -> CommandResult | tuple[int, str]:
+        files = {str(p): d for p, d in zip(first.files, digests, strict=False)}
+        digest = command_hash(
+            parsed.first.argv,
+            cluster=info.cluster,
+            account=info.account,
+            namespace=namespace,
+            user=info.user,
+            workspace_files=files,
+            filters=[stage.argv for stage in parsed.filters],
+        )
+        preview = redactor.redact(await self._preview(first, env))
+        ticket = await asyncio.to_thread(
+            self.reviews.submit,
+            info.user,
+            digest,
+            display,
+            info.cluster,
+            info.account,
+            namespace,
+            verdict.rule_id or "",
+            preview,
+            datetime.now(UTC) + self.limits.review_ttl,
+            reason=verdict.reason[:1000],
+            source=info.source,
+        )
+        self._audit_decided(command_id, info, display, argvs, verdict, digests, "held", ticket.id)
+        await write(
+            f"casemate: {verdict.reason} (rule {verdict.rule_id}): "
+            f"waiting for approval (ticket {ticket.id})\n".encode()
+        )
+        if on_ticket is not None:
+            await on_ticket(ticket)
+        try:
+            settled = await self.reviews.wait_async(
+                ticket.id, self.limits.review_ttl.total_seconds() + 1
+            )
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.reviews.cancel, ticket.id, info.user)
+            raise
+        released = False
+        if settled.state is TicketState.APPROVED:
+            released = await asyncio.to_thread(
+                self.reviews.consume, ticket.id, digest, info.user, source=info.source
+            )
+        if not released:
+            state = settled.state.value if settled.state is not TicketState.APPROVED else "used"
+            reason = f"ticket {ticket.id} was {state}"
+            if settled.decision_note:
+                reason += f": {settled.decision_note}"
+            self._finish(
+                command_id,
+                info,
+                display,
+                "review",
+                "refused",
+                None,
+                0.0,
+                b"",
+                0,
+                "",
+                False,
+                approver=settled.decided_by,
+            )
+            await write(f"casemate: not run: {reason}\n".encode("utf-8", "replace"))
+            return CommandResult(
+                command_id,
+                "review",
+                EXIT_REFUSED,
+                verdict.rule_id or "",
+                reason,
+                ticket.id,
+                settled.decided_by,
+            )
+        await write(f"casemate: approved by {settled.decided_by} (ticket {ticket.id})\n".encode())
+        return ticket.id, settled.decided_by
+
+    async def _preview(self, command: KubeCommand, env: WorkEnv) -> str:
+        """What the command would change, from the server (best effort, time-limited)."""
+        argv = list(command.argv)
+        program = self.tools.program(command.tool)
+        try:
+            if command.tool == "kubectl" and command.verb == "apply" and command.files:
+                diff_argv = [program, "diff", *argv[2:]]
+                extra = {"KUBECTL_EXTERNAL_DIFF": shutil.which("diff") or "/usr/bin/diff"}
+                code, out = await _capture(diff_argv, env, self.limits.preview_timeout, extra)
+                text = out.decode("utf-8", "replace")
+                return text if code in (0, 1) else f"(no preview: kubectl diff failed)\n{text}"
+            dry = command.tool == "kubectl" and command.verb in (
+                "delete",
+                "scale",
+                "patch",
+                "create",
+                "label",
+                "annotate",
+                "set",
+                "replace",
+                "apply",
+                "rollout",
+            )
+            if dry and command.dry_run == "none":
+                code, out = await _capture(
+                    [program, *argv[1:], "--dry-run=server"], env, self.limits.preview_timeout
+                )
+                prefix = "server dry run:\n" if code == 0 else "(dry run failed)\n"
+                return prefix + out.decode("utf-8", "replace")
+        except (OSError, ConfigError) as e:
+            return f"(no preview: {e})"
+        return "(no server-side preview for this command)"
+
+    # -- running
+
+    async def _execute(
+        self,
+        command_id: str,
+        parsed: ParsedLine,
+        info: SessionInfo,
+        env: WorkEnv,
+        display: str,
+        verdict: Verdict,
+        ticket_id: int,
+        approver: str,
+        write: Writer,
+        secrets: Sequence[str],
+    ) -> CommandResult:
+        start = time.monotonic()
+        redactor = Redactor(secrets)
+        digest = hashlib.sha256()
+        kept = bytearray()
+        size = 0
+        cap = 1024 * 1024
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal size
+            clean = redactor.feed(chunk)
+            if clean:
+                digest.update(clean)
+                size += len(clean)
+                if len(kept) < cap:
+                    kept.extend(clean[: cap - len(kept)])
+                await write(clean)
+
+        outcome, code = "ran", -1
+        try:
+            code = await asyncio.wait_for(
+                _pipeline(
+                    [
+                        [self.tools.program(stage.program), *stage.argv[1:]]
+                        for stage in parsed.stages
+                    ],
+                    env,
+                    sink,
+                    self.limits.output_chunk,
+                ),
+                self.limits.timeout,
+            )
+        except TimeoutError:
+            outcome, code = "timeout", EXIT_TIMEOUT
+            await sink(f"\ncasemate: stopped after {self.limits.timeout:.0f} s\n".encode())
+        except asyncio.CancelledError:
+            outcome, code = "interrupted", EXIT_INTERRUPTED
+            self._finish(
+                command_id,
+                info,
+                display,
+                verdict.action.value,
+                outcome,
+                code,
+                time.monotonic() - start,
+                bytes(kept),
+                size,
+                digest.hexdigest(),
+                size > len(kept),
+                approver=approver,
+            )
+            raise
+        except (OSError, ConfigError) as e:
+            outcome, code = "failed", EXIT_REFUSED
+            await sink(f"casemate: cannot run the command: {e}\n".encode("utf-8", "replace"))
+        rest = redactor.flush()
+        if rest:
+            digest.update(rest)
+            size += len(rest)
+            if len(kept) < cap:
+                kept.extend(rest[: cap - len(kept)])
+            await write(rest)
+        sha = self._finish(
+            command_id,
+            info,
+            display,
+            verdict.action.value,
+            outcome,
+            code,
+            time.monotonic() - start,
+            bytes(kept),
+            size,
+            digest.hexdigest(),
+            size > len(kept),
+            approver=approver,
+        )
+        return CommandResult(
+            command_id,
+            verdict.action.value,
+            code,
+            verdict.rule_id or "",
+            verdict.reason,
+            ticket_id,
+            approver,
+            sha,
+            size,
+        )
+
+    def _finish(
+        self,
+        command_id: str,
+        info: SessionInfo,
+        display: str,
+        decision: str,
+        outcome: str,
+        code: int | None,
+        duration: float,
+        kept: bytes,
+        size: int,
+        sha: str,
+        truncated: bool,
+        *,
+        approver: str = "",
+    ) -> str:
+        stored = ""
+        if size:
+            try:
+                stored = self.artifacts.put(kept, "output", digest=sha, size=size)
+            except CasemateError:
+                log.exception("bastion: cannot store the output of %s", command_id)
+        self.audit.append(
+            CommandFinished(
+                actor=info.user,
+                source=info.source,
+                outcome=outcome,
+                command_id=command_id,
+                session_id=info.session_id,
+                cluster=info.cluster,
+                account=info.account,
+                namespace=info.namespace,
+                line=display,
+                decision=decision,
+                approver=approver,
+                exit_code=code,
+                duration=round(duration, 4),
+                output=kept[:_AUDIT_OUTPUT_CHARS].decode("utf-8", "replace"),
+                output_size=size,
+                output_sha256=sha if size else "",
+                output_truncated=truncated,
+            )
+        )
+        return stored
+
+
+# Processes ---------------------------------------------------------------------------------------
+
+
+def _spawn_env(env: WorkEnv, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    merged = dict(env.env)
+    if extra:
+        merged.update(extra)
+    return merged
+
+
+async def _capture(
+    argv: Sequence[str], env: WorkEnv, timeout: float, extra: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
+    """Run one program in the session's environment; its combined output (at most 1 MiB)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=env.workspace,
+        env=_spawn_env(env, extra),
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        _kill(proc.pid)
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out[: 1024 * 1024]
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _pipeline(
+    stages: Sequence[Sequence[str]],
+    env: WorkEnv,
+    sink: Callable[[bytes], Awaitable[None]],
+    chunk: int,
+) -> int:
+    """Run ``stages`` connected by pipes (no shell); stream the last stage's standard output
+    and every stage's standard error to ``sink``; the first failing stage's exit code, else
+    the last's. Cancelling kills every stage."""
+    err_r, err_w = os.pipe()
+    procs: list[asyncio.subprocess.Process] = []
+    previous: int | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        for index, argv in enumerate(stages):
+            last = index == len(stages) - 1
+            if last:
+                out_r, out_w = -1, asyncio.subprocess.PIPE
+            else:
+                out_r, out_w = os.pipe()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=previous if previous is not None else asyncio.subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=err_w,
+                    cwd=env.workspace,
+                    env=_spawn_env(env),
+                    start_new_session=True,
+                )
+            finally:
+                if previous is not None:
+                    os.close(previous)
+                    previous = None
+                if not last:
+                    os.close(out_w)
+            procs.append(proc)
+            previous = None if last else out_r
+        os.close(err_w)
+        err_w = -1
+        err_reader = asyncio.StreamReader(limit=chunk * 2)
+        err_file = os.fdopen(err_r, "rb", buffering=0)
+        err_r = -1
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(err_reader), err_file
+        )
+        out_stream = procs[-1].stdout
+        assert out_stream is not None
+        lock = asyncio.Lock()
+
+        async def pump(reader: asyncio.StreamReader) -> None:
+            while data := await reader.read(chunk):
+                async with lock:
+                    await sink(data)
+
+        try:
+            await asyncio.gather(pump(out_stream), pump(err_reader))
+            codes = [await p.wait() for p in procs]
+        finally:
+            transport.close()
+        for code in codes:
+            if code != 0:
+                return 128 - code if code < 0 else code
+        return 0
+    except BaseException:
+        for p in procs:
+            _kill(p.pid)
+        for p in procs:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(p.wait())
+        raise
+    finally:
+        for fd in (err_r, err_w, previous if previous is not None else -1):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)

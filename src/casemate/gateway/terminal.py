@@ -1,0 +1,138 @@
+"""The interactive restricted shell of a bastion session, over any byte-stream terminal.
+
+:class:`TerminalShell` joins the sans-io :class:`~casemate.bastion.lineedit.LineEditor` to a
+:class:`~casemate.gateway.service.BastionSession`: the channel (web terminal websocket, SSH
+channel, ``casemate connect``) feeds it the bytes the user types and gets back the bytes to
+show. Every byte shown goes through the session, so it is recorded and live watchers see it.
+
+The prompt shows ``user@cluster:namespace$``. Each submitted line runs through the session's
+command runner (policy, review, audit); Ctrl-C while a command runs stops it (the command
+has no standard input: typed bytes are otherwise ignored until it ends). Built-ins: ``exit``
+(also ``logout`` and Ctrl-D on an empty line), ``help``, ``clear``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from casemate.bastion.lineedit import EndOfInput, Interrupt, LineEditor, Submit, kube_completer
+from casemate.errors import CasemateError
+from casemate.gateway.service import BastionSession
+
+__all__ = ["HELP", "TerminalShell"]
+
+log = logging.getLogger(__name__)
+
+HELP: Final = """\
+Casemate restricted shell. Commands run against the cluster through Casemate:
+  kubectl ...   helm ...      optionally piped into: grep head tail wc sort uniq cut jq
+  help          this text
+  clear         clear the screen
+  exit          end the session (also: logout, Ctrl-D)
+Every command is checked against the command policy, may need an approver's review, and is
+audited with its output. The session is recorded.
+"""
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class TerminalShell:
+    def __init__(self, session: BastionSession, send: Send, *, history: list[str] | None = None):
+        self.session = session
+        self._send = send
+        info = session.info
+        self.prompt = f"{info.user}@{info.cluster}:{info.namespace}$ "
+        self.editor = LineEditor(self.prompt, history=history or (), completer=kube_completer)
+        self.done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def show(self, data: bytes) -> None:
+        self.session.output(data)
+        await self._send(data)
+
+    async def start(self) -> None:
+        info = self.session.info
+        banner = (
+            f"Casemate session {info.session_id} on cluster {info.cluster} as {info.user} "
+            f"(system account {info.account}; namespaces: {', '.join(info.namespaces) or '-'}).\r\n"
+            "This session is recorded and every command is audited. Type 'help' for help.\r\n"
+        )
+        await self.show(banner.encode() + self.editor.start())
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def feed(self, data: bytes) -> None:
+        """Bytes the user typed."""
+        if self.done.is_set():
+            return
+        self.session.input(data)
+        if self.running:
+            if b"\x03" in data:
+                self.session.interrupt()
+            return
+        for event in self.editor.feed(data):
+            if isinstance(event, Submit):
+                await self._submit(event.line)
+                if self.running or self.done.is_set():
+                    return  # what follows in this chunk was typed ahead: dropped
+            elif isinstance(event, EndOfInput):
+                await self.show(b"logout\r\n")
+                self.done.set()
+                return
+            elif isinstance(event, Interrupt):
+                pass
+            else:
+                await self.show(event.data)
+
+    async def _submit(self, line: str) -> None:
+        word = line.strip()
+        if word in ("exit", "logout", "quit"):
+            self.done.set()
+            return
+        if word == "help":
+            await self.show(HELP.replace("\n", "\r\n").encode() + self.editor.redraw())
+            return
+        if word == "clear":
+            await self.show(b"\x1b[H\x1b[2J" + self.editor.redraw())
+            return
+        if not word:
+            await self.show(self.editor.redraw())
+            return
+        self._task = asyncio.ensure_future(self._run(line))
+
+    async def _run(self, line: str) -> None:
+        try:
+            result = await self.session.run(line, self._send, terminal=True)
+            if result.exit_code not in (0, 126):
+                await self.show(f"[exit {result.exit_code}]\r\n".encode())
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.show(b"^C\r\n")
+        except CasemateError as e:
+            await self.show(f"casemate: {e.message}\r\n".encode("utf-8", "replace"))
+            if self.session.closed:
+                self.done.set()
+                return
+        except Exception:
+            log.exception("terminal: command failed in session %s", self.session.id)
+            await self.show(b"casemate: internal error (logged)\r\n")
+        if not self.session.closed:
+            await self.show(self.editor.redraw())
+        else:
+            self.done.set()
+
+    def interrupt_task(self) -> None:
+        if self._task is not None:
+            self.session.interrupt()
+
+    async def wait_idle(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await self._task

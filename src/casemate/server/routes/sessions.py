@@ -1,0 +1,392 @@
+"""Bastion sessions over HTTP: exec, the terminal websocket, live sessions, kubeconfigs.
+
+* ``POST /clusters/{cluster}/exec`` runs one command line in a fresh session and streams
+  NDJSON: ``{"type": "session", "id"}``, ``{"type": "output", "data"}``…, ``{"type":
+  "waiting", "ticket"}`` when it is held for review, and a final ``{"type": "exit", "code",
+  "decision", "command_id", ...}``. The session (working environment, proxy token,
+  recording) ends with the command.
+* ``WS /clusters/{cluster}/terminal`` is the interactive restricted shell. The first message
+  may be ``{"type": "auth", "token"}`` (browsers cannot set headers); then ``{"type":
+  "input", "data"}`` and ``{"type": "resize", "cols", "rows"}`` from the client, ``{"type":
+  "output", "data"}`` and ``{"type": "exit", "reason"}`` from the server.
+* ``GET /sessions``, ``POST /sessions/{id}/terminate`` (admins), ``POST
+  /sessions/{id}/share`` (owner or admin), ``WS /sessions/{id}/watch`` (admins and those it
+  is shared with) for live sessions.
+* ``POST /clusters/{cluster}/kubeconfig`` issues a short-lived kubeconfig through the API
+  proxy for the person's own tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, model_validator
+
+from casemate.bastion.review import Ticket
+from casemate.core.identity import Principal, Scope
+from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, InvalidInput
+from casemate.gateway.service import Gateway
+from casemate.gateway.terminal import TerminalShell
+from casemate.server.deps import PrincipalDep, RuntimeDep, client_address
+from casemate.server.schemas import Strict
+
+router = APIRouter(tags=["sessions"])
+
+_MAX_LINE = 8192
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        raise ConfigError("the bastion gateway is not running in this server")
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def _may_connect(principal: Principal) -> None:
+    if not principal.allows(Scope.WRITE):
+        raise Denied("running commands needs a session or a token with the write scope")
+
+
+class ExecRequest(Strict):
+    line: str | None = Field(default=None, max_length=_MAX_LINE)
+    argv: list[str] | None = Field(default=None, max_length=1000)
+    namespace: str | None = Field(default=None, max_length=63)
+
+    @model_validator(mode="after")
+    def _one(self) -> ExecRequest:
+        if (self.line is None) == (self.argv is None):
+            raise ValueError("give exactly one of 'line' or 'argv'")
+        if self.argv is not None and not self.argv:
+            raise ValueError("argv is empty")
+        return self
+
+    def command_line(self) -> str:
+        if self.line is not None:
+            return self.line
+        assert self.argv is not None
+        text = shlex.join(self.argv)
+        if len(text) > _MAX_LINE:
+            raise InvalidInput("the command line is too long")
+        return text
+
+
+def _ndjson(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+@router.post("/clusters/{cluster}/exec")
+async def exec_command(
+    cluster: str,
+    body: ExecRequest,
+    request: Request,
+    principal: PrincipalDep,
+    gateway: GatewayDep,
+) -> StreamingResponse:
+    """Run one command line on ``cluster`` through the bastion (NDJSON stream)."""
+    _may_connect(principal)
+    line = body.command_line()
+    session = await gateway.open_session(
+        principal,
+        cluster,
+        namespace=body.namespace,
+        channel="exec",
+        source=client_address(request),
+    )
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def write(data: bytes) -> None:
+        queue.put_nowait(_ndjson({"type": "output", "data": data.decode("utf-8", "replace")}))
+
+    async def on_ticket(ticket: Ticket) -> None:
+        queue.put_nowait(_ndjson({"type": "waiting", "ticket": ticket.id}))
+
+    async def run() -> None:
+        try:
+            result = await session.run(line, write, on_ticket=on_ticket)
+            queue.put_nowait(
+                _ndjson(
+                    {
+                        "type": "exit",
+                        "code": result.exit_code,
+                        "decision": result.decision,
+                        "rule": result.rule_id,
+                        "command_id": result.command_id,
+                        "ticket": result.ticket_id,
+                        "approver": result.approver,
+                    }
+                )
+            )
+        except CasemateError as e:
+            queue.put_nowait(_ndjson({"type": "error", "message": e.message, "code": 126}))
+        except asyncio.CancelledError:
+            queue.put_nowait(_ndjson({"type": "exit", "code": 130, "decision": "interrupted"}))
+        finally:
+            await session.close()
+            queue.put_nowait(None)
+
+    async def stream() -> AsyncIterator[bytes]:
+        task = asyncio.ensure_future(run())
+        try:
+            yield _ndjson({"type": "session", "id": session.id})
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            if not task.done():
+                session.interrupt()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+# Interactive terminal -------------------------------------------------------------------------
+
+
+async def _ws_principal(ws: WebSocket, gateway: Gateway) -> Principal:
+    identity = gateway.runtime.identity
+    header = ws.headers.get("authorization")
+    token: str | None = None
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    if token is None:
+        token = ws.cookies.get("casemate_session")
+    if not token:
+        try:
+            first = await asyncio.wait_for(ws.receive_text(), 15)
+            msg = json.loads(first)
+        except (TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+            raise AuthenticationFailed("authentication required") from None
+        if not isinstance(msg, dict) or msg.get("type") != "auth":
+            raise AuthenticationFailed("authentication required")
+        given: object = msg.get("token")
+        token = given if isinstance(given, str) else None
+    if not token or len(token) > 200:
+        raise AuthenticationFailed("authentication required")
+    resolve = identity.resolve_token if token.startswith("cmt_") else identity.resolve_session
+    return await asyncio.to_thread(resolve, token)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(json.dumps({"type": "exit", "reason": reason}))
+    with contextlib.suppress(Exception):
+        await ws.close(code=code, reason=reason[:120])
+
+
+def _int(value: object, low: int, high: int, default: int) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        return default
+    return max(low, min(high, number))
+
+
+@router.websocket("/clusters/{cluster}/terminal")
+async def terminal(ws: WebSocket, cluster: str) -> None:
+    gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
+    await ws.accept()
+    if gateway is None:
+        await _close(ws, 1011, "the bastion gateway is not running in this server")
+        return
+    try:
+        principal = await _ws_principal(ws, gateway)
+        _may_connect(principal)
+        params = ws.query_params
+        namespace = params.get("namespace") or None
+        cols = _int(params.get("cols", 80), 10, 1000, 80)
+        rows = _int(params.get("rows", 24), 2, 500, 24)
+        source = ws.client.host if ws.client else ""
+        session = await gateway.open_session(
+            principal,
+            cluster,
+            namespace=namespace,
+            channel="web",
+            source=source,
+            width=cols,
+            height=rows,
+            term="xterm-256color",
+        )
+    except CasemateError as e:
+        await _close(ws, 4403 if e.status in (401, 403) else 4400, e.message)
+        return
+
+    async def send(data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await ws.send_text(
+                json.dumps({"type": "output", "data": data.decode("utf-8", "replace")})
+            )
+
+    shell = TerminalShell(session, send)
+    reason = "exit"
+    try:
+        await shell.start()
+        receiver = asyncio.ensure_future(ws.receive_text())
+        done_wait = asyncio.ensure_future(shell.done.wait())
+        ended = asyncio.ensure_future(session.terminated.wait())
+        while True:
+            finished, _ = await asyncio.wait(
+                {receiver, done_wait, ended}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if ended in finished:
+                reason = session.ended_reason or "terminated"
+                await send(f"\r\ncasemate: session ended ({reason})\r\n".encode())
+                break
+            if done_wait in finished:
+                break
+            try:
+                text = receiver.result()
+            except WebSocketDisconnect:
+                reason = "disconnected"
+                break
+            receiver = asyncio.ensure_future(ws.receive_text())
+            if len(text) > 64 * 1024:
+                continue
+            try:
+                msg = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("type") == "input" and isinstance(msg.get("data"), str):
+                await shell.feed(msg["data"].encode("utf-8", "replace"))
+            elif msg.get("type") == "resize":
+                session.resize(
+                    _int(msg.get("cols"), 10, 1000, 80), _int(msg.get("rows"), 2, 500, 24)
+                )
+        for task in (receiver, done_wait, ended):
+            task.cancel()
+    finally:
+        shell.interrupt_task()
+        await shell.wait_idle()
+        await gateway.close_session(session.id, reason=reason if reason != "exit" else "exit")
+        await _close(ws, 1000, reason)
+
+
+# Live sessions -----------------------------------------------------------------------------------
+
+
+class LiveSessionOut(BaseModel):
+    session_id: str
+    user: str
+    cluster: str
+    account: str
+    namespace: str
+    channel: str
+    source: str
+    started_at: datetime
+    expires_at: datetime
+    commands: int
+    shared_with: list[str]
+
+
+class ShareRequest(Strict):
+    user: str = Field(min_length=1, max_length=64)
+
+
+@router.get("/sessions", response_model=list[LiveSessionOut])
+def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSessionOut]:
+    """Live bastion sessions: all for admins, one's own and those shared with one otherwise."""
+    me = principal.username
+    return [
+        LiveSessionOut(
+            session_id=s.session_id,
+            user=s.user,
+            cluster=s.cluster,
+            account=s.account,
+            namespace=s.namespace,
+            channel=s.channel,
+            source=s.source,
+            started_at=s.started_at,
+            expires_at=s.expires_at,
+            commands=s.commands,
+            shared_with=list(s.shared_with),
+        )
+        for s in gateway.live_sessions()
+        if principal.is_admin or s.user == me or me in s.shared_with
+    ]
+
+
+@router.post("/sessions/{session_id}/terminate", status_code=204)
+async def terminate(session_id: str, principal: PrincipalDep, gateway: GatewayDep) -> None:
+    await gateway.terminate(session_id, principal)
+
+
+@router.post("/sessions/{session_id}/share", status_code=204)
+def share(
+    session_id: str, body: ShareRequest, principal: PrincipalDep, gateway: GatewayDep
+) -> None:
+    gateway.share(session_id, body.user, principal)
+
+
+@router.websocket("/sessions/{session_id}/watch")
+async def watch(ws: WebSocket, session_id: str) -> None:
+    gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
+    await ws.accept()
+    if gateway is None:
+        await _close(ws, 1011, "the bastion gateway is not running in this server")
+        return
+    try:
+        principal = await _ws_principal(ws, gateway)
+        session = gateway.may_watch(session_id, principal)
+    except CasemateError as e:
+        await _close(ws, 4403, e.message)
+        return
+    queue = session.watch()
+    try:
+        while (data := await queue.get()) is not None:
+            await ws.send_text(
+                json.dumps({"type": "output", "data": data.decode("utf-8", "replace")})
+            )
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        session.unwatch(queue)
+    await _close(ws, 1000, "session ended")
+
+
+# Kubeconfig for one's own tools -------------------------------------------------------------
+
+
+class KubeconfigRequest(Strict):
+    namespace: str | None = Field(default=None, max_length=63)
+    ttl_seconds: int = Field(default=8 * 3600, gt=0, le=24 * 3600)
+
+
+class KubeconfigOut(BaseModel):
+    kubeconfig: str
+    expires_at: datetime
+
+
+@router.post("/clusters/{cluster}/kubeconfig", response_model=KubeconfigOut)
+async def kubeconfig(
+    cluster: str,
+    body: KubeconfigRequest,
+    request: Request,
+    principal: PrincipalDep,
+    gateway: GatewayDep,
+    _runtime: RuntimeDep,
+) -> KubeconfigOut:
+    """A short-lived kubeconfig for kubectl/helm through Casemate's API proxy (policy,
+    audit, the person's identity). It holds a credential: keep it private."""
+    _may_connect(principal)
+    text, expires = await gateway.issue_kubeconfig(
+        principal,
+        cluster,
+        namespace=body.namespace,
+        ttl=timedelta(seconds=body.ttl_seconds),
+        source=client_address(request),
+    )
+    return KubeconfigOut(kubeconfig=text, expires_at=expires)

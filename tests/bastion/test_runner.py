@@ -1,0 +1,54 @@
+"""Pure parts of the command runner: manifests → kinds, real-path checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from casemate.bastion.kubectl import ResourceRef, parse_command
+from casemate.bastion.runner import _Refused, check_real_paths, manifest_refs
+
+
+def test_manifest_refs_kinds_lists_and_custom_kinds() -> None:
+    text = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: root}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: x}}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+"""
+    assert manifest_refs(text) == [
+        ResourceRef("clusterrolebindings", "root"),
+        ResourceRef("configmaps", "a", "x"),
+        ResourceRef("widget.example.com", "w"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["- a\n- b\n", "kind: Pod\n", "apiVersion: v1\nkind: 'Bad Kind'\n", "just text"],
+)
+def test_manifest_refs_refuses_non_objects(text: str) -> None:
+    with pytest.raises(ValueError):
+        manifest_refs(text)
+
+
+def test_symlinks_out_of_the_workspace_are_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "ok.yaml").write_text("{}")
+    os.symlink("/etc/passwd", ws / "evil.yaml")
+    cmd = parse_command(["kubectl", "apply", "-f", "ok.yaml"], workspace=str(ws))
+    assert check_real_paths(cmd, ws) == {"ok.yaml": ws / "ok.yaml"}
+    cmd = parse_command(["kubectl", "apply", "-f", "evil.yaml"], workspace=str(ws))
+    with pytest.raises(_Refused):
+        check_real_paths(cmd, ws)

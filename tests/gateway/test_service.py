@@ -1,0 +1,252 @@
+"""The bastion end to end against the real cluster (RBAC on): sessions, the command policy,
+review, helm from the workspace, grants, and what is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from casemate.bastion.runner import EXIT_REFUSED
+from casemate.core.models import AuditRecord
+from casemate.errors import Denied
+from casemate.gateway.service import BastionSession
+from casemate.testenv.kube import find_binaries
+from tests.gateway.conftest import Bastion
+
+pytestmark = pytest.mark.k8s
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def __call__(self, data: bytes) -> None:
+        self.data += data
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+async def run(session: BastionSession, line: str) -> tuple[int, str]:
+    out = Collect()
+    result = await session.run(line, out)
+    return result.exit_code, out.text
+
+
+def audit_kinds(b: Bastion, kind: str) -> list[dict[str, object]]:
+    with b.rt.db.reader() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.kind == kind)).all()
+        return [json.loads(r.body)["details"] for r in rows]
+
+
+async def test_a_grant_for_namespace_a_lists_pods_there_and_is_forbidden_in_b(
+    bastion: Bastion,
+) -> None:
+    b = bastion
+    b.kube.kubectl("-n", b.ns_a, "create", "configmap", "hello", "--from-literal=k=v")
+    session = await b.gateway.open_session(b.alice, b.cluster, channel="exec")
+    try:
+        code, out = await run(session, "kubectl get configmaps")
+        assert code == 0, out
+        assert "hello" in out
+        code, out = await run(session, f"kubectl get pods -n {b.ns_b}")
+        assert code != 0
+        assert "Forbidden" in out
+        code, out = await run(session, "kubectl get configmaps -o name | grep hello | wc -l")
+        assert code == 0 and out.strip() == "1", out
+    finally:
+        await session.close()
+    assert not session.env.root.exists()
+    decided = audit_kinds(b, "bastion.command.decided")
+    finished = audit_kinds(b, "bastion.command.finished")
+    assert len(decided) == 3 and len(finished) == 3
+    assert any("hello" in str(f["output"]) for f in finished)
+
+
+async def test_delete_namespace_is_refused_before_anything_runs(bastion: Bastion) -> None:
+    b = bastion
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    try:
+        code, out = await run(session, f"kubectl delete namespace {b.ns_a}")
+        assert code == EXIT_REFUSED
+        assert "refused" in out
+    finally:
+        await session.close()
+    ns = b.kube.kubectl("get", "namespace", b.ns_a, "-o", "jsonpath={.status.phase}")
+    assert "Active" in str(ns)
+    decided = audit_kinds(b, "bastion.command.decided")
+    assert decided[-1]["decision"] == "reject"
+    assert not audit_kinds(b, "bastion.command.finished")
+
+
+async def test_a_reviewed_scale_runs_only_after_approval(bastion: Bastion) -> None:
+    b = bastion
+    b.kube.kubectl(
+        "-n", b.ns_a, "create", "deployment", "web", "--image=registry.invalid/web:1",
+        "--replicas=2",
+    )
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    tickets: list[int] = []
+
+    async def on_ticket(ticket: object) -> None:
+        tickets.append(ticket.id)  # type: ignore[attr-defined]
+
+    out = Collect()
+    task = asyncio.ensure_future(
+        session.run("kubectl scale deployment web --replicas=0", out, on_ticket=on_ticket)
+    )
+    try:
+        for _ in range(200):
+            if tickets:
+                break
+            await asyncio.sleep(0.05)
+        assert tickets, out.text
+        assert "waiting for approval" in out.text
+        replicas = b.kube.kubectl(
+            "-n", b.ns_a, "get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"
+        )
+        assert "2" in str(replicas)  # held: nothing changed yet
+        ticket = b.gateway.reviews.get(tickets[0])
+        assert ticket.preview is not None
+        with pytest.raises(Denied):
+            b.gateway.reviews.approve(tickets[0], b.alice)  # four eyes
+        b.gateway.reviews.approve(tickets[0], b.approver)
+        result = await asyncio.wait_for(task, 60)
+        assert result.exit_code == 0, out.text
+        assert result.approver == "bob"
+    finally:
+        if not task.done():
+            task.cancel()
+        await session.close()
+    replicas = b.kube.kubectl(
+        "-n", b.ns_a, "get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"
+    )
+    assert "0" in str(replicas)
+
+
+async def test_a_denied_review_never_runs(bastion: Bastion) -> None:
+    b = bastion
+    b.kube.kubectl(
+        "-n", b.ns_a, "create", "deployment", "api", "--image=registry.invalid/api:1",
+        "--replicas=1",
+    )
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    tickets: list[int] = []
+
+    async def on_ticket(ticket: object) -> None:
+        tickets.append(ticket.id)  # type: ignore[attr-defined]
+
+    out = Collect()
+    try:
+        task = asyncio.ensure_future(
+            session.run("kubectl scale deployment api --replicas=0", out, on_ticket=on_ticket)
+        )
+        for _ in range(200):
+            if tickets:
+                break
+            await asyncio.sleep(0.05)
+        b.gateway.reviews.deny(tickets[0], b.approver, reason="not today")
+        result = await asyncio.wait_for(task, 30)
+        assert result.exit_code == EXIT_REFUSED
+        assert "not today" in out.text
+    finally:
+        await session.close()
+    replicas = b.kube.kubectl(
+        "-n", b.ns_a, "get", "deployment", "api", "-o", "jsonpath={.spec.replicas}"
+    )
+    assert "1" in str(replicas)
+
+
+async def test_helm_installs_a_chart_from_the_workspace(bastion: Bastion) -> None:
+    b = bastion
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    try:
+        chart = session.env.workspace / "demo"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 0.1.0\n")
+        (chart / "templates" / "cm.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\n"
+            "data:\n  greeting: hi\n"
+        )
+        code, out = await run(session, "helm install demo ./demo")
+        assert code == 0, out
+        assert "STATUS: deployed" in out
+        code, out = await run(session, "kubectl get configmap demo-cfg -o name")
+        assert code == 0 and "configmap/demo-cfg" in out, out
+    finally:
+        await session.close()
+    decided = audit_kinds(b, "bastion.command.decided")
+    helm = next(d for d in decided if str(d["line"]).startswith("helm install"))
+    assert helm["manifests"], "the rendered chart is stored by content"
+
+
+async def test_an_expired_grant_cannot_connect(bastion: Bastion) -> None:
+    b = bastion
+    admin = b.alice  # not an admin: grants need one
+    from tests.gateway.conftest import principal
+
+    admin = principal(b.rt, "admin")
+    b.rt.identity.create_user("carol", by=admin, password="Orchid-Falcon-Tundra-58")
+    grant = b.clusters.add_grant(
+        b.cluster, b.account, by=admin, user="carol", namespaces=[b.ns_a],
+        expires_at=datetime.now(UTC) + timedelta(seconds=2),
+    )
+    assert grant
+    carol = principal(b.rt, "carol")
+    session = await b.gateway.open_session(carol, b.cluster)
+    await session.close()
+    await asyncio.sleep(2.5)
+    with pytest.raises(Denied):
+        await b.gateway.open_session(carol, b.cluster)
+
+
+async def test_no_grant_no_session_and_foreign_namespace_refused(bastion: Bastion) -> None:
+    b = bastion
+    with pytest.raises(Denied):
+        await b.gateway.open_session(b.approver, b.cluster)
+    with pytest.raises(Denied):
+        await b.gateway.open_session(b.alice, b.cluster, namespace=b.ns_b)
+
+
+async def test_kubeconfig_for_own_tools_goes_through_the_api_layer(
+    bastion: Bastion, tmp_path: Path
+) -> None:
+    b = bastion
+    b.kube.kubectl("-n", b.ns_a, "create", "configmap", "kc-one", "--from-literal=k=v")
+    text, expires = await b.gateway.issue_kubeconfig(b.alice, b.cluster)
+    assert expires > datetime.now(UTC)
+    assert b.token not in text
+    path = tmp_path / "kc"
+    path.write_text(text)
+    kubectl = str(find_binaries().kubectl)
+
+    def k(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "--kubeconfig", str(path), *args],
+            capture_output=True, text=True, timeout=60,
+        )
+
+    r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")
+    assert r.returncode == 0 and "configmap/kc-one" in r.stdout, r.stderr
+    r = await asyncio.to_thread(k, "get", "pods", "-n", b.ns_b)
+    assert r.returncode != 0 and "Forbidden" in r.stderr
+    # a delete-collection needs review: held as a ticket, then released once after approval
+    raw = f"/api/v1/namespaces/{b.ns_a}/configmaps"
+    r = await asyncio.to_thread(k, "delete", "--raw", raw)
+    assert r.returncode != 0 and "held for review as ticket" in r.stderr, r.stderr
+    ticket_id = int(r.stderr.split("ticket ")[1].split()[0])
+    assert b.gateway.reviews.get(ticket_id).user == "alice"
+    b.gateway.reviews.approve(ticket_id, b.approver)
+    r = await asyncio.to_thread(k, "delete", "--raw", raw)
+    assert r.returncode == 0, r.stderr
+    r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")
+    assert "kc-one" not in r.stdout
+    r = await asyncio.to_thread(k, "delete", "--raw", raw)  # the approval was used once
+    assert r.returncode != 0 and "held for review" in r.stderr
