@@ -41,8 +41,14 @@ class Bastion:
 def principal(rt: Runtime, username: str) -> Principal:
     u = rt.identity.get_user(username)
     return Principal(
-        u.id, u.username, u.effective_roles, u.groups, "session",
-        frozenset({"read", "write", "admin"} if Role.ADMIN in u.effective_roles else {"read", "write"}),  # noqa: E501
+        u.id,
+        u.username,
+        u.effective_roles,
+        u.groups,
+        "session",
+        frozenset(
+            {"read", "write", "admin"} if Role.ADMIN in u.effective_roles else {"read", "write"}
+        ),  # noqa: E501
     )
 
 
@@ -78,7 +84,11 @@ async def bastion(
     clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=admin)
     account = f"ops-{secrets.token_hex(3)}"
     clusters.provision_account(
-        "test", account, [ns_a], "edit", admin=Credential.bearer(kube_cluster.admin_token),
+        "test",
+        account,
+        [ns_a],
+        "edit",
+        admin=Credential.bearer(kube_cluster.admin_token),
         by=admin,
     )
     clusters.add_grant("test", account, by=admin, user="alice", namespaces=[ns_a])
@@ -90,8 +100,17 @@ async def bastion(
     token = clusters.account_credential(access).token
     try:
         yield Bastion(
-            rt, gateway, clusters, kube_cluster, "test", account, ns_a, ns_b, alice,
-            principal(rt, "bob"), token,
+            rt,
+            gateway,
+            clusters,
+            kube_cluster,
+            "test",
+            account,
+            ns_a,
+            ns_b,
+            alice,
+            principal(rt, "bob"),
+            token,
         )
     finally:
         await gateway.close()

@@ -89,7 +89,12 @@ async def test_delete_namespace_is_refused_before_anything_runs(bastion: Bastion
 async def test_a_reviewed_scale_runs_only_after_approval(bastion: Bastion) -> None:
     b = bastion
     b.kube.kubectl(
-        "-n", b.ns_a, "create", "deployment", "web", "--image=registry.invalid/web:1",
+        "-n",
+        b.ns_a,
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.invalid/web:1",
         "--replicas=2",
     )
     session = await b.gateway.open_session(b.alice, b.cluster)
@@ -134,7 +139,12 @@ async def test_a_reviewed_scale_runs_only_after_approval(bastion: Bastion) -> No
 async def test_a_denied_review_never_runs(bastion: Bastion) -> None:
     b = bastion
     b.kube.kubectl(
-        "-n", b.ns_a, "create", "deployment", "api", "--image=registry.invalid/api:1",
+        "-n",
+        b.ns_a,
+        "create",
+        "deployment",
+        "api",
+        "--image=registry.invalid/api:1",
         "--replicas=1",
     )
     session = await b.gateway.open_session(b.alice, b.cluster)
@@ -195,7 +205,11 @@ async def test_an_expired_grant_cannot_connect(bastion: Bastion) -> None:
     admin = principal(b.rt, "admin")
     b.rt.identity.create_user("carol", by=admin, password="Orchid-Falcon-Tundra-58")
     grant = b.clusters.add_grant(
-        b.cluster, b.account, by=admin, user="carol", namespaces=[b.ns_a],
+        b.cluster,
+        b.account,
+        by=admin,
+        user="carol",
+        namespaces=[b.ns_a],
         expires_at=datetime.now(UTC) + timedelta(seconds=2),
     )
     assert grant
@@ -230,7 +244,9 @@ async def test_kubeconfig_for_own_tools_goes_through_the_api_layer(
     def k(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [kubectl, "--kubeconfig", str(path), *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")

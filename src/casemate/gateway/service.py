@@ -621,9 +621,7 @@ class Gateway:
         )
         ticket = await asyncio.to_thread(self._api_ticket, digest, grant, api, verdict, body)
         if ticket.state is TicketState.APPROVED:
-            released = await asyncio.to_thread(
-                self.reviews.consume, ticket.id, digest, grant.user
-            )
+            released = await asyncio.to_thread(self.reviews.consume, ticket.id, digest, grant.user)
             if released:
                 return True
         return (
