@@ -119,7 +119,9 @@ async def test_a_reviewed_scale_runs_only_after_approval(bastion: Bastion) -> No
         )
         assert "2" in str(replicas)  # held: nothing changed yet
         ticket = b.gateway.reviews.get(tickets[0])
-        assert ticket.preview is not None
+        assert isinstance(ticket.preview, str)
+        # the approver sees what would change: a diff of the object now and after a dry run
+        assert "-  replicas: 2" in ticket.preview and "+  replicas: 0" in ticket.preview
         with pytest.raises(Denied):
             b.gateway.reviews.approve(tickets[0], b.alice)  # four eyes
         b.gateway.reviews.approve(tickets[0], b.approver)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hashlib
 import logging
 import os
@@ -87,6 +88,10 @@ EXIT_TIMEOUT: Final = 124
 EXIT_INTERRUPTED: Final = 130
 _AUDIT_OUTPUT_CHARS: Final = 4096
 _MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+_DIFF_VERBS: Final = frozenset({"delete", "scale", "patch", "label", "annotate", "set"})
+_DRY_RUN_VERBS: Final = frozenset(
+    {"delete", "scale", "patch", "create", "label", "annotate", "set", "replace", "apply"}
+)
 
 Writer = Callable[[bytes], Awaitable[None]]
 """Where a command's output goes (the terminal, the HTTP stream); gets redacted bytes."""
@@ -582,6 +587,35 @@ class CommandRunner:
         await write(f"casemate: approved by {settled.decided_by} (ticket {ticket.id})\n".encode())
         return ticket.id, settled.decided_by
 
+    async def _diff_preview(
+        self, command: KubeCommand, program: str, named: Sequence[ResourceRef], env: WorkEnv
+    ) -> str:
+        """A unified diff of the named objects now and after a server-side dry run of the
+        command (deleted objects diff against nothing)."""
+        ns = ["-n", command.namespace] if command.namespace else []
+        names = [f"{r.kind}/{r.name}" for r in named]
+        timeout = self.limits.preview_timeout
+        code, before = await _capture([program, "get", *names, *ns, "-o", "yaml"], env, timeout)
+        if code != 0:
+            return "(no preview: the objects cannot be read)\n" + before.decode("utf-8", "replace")
+        after = b""
+        if command.verb == "scale" and command.replicas is not None:
+            # kubectl prints the object as read before scaling: show the change itself
+            return _scale_diff(before, command.replicas)
+        if command.verb != "delete":
+            argv = [program, *command.argv[1:], "--dry-run=server", "-o", "yaml"]
+            code, after = await _capture(argv, env, timeout)
+            if code != 0:
+                return "(dry run failed)\n" + after.decode("utf-8", "replace")
+        diff = difflib.unified_diff(
+            before.decode("utf-8", "replace").splitlines(keepends=True),
+            after.decode("utf-8", "replace").splitlines(keepends=True),
+            "current",
+            "after (server dry run)" if after else "after (deleted)",
+        )
+        text = "".join(diff)
+        return text or "(the server reports no change)"
+
     async def _preview(self, command: KubeCommand, env: WorkEnv) -> str:
         """What the command would change, from the server (best effort, time-limited)."""
         argv = list(command.argv)
@@ -593,18 +627,10 @@ class CommandRunner:
                 code, out = await _capture(diff_argv, env, self.limits.preview_timeout, extra)
                 text = out.decode("utf-8", "replace")
                 return text if code in (0, 1) else f"(no preview: kubectl diff failed)\n{text}"
-            dry = command.tool == "kubectl" and command.verb in (
-                "delete",
-                "scale",
-                "patch",
-                "create",
-                "label",
-                "annotate",
-                "set",
-                "replace",
-                "apply",
-                "rollout",
-            )
+            named = [r for r in command.resources if r.name is not None]
+            if command.tool == "kubectl" and named and command.verb in _DIFF_VERBS:
+                return await self._diff_preview(command, program, named, env)
+            dry = command.tool == "kubectl" and command.verb in _DRY_RUN_VERBS
             if dry and command.dry_run == "none":
                 code, out = await _capture(
                     [program, *argv[1:], "--dry-run=server"], env, self.limits.preview_timeout
@@ -761,6 +787,30 @@ class CommandRunner:
             )
         )
         return stored
+
+
+def _scale_diff(before: bytes, replicas: int) -> str:
+    try:
+        doc = yaml.safe_load(before)
+    except yaml.YAMLError:
+        return "(no preview: the objects cannot be read)"
+    items = doc.get("items", [doc]) if isinstance(doc, dict) else []
+    lines: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        meta = item.get("metadata") or {}
+        spec = item.get("spec") or {}
+        name = f"{item.get('kind', '?')}/{meta.get('name', '?') if isinstance(meta, dict) else '?'}"
+        now = spec.get("replicas") if isinstance(spec, dict) else None
+        lines += [
+            f"--- {name} (current)",
+            f"+++ {name} (after)",
+            "@@ spec @@",
+            f"-  replicas: {now}",
+            f"+  replicas: {replicas}",
+        ]
+    return "\n".join(lines) + "\n" if lines else "(no preview: nothing to scale)"
 
 
 # Processes ---------------------------------------------------------------------------------------
