@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from casemate.cli import sshkeys
 from casemate.cli.common import DataDirOption, out, read_secret_stdin, runtime
 
 app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(sshkeys.app, name="ssh-key")
 
 RoleOption = Annotated[
     list[str] | None,

@@ -797,6 +797,16 @@ class Identity:
         with self.db.reader() as s:
             return self._user_info(self._user(s, user))
 
+    def principal_of(self, user: UserRef) -> Principal:
+        """The current principal of a user authenticated some other way (an SSH key, a stored
+        credential); ``Denied`` when the account is disabled or locked."""
+        with self.db.reader() as s:
+            u = self._user(s, user)
+            locked = _opt_utc(u.locked_until)
+            if u.disabled or (locked is not None and locked > self._now()):
+                raise Denied("the account is disabled or locked")
+            return self._principal(u)
+
     def list_users(self) -> list[UserInfo]:
         with self.db.reader() as s:
             return [self._user_info(u) for u in s.scalars(select(User).order_by(User.username))]

@@ -572,14 +572,9 @@ class Gateway:
         """A kubeconfig credential's upstream, from the person's access *now*: a disabled
         or deleted user, or a revoked or expired grant, ends the credential's use."""
         try:
-            user = self.runtime.identity.get_user(grant.user)
-        except NotFound:
+            principal = self.runtime.identity.principal_of(grant.user)
+        except (NotFound, Denied):  # deleted, disabled or locked
             raise AuthenticationFailed("invalid credentials") from None
-        if user.disabled:
-            raise AuthenticationFailed("invalid credentials")
-        principal = Principal(
-            user.id, user.username, user.effective_roles, user.groups, "token", frozenset()
-        )
         access = self.clusters.resolve_access(principal, grant.cluster)
         if access.account != grant.account:
             raise Denied("the grant behind this credential changed")

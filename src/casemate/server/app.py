@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from casemate import __version__
 from casemate.core.runtime import Runtime
+from casemate.gateway.service import Gateway
+from casemate.gateway.ssh import SshGateway
 from casemate.server import problems
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
 from casemate.server.routes import (
@@ -16,8 +21,10 @@ from casemate.server.routes import (
     grants,
     groups,
     health,
+    policies,
     recordings,
     reviews,
+    sessions,
     tokens,
     users,
 )
@@ -25,8 +32,31 @@ from casemate.server.routes import (
 API_PREFIX = "/api/v1"
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(
+    runtime: Runtime, gateway: Gateway | None = None, *, ssh: SshGateway | None = None
+) -> FastAPI:
+    """The HTTP API. With ``gateway`` the bastion endpoints work (exec, terminal, live
+    sessions, kubeconfigs); the gateway is started and closed with the application, and so
+    is ``ssh``, the bastion's SSH entry in front of that gateway (on ``ssh_listen``)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if gateway is not None:
+            await gateway.start()
+        try:
+            if ssh is not None:
+                await ssh.start()
+            try:
+                yield
+            finally:
+                if ssh is not None:
+                    await ssh.close()
+        finally:
+            if gateway is not None:
+                await gateway.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Casemate",
         version=__version__,
         description="Security gateway for container clusters.",
@@ -36,6 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     registry = CollectorRegistry()
     app.state.runtime = runtime
+    app.state.gateway = gateway
     app.state.registry = registry
     Gauge(
         "casemate_audit_last_seq", "Sequence number of the newest audit record", registry=registry
@@ -48,4 +79,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     for module in (auth, users, groups, tokens, audit, clusters, grants, reviews, recordings):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(policies.router, prefix=API_PREFIX)
+    app.include_router(sessions.router, prefix=API_PREFIX)
     return app

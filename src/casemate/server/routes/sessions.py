@@ -271,7 +271,7 @@ async def terminal(ws: WebSocket, cluster: str) -> None:
     finally:
         shell.interrupt_task()
         await shell.wait_idle()
-        await gateway.close_session(session.id, reason=reason if reason != "exit" else "exit")
+        await gateway.close_session(session.id, reason=reason)
         await _close(ws, 1000, reason)
 
 
