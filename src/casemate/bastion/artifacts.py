@@ -16,7 +16,7 @@ from typing import Final
 
 from sqlalchemy import BigInteger, Boolean, DateTime, LargeBinary, String
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from casemate.core.db import Base, Database
 from casemate.errors import InvalidInput, NotFound
@@ -60,9 +60,11 @@ class ArtifactStore:
         digest: str | None = None,
         size: int | None = None,
         cap: int | None = None,
+        session: Session | None = None,
     ) -> str:
         """Store ``data`` (at most ``cap`` bytes of it) under its SHA-256 (or ``digest``/
-        ``size`` of the whole when ``data`` is already a prefix); returns the digest."""
+        ``size`` of the whole when ``data`` is already a prefix); returns the digest. With
+        ``session`` the row is added in the caller's transaction."""
         if kind not in _KINDS:
             raise InvalidInput(f"unknown artifact kind {kind!r}")
         limit = (
@@ -74,6 +76,20 @@ class ArtifactStore:
         sha = digest or hashlib.sha256(data).hexdigest()
         kept = data[:limit]
         truncated = whole > len(kept)
+        if session is not None:
+            if session.get(Artifact, sha) is None:
+                session.add(
+                    Artifact(
+                        sha256=sha,
+                        kind=kind,
+                        size=whole,
+                        truncated=truncated,
+                        data=kept,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+                session.flush()
+            return sha
         with self.db.reader() as s:
             if s.get(Artifact, sha) is not None:
                 return sha

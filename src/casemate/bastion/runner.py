@@ -365,7 +365,9 @@ class CommandRunner:
                 return held
             ticket_id, approver = held
         else:
-            self._audit_decided(command_id, info, display, argvs, verdict, digests, "allowed", 0)
+            await self._audit_decided(
+                command_id, info, display, argvs, verdict, digests, "allowed", 0
+            )
         if on_release is not None and ticket_id:
             on_release(True)
         try:
@@ -400,12 +402,12 @@ class CommandRunner:
         digests: Sequence[str] = (),
     ) -> CommandResult:
         verdict = Verdict(Action.REJECT, rule_id or "shell.refused", reason)
-        self._audit_decided(command_id, info, display, argvs, verdict, digests, "denied", 0)
+        await self._audit_decided(command_id, info, display, argvs, verdict, digests, "denied", 0)
         rule = f" (rule {rule_id})" if rule_id else ""
         await write(f"casemate: refused: {reason}{rule}\n".encode("utf-8", "replace"))
         return CommandResult(command_id, "reject", EXIT_REFUSED, rule_id, reason)
 
-    def _audit_decided(
+    async def _audit_decided(
         self,
         command_id: str,
         info: SessionInfo,
@@ -416,28 +418,28 @@ class CommandRunner:
         outcome: str,
         ticket_id: int,
     ) -> None:
-        self.audit.append(
-            CommandDecided(
-                actor=info.user,
-                source=info.source,
-                outcome=outcome,
-                command_id=command_id,
-                session_id=info.session_id,
-                cluster=info.cluster,
-                account=info.account,
-                namespace=info.namespace,
-                line=display,
-                argv=tuple(tuple(a[:2000] for a in stage) for stage in argvs)
-                if outcome != "denied" or argvs
-                else (),
-                decision=verdict.action.value,
-                rule_id=verdict.rule_id or "",
-                reason=verdict.reason[:1000],
-                warnings=tuple(n.rule_id for n in verdict.warnings),
-                ticket_id=ticket_id,
-                manifests=tuple(digests),
-            )
+        event = CommandDecided(
+            actor=info.user,
+            source=info.source,
+            outcome=outcome,
+            command_id=command_id,
+            session_id=info.session_id,
+            cluster=info.cluster,
+            account=info.account,
+            namespace=info.namespace,
+            line=display,
+            argv=tuple(tuple(a[:2000] for a in stage) for stage in argvs)
+            if outcome != "denied" or argvs
+            else (),
+            decision=verdict.action.value,
+            rule_id=verdict.rule_id or "",
+            reason=verdict.reason[:1000],
+            warnings=tuple(n.rule_id for n in verdict.warnings),
+            ticket_id=ticket_id,
+            manifests=tuple(digests),
         )
+        # committed before the command runs; off the event loop (an fsync)
+        await asyncio.to_thread(self.audit.append, event)
 
     # -- manifests
 
@@ -462,7 +464,7 @@ class CommandRunner:
                 total += len(data)
                 if total > self.limits.max_manifest_bytes:
                     raise _Refused("the manifests are larger than the gateway accepts")
-                digests.append(self.artifacts.put(data, "manifest"))
+                digests.append(await asyncio.to_thread(self.artifacts.put, data, "manifest"))
                 try:
                     refs += manifest_refs(data.decode("utf-8"))
                 except (ValueError, yaml.YAMLError, UnicodeDecodeError):
@@ -472,7 +474,7 @@ class CommandRunner:
             if rendered is None:
                 known = False
             else:
-                digests.append(self.artifacts.put(rendered, "manifest"))
+                digests.append(await asyncio.to_thread(self.artifacts.put, rendered, "manifest"))
                 try:
                     refs += manifest_refs(rendered.decode("utf-8"))
                 except (ValueError, yaml.YAMLError, UnicodeDecodeError):
@@ -535,7 +537,9 @@ class CommandRunner:
             reason=verdict.reason[:1000],
             source=info.source,
         )
-        self._audit_decided(command_id, info, display, argvs, verdict, digests, "held", ticket.id)
+        await self._audit_decided(
+            command_id, info, display, argvs, verdict, digests, "held", ticket.id
+        )
         await write(
             f"casemate: {verdict.reason} (rule {verdict.rule_id}): "
             f"waiting for approval (ticket {ticket.id})\n".encode()
@@ -560,7 +564,8 @@ class CommandRunner:
             reason = f"ticket {ticket.id} was {state}"
             if settled.decision_note:
                 reason += f": {settled.decision_note}"
-            self._finish(
+            await asyncio.to_thread(
+                self._finish,
                 command_id,
                 info,
                 display,
@@ -717,7 +722,8 @@ class CommandRunner:
             if len(kept) < cap:
                 kept.extend(rest[: cap - len(kept)])
             await write(rest)
-        sha = self._finish(
+        sha = await asyncio.to_thread(
+            self._finish,
             command_id,
             info,
             display,
@@ -759,33 +765,31 @@ class CommandRunner:
         *,
         approver: str = "",
     ) -> str:
-        stored = ""
-        if size:
-            try:
-                stored = self.artifacts.put(kept, "output", digest=sha, size=size)
-            except CasemateError:
-                log.exception("bastion: cannot store the output of %s", command_id)
-        self.audit.append(
-            CommandFinished(
-                actor=info.user,
-                source=info.source,
-                outcome=outcome,
-                command_id=command_id,
-                session_id=info.session_id,
-                cluster=info.cluster,
-                account=info.account,
-                namespace=info.namespace,
-                line=display,
-                decision=decision,
-                approver=approver,
-                exit_code=code,
-                duration=round(duration, 4),
-                output=kept[:_AUDIT_OUTPUT_CHARS].decode("utf-8", "replace"),
-                output_size=size,
-                output_sha256=sha if size else "",
-                output_truncated=truncated,
-            )
+        event = CommandFinished(
+            actor=info.user,
+            source=info.source,
+            outcome=outcome,
+            command_id=command_id,
+            session_id=info.session_id,
+            cluster=info.cluster,
+            account=info.account,
+            namespace=info.namespace,
+            line=display,
+            decision=decision,
+            approver=approver,
+            exit_code=code,
+            duration=round(duration, 4),
+            output=kept[:_AUDIT_OUTPUT_CHARS].decode("utf-8", "replace"),
+            output_size=size,
+            output_sha256=sha if size else "",
+            output_truncated=truncated,
         )
+        # the output and the record in one transaction (one commit)
+        with self.artifacts.db.session() as s:
+            stored = ""
+            if size:
+                stored = self.artifacts.put(kept, "output", digest=sha, size=size, session=s)
+            self.audit.append(event, session=s)
         return stored
 
 

@@ -282,6 +282,7 @@ class Gateway:
         self._runner: CommandRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.unavailable = ""  # why sessions cannot run (kubectl/helm missing)
+        self._background: set[asyncio.Task[None]] = set()
         self.work_dir = settings.data_dir / "sessions"
 
     # -- lifecycle
@@ -326,6 +327,8 @@ class Gateway:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         for sid in list(self._live):
             await self.close_session(sid, reason="shutdown")
         await self.proxy.close()
@@ -494,6 +497,12 @@ class Gateway:
             )
         except Exception:
             log.exception("gateway: cannot audit the end of session %s", session_id)
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task (a session's teardown) until it is done; :meth:`close`
+        waits for the ones still running."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def get(self, session_id: str) -> BastionSession:
         session = self._live.get(session_id)

@@ -1010,7 +1010,11 @@ class KubeProxy:
         if approved is True:
             return replace(verdict, action=ApiAction.ALLOW, reason=f"approved: {verdict.reason}")
         if isinstance(approved, str) and approved:
-            return replace(verdict, action=ApiAction.DENY, reason=scrub(approved, session.upstream.secrets())[:500])
+            return replace(
+                verdict,
+                action=ApiAction.DENY,
+                reason=scrub(approved, session.upstream.secrets())[:500],
+            )
         return replace(verdict, action=ApiAction.DENY, reason=f"not approved: {verdict.reason}")
 
     def _upstream_headers(

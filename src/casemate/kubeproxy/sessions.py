@@ -371,6 +371,8 @@ class KubeconfigCredentials:
         self._clock = now or (lambda: datetime.now(UTC))
         self._cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, str, SessionGrant]] = {}
+        # upstreams resolved for a grant, kept as long as the grant cache entry (cache_ttl)
+        self._upstreams: dict[str, tuple[float, Upstream]] = {}
         self._lock = threading.Lock()
 
     def issue(self, grant: SessionGrant, *, by: str = "", source: str = "") -> IssuedCredential:
@@ -430,8 +432,20 @@ class KubeconfigCredentials:
         return cid, grant
 
     def resolve(self, token: str) -> ProxySession:
+        """The session of a credential. The upstream (the person's access re-resolved, the
+        account's credential decrypted) is cached like the grant, for ``cache_ttl``."""
         cid, grant = self.resolve_grant(token)
-        return ProxySession(cid, grant, self._upstream_for(grant), "kubeconfig")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._upstreams.get(cid)
+        if cached is not None and cached[0] > now:
+            return ProxySession(cid, grant, cached[1], "kubeconfig")
+        upstream = self._upstream_for(grant)
+        with self._lock:
+            if len(self._upstreams) > 10_000:
+                self._upstreams = {k: v for k, v in self._upstreams.items() if v[0] > now}
+            self._upstreams[cid] = (now + self._cache_ttl, upstream)
+        return ProxySession(cid, grant, upstream, "kubeconfig")
 
     async def authenticate(self, token: str) -> ProxySession:
         return await asyncio.to_thread(self.resolve, token)
@@ -457,6 +471,7 @@ class KubeconfigCredentials:
                     )
         with self._lock:
             self._cache.pop(digest, None)
+            self._upstreams.pop(credential_id, None)
 
     def revoke_user(self, username: str, *, by: str = "") -> int:
         """Revoke every live credential of ``username``; returns how many."""
@@ -476,9 +491,12 @@ class KubeconfigCredentials:
                         session=s,
                     )
             digests = [row.token_hash for row in rows]
+            ids = [row.credential_id for row in rows]
         with self._lock:
             for digest in digests:
                 self._cache.pop(digest, None)
+            for cid in ids:
+                self._upstreams.pop(cid, None)
         return len(digests)
 
     def list_credentials(self, username: str | None = None) -> list[CredentialInfo]:

@@ -132,17 +132,22 @@ async def exec_command(
         except asyncio.CancelledError:
             queue.put_nowait(_ndjson({"type": "exit", "code": 130, "decision": "interrupted"}))
         finally:
-            await session.close()
+            # the answer ends now; the session's teardown (recording, directory, audit record)
+            # goes on in the background: the gateway keeps the task until it is done
             queue.put_nowait(None)
+            await session.close()
 
     async def stream() -> AsyncIterator[bytes]:
         task = asyncio.ensure_future(run())
+        gateway.keep(task)
+        finished = False
         try:
             yield _ndjson({"type": "session", "id": session.id})
             while (item := await queue.get()) is not None:
                 yield item
+            finished = True
         finally:
-            if not task.done():
+            if not finished and not task.done():  # the client went away: stop the command
                 session.interrupt()
                 with contextlib.suppress(BaseException):
                     await task
