@@ -12,7 +12,7 @@ from casemate import __version__
 from casemate.core.runtime import Runtime
 from casemate.gateway.service import Gateway
 from casemate.gateway.ssh import SshGateway
-from casemate.server import problems
+from casemate.server import problems, web
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
 from casemate.server.routes import (
     audit,
@@ -81,4 +81,5 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(policies.router, prefix=API_PREFIX)
     app.include_router(sessions.router, prefix=API_PREFIX)
+    app.include_router(web.router)  # the web UI at / and /static/: after the API
     return app

@@ -1,0 +1,118 @@
+// The single page: hash routes (#/clusters, #/terminal/<cluster>?ns=...), one module per page,
+// loaded when first visited. A page module's function takes a context and may return a
+// cleanup function, which runs when the route changes (closing websockets and timers).
+
+import { api, session } from "./api.js";
+import { notice, replace } from "./dom.js";
+
+const ROUTES = {
+  login: { load: () => import("./pages/login.js"), page: "login", public: true },
+  clusters: { load: () => import("./pages/clusters.js"), page: "clusters" },
+  terminal: { load: () => import("./pages/terminal.js"), page: "terminal", full: true },
+  sessions: { load: () => import("./pages/sessions.js"), page: "sessions" },
+  watch: { load: () => import("./pages/terminal.js"), page: "watch", full: true },
+  reviews: { load: () => import("./pages/reviews.js"), page: "reviews" },
+  recordings: { load: () => import("./pages/recordings.js"), page: "recordings" },
+  play: { load: () => import("./pages/recordings.js"), page: "play", nav: "recordings" },
+};
+
+const main = document.getElementById("main");
+const top = document.getElementById("top");
+let cleanup = null;
+let generation = 0;
+let pendingNotice = null;
+
+/** "#/terminal/prod?ns=web" -> { name: "terminal", args: ["prod"], query: URLSearchParams } */
+function parseHash() {
+  const [path, query = ""] = location.hash.replace(/^#\/?/, "").split("?", 2);
+  const parts = path.split("/").filter(Boolean).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  return { name: parts[0] || "clusters", args: parts.slice(1), query: new URLSearchParams(query) };
+}
+
+export function go(hash, message) {
+  pendingNotice = message ?? null;
+  if (location.hash === hash) render();
+  else location.hash = hash;
+}
+
+function showHeader(route, name) {
+  const user = session.user;
+  top.hidden = !user || route.full;
+  document.body.classList.toggle("fullscreen", Boolean(route.full));
+  const roles = user?.roles.join(", ") || "no roles";
+  replace(document.getElementById("whoami"), user ? `${user.username} (${roles})` : "");
+  for (const link of top.querySelectorAll("nav a")) {
+    link.classList.toggle("current", link.dataset.route === (route.nav ?? name));
+  }
+}
+
+async function render() {
+  const mine = ++generation;
+  if (cleanup) {
+    try {
+      cleanup();
+    } catch (e) {
+      console.error(e);
+    }
+    cleanup = null;
+  }
+  let { name, args, query } = parseHash();
+  let route = ROUTES[name];
+  if (!route) {
+    pendingNotice = `There is no page "${name}".`;
+    name = "clusters";
+    route = ROUTES.clusters;
+  }
+  if (!route.public && !session.token) {
+    const asked = location.hash.replace(/^#\/?/, "");
+    if (name !== "login" && asked) pendingNotice = pendingNotice ?? "Log in first.";
+    name = "login";
+    route = ROUTES.login;
+    args = [];
+  }
+  showHeader(route, name);
+  const view = document.createElement("section");
+  view.className = `page page-${name}`;
+  const message = pendingNotice;
+  pendingNotice = null;
+  replace(main, message ? notice("info", message) : null, view);
+  try {
+    const module = await route.load();
+    if (mine !== generation) return; // the route changed while loading
+    cleanup = module[route.page]({ view, args, query, go }) ?? null;
+  } catch (e) {
+    if (mine === generation) replace(view, notice("error", `This page failed: ${e.message}`));
+  }
+}
+
+async function start() {
+  document.getElementById("logout").addEventListener("click", async () => {
+    try {
+      await api("/auth/logout", { method: "POST" });
+    } catch {
+      // ended already
+    }
+    session.clear();
+    go("#/login", "Logged out.");
+  });
+  window.addEventListener("casemate:logged-out", () =>
+    go("#/login", "Your login ended; log in again."),
+  );
+  window.addEventListener("hashchange", render);
+  if (session.token) {
+    try {
+      session.setUser(await api("/auth/me"));
+    } catch {
+      // a 401 cleared the session already; other errors show on the page
+    }
+  }
+  render();
+}
+
+start();

@@ -1,0 +1,122 @@
+// The interactive terminal (WS /clusters/<cluster>/terminal) and the read-only view of a live
+// session (WS /sessions/<id>/watch), both in a full-window xterm.js.
+//
+// Protocol: the client's first message is {"type": "auth", "token"}; then {"type": "input",
+// "data"} and {"type": "resize", "cols", "rows"}; the server sends {"type": "output", "data"}
+// and, at the end, {"type": "exit", "reason"}.
+
+import { socket } from "../api.js";
+import { h, plain, replace } from "../dom.js";
+import { FitAddon, Terminal, xtermStyles } from "../libs.js";
+
+/** Lay out the page and start `connect(term, status)` once xterm's styles are in. */
+function fullWindow(view, title, back, readOnly, connect) {
+  const status = h("span", { class: "status", role: "status" }, "connecting…");
+  const box = h("div", { class: "term" });
+  const bar = h(
+    "div",
+    { class: "termbar" },
+    h("a", { href: back.href }, `← ${back.label}`),
+    h("strong", {}, title),
+    status,
+  );
+  replace(view, bar, box);
+  let closed = false;
+  let teardown = () => {};
+
+  xtermStyles().then(() => {
+    if (closed) return;
+    const term = new Terminal({
+      cursorBlink: !readOnly,
+      disableStdin: readOnly,
+      scrollback: 5000,
+      fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+    });
+    const fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open(box);
+    fit.fit();
+    let frame = 0;
+    const observer = new ResizeObserver(() => {
+      cancelAnimationFrame(frame);
+      frame = requestAnimationFrame(() => fit.fit());
+    });
+    observer.observe(box);
+    const setStatus = (text, kind = "") => {
+      replace(status, text);
+      status.className = `status ${kind}`;
+    };
+    const stop = connect(term, setStatus);
+    if (!readOnly) term.focus();
+    teardown = () => {
+      observer.disconnect();
+      cancelAnimationFrame(frame);
+      stop();
+      term.dispose();
+    };
+  });
+
+  return () => {
+    closed = true;
+    teardown();
+  };
+}
+
+/** Wire a websocket's output into the terminal and report how it ended. */
+function stream(term, setStatus, path, { onOpen } = {}) {
+  let ended = false;
+  const end = (text) => {
+    if (ended) return;
+    ended = true;
+    term.options.disableStdin = true;
+    setStatus(text, "ended");
+    term.write(`\r\n\x1b[2m[${plain(text)}]\x1b[0m\r\n`);
+  };
+  const ws = socket(path, {
+    onOpen: () => {
+      setStatus("connected", "live");
+      onOpen?.();
+    },
+    onMessage: (msg) => {
+      if (msg.type === "output" && typeof msg.data === "string") term.write(msg.data);
+      else if (msg.type === "exit") end(`closed: ${msg.reason ?? "exit"}`);
+    },
+    onClose: (event) => {
+      const why = event.reason ? `, ${event.reason}` : "";
+      end(`disconnected (${event.code}${why})`);
+    },
+  });
+  return ws;
+}
+
+export function terminal({ view, args, query }) {
+  const cluster = args[0] ?? "";
+  const namespace = query.get("ns") || "";
+  const title = namespace ? `${cluster} / ${namespace}` : cluster;
+  const back = { href: "#/clusters", label: "Clusters" };
+  return fullWindow(view, title, back, false, (term, setStatus) => {
+    const params = new URLSearchParams({ cols: term.cols, rows: term.rows });
+    if (namespace) params.set("namespace", namespace);
+    const path = `/clusters/${encodeURIComponent(cluster)}/terminal?${params}`;
+    const ws = stream(term, setStatus, path, {
+      // the size may have changed while connecting
+      onOpen: () => ws.send({ type: "resize", cols: term.cols, rows: term.rows }),
+    });
+    const input = term.onData((data) => ws.send({ type: "input", data }));
+    const resize = term.onResize(({ cols, rows }) => ws.send({ type: "resize", cols, rows }));
+    return () => {
+      input.dispose();
+      resize.dispose();
+      ws.close();
+    };
+  });
+}
+
+export function watch({ view, args }) {
+  const id = args[0] ?? "";
+  const back = { href: "#/sessions", label: "Live sessions" };
+  return fullWindow(view, `watching ${id} (read-only)`, back, true, (term, setStatus) => {
+    const ws = stream(term, setStatus, `/sessions/${encodeURIComponent(id)}/watch`);
+    return () => ws.close();
+  });
+}
