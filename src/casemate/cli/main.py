@@ -12,9 +12,11 @@ from casemate.cli import (
     audit,
     cloud,
     clusters,
+    demo,
     edge,
     policy,
     recordings,
+    remote,
     review,
     serve,
     tokens,
@@ -43,6 +45,14 @@ app.add_typer(edge.app, name="edge")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(recordings.app, name="recording")
 app.add_typer(policy.app, name="policy")
+app.add_typer(demo.app, name="demo")
+# the user side: talks to a running server over its HTTP API
+app.command("login")(remote.login)
+app.command("logout")(remote.logout)
+app.command("exec")(remote.exec_command)
+app.command("connect")(remote.connect)
+app.command("kubeconfig")(remote.kubeconfig)
+app.add_typer(remote.session_app, name="session")
 
 
 @app.command("version")

@@ -20,7 +20,7 @@ from casemate.bastion.review import ReviewService
 from casemate.cli.common import DataDirOption, out
 from casemate.core.audit import SyslogForwarder
 from casemate.core.runtime import open_runtime
-from casemate.core.settings import load_settings, parse_listen
+from casemate.core.settings import Settings, load_settings, parse_listen
 from casemate.errors import ConfigError
 from casemate.events import ServerStarted
 from casemate.gateway.service import Gateway
@@ -110,6 +110,12 @@ def serve(
         kubeproxy_listen=kubeproxy_listen,
         ssh_listen=ssh_listen,
     )
+    run_server(settings)
+
+
+def run_server(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
+    """Run the gateway with ``settings`` until interrupted. ``ready(url)`` is called once the
+    HTTP socket listens, just before serving (``casemate demo up`` prints its guide there)."""
     logging.getLogger("casemate").setLevel(settings.log_level.upper())
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
@@ -165,6 +171,8 @@ def serve(
             f'{{"username": "{settings.admin_username}", "password": "…"}}',
             markup=False,
         )
+        if ready is not None:
+            ready(url)
         sys.stdout.flush()
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, server_header=False, lifespan="on"

@@ -302,7 +302,7 @@ class ShareRequest(Strict):
 
 
 @router.get("/sessions", response_model=list[LiveSessionOut])
-def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSessionOut]:
+async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSessionOut]:
     """Live bastion sessions: all for admins, one's own and those shared with one otherwise."""
     me = principal.username
     return [
@@ -330,7 +330,7 @@ async def terminate(session_id: str, principal: PrincipalDep, gateway: GatewayDe
 
 
 @router.post("/sessions/{session_id}/share", status_code=204)
-def share(
+async def share(
     session_id: str, body: ShareRequest, principal: PrincipalDep, gateway: GatewayDep
 ) -> None:
     gateway.share(session_id, body.user, principal)
