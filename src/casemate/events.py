@@ -447,3 +447,14 @@ class SshKeyChanged(Event):
     name: str = ""
     algorithm: str = ""
     fingerprint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BastionSessionShared(Event):
+    """The owner (or an admin, ``actor``) let ``with_user`` watch a live session."""
+
+    KIND: ClassVar[str] = "bastion.session.shared"
+    session_id: str = ""
+    owner: str = ""
+    with_user: str = ""
+    cluster: str = ""

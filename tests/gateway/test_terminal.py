@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from casemate.bastion.recording import read_cast
-from casemate.errors import Denied
+from casemate.errors import Denied, InvalidInput
 from casemate.gateway.terminal import TerminalShell
 from tests.gateway.conftest import Bastion, principal
 
@@ -83,6 +83,8 @@ async def test_watch_share_and_terminate(bastion: Bastion) -> None:
     # only admins and those the owner shared with may watch
     with pytest.raises(Denied):
         b.gateway.may_watch(session.id, b.approver)
+    with pytest.raises(InvalidInput):
+        b.gateway.share(session.id, "nobody", b.alice)
     b.gateway.share(session.id, "bob", b.alice)
     watched = b.gateway.may_watch(session.id, b.approver)
     queue = watched.watch()

@@ -44,7 +44,7 @@ from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
 from casemate.core.settings import parse_listen
 from casemate.errors import AuthenticationFailed, ConfigError, Denied, InvalidInput, NotFound
-from casemate.events import BastionSessionEnded, BastionSessionStarted
+from casemate.events import BastionSessionEnded, BastionSessionShared, BastionSessionStarted
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
@@ -520,12 +520,27 @@ class Gateway:
         await self.close_session(session_id, reason="terminated", by=by.username)
 
     def share(self, session_id: str, with_user: str, by: Principal) -> None:
+        """Let ``with_user`` (an existing user) watch the session; audited."""
         session = self.get(session_id)
         if session.info.user != by.username and not by.is_admin:
             raise Denied("only the session's owner or an admin shares it")
         if not with_user or len(with_user) > 64:
             raise InvalidInput("name the user to share with")
-        session.shared_with.add(with_user)
+        try:
+            user = self.runtime.identity.get_user(with_user)
+        except NotFound:
+            raise InvalidInput(f"there is no user {with_user[:64]!r}") from None
+        session.shared_with.add(user.username)
+        self.runtime.audit.append(
+            BastionSessionShared(
+                actor=by.username,
+                outcome="shared",
+                session_id=session_id,
+                owner=session.info.user,
+                with_user=user.username,
+                cluster=session.info.cluster,
+            )
+        )
 
     def may_watch(self, session_id: str, who: Principal) -> BastionSession:
         session = self.get(session_id)
