@@ -21,12 +21,7 @@ from casemate.testenv.kube import LocalCluster
 from tests.cli.conftest import cli_env
 
 WRAPPER = """
-from casemate.cli import clusters, main
-names = {g.name for g in main.app.registered_groups}
-if "cluster" not in names:
-    main.app.add_typer(clusters.app, name="cluster")
-if "grant" not in names:
-    main.app.add_typer(clusters.grant_app, name="grant")
+from casemate.cli import main
 main.main()
 """
 
@@ -52,13 +47,8 @@ def cli(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Runner:
     """Run ``casemate.cli.main.main()`` in this process, as the real entry point does."""
-    from casemate.cli import clusters, main
+    from casemate.cli import main
 
-    names = {g.name for g in main.app.registered_groups}
-    if "cluster" not in names:
-        monkeypatch.setattr(main.app, "registered_groups", list(main.app.registered_groups))
-        main.app.add_typer(clusters.app, name="cluster")
-        main.app.add_typer(clusters.grant_app, name="grant")
     for key in list(os.environ):
         if key.startswith("CASEMATE_"):
             monkeypatch.delenv(key)

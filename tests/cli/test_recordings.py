@@ -14,14 +14,7 @@ from casemate.core.runtime import open_runtime
 from casemate.core.settings import load_settings
 from tests.cli.conftest import cli_env
 
-_MAIN = (
-    "import sys\n"
-    "from casemate.cli import main, recordings\n"
-    "if 'recording' not in {g.name for g in main.app.registered_groups}:\n"
-    "    main.app.add_typer(recordings.app, name='recording')\n"
-    "sys.argv[0] = 'casemate'\n"
-    "main.main()\n"
-)
+_MAIN = "import sys\nfrom casemate.cli import main\nsys.argv[0] = 'casemate'\nmain.main()\n"
 TOKEN = "system-account-token-0123456789abcdef"
 
 

@@ -17,16 +17,8 @@ from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from tests.cli.conftest import cli_env
 
-# Runs the real ``casemate`` entry point, with the command group registered if cli/main.py does
-# not register it yet.
-_MAIN = (
-    "import sys\n"
-    "from casemate.cli import main, {module}\n"
-    "if '{name}' not in {{g.name for g in main.app.registered_groups}}:\n"
-    "    main.app.add_typer({module}.app, name='{name}')\n"
-    "sys.argv[0] = 'casemate'\n"
-    "main.main()\n"
-)
+# Runs the real ``casemate`` entry point.
+_MAIN = "import sys\nfrom casemate.cli import main\nsys.argv[0] = 'casemate'\nmain.main()\n"
 
 
 def casemate(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
