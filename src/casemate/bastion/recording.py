@@ -224,16 +224,24 @@ def _raw_index(vis_index: int, vis_starts: list[int], raw_starts: list[int]) -> 
 def secret_variants(secret: str | bytes) -> list[bytes]:
     """The forms of a secret worth hiding: its UTF-8 bytes and, from 6 bytes on, its standard
     and URL-safe base64 (unpadded: a padded form contains it), as Kubernetes shows secret
-    data."""
+    data — also where the secret sits *inside* a larger encoded value (a kubeconfig holding a
+    token, base64-encoded): for each of the three alignments of the secret in the 3-byte
+    groups, the base64 characters that encode only the secret's own bytes."""
     raw = secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else bytes(secret)
     if not raw:
         return []
     found = [raw]
     if len(raw) >= 6:
-        for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-            variant = encoded.rstrip(b"=")
-            if variant not in found:
-                found.append(variant)
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            candidates = [encode(raw).rstrip(b"=")]
+            for k in range(3):  # k bytes of something else before the secret
+                encoded = encode(b"\0" * k + raw)
+                start = -(-8 * k // 6)  # ceil: the first character made of secret bits only
+                end = (8 * (k + len(raw))) // 6  # floor: the last one
+                candidates.append(encoded[start:end])
+            for variant in candidates:
+                if len(variant) >= 6 and variant not in found:
+                    found.append(variant)
     return found
 
 
