@@ -376,6 +376,24 @@ def test_exec_lists_configmaps_in_the_granted_namespace(remote: Remote, tmp_path
 
 
 @pytest.mark.k8s
+def test_exec_applies_a_local_manifest_put_into_the_workspace(
+    remote: Remote, tmp_path: Path
+) -> None:
+    env = client_env(tmp_path, remote.url, remote.alice)
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-file\ndata:\n  k: v\n"
+    )
+    r = casemate(
+        "exec", "test", "-F", str(manifest), "--", "kubectl", "apply", "-f", "cm.yaml", env=env
+    )
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "configmap/from-file" in r.stdout
+    r = casemate("exec", "test", "-F", f"../evil={manifest}", "--", "kubectl", "get", "cm", env=env)
+    assert r.returncode == 1 and "relative path" in r.stderr, (r.stdout, r.stderr)
+
+
+@pytest.mark.k8s
 def test_exec_of_a_refused_command_exits_126(remote: Remote, tmp_path: Path) -> None:
     env = client_env(tmp_path, remote.url, remote.alice)
     r = casemate("exec", "test", "--", "kubectl", "delete", "namespace", remote.ns_a, env=env)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from casemate.bastion.runner import EXIT_REFUSED
 from casemate.core.models import AuditRecord
-from casemate.errors import Denied
+from casemate.errors import Denied, InvalidInput
 from casemate.gateway.service import BastionSession
 from casemate.testenv.kube import find_binaries
 from tests.gateway.conftest import Bastion
@@ -268,3 +268,45 @@ async def test_kubeconfig_for_own_tools_goes_through_the_api_layer(
     assert "kc-one" not in r.stdout
     r = await asyncio.to_thread(k, "delete", "--raw", raw)  # the approval was used once
     assert r.returncode != 0 and "held for review" in r.stderr
+
+
+async def test_the_policy_sees_what_an_uploaded_manifest_holds(bastion: Bastion) -> None:
+    b = bastion
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    tickets: list[int] = []
+
+    async def on_ticket(ticket: object) -> None:
+        tickets.append(ticket.id)  # type: ignore[attr-defined]
+
+    try:
+        with pytest.raises(InvalidInput):
+            session.put_file("../escape.yaml", b"x")
+        with pytest.raises(InvalidInput):
+            session.put_file("/etc/x.yaml", b"x")
+        # an innocent name, a ClusterRoleBinding inside: never applied without a reviewer
+        session.put_file(
+            "app/innocent.yaml",
+            b"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
+            b"metadata: {name: me-admin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, "
+            b"kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: User, name: alice, "
+            b"apiGroup: rbac.authorization.k8s.io}]\n",
+        )
+        out = Collect()
+        task = asyncio.ensure_future(
+            session.run("kubectl apply -f app/innocent.yaml", out, on_ticket=on_ticket)
+        )
+        for _ in range(200):
+            if tickets or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert tickets or (task.done() and task.result().exit_code == EXIT_REFUSED), out.text
+        if tickets:
+            b.gateway.reviews.deny(tickets[0], b.approver, reason="no")
+        result = await asyncio.wait_for(task, 30)
+        assert result.exit_code == EXIT_REFUSED
+    finally:
+        await session.close()
+    r = b.kube.kubectl("get", "clusterrolebinding", "me-admin", check=False)
+    assert r.returncode != 0
+    decided = audit_kinds(b, "bastion.command.decided")
+    assert decided[-1]["manifests"], "the manifest is stored by content"

@@ -14,6 +14,7 @@ timeout, 130 interrupted); errors from the server or reaching it print one line
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import contextlib
 import getpass
@@ -242,10 +243,22 @@ def exec_command(
         ),
     ],
     namespace: NamespaceOption = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            "-F",
+            help="Put this local file into the session's workspace first, under its name "
+            "(NAME=PATH to choose the name); repeat for several. For -f/-k/helm charts.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one command on a cluster through the bastion and stream its output.
 
     casemate exec prod -n app -- kubectl get pods
+
+    casemate exec prod -F deploy.yaml -- kubectl apply -f deploy.yaml
 
     Exits with the command's exit code: 126 refused or not approved, 130 interrupted.
     A command held for review waits for an approver."""
@@ -253,6 +266,8 @@ def exec_command(
     body: dict[str, Any] = {"line": command[0]} if len(command) == 1 else {"argv": command}
     if namespace:
         body["namespace"] = namespace
+    if files:
+        body["files"] = dict(_read_upload(str(f)) for f in files)
     code: int | None = None
     stdout_tty = sys.stdout.isatty()
     with _interruptible(), Api(config) as api:
@@ -572,6 +587,35 @@ def terminate(session_id: Annotated[str, typer.Argument(help="The session's id."
     with _interruptible(), Api(config) as api:
         api.call("POST", f"/sessions/{quote_part(session_id)}/terminate")
     _say(f"session {session_id} terminated")
+
+
+def _read_upload(spec: str) -> tuple[str, str]:
+    """``PATH`` or ``NAME=PATH`` → (workspace name, base64 content)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = Path(spec).name, spec
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    return name, base64.b64encode(data).decode("ascii")
+
+
+@session_app.command("upload")
+def upload(
+    session_id: Annotated[str, typer.Argument(help="The session's id (yours).")],
+    path: Annotated[str, typer.Argument(help="Local file; NAME=PATH to choose its name.")],
+) -> None:
+    """Put a file into the workspace of your live session (for -f/-k and helm charts)."""
+    config = load_config()
+    name, content = _read_upload(path)
+    with _interruptible(), Api(config) as api:
+        api.call(
+            "POST",
+            f"/sessions/{quote_part(session_id)}/files",
+            json_body={"name": name, "content": content},
+        )
+    _say(f"{name} is in the workspace of session {session_id}")
 
 
 @session_app.command("share")

@@ -216,6 +216,11 @@ class BastionSession:
         finally:
             self._running = None
 
+    def put_file(self, name: str, data: bytes) -> str:
+        """Put a file into the session's workspace (what a user uploads: manifests, charts,
+        values). ``name`` is a relative path inside the workspace; returns it normalised."""
+        return _put_workspace_file(self.env.workspace, name, data)
+
     def interrupt(self) -> bool:
         """Stop the running command (Ctrl-C); True if one was running."""
         if self._running is not None and not self._running.done():
@@ -694,6 +699,42 @@ class Gateway:
         for child in self.work_dir.iterdir():
             if child.name.split(".", 1)[0] not in self._live:
                 shutil.rmtree(child, ignore_errors=True)
+
+
+MAX_WORKSPACE_FILE: Final = 8 * 1024 * 1024
+
+
+def _put_workspace_file(workspace: Path, name: str, data: bytes) -> str:
+    parts = name.split("/")
+    if (
+        not name
+        or len(name) > 255
+        or name.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or any(not c.isprintable() or c == "\\" for c in name)
+        or len(parts) > 8
+    ):
+        raise InvalidInput(
+            "a workspace file name is a relative path of printable characters, without "
+            "'..', '.' or empty parts (at most 255 characters)"
+        )
+    if len(data) > MAX_WORKSPACE_FILE:
+        raise InvalidInput("a workspace file holds at most 8 MiB")
+    root = Path(os.path.realpath(workspace))
+    target = root.joinpath(*parts)
+    parent = target.parent
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    real_parent = Path(os.path.realpath(parent))
+    if real_parent != root and root not in real_parent.parents:
+        raise InvalidInput(f"{name}: outside the session workspace")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    try:
+        fd = os.open(real_parent / target.name, flags, 0o600)
+    except OSError as e:
+        raise InvalidInput(f"{name}: cannot be written ({e.strerror})") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return "/".join(parts)
 
 
 def _default_namespace(access: Access) -> str:

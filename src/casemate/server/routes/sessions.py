@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import shlex
@@ -62,6 +64,12 @@ class ExecRequest(Strict):
     line: str | None = Field(default=None, max_length=_MAX_LINE)
     argv: list[str] | None = Field(default=None, max_length=1000)
     namespace: str | None = Field(default=None, max_length=63)
+    files: dict[str, str] | None = Field(
+        default=None,
+        max_length=50,
+        description="Files put into the session's workspace before the command runs: "
+        "relative path → content in base64 (manifests, charts, values for -f/-k/helm).",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> ExecRequest:
@@ -81,6 +89,21 @@ class ExecRequest(Strict):
         return text
 
 
+def _decode_files(files: dict[str, str]) -> dict[str, bytes]:
+    decoded: dict[str, bytes] = {}
+    for name, text in files.items():
+        try:
+            decoded[name] = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            raise InvalidInput(f"files[{name[:60]!r}]: not base64") from None
+    return decoded
+
+
+class FileUpload(Strict):
+    name: str = Field(min_length=1, max_length=255)
+    content: str = Field(description="base64")
+
+
 def _ndjson(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -96,6 +119,7 @@ async def exec_command(
     """Run one command line on ``cluster`` through the bastion (NDJSON stream)."""
     _may_connect(principal)
     line = body.command_line()
+    files = _decode_files(body.files or {})
     session = await gateway.open_session(
         principal,
         cluster,
@@ -103,6 +127,12 @@ async def exec_command(
         channel="exec",
         source=client_address(request),
     )
+    try:
+        for name, data in files.items():
+            await asyncio.to_thread(session.put_file, name, data)
+    except BaseException:
+        await session.close()
+        raise
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def write(data: bytes) -> None:
@@ -327,6 +357,18 @@ async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[Li
 @router.post("/sessions/{session_id}/terminate", status_code=204)
 async def terminate(session_id: str, principal: PrincipalDep, gateway: GatewayDep) -> None:
     await gateway.terminate(session_id, principal)
+
+
+@router.post("/sessions/{session_id}/files", status_code=204)
+async def upload(
+    session_id: str, body: FileUpload, principal: PrincipalDep, gateway: GatewayDep
+) -> None:
+    """Put a file into a live session's workspace (its owner only)."""
+    session = gateway.get(session_id)
+    if session.info.user != principal.username:
+        raise Denied("only the session's owner puts files into its workspace")
+    data = _decode_files({body.name: body.content})[body.name]
+    await asyncio.to_thread(session.put_file, body.name, data)
 
 
 @router.post("/sessions/{session_id}/share", status_code=204)
