@@ -156,6 +156,7 @@ def run_server(settings: Settings, *, ready: Callable[[str], None] | None = None
         url = f"http://{shown_host}:{sock.getsockname()[1]}"
         out.print(f"Casemate {__version__} listening on {url}", markup=False)
         out.print(f"  data directory: {settings.data_dir.absolute()}", markup=False)
+        out.print(f"  web UI: {url}/", markup=False)
         out.print(f"  API docs: {url}/api/v1/docs", markup=False)
         out.print(f"  Kubernetes API proxy: https://{settings.kubeproxy_listen}", markup=False)
         if ssh_line:
