@@ -33,6 +33,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from casemate.core.files import write_atomic
 from casemate.errors import CasemateError, ConfigError
 
 __all__ = [
@@ -142,21 +143,8 @@ def write_config_file(data: Mapping[str, Any], path: Path | None = None) -> Path
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(dict(data), f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        text = json.dumps(dict(data), indent=2, sort_keys=True) + "\n"
+        write_atomic(path, text.encode("utf-8"), 0o600)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
     return path

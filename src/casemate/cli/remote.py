@@ -51,6 +51,7 @@ from casemate.cli.client import (
     websocket,
     write_config_file,
 )
+from casemate.core.files import write_atomic
 from casemate.errors import ConfigError, InvalidInput
 
 # Deliberately light: no database or server imports (this is what users run all day).
@@ -514,24 +515,25 @@ def kubeconfig(
 
 def _write_private(path: Path, text: str, *, force: bool) -> None:
     data = text.encode("utf-8")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if force else path
     try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileExistsError:
-        raise InvalidInput(f"{path} exists (use --force to overwrite it)") from None
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         if force:
-            os.replace(tmp, path)
+            write_atomic(path, data, 0o600)
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            raise InvalidInput(f"{path} exists (use --force to overwrite it)") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ConfigError(f"cannot write {path}: {e.strerror}") from None
 
 

@@ -21,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import os
 import secrets
 import stat
 import threading
@@ -37,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from casemate.core.db import Database
+from casemate.core.files import write_atomic
 from casemate.core.models import VaultDataKey, VaultSecret
 from casemate.errors import ConfigError, IntegrityError, NotFound
 
@@ -175,16 +175,9 @@ class _KeyFile:
 def write_key_file(path: Path, keys: Sequence[MasterKey]) -> None:
     """Write a key file atomically with mode 0600 (the temporary file is 0600 from birth)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     body = "# Casemate master keys: the first one is primary. Keep this file secret.\n"
     body += "".join(k.encoded() + "\n" for k in keys)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, body.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, body.encode("ascii"), 0o600)
 
 
 def _now() -> datetime:

@@ -40,6 +40,7 @@ from casemate.bastion.recording import RecordingStore, RecordingWriter
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.runner import CommandResult, CommandRunner, RunnerLimits, SessionInfo, Tools
 from casemate.bastion.workenv import WorkEnv, WorkEnvSpec
+from casemate.core.files import write_atomic
 from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
 from casemate.core.settings import parse_listen
@@ -772,13 +773,7 @@ def _load_or_create_certificates(directory: Path, hosts: list[str]) -> ProxyCert
         (key, made.key_pem, 0o600),
         (names, wanted.encode(), 0o644),
     ):
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data, mode)
     return made
 
 

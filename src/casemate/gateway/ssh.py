@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ from asyncssh.packet import SSHPacket
 
 from casemate.bastion.lineedit import Echo, EndOfInput, Interrupt, LineEditor, Submit
 from casemate.bastion.review import Ticket
+from casemate.core.files import write_atomic
 from casemate.core.identity import Principal, Scope
 from casemate.core.settings import parse_listen
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
@@ -108,15 +108,7 @@ def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
         (path, key.export_private_key(), 0o600),
         (path.with_name(path.name + ".pub"), key.export_public_key(), 0o644),
     ):
-        tmp = target.with_name(target.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        write_atomic(target, data, mode)
     log.info("generated the SSH host key %s", path)
     return key
 
