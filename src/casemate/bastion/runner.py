@@ -56,7 +56,8 @@ from typing import Final
 import yaml
 
 from casemate.bastion.artifacts import MAX_MANIFEST_BYTES, ArtifactStore
-from casemate.bastion.kinds import canonical_kind
+from casemate.bastion.filters import FILTERS
+from casemate.bastion.kinds import canonical_kind, is_builtin
 from casemate.bastion.kubectl import CommandRefused, KubeCommand, ResourceRef, parse_command
 from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
 from casemate.bastion.recording import Redactor
@@ -126,7 +127,6 @@ class Tools:
         helm: str | os.PathLike[str] | None = None,
     ) -> Tools:
         """The given kubectl/helm (else found on PATH) and the filter programs on PATH."""
-        from casemate.bastion.filters import FILTERS
 
         def locate(name: str, given: str | os.PathLike[str] | None) -> str:
             path = str(given) if given else shutil.which(name)
@@ -238,8 +238,6 @@ def _collect(doc: object, refs: list[ResourceRef], depth: int) -> None:
     canon = canonical_kind(typed)
     if canon is None:
         raise ValueError(f"invalid kind {kind[:40]!r}")
-    from casemate.bastion.kinds import is_builtin
-
     if not is_builtin(canon) and group and "." not in canon:
         canon = f"{canon}.{group}"
     meta = doc.get("metadata") or {}

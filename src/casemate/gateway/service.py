@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,9 @@ from casemate.kubeproxy.sessions import (
     SessionStore,
     TokenRouter,
     Upstream,
+    grant_for_access,
     session_for_access,
+    upstream_for_access,
 )
 
 __all__ = ["BastionSession", "Gateway", "LiveSession", "account_group"]
@@ -571,19 +574,7 @@ class Gateway:
         access = await asyncio.to_thread(
             self.clusters.resolve_access, principal, cluster, namespace
         )
-        end = datetime.now(UTC) + ttl
-        if access.expires_at is not None:
-            end = min(end, access.expires_at)
-        if end <= datetime.now(UTC):
-            raise Denied(f"your grant for cluster {access.cluster} has expired")
-        grant = SessionGrant(
-            user=principal.username,
-            groups=frozenset(principal.groups),
-            cluster=access.cluster,
-            account=access.account,
-            namespaces=access.namespaces,
-            expires_at=end,
-        )
+        grant = grant_for_access(principal, access, expires_at=datetime.now(UTC) + ttl)
         issued = await asyncio.to_thread(
             self.kubeconfigs.issue, grant, by=principal.username, source=source
         )
@@ -609,12 +600,8 @@ class Gateway:
         if access.account != grant.account:
             raise Denied("the grant behind this credential changed")
         credential = self.clusters.account_credential(access)
-        return Upstream(
-            server_url=access.server,
-            ca_pem=access.ca_pem.encode("ascii"),
-            credential=credential,
-            can_impersonate=access.can_impersonate,
-            impersonate_groups=_impersonate_groups(access),
+        return upstream_for_access(
+            access, credential, impersonate_groups=_impersonate_groups(access)
         )
 
     async def _review_api(
@@ -695,8 +682,6 @@ class Gateway:
         tokens that died with the process, and workspace files of ended sessions)."""
         if not self.work_dir.exists():
             return
-        import shutil
-
         for child in self.work_dir.iterdir():
             if child.name.split(".", 1)[0] not in self._live:
                 shutil.rmtree(child, ignore_errors=True)

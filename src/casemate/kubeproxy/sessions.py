@@ -67,8 +67,10 @@ __all__ = [
     "SessionStore",
     "TokenRouter",
     "Upstream",
+    "grant_for_access",
     "hash_token",
     "session_for_access",
+    "upstream_for_access",
 ]
 
 GENERIC_FAILURE: Final = "invalid credentials"
@@ -146,6 +148,39 @@ class Authenticator(Protocol):
     async def authenticate(self, token: str) -> ProxySession: ...
 
 
+def grant_for_access(principal: Principal, access: Access, *, expires_at: datetime) -> SessionGrant:
+    """What a session (or a kubeconfig credential) of ``principal`` may reach, from
+    :meth:`Clusters.resolve_access <casemate.k8s.clusters.Clusters.resolve_access>`; it ends at
+    ``expires_at`` or when the cluster grant expires, whichever is first (``Denied`` if that
+    is already past)."""
+    end = expires_at if access.expires_at is None else min(expires_at, access.expires_at)
+    if end <= datetime.now(UTC):
+        raise Denied(f"your grant for cluster {access.cluster} has expired")
+    return SessionGrant(
+        user=principal.username,
+        groups=frozenset(principal.groups),
+        cluster=access.cluster,
+        account=access.account,
+        namespaces=access.namespaces,
+        expires_at=end,
+    )
+
+
+def upstream_for_access(
+    access: Access, credential: Credential, *, impersonate_groups: Iterable[str] = ()
+) -> Upstream:
+    """The cluster and system-account credential ``access`` forwards to. ``impersonate_groups``
+    are the groups the cluster binds the account's roles to for impersonated requests (see
+    :class:`Upstream`)."""
+    return Upstream(
+        server_url=access.server,
+        ca_pem=access.ca_pem.encode("ascii"),
+        credential=credential,
+        can_impersonate=access.can_impersonate,
+        impersonate_groups=tuple(impersonate_groups),
+    )
+
+
 def session_for_access(
     principal: Principal,
     access: Access,
@@ -154,32 +189,9 @@ def session_for_access(
     expires_at: datetime,
     impersonate_groups: Iterable[str] = (),
 ) -> tuple[SessionGrant, Upstream]:
-    """The grant and upstream of a session, from what :meth:`Clusters.resolve_access
-    <casemate.k8s.clusters.Clusters.resolve_access>` and ``account_credential`` returned.
-
-    The session ends at ``expires_at`` or when the cluster grant expires, whichever is first.
-    ``impersonate_groups`` are the groups the cluster binds the account's roles to for
-    impersonated requests (see :class:`Upstream`); without them an impersonating account's
-    sessions get only what the cluster grants the person's own name and groups."""
-    end = expires_at if access.expires_at is None else min(expires_at, access.expires_at)
-    if end <= datetime.now(UTC):
-        raise Denied(f"your grant for cluster {access.cluster} has expired")
-    grant = SessionGrant(
-        user=principal.username,
-        groups=frozenset(principal.groups),
-        cluster=access.cluster,
-        account=access.account,
-        namespaces=access.namespaces,
-        expires_at=end,
-    )
-    upstream = Upstream(
-        server_url=access.server,
-        ca_pem=access.ca_pem.encode("ascii"),
-        credential=credential,
-        can_impersonate=access.can_impersonate,
-        impersonate_groups=tuple(impersonate_groups),
-    )
-    return grant, upstream
+    """:func:`grant_for_access` and :func:`upstream_for_access` of a session."""
+    grant = grant_for_access(principal, access, expires_at=expires_at)
+    return grant, upstream_for_access(access, credential, impersonate_groups=impersonate_groups)
 
 
 # In-memory session tokens -------------------------------------------------------------------------

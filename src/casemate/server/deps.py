@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from casemate.core.identity import Principal, Role
+from casemate.core.identity import Identity, Principal, Role
 from casemate.core.runtime import Runtime
 from casemate.errors import AuthenticationFailed, Denied
 
@@ -32,13 +32,18 @@ def bearer_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
+def resolve_bearer(identity: Identity, token: str) -> Principal:
+    """The principal of an API token (``cmt_``) or a login session token."""
+    if token.startswith("cmt_"):
+        return identity.resolve_token(token)
+    return identity.resolve_session(token)
+
+
 def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     token = bearer_token(request)
     if not token:
         raise AuthenticationFailed("authentication required")
-    if token.startswith("cmt_"):
-        return runtime.identity.resolve_token(token)
-    return runtime.identity.resolve_session(token)
+    return resolve_bearer(runtime.identity, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -37,7 +37,13 @@ from casemate.core.identity import Principal, Scope
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, InvalidInput
 from casemate.gateway.service import Gateway
 from casemate.gateway.terminal import TerminalShell
-from casemate.server.deps import PrincipalDep, RuntimeDep, client_address
+from casemate.server.deps import (
+    SESSION_COOKIE,
+    PrincipalDep,
+    RuntimeDep,
+    client_address,
+    resolve_bearer,
+)
 from casemate.server.schemas import Strict
 
 router = APIRouter(tags=["sessions"])
@@ -197,7 +203,7 @@ async def _ws_principal(ws: WebSocket, gateway: Gateway) -> Principal:
         if scheme.lower() == "bearer":
             token = value.strip()
     if token is None:
-        token = ws.cookies.get("casemate_session")
+        token = ws.cookies.get(SESSION_COOKIE)
     if not token:
         try:
             first = await asyncio.wait_for(ws.receive_text(), 15)
@@ -210,8 +216,7 @@ async def _ws_principal(ws: WebSocket, gateway: Gateway) -> Principal:
         token = given if isinstance(given, str) else None
     if not token or len(token) > 200:
         raise AuthenticationFailed("authentication required")
-    resolve = identity.resolve_token if token.startswith("cmt_") else identity.resolve_session
-    return await asyncio.to_thread(resolve, token)
+    return await asyncio.to_thread(resolve_bearer, identity, token)
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
