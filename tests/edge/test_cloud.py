@@ -586,6 +586,7 @@ async def test_cli_serve_with_manual_approval_across_processes(
     approval come from CLI invocations against the same data directory."""
     env_vars = {k: v for k, v in os.environ.items() if not k.startswith("CASEMATE_")}
     env_vars["CASEMATE_DATA_DIR"] = str(data_dir)
+    env_vars["PYTHONUNBUFFERED"] = "1"  # nothing lost in a buffer if it must be killed
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -640,10 +641,15 @@ async def test_cli_serve_with_manual_approval_across_processes(
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = await asyncio.to_thread(proc.communicate, timeout=20)
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+            proc.send_signal(signal.SIGTERM)  # the second one dumps every stack, then exits
+            try:
+                out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
         await gw_env.close()
     assert proc.returncode == 0, out
+    assert "casemate cloud stopped" in out, out
     assert "casemate cloud stopped" in out

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import json
 import os
-import signal
 import ssl
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from casemate.cli.common import DataDirOption, out, runtime
+from casemate.cli.common import DataDirOption, bounded, out, runtime, stop_signals
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloud import CloudRegistry, CloudService, Effect, push_once
@@ -142,23 +141,17 @@ def serve(
 async def _serve(
     rt: Runtime, registry: CloudRegistry, broker: BrokerConfig, client_id: str
 ) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
     service = CloudService(registry, broker, client_id=client_id)
-    try:
-        await service.start()
-        out.print(f"casemate cloud connected to {broker.host}:{broker.port}", markup=False)
-        out.print(f"  data directory: {rt.settings.data_dir.absolute()}", markup=False)
-        out.print(f"  cloud key fingerprint: {registry.fingerprint()}", markup=False)
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await service.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    async with stop_signals() as stop:
+        try:
+            await service.start()
+            out.print(f"casemate cloud connected to {broker.host}:{broker.port}", markup=False)
+            out.print(f"  data directory: {rt.settings.data_dir.absolute()}", markup=False)
+            out.print(f"  cloud key fingerprint: {registry.fingerprint()}", markup=False)
+            sys.stdout.flush()
+            await stop.wait()
+        finally:
+            await bounded(service.stop(), what="stopping the cloud service")
     out.print("casemate cloud stopped")
 
 

@@ -14,7 +14,6 @@ import grp
 import logging
 import os
 import re
-import signal
 import ssl
 import sys
 import uuid
@@ -26,7 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from casemate.cli.common import DataDirOption, out, runtime
+from casemate.cli.common import DataDirOption, bounded, out, runtime, stop_signals
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
@@ -228,11 +227,18 @@ async def _serve(
     link_config: CloudLinkConfig | None,
     guard_settings: GuardSettings | None,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
+    async with stop_signals() as stop:
+        await _run_proxy(rt, config, link_config, guard_settings, stop)
+    out.print("casemate edge proxy stopped")
+
+
+async def _run_proxy(
+    rt: Runtime,
+    config: ProxyConfig,
+    link_config: CloudLinkConfig | None,
+    guard_settings: GuardSettings | None,
+    stop: asyncio.Event,
+) -> None:
     link: CloudLink | None = None
     guard_task: asyncio.Task[None] | None = None
     proxy = EdgeProxy(
@@ -269,13 +275,12 @@ async def _serve(
     finally:
         if guard_task is not None:
             guard_task.cancel()
-            await asyncio.gather(guard_task, return_exceptions=True)
-        await proxy.stop()
+            await bounded(
+                asyncio.gather(guard_task, return_exceptions=True), what="stopping the guard"
+            )
+        await bounded(proxy.stop(), what="stopping the edge proxy")
         if link is not None:
-            await link.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-    out.print("casemate edge proxy stopped")
+            await bounded(link.stop(), what="stopping the cloud link")
 
 
 async def _register(link: CloudLink, config: CloudLinkConfig) -> None:
