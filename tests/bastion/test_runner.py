@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from casemate.bastion.kubectl import ResourceRef, parse_command
-from casemate.bastion.runner import _Refused, check_real_paths, manifest_refs
+from casemate.bastion.runner import _Refused, check_real_paths, check_redirect, manifest_refs
+from casemate.bastion.shell import Redirect
 
 
 def test_manifest_refs_kinds_lists_and_custom_kinds() -> None:
@@ -52,3 +53,33 @@ def test_symlinks_out_of_the_workspace_are_refused(tmp_path: Path) -> None:
     cmd = parse_command(["kubectl", "apply", "-f", "evil.yaml"], workspace=str(ws))
     with pytest.raises(_Refused):
         check_real_paths(cmd, ws)
+
+
+def test_redirect_targets_inside_the_workspace_only(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    os.mkdir(tmp_path / "outside")
+    os.symlink(tmp_path / "outside", ws / "away")
+    os.symlink("/etc/passwd", ws / "passwd")
+    os.symlink("new.txt", ws / "dangling")
+    assert check_redirect(Redirect("out.txt"), ws) == ws / "out.txt"
+    assert check_redirect(Redirect("sub/out.txt", append=True), ws) == ws / "sub" / "out.txt"
+    assert check_redirect(Redirect(str(ws / "abs.txt")), ws) == ws / "abs.txt"
+    refused = {
+        "../x": "outside the session workspace",
+        "/etc/x": "outside the session workspace",
+        "away/x": "leads outside the session workspace",
+        "passwd": "symbolic link",
+        "dangling": "symbolic link",
+        "sub": "not a regular file",
+        "sub/": "is a directory",
+        ".": "is a directory",
+        "nodir/x": "no such directory",
+        "-": "standard input",
+        "https://x/y": "URLs",
+    }
+    for typed, reason in refused.items():
+        with pytest.raises(_Refused) as info:
+            check_redirect(Redirect(typed), ws)
+        assert reason in info.value.reason, (typed, info.value.reason)
+    assert not (tmp_path / "outside" / "x").exists()

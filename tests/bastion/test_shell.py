@@ -3,13 +3,21 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casemate.bastion.shell import MAX_LINE_BYTES, Command, ParsedLine, ShellRefused, parse_line
+from casemate.bastion.shell import (
+    MAX_LINE_BYTES,
+    Command,
+    ParsedLine,
+    Redirect,
+    ShellRefused,
+    parse_line,
+)
 from casemate.errors import Denied
 
 
@@ -114,10 +122,24 @@ def test_refusal_is_a_denial():
         ("kubectl get po && id", "'&'"),
         ("kubectl get po || id", "'||'"),
         ("kubectl get po &", "background"),
-        ("kubectl get po > x", "redirections"),
-        ("kubectl get po >> x", "redirections"),
-        ("kubectl get po 2>&1", "redirections"),
-        ("kubectl get po 2>/dev/null", "redirections"),
+        ("kubectl get po 2>&1", "file-descriptor redirections"),
+        ("kubectl get po 2>/dev/null", "file-descriptor redirections"),
+        ("kubectl get po>x", "put a blank before '>'"),
+        ("kubectl get po >| x", "other than '> FILE'"),
+        ("kubectl get po >& x", "other than '> FILE'"),
+        ("kubectl get po >&2", "other than '> FILE'"),
+        ("kubectl get po >>> x", "other than '> FILE'"),
+        ("kubectl get po > >(id)", "only one redirection"),
+        ("kubectl get po > x > y", "only one redirection"),
+        ("kubectl get po > x y", "must end the line"),
+        ("kubectl get po > x | grep a", "must end the line"),
+        ("kubectl get po >", "no file name"),
+        ("kubectl get po > ''", "empty file name"),
+        ("> x kubectl get po", "must follow a command"),
+        ("kubectl get po | > x", "must follow a command"),
+        ("kubectl get po > $x", "expansions"),
+        ("kubectl get po > x*", "glob"),
+        ("kubectl get po &> x", "'&'"),
         ("kubectl get po < x", "redirections"),
         ("kubectl apply -f - <<EOF", "redirections"),
         ("kubectl apply -f - <<< x", "redirections"),
@@ -211,8 +233,10 @@ def test_bashlex_disagreement_is_refused(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(shell, "_bashlex_words", lambda line: None)
     assert "ambiguous" in refusal("kubectl get po")
 
-    def words(*items: tuple[int, int, str, bool]) -> object:
-        return lambda line: [list(items)]
+    def words(
+        *items: tuple[int, int, str, bool], redirect: tuple[int, int, str, bool] | None = None
+    ) -> object:
+        return lambda line: ([list(items)], redirect)
 
     monkeypatch.setattr(shell, "_bashlex_words", words((0, 7, "kubectl", False)))
     assert "ambiguous" in refusal("kubectl get")  # a word missing
@@ -233,6 +257,78 @@ def test_bashlex_disagreement_is_refused(monkeypatch: pytest.MonkeyPatch):
         shell, "_bashlex_words", words((0, 7, "kubectl", False), (8, 15, "zz", True))
     )
     assert parse_line("kubectl a'b'\"c\"").first.argv == ("kubectl", "abc")
+    # the redirection target: bashlex must see one, at the same place
+    monkeypatch.setattr(shell, "_bashlex_words", words((0, 7, "kubectl", False)))
+    assert "ambiguous" in refusal("kubectl > x")
+    monkeypatch.setattr(
+        shell,
+        "_bashlex_words",
+        words((0, 7, "kubectl", False), redirect=(11, 12, "y", False)),
+    )
+    assert "ambiguous" in refusal("kubectl > x")
+    monkeypatch.setattr(
+        shell,
+        "_bashlex_words",
+        words((0, 7, "kubectl", False), redirect=(10, 11, "x", False)),
+    )
+    assert parse_line("kubectl > x").redirect == Redirect("x")
+
+
+def test_bashlex_redirections_other_than_a_final_output_are_refused():
+    from casemate.bastion.shell import _bashlex_words
+
+    assert _bashlex_words("kubectl get po > x") == (
+        [[(0, 7, "kubectl", False), (8, 11, "get", False), (12, 14, "po", False)]],
+        (17, 18, "x", False),
+    )
+    for line in (
+        "kubectl get po 2> x",
+        "kubectl get po < x",
+        "kubectl get po > x | wc",
+        "kubectl get po >| x",
+    ):
+        assert _bashlex_words(line) is None, line
+
+
+@pytest.mark.parametrize(
+    ("line", "argv", "redirect", "display"),
+    [
+        ("kubectl get po > out.txt", ("kubectl", "get", "po"), Redirect("out.txt"), None),
+        (
+            "kubectl get po >out.txt",
+            ("kubectl", "get", "po"),
+            Redirect("out.txt"),
+            "kubectl get po > out.txt",
+        ),
+        (
+            "helm get values x >> v.yaml",
+            ("helm", "get", "values", "x"),
+            Redirect("v.yaml", append=True),
+            None,
+        ),
+        ("kubectl get po | grep a > 'my file'", ("grep", "a"), Redirect("my file"), None),
+        (
+            "kubectl get po > dir/a.yaml  ",
+            ("kubectl", "get", "po"),
+            Redirect("dir/a.yaml"),
+            "kubectl get po > dir/a.yaml",
+        ),
+        (
+            "kubectl get po > /etc/x",
+            ("kubectl", "get", "po"),
+            Redirect("/etc/x"),
+            None,
+        ),  # the driver refuses it
+    ],
+)
+def test_output_redirection_at_the_end(
+    line: str, argv: tuple[str, ...], redirect: Redirect, display: str | None
+):
+    parsed = parse_line(line)
+    assert parsed.stages[-1].argv == argv
+    assert parsed.redirect == redirect
+    assert parsed.display() == (display or line)
+    assert parse_line("kubectl get po").redirect is None
 
 
 def test_bashlex_exceptions_become_refusals(monkeypatch: pytest.MonkeyPatch):
@@ -305,19 +401,25 @@ _WORD_ALPHABET = st.characters(
 )
 
 
-def bash_argv(line: str, cwd: Path) -> list[str]:
-    """The arguments bash passes to a function named kubectl for this line."""
+def bash_argv(line: str, cwd: Path, redirect: Redirect | None = None) -> list[str]:
+    """The arguments bash passes to a function named kubectl for this line (read from the file
+    the line redirects into, which must be a plain name: bash runs it in a fresh directory)."""
     script = 'kubectl() { printf \'%s\\0\' "$#" "$@"; }\n' + line
+    workdir = Path(tempfile.mkdtemp(dir=cwd))
     result = subprocess.run(
         [BASH or "bash", "--norc", "--noprofile", "-c", script],
         capture_output=True,
-        cwd=cwd,
+        cwd=workdir,
         env={"PATH": "", "LC_ALL": "C.UTF-8"},
         timeout=10,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    count, *args = result.stdout.decode("utf-8").split("\0")[:-1]
+    output = result.stdout
+    if redirect is not None:
+        assert output == b""
+        output = (workdir / redirect.path).read_bytes()
+    count, *args = output.decode("utf-8").split("\0")[:-1]
     assert len(args) == int(count)
     return args
 
@@ -375,6 +477,38 @@ def test_whatever_the_shell_accepts_bash_reads_the_same(
         parsed = parse_line(line)
     except ShellRefused:
         return
-    if len(parsed.stages) != 1:
+    if len(parsed.stages) != 1 or not _plain_name(parsed.redirect):
         return
-    assert bash_argv(line, tmp_path_factory.getbasetemp()) == list(parsed.first.argv[1:])
+    got = bash_argv(line, tmp_path_factory.getbasetemp(), parsed.redirect)
+    assert got == list(parsed.first.argv[1:])
+
+
+def _plain_name(redirect: Redirect | None) -> bool:
+    """No redirection, or one into a plain file name (safe to let bash write it)."""
+    if redirect is None:
+        return True
+    name = redirect.path
+    return "/" not in name and name not in (".", "..") and len(name.encode()) < 200
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(quoted_word(), min_size=1, max_size=3), quoted_word(), st.booleans())
+def test_redirection_targets_parse_like_bash(
+    tmp_path_factory: pytest.TempPathFactory,
+    words: list[tuple[str, str]],
+    target: tuple[str, str],
+    append: bool,
+):
+    op = ">>" if append else ">"
+    line = "kubectl " + " ".join(spelling for _, spelling in words) + f" {op} {target[1]}"
+    try:
+        parsed = parse_line(line)
+    except ShellRefused as exc:
+        assert "ambiguous" in exc.reason or "empty file name" in exc.reason
+        return
+    assert parsed.redirect == Redirect(target[0], append=append)
+    expected = [value for value, _ in words]
+    assert list(parsed.first.argv[1:]) == expected
+    if _plain_name(parsed.redirect):
+        assert bash_argv(line, tmp_path_factory.getbasetemp(), parsed.redirect) == expected

@@ -490,6 +490,31 @@ async def test_a_token_inside_a_larger_base64_value_is_masked(bastion: Bastion) 
     assert_no_leak(recording_bytes(b, session), b.token, "the recording")
 
 
+async def test_a_redirected_output_file_is_masked_too(bastion: Bastion) -> None:
+    """``> FILE`` writes what the user would have seen: the token masked, in every chunking
+    (a large object makes kubectl write it in several pieces)."""
+    b = bastion
+    _, configmap = plant_token(b)
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    try:
+        lines = {
+            "one.yaml": f"kubectl get configmap {configmap} -o yaml > one.yaml",
+            "all.json": "kubectl get configmaps -o json > all.json",
+            "b64.txt": f"kubectl get configmap {configmap} -o json | jq -r .data.b64 >> b64.txt",
+        }
+        files: dict[str, bytes] = {}
+        for name, line in lines.items():
+            code, out = await run_line(session, line)
+            assert code == 0 and out == "", (line, out)
+            files[name] = (session.env.workspace / name).read_bytes()
+    finally:
+        await session.close()
+    for name, data in files.items():
+        assert b"***" in data, f"{name} holds no masked value"
+        assert_no_leak(data, b.token, f"the redirected file {name}")
+    assert_nowhere(b.rt, b.token, also=list(files.items()))
+
+
 # Internals ----------------------------------------------------------------------------------
 
 

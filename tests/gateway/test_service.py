@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -310,3 +312,71 @@ async def test_the_policy_sees_what_an_uploaded_manifest_holds(bastion: Bastion)
     assert r.returncode != 0
     decided = audit_kinds(b, "bastion.command.decided")
     assert decided[-1]["manifests"], "the manifest is stored by content"
+
+
+async def test_output_redirected_into_the_workspace_and_applied_back(bastion: Bastion) -> None:
+    """``> FILE`` writes the workspace (0600, audited), ``>>`` appends, the file feeds a later
+    ``apply -f``; every target outside the workspace, or through a link, is refused unrun."""
+    b = bastion
+    b.kube.kubectl("-n", b.ns_a, "create", "configmap", "redir-src", "--from-literal=k=v1")
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    ws = session.env.workspace
+    outside = Path(session.env.root).parent / "redirect-outside"
+    try:
+        code, out = await run(session, "kubectl get configmap redir-src -o yaml > cm.yaml")
+        assert code == 0 and out == "", out  # the output went to the file, not the terminal
+        written = ws / "cm.yaml"
+        assert "name: redir-src" in written.read_text()
+        assert written.stat().st_mode & 0o777 == 0o600
+        edited = written.read_text().replace("k: v1", "k: v2")
+        written.write_text(edited)
+        code, out = await run(session, "kubectl apply -f cm.yaml")
+        assert code == 0, out
+        got = b.kube.kubectl("-n", b.ns_a, "get", "cm", "redir-src", "-o", "jsonpath={.data.k}")
+        assert got.stdout == "v2"
+        code, out = await run(session, "kubectl get configmap redir-src -o name >> cm.yaml")
+        assert code == 0, out
+        assert written.read_text().endswith("configmap/redir-src\n")
+        # standard error still reaches the user; the file gets only standard output
+        code, out = await run(session, "kubectl get configmap no-such-cm > missing.txt")
+        assert code != 0 and "not found" in out, out
+        assert (ws / "missing.txt").read_text() == ""
+
+        os.symlink(outside, ws / "link.txt")
+        refused = {
+            "kubectl get configmaps > ../kubeconfig": "outside the session workspace",
+            f"kubectl get configmaps > {outside}": "outside the session workspace",
+            "kubectl get configmaps > link.txt": "symbolic link",
+            "kubectl get configmaps > nodir/x": "no such directory",
+        }
+        for line, reason in refused.items():
+            code, out = await run(session, line)
+            assert code == EXIT_REFUSED and reason in out, (line, out)
+        assert not outside.exists()
+        kubeconfig = session.env.kubeconfig.read_text()
+        assert "configmap" not in kubeconfig
+    finally:
+        await session.close()
+    decided = [d for d in audit_kinds(b, "bastion.command.decided") if "cm.yaml" in str(d["line"])]
+    assert any(str(d["line"]).endswith("> cm.yaml") for d in decided)
+    finished = [
+        f
+        for f in audit_kinds(b, "bastion.command.finished")
+        if str(f["line"]).endswith("> cm.yaml")
+    ]
+    assert finished and "name: redir-src" in str(finished[0]["output"])  # audited all the same
+
+
+async def test_a_redirected_output_is_capped(bastion: Bastion) -> None:
+    b = bastion
+    session = await b.gateway.open_session(b.alice, b.cluster)
+    runner = b.gateway.runner
+    original = runner.limits
+    runner.limits = replace(original, max_redirect_bytes=300)
+    try:
+        code, out = await run(session, "kubectl api-resources > big.txt")
+        assert code == 1 and "stopped (the file holds the first 300 bytes)" in out, out
+        assert (session.env.workspace / "big.txt").stat().st_size == 300
+    finally:
+        runner.limits = original
+        await session.close()

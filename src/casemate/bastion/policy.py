@@ -58,6 +58,7 @@ from casemate.bastion.kubectl import (
     canonical_command_path,
     check_paths,
     parse_command,
+    resolve_in_workspace,
 )
 from casemate.bastion.shell import Command, ParsedLine
 from casemate.core.policyfile import At, StrictLoader
@@ -601,6 +602,13 @@ def decide(
         command = first if first is not None else parse_command(line.first.argv)
     except CommandRefused as exc:
         return Verdict(Action.REJECT, REFUSED, exc.reason, stage=0)
+    if line.redirect is not None:
+        if ctx.workspace is None:
+            return Verdict(Action.REJECT, REFUSED, "redirections need a session workspace", stage=0)
+        try:
+            resolve_in_workspace(line.redirect.path, ctx.workspace)
+        except CommandRefused as exc:
+            return Verdict(Action.REJECT, REFUSED, exc.reason, stage=len(line.stages) - 1)
     verdicts.append(_decide_kube(command, ctx, policy, stage=0))
     for index, stage in enumerate(line.filters, start=1):
         verdicts.append(_decide_filter(stage, ctx, policy, index))

@@ -26,6 +26,11 @@
    the workspace, the environment the session's (:class:`~casemate.bastion.workenv.WorkEnv`),
    standard input empty. Output (standard output of the last stage and standard error of all)
    is streamed to the user with every secret the caller names masked, whatever the chunking.
+   A line ending in ``> FILE`` or ``>> FILE`` sends the standard output into that file instead:
+   the path must lie inside the workspace (lexically, and again with symbolic links resolved;
+   the file is opened without following a link), the gateway writes it (mode 0600, masked the
+   same way, at most :attr:`RunnerLimits.max_redirect_bytes`), and the audit record still holds
+   the output.
 6. **Audit after**: :class:`~casemate.events.CommandFinished` with the exit code, duration,
    approver, the first bytes of the output and the digest and size of all of it; the output
    itself (capped) is stored by content.
@@ -58,11 +63,17 @@ import yaml
 from casemate.bastion.artifacts import MAX_MANIFEST_BYTES, ArtifactStore
 from casemate.bastion.filters import FILTERS
 from casemate.bastion.kinds import canonical_kind, is_builtin
-from casemate.bastion.kubectl import CommandRefused, KubeCommand, ResourceRef, parse_command
+from casemate.bastion.kubectl import (
+    CommandRefused,
+    KubeCommand,
+    ResourceRef,
+    parse_command,
+    resolve_in_workspace,
+)
 from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
 from casemate.bastion.recording import Redactor
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
-from casemate.bastion.shell import ParsedLine, ShellRefused, parse_line
+from casemate.bastion.shell import ParsedLine, Redirect, ShellRefused, parse_line
 from casemate.bastion.workenv import WorkEnv
 from casemate.core.audit import AuditLog
 from casemate.errors import CasemateError, ConfigError
@@ -162,6 +173,7 @@ class RunnerLimits:
     inspect_timeout: float = 30.0
     max_manifest_bytes: int = MAX_MANIFEST_BYTES
     output_chunk: int = 64 * 1024
+    max_redirect_bytes: int = 8 * 1024 * 1024  # a '> FILE' in the workspace
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,35 @@ def check_real_paths(command: KubeCommand, workspace: Path) -> dict[str, Path]:
         if candidate.exists() or candidate.is_symlink():
             found[typed] = real
     return found
+
+
+def check_redirect(redirect: Redirect, workspace: Path) -> Path:
+    """The file a ``> FILE`` writes: inside the workspace lexically, its directory inside with
+    symbolic links resolved, and not itself a symbolic link or anything but a regular file.
+    Returns the path to open (in the real directory)."""
+    typed = redirect.path
+    try:
+        lexical = resolve_in_workspace(typed, PurePosixPath(str(workspace)))
+    except CommandRefused as e:
+        raise _Refused(e.reason) from None
+    root = Path(os.path.realpath(workspace))
+    if lexical == PurePosixPath(str(workspace)) or typed.endswith("/"):
+        raise _Refused(f"{typed!r} is a directory, not a file")
+    parent = Path(os.path.realpath(Path(str(lexical)).parent))
+    if parent != root and root not in parent.parents:
+        raise _Refused(f"path {typed!r} leads outside the session workspace")
+    if not parent.is_dir():
+        raise _Refused(f"{typed}: no such directory in the workspace")
+    target = parent / Path(str(lexical)).name
+    if target.is_symlink():
+        raise _Refused(f"{typed!r} is a symbolic link: not written through")
+    if target.exists() and not target.is_file():
+        raise _Refused(f"{typed!r} exists and is not a regular file")
+    return target
+
+
+class _OutputTooLarge(Exception):  # noqa: N818 - internal signal
+    pass
 
 
 def _manifest_files(path: Path, recursive: bool) -> list[Path]:
@@ -307,6 +348,8 @@ class CommandRunner:
             workspace = PurePosixPath(str(env.workspace))
             first = parse_command(parsed.first.argv, workspace=workspace)
             real = check_real_paths(first, env.workspace)
+            if parsed.redirect is not None:
+                check_redirect(parsed.redirect, env.workspace)
             first, digests = await self._inspect(first, real, env)
         except CommandRefused as e:
             return await self._refuse(command_id, info, display, argvs, e.reason, "", write)
@@ -666,18 +709,45 @@ class CommandRunner:
         size = 0
         cap = 1024 * 1024
 
-        async def sink(chunk: bytes) -> None:
+        def keep(clean: bytes) -> None:
             nonlocal size
+            digest.update(clean)
+            size += len(clean)
+            if len(kept) < cap:
+                kept.extend(clean[: cap - len(kept)])
+
+        async def sink(chunk: bytes) -> None:
             clean = redactor.feed(chunk)
             if clean:
-                digest.update(clean)
-                size += len(clean)
-                if len(kept) < cap:
-                    kept.extend(clean[: cap - len(kept)])
+                keep(clean)
                 await write(clean)
+
+        redirect = parsed.redirect
+        file_fd = -1
+        file_redactor = Redactor(secrets)
+        written = 0
+
+        def to_file(clean: bytes) -> None:
+            nonlocal written
+            keep(clean)
+            room = self.limits.max_redirect_bytes - written
+            if clean[:room]:
+                os.write(file_fd, clean[:room])
+                written += len(clean[:room])
+            if len(clean) > room:
+                raise _OutputTooLarge
+
+        async def file_sink(chunk: bytes) -> None:
+            clean = file_redactor.feed(chunk)
+            if clean:
+                to_file(clean)
 
         outcome, code = "ran", -1
         try:
+            if redirect is not None:
+                target = check_redirect(redirect, env.workspace)
+                mode = os.O_APPEND if redirect.append else os.O_TRUNC
+                file_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | mode, 0o600)
             code = await asyncio.wait_for(
                 _pipeline(
                     [
@@ -687,9 +757,24 @@ class CommandRunner:
                     env,
                     sink,
                     self.limits.output_chunk,
+                    out_sink=file_sink if redirect is not None else None,
                 ),
                 self.limits.timeout,
             )
+            if redirect is not None and (rest := file_redactor.flush()):
+                to_file(rest)
+        except _OutputTooLarge:
+            outcome, code = "failed", 1
+            assert redirect is not None
+            cap_bytes = self.limits.max_redirect_bytes
+            limit = f"{cap_bytes // 2**20} MiB" if cap_bytes % 2**20 == 0 else f"{cap_bytes} bytes"
+            await sink(
+                f"casemate: {redirect.path}: the output passed {limit}; "
+                f"stopped (the file holds the first {limit})\n".encode("utf-8", "replace")
+            )
+        except _Refused as e:
+            outcome, code = "failed", EXIT_REFUSED
+            await sink(f"casemate: {e.reason}\n".encode("utf-8", "replace"))
         except TimeoutError:
             outcome, code = "timeout", EXIT_TIMEOUT
             await sink(f"\ncasemate: stopped after {self.limits.timeout:.0f} s\n".encode())
@@ -712,7 +797,12 @@ class CommandRunner:
             raise
         except (OSError, ConfigError) as e:
             outcome, code = "failed", EXIT_REFUSED
-            await sink(f"casemate: cannot run the command: {e}\n".encode("utf-8", "replace"))
+            what = f"cannot write {redirect.path}" if file_fd < 0 and redirect else "cannot run"
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            await sink(f"casemate: {what}: {reason}\n".encode("utf-8", "replace"))
+        finally:
+            if file_fd >= 0:
+                os.close(file_fd)
         rest = redactor.flush()
         if rest:
             digest.update(rest)
@@ -857,10 +947,12 @@ async def _pipeline(
     env: WorkEnv,
     sink: Callable[[bytes], Awaitable[None]],
     chunk: int,
+    *,
+    out_sink: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> int:
     """Run ``stages`` connected by pipes (no shell); stream the last stage's standard output
-    and every stage's standard error to ``sink``; the first failing stage's exit code, else
-    the last's. Cancelling kills every stage."""
+    (to ``out_sink`` if given) and every stage's standard error to ``sink``; the first failing
+    stage's exit code, else the last's. Cancelling, or a sink raising, kills every stage."""
     err_r, err_w = os.pipe()
     procs: list[asyncio.subprocess.Process] = []
     previous: int | None = None
@@ -902,13 +994,15 @@ async def _pipeline(
         assert out_stream is not None
         lock = asyncio.Lock()
 
-        async def pump(reader: asyncio.StreamReader) -> None:
+        async def pump(
+            reader: asyncio.StreamReader, to: Callable[[bytes], Awaitable[None]]
+        ) -> None:
             while data := await reader.read(chunk):
                 async with lock:
-                    await sink(data)
+                    await to(data)
 
         try:
-            await asyncio.gather(pump(out_stream), pump(err_reader))
+            await asyncio.gather(pump(out_stream, out_sink or sink), pump(err_reader, sink))
             codes = [await p.wait() for p in procs]
         finally:
             transport.close()

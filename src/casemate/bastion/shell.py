@@ -9,15 +9,19 @@ expansion):
 * a backslash-newline outside single quotes is a line continuation and is removed, exactly as
   bash does; any other newline is refused (one command per line);
 * ``|`` between commands. The first command must be ``kubectl`` or ``helm``; later ones must be
-  safe text filters (see :mod:`casemate.bastion.filters`).
+  safe text filters (see :mod:`casemate.bastion.filters`);
+* at the very end of the line, one output redirection ``> FILE`` or ``>> FILE`` (with a blank
+  before ``>``; one word after it, nothing after that word): the last command's standard output
+  goes into ``FILE``. The shell only records the name (:attr:`ParsedLine.redirect`); the session
+  driver checks that it lies inside the session's workspace and writes the file itself.
 
 Everything else is refused with a reason, never approximated: expansions of any kind (``$``,
-backticks, ``~``, globs ``* ? [``, braces ``{ }``), redirections (including ``2>&1``,
-here-documents and here-strings: the session records output itself, and a redirection can
-read or write bastion files), lists (``;``, ``&&``, ``||``: one line is one decision and one
-audit record), background ``&``, subshells, groups, functions, compound commands, comments,
-assignments, programs given as paths, control characters (including ANSI escapes and NUL),
-invisible Unicode format characters, and lines over :data:`MAX_LINE_BYTES`.
+backticks, ``~``, globs ``* ? [``, braces ``{ }``), every other redirection (input ``<``,
+file-descriptor forms like ``2>&1`` or ``2>x``, ``>|``, ``&>``, here-documents and
+here-strings, a redirection anywhere but at the end), lists (``;``, ``&&``, ``||``: one line is
+one decision and one audit record), background ``&``, subshells, groups, functions, compound
+commands, comments, assignments, programs given as paths, control characters (including ANSI
+escapes and NUL), invisible Unicode format characters, and lines over :data:`MAX_LINE_BYTES`.
 
 The words are what the executed program receives: the session driver runs the argv directly
 (no shell), so nothing here is ever re-interpreted. As a second opinion the line is also parsed
@@ -43,6 +47,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "Command",
     "ParsedLine",
+    "Redirect",
     "ShellRefused",
     "parse_line",
 ]
@@ -57,7 +62,6 @@ _REFUSED_UNQUOTED: dict[str, str] = {
     ";": "command lists (';') are not allowed: one command per line",
     "&": "'&' (background jobs, '&&' lists, '&>' redirections) is not allowed",
     "<": "redirections ('<', '<<', '<<<') are not allowed",
-    ">": "redirections ('>', '>>', '2>&1') are not allowed: output is recorded by the session",
     "(": "subshells, process substitution and function definitions are not allowed",
     ")": "subshells, process substitution and function definitions are not allowed",
     "$": "expansions ('$VAR', '${...}', '$(...)', '$((...))', $'...') are not allowed",
@@ -115,11 +119,25 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """``> path`` (``append`` False) or ``>> path``: where the last stage's output goes. The
+    path is as typed; it is not checked here (see the session driver)."""
+
+    path: str
+    append: bool = False
+
+    def display(self) -> str:
+        return f"{'>>' if self.append else '>'} {shlex.quote(self.path)}"
+
+
+@dataclass(frozen=True)
 class ParsedLine:
-    """A parsed line: ``stages[0]`` is kubectl or helm, the rest are text filters."""
+    """A parsed line: ``stages[0]`` is kubectl or helm, the rest are text filters;
+    ``redirect`` is the output redirection that ends the line, if any."""
 
     line: str
     stages: tuple[Command, ...]
+    redirect: Redirect | None = None
 
     @property
     def first(self) -> Command:
@@ -131,19 +149,27 @@ class ParsedLine:
 
     def display(self) -> str:
         """An unambiguous rendering (each argv re-quoted), for audit records and prompts."""
-        return " | ".join(stage.display() for stage in self.stages)
+        shown = " | ".join(stage.display() for stage in self.stages)
+        return f"{shown} {self.redirect.display()}" if self.redirect else shown
 
 
 def parse_line(line: str) -> ParsedLine:
     """Parse one line of the restricted shell; raise :class:`ShellRefused` if not allowed."""
     _check_characters(line)
-    stages = _Lexer(line).run()
+    lexer = _Lexer(line)
+    stages = lexer.run()
     for stage in stages:
         _check_stage_head(stage)
     commands = tuple(Command(tuple(word.value for word in stage)) for stage in stages)
     _check_programs(commands)
-    _cross_check(line, stages)
-    return ParsedLine(line=line, stages=commands)
+    target = lexer.target
+    _cross_check(line, stages, target)
+    redirect = None
+    if target is not None:
+        if not target.value:
+            raise ShellRefused("empty file name after '>'")
+        redirect = Redirect(target.value, append=lexer.append)
+    return ParsedLine(line=line, stages=commands, redirect=redirect)
 
 
 # Characters -------------------------------------------------------------------------------
@@ -197,6 +223,9 @@ class _Lexer:
         self.pos = 0
         self.stages: list[list[_Word]] = [[]]
         self.word: _Word | None = None
+        self.redirect_at = -1  # position of the '>' of an output redirection
+        self.append = False
+        self.target: _Word | None = None
 
     def run(self) -> list[list[_Word]]:
         line = self.line
@@ -217,6 +246,8 @@ class _Lexer:
                 )
             elif char == "|":
                 self._pipe()
+            elif char == ">":
+                self._redirect()
             elif char in _REFUSED_UNQUOTED:
                 raise ShellRefused(f"{_REFUSED_UNQUOTED[char]} (at position {self.pos})")
             elif char == "#" and self.word is None:
@@ -228,6 +259,8 @@ class _Lexer:
         self._end_word()
         if not self.stages[-1]:
             raise ShellRefused("the pipeline ends with '|' and no command")
+        if self.redirect_at >= 0 and self.target is None:
+            raise ShellRefused("no file name after '>'")
         return self.stages
 
     def _start(self, start: int) -> _Word:
@@ -250,9 +283,40 @@ class _Lexer:
             self.word.end = self.pos
 
     def _end_word(self) -> None:
-        if self.word is not None:
+        if self.word is None:
+            return
+        if self.redirect_at >= 0:
+            if self.target is not None:
+                raise ShellRefused(
+                    "the redirection must end the line: one file name after '>', nothing else"
+                )
+            self.target = self.word
+        else:
             self.stages[-1].append(self.word)
-            self.word = None
+        self.word = None
+
+    def _redirect(self) -> None:
+        """``> FILE`` / ``>> FILE`` at the end of the line; every other form is refused."""
+        line, at = self.line, self.pos
+        if self.redirect_at >= 0:
+            raise ShellRefused(f"only one redirection is allowed (at position {at})")
+        if self.word is not None:
+            raise ShellRefused(
+                f"put a blank before '>' (at position {at}): file-descriptor redirections "
+                "('2>', '2>&1') and '>' inside words are not allowed"
+            )
+        if not self.stages[-1]:
+            raise ShellRefused(f"a redirection must follow a command (at position {at})")
+        append = line.startswith(">>", at)
+        nxt = line[at + (2 if append else 1) : at + (3 if append else 2)]
+        if nxt in ("&", "|", ">", "("):
+            raise ShellRefused(
+                f"redirections other than '> FILE' and '>> FILE' are not allowed "
+                f"(at position {at}): output goes to the session, or to a workspace file"
+            )
+        self.redirect_at = at
+        self.append = append
+        self.pos = at + (2 if append else 1)
 
     def _backslash(self) -> None:
         line = self.line
@@ -314,6 +378,10 @@ class _Lexer:
         self._mark_end()
 
     def _pipe(self) -> None:
+        if self.redirect_at >= 0:
+            raise ShellRefused(
+                f"the redirection must end the line ('|' at position {self.pos} follows it)"
+            )
         nxt = self.line[self.pos + 1 : self.pos + 2]
         if nxt == "|":
             raise ShellRefused("'||' lists are not allowed: one command per line")
@@ -369,16 +437,24 @@ def _check_programs(commands: tuple[Command, ...]) -> None:
 # Cross-check with bashlex -------------------------------------------------------------------
 
 
-def _cross_check(line: str, stages: list[list[_Word]]) -> None:
+def _cross_check(line: str, stages: list[list[_Word]], target: _Word | None = None) -> None:
     """Refuse the line unless bashlex sees the same pipeline: the same commands and the same
     word boundaries. For the words whose unquoting bashlex does reliably (no quote characters,
     or one single-quoted string) it must also find no expansion and the same value. For other
     words bashlex 0.18 is not a usable oracle (it drops every double quote character and loses
     track of single quotes after another quoted part, inventing expansions in literal text);
     there the exact lexer above is the authority, and it is tested against bash itself."""
-    reference = _bashlex_words(line)
-    if reference is None or len(reference) != len(stages):
+    parsed = _bashlex_words(line)
+    if parsed is None:
         raise _ambiguous()
+    reference, redirect = parsed
+    if len(reference) != len(stages):
+        raise _ambiguous()
+    if (redirect is None) != (target is None):
+        raise _ambiguous()
+    if redirect is not None and target is not None:
+        reference = [*reference[:-1], [*reference[-1], redirect]]
+        stages = [*stages[:-1], [*stages[-1], target]]
     for ours, theirs in zip(stages, reference, strict=True):
         if len(ours) != len(theirs):
             raise _ambiguous()
@@ -400,10 +476,14 @@ def _ambiguous() -> ShellRefused:
     )
 
 
-def _bashlex_words(line: str) -> list[list[tuple[int, int, str, bool]]] | None:
+_BashWord = tuple[int, int, str, bool]
+
+
+def _bashlex_words(line: str) -> tuple[list[list[_BashWord]], _BashWord | None] | None:
     """(start, end, value, has expansions) of the words of each pipeline stage according to
-    bashlex, or None if it reports anything but words and pipes, or fails. The only place that
-    touches bashlex's untyped API."""
+    bashlex, and of the target of a ``>``/``>>`` redirection that is the last part of the last
+    command; None if it reports anything else, or fails. The only place that touches bashlex's
+    untyped API."""
     try:
         trees: list[Any] = bashlex.parse(line)
     except Exception:  # bashlex raises many unrelated types (ParsingError, NotImplementedError…)
@@ -421,16 +501,33 @@ def _bashlex_words(line: str) -> list[list[tuple[int, int, str, bool]]] | None:
             return None
     else:
         return None
-    result: list[list[tuple[int, int, str, bool]]] = []
-    for command in commands:
+    result: list[list[_BashWord]] = []
+    redirect: _BashWord | None = None
+    for index, command in enumerate(commands):
         if command.kind != "command":
             return None
-        words: list[tuple[int, int, str, bool]] = []
-        for part in command.parts:
+        parts = list(command.parts)
+        if parts and parts[-1].kind == "redirect":
+            node = parts.pop()
+            output = getattr(node, "output", None)
+            if (
+                index != len(commands) - 1
+                or getattr(node, "type", None) not in (">", ">>")
+                or getattr(node, "input", None) is not None
+                or getattr(output, "kind", None) != "word"
+            ):
+                return None
+            redirect = _bash_word(output)
+        words: list[_BashWord] = []
+        for part in parts:
             if part.kind != "word":
                 return None
-            start, end = part.pos
-            expands = bool(list(getattr(part, "parts", [])))
-            words.append((int(start), int(end), str(part.word), expands))
+            words.append(_bash_word(part))
         result.append(words)
-    return result
+    return result, redirect
+
+
+def _bash_word(part: Any) -> _BashWord:
+    start, end = part.pos
+    expands = bool(list(getattr(part, "parts", [])))
+    return (int(start), int(end), str(part.word), expands)

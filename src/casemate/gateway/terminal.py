@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 HELP: Final = """\
 Casemate restricted shell. Commands run against the cluster through Casemate:
   kubectl ...   helm ...      optionally piped into: grep head tail wc sort uniq cut jq
+                              and ending with '> FILE' or '>> FILE' (a workspace file)
   help          this text
   clear         clear the screen
   exit          end the session (also: logout, Ctrl-D)
