@@ -37,6 +37,9 @@ from cryptography.hazmat.primitives import serialization
 from casemate.errors import InvalidInput
 from casemate.k8s.client import Credential
 
+# libyaml's emitter when present: the same text, about 6x faster (a kubeconfig per session)
+_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 MAX_KUBECONFIG_BYTES = 1024 * 1024
 MAX_CA_BYTES = 256 * 1024
 MAX_URL_LENGTH = 2048
@@ -484,4 +487,4 @@ def render_kubeconfig(
         "contexts": [{"name": name, "context": context}],
         "current-context": name,
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False)

@@ -100,6 +100,9 @@ from casemate.kubeproxy.redact import redact_body, scrub
 from casemate.kubeproxy.rules import ApiAction, ApiRules, ApiVerdict, decide, default_rules
 from casemate.kubeproxy.sessions import Authenticator, ProxySession, Upstream
 
+# libyaml's emitter when present: the same text, about 6x faster (a kubeconfig per session)
+_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 __all__ = [
     "AuditSink",
     "AuditWriter",
@@ -445,7 +448,7 @@ def proxy_kubeconfig(
         "contexts": [{"name": name, "context": context}],
         "current-context": name,
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False)
 
 
 def _is_loopback(host: str) -> bool:
