@@ -64,13 +64,15 @@ def csp_directives(value: str) -> dict[str, list[str]]:
 
 
 def assert_security_headers(r: Any) -> None:
-    """Each header exactly once (the app-wide middleware adds some, this module the rest)."""
+    """Each header exactly once (the app-wide middleware adds some, this module the rest);
+    static files may be kept by the browser but must be revalidated, the page not kept."""
+    cache = "no-cache" if urlsplit(str(r.url)).path.startswith("/static/") else "no-store"
     for name, value in {
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
         "x-frame-options": "DENY",
         "cross-origin-opener-policy": "same-origin",
-        "cache-control": "no-store",
+        "cache-control": cache,
     }.items():
         assert r.headers.get_list(name) == [value], (name, r.url)
     [policy] = r.headers.get_list("content-security-policy")
@@ -149,6 +151,35 @@ def test_index_is_served_with_the_security_headers(client: TestClient) -> None:
     head = client.head("/")
     assert head.status_code == 200 and head.content == b""
     assert_security_headers(head)
+
+
+def test_static_files_revalidate_with_their_etag(client: TestClient, tmp_path: Path) -> None:
+    r = client.get("/static/app.js")
+    etag = r.headers["etag"]
+    assert r.status_code == 200 and etag.startswith('"') and r.headers["last-modified"]
+    again = client.get("/static/app.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+    assert_security_headers(again)
+    weak = client.get("/static/app.js", headers={"If-None-Match": f'"other", W/{etag}'})
+    assert weak.status_code == 304
+    other = client.get("/static/app.js", headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200 and other.content == r.content
+    # a changed file gets a new tag: the browser's copy is not reused
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.js").write_text("export const a = 1;\n")
+    app = FastAPI()
+    app.include_router(web.web_router(web.INDEX, static))
+    with TestClient(app) as local:
+        first = local.get("/static/a.js").headers["etag"]
+        (static / "a.js").write_text("export const a = 22;\n")
+        changed = local.get("/static/a.js", headers={"If-None-Match": first})
+        assert changed.status_code == 200 and "22" in changed.text
+        assert changed.headers["etag"] != first
+    # API answers are never kept
+    api = client.get("/healthz")
+    assert api.headers.get_list("cache-control") == ["no-store"], api.headers
 
 
 def test_every_asset_the_page_loads_is_served(client: TestClient) -> None:

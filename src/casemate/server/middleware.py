@@ -105,8 +105,10 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] += _SECURITY_HEADERS
+                headers = message.setdefault("headers", [])
+                headers += _SECURITY_HEADERS
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)  # unless the route chose (static files)
             await send(message)
 
         try:
@@ -119,9 +121,9 @@ class MetricsMiddleware:
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
-    (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
 ]
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 def _route_template(scope: Scope) -> str:

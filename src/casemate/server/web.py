@@ -10,9 +10,12 @@ dot-files cannot reach anything else. Each file has an explicit content type (mo
 must be ``text/javascript``); a file with an unlisted extension is not served at all.
 
 The responses carry a strict Content-Security-Policy, ``X-Frame-Options: DENY`` and
-``Cross-Origin-Opener-Policy``. ``X-Content-Type-Options: nosniff``, ``Referrer-Policy:
-no-referrer`` and ``Cache-Control: no-store`` come from :class:`MetricsMiddleware`, which
-adds them to every HTTP response of the app (adding them here too would send them twice).
+``Cross-Origin-Opener-Policy``. ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
+no-referrer`` come from :class:`MetricsMiddleware`, which adds them to every HTTP response of
+the app (adding them here too would send them twice), with ``Cache-Control: no-store`` unless
+the route set its own: static files say ``no-cache`` and carry an ``ETag`` (size and mtime),
+so a browser keeps them and revalidates, getting ``304 Not Modified`` while they are unchanged;
+the page itself stays ``no-store``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
 
 from casemate.errors import NotFound
 
@@ -93,6 +96,23 @@ def _file(path: Path, kind: str) -> FileResponse:
     return FileResponse(path, media_type=kind, headers=HEADERS)
 
 
+def _cached_file(path: Path, kind: str, request: Request) -> Response:
+    """A static file that browsers may keep and must revalidate (ETag, 304)."""
+    response = FileResponse(
+        path,
+        media_type=kind,
+        headers={**HEADERS, "Cache-Control": "no-cache"},
+        stat_result=os.stat(path),
+    )
+    etag = response.headers.get("etag", "")
+    wanted = request.headers.get("if-none-match", "")
+    if etag and etag in (tag.strip().removeprefix("W/") for tag in wanted.split(",")):
+        return Response(
+            status_code=304, headers={**HEADERS, "ETag": etag, "Cache-Control": "no-cache"}
+        )
+    return response
+
+
 def web_router(index: Path = INDEX, static_dir: Path = STATIC_DIR) -> APIRouter:
     """The routes of the web UI. Register it after the API routers."""
     router = APIRouter(include_in_schema=False)
@@ -103,11 +123,11 @@ def web_router(index: Path = INDEX, static_dir: Path = STATIC_DIR) -> APIRouter:
         return _file(index, CONTENT_TYPES[".html"])
 
     @router.api_route("/static/{path:path}", methods=["GET", "HEAD"])
-    async def static(path: str) -> FileResponse:
+    async def static(path: str, request: Request) -> Response:
         entry = files.get(path)
         if entry is None:
             raise NotFound("no such file")
-        return _file(*entry)
+        return _cached_file(*entry, request)
 
     return router
 
