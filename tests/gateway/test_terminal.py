@@ -74,6 +74,77 @@ async def test_prompt_command_output_interrupt_and_exit(bastion: Bastion) -> Non
     assert "configmap/term-cm" in shown
 
 
+async def test_pasted_lines_and_type_ahead_run_in_order(bastion: Bastion) -> None:
+    """A multi-line paste runs every line, one after another; what is typed while a command
+    runs becomes the next line; Ctrl-C discards what was typed ahead, as a terminal does."""
+    b = bastion
+    for name in ("ahead-1", "ahead-2", "ahead-3"):
+        b.kube.kubectl("-n", b.ns_a, "create", "configmap", name, "--from-literal=k=v")
+    session = await b.gateway.open_session(b.alice, b.cluster, channel="web", term="xterm")
+    screen = Screen()
+    shell = TerminalShell(session, screen)
+    await shell.start()
+    prompt = f"alice@{b.cluster}:{b.ns_a}$ ".encode()
+    await screen.wait_for(prompt)
+    await shell.feed(
+        b"kubectl get configmap ahead-1 -o name\r"
+        b"kubectl get configmap ahead-2 -o name\rhelp\r"
+        b"kubectl get configmap ahead-3 -o name\rkubectl get conf"
+    )
+    await screen.wait_for(b"configmap/ahead-3")
+    await shell.wait_idle()
+    text = screen.data
+    first, second, third = (text.index(f"configmap/ahead-{i}".encode()) for i in (1, 2, 3))
+    assert first < second < text.index(b"Casemate restricted shell") < third
+    # each later line is shown after its prompt, and the half-typed line waits at the end
+    assert prompt + b"kubectl get configmap ahead-2 -o name\r\n" in text
+    assert text.endswith(prompt + b"kubectl get conf\x1b[K")
+    await shell.feed(b"igmap ahead-1 -o name\r")
+    await screen.wait_count(b"configmap/ahead-1", 2)
+    await shell.wait_idle()
+
+    # typed while a command runs: kept, then edited into the next line
+    mark = len(screen.data)
+    await shell.feed(b"kubectl get configmaps -w\r")
+    await screen.wait_for(b"ahead-3", start=mark)
+    assert shell.running
+    await shell.feed(b"kubectl get configmap ahead-2 -o name\r")  # discarded: Ctrl-C follows
+    await shell.feed(b"\x03")
+    await shell.wait_idle()
+    await asyncio.sleep(0.3)
+    assert b"configmap/ahead-2" not in screen.data[mark:]
+    mark = len(screen.data)
+    await shell.feed(b"kubectl get configmaps -w\r")
+    await screen.wait_for(b"ahead-3", start=mark)
+    await shell.feed(b"kubectl get configmap ahead-2 -o name\r")  # typed ahead, kept
+    await asyncio.sleep(0.3)
+    assert b"configmap/ahead-2" not in screen.data[mark:]
+    session.interrupt()  # the watch ends without Ctrl-C from the keyboard
+    await screen.wait_for(b"configmap/ahead-2", start=mark)
+    await shell.wait_idle()
+    await shell.feed(b"exit\r")
+    assert shell.done.is_set()
+    await session.close()
+    log = [d["line"] for d in audit_lines(b, session.id)]
+    assert log == [
+        "kubectl get configmap ahead-1 -o name",
+        "kubectl get configmap ahead-2 -o name",
+        "kubectl get configmap ahead-3 -o name",
+        "kubectl get configmap ahead-1 -o name",
+        "kubectl get configmaps -w",
+        "kubectl get configmaps -w",
+        "kubectl get configmap ahead-2 -o name",
+    ]
+
+
+def audit_lines(b: Bastion, session_id: str) -> list[dict[str, object]]:
+    return [
+        e.details
+        for e in b.rt.audit.query(kind="bastion.command.decided", limit=1000)
+        if e.details.get("session_id") == session_id
+    ]
+
+
 async def test_watch_share_and_terminate(bastion: Bastion) -> None:
     b = bastion
     session = await b.gateway.open_session(b.alice, b.cluster, channel="web")

@@ -6,9 +6,11 @@ channel, ``casemate connect``) feeds it the bytes the user types and gets back t
 show. Every byte shown goes through the session, so it is recorded and live watchers see it.
 
 The prompt shows ``user@cluster:namespace$``. Each submitted line runs through the session's
-command runner (policy, review, audit); Ctrl-C while a command runs stops it (the command
-has no standard input: typed bytes are otherwise ignored until it ends). Built-ins: ``exit``
-(also ``logout`` and Ctrl-D on an empty line), ``help``, ``clear``.
+command runner (policy, review, audit); Ctrl-C while a command runs stops it and, like a
+terminal's driver, discards what was typed ahead. Commands have no standard input: bytes typed
+while one runs are kept (up to :data:`MAX_TYPE_AHEAD`) and edited into the next line once it
+ends, and the further lines of a multi-line paste run one after another, as in a shell.
+Built-ins: ``exit`` (also ``logout`` and Ctrl-D on an empty line), ``help``, ``clear``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -40,6 +43,8 @@ audited with its output. The session is recorded.
 
 Send = Callable[[bytes], Awaitable[None]]
 
+MAX_TYPE_AHEAD: Final = 64 * 1024  # bytes kept while a command runs; more are refused (bell)
+
 
 class TerminalShell:
     def __init__(self, session: BastionSession, send: Send, *, history: list[str] | None = None):
@@ -51,6 +56,8 @@ class TerminalShell:
         self.done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._ahead = bytearray()  # typed while a command ran
+        self._lines: deque[str | None] = deque()  # submitted ahead (None: Ctrl-D, log out)
 
     async def show(self, data: bytes) -> None:
         self.session.output(data)
@@ -76,35 +83,72 @@ class TerminalShell:
         self.session.input(data)
         if self.running:
             if b"\x03" in data:
+                self._ahead.clear()
+                self._lines.clear()
                 self.session.interrupt()
+            elif len(self._ahead) + len(data) <= MAX_TYPE_AHEAD:
+                self._ahead += data
+            else:
+                await self.show(b"\x07")
             return
+        await self._edit(data)
+
+    async def _edit(self, data: bytes) -> None:
         for event in self.editor.feed(data):
+            if self.done.is_set():
+                return
+            if self.running:
+                # typed after a line that started a command, in the same chunk: later lines
+                # wait their turn; the echo of the line being typed comes with the redraw
+                if isinstance(event, Submit):
+                    self._lines.append(event.line)
+                elif isinstance(event, EndOfInput):
+                    self._lines.append(None)
+                continue
             if isinstance(event, Submit):
                 await self._submit(event.line)
-                if self.running or self.done.is_set():
-                    return  # what follows in this chunk was typed ahead: dropped
             elif isinstance(event, EndOfInput):
-                await self.show(b"logout\r\n")
-                self.done.set()
-                return
+                await self._logout()
             elif isinstance(event, Interrupt):
                 pass
             else:
                 await self.show(event.data)
 
-    async def _submit(self, line: str) -> None:
+    async def _logout(self) -> None:
+        await self.show(b"logout\r\n")
+        self.done.set()
+
+    async def _next(self) -> None:
+        """After a command: the lines submitted ahead, then the prompt with what was typed."""
+        while self._lines and not self.running and not self.done.is_set():
+            line = self._lines.popleft()
+            if line is None:
+                await self._logout()
+                return
+            await self.show(f"{self.prompt}{line}\r\n".encode("utf-8", "replace"))
+            await self._submit(line, redraw=False)
+        if self.running or self.done.is_set():
+            return
+        await self.show(self.editor.redraw())
+        if self._ahead:
+            ahead = bytes(self._ahead)
+            self._ahead.clear()
+            await self._edit(ahead)
+
+    async def _submit(self, line: str, *, redraw: bool = True) -> None:
         word = line.strip()
+        prompt = self.editor.redraw() if redraw else b""
         if word in ("exit", "logout", "quit"):
             self.done.set()
             return
         if word == "help":
-            await self.show(HELP.replace("\n", "\r\n").encode() + self.editor.redraw())
+            await self.show(HELP.replace("\n", "\r\n").encode() + prompt)
             return
         if word == "clear":
-            await self.show(b"\x1b[H\x1b[2J" + self.editor.redraw())
+            await self.show(b"\x1b[H\x1b[2J" + prompt)
             return
         if not word:
-            await self.show(self.editor.redraw())
+            await self.show(prompt)
             return
         self._task = asyncio.ensure_future(self._run(line))
 
@@ -124,8 +168,10 @@ class TerminalShell:
         except Exception:
             log.exception("terminal: command failed in session %s", self.session.id)
             await self.show(b"casemate: internal error (logged)\r\n")
+        if self._task is asyncio.current_task():
+            self._task = None  # this command is over: the next may start from here
         if not self.session.closed:
-            await self.show(self.editor.redraw())
+            await self._next()
         else:
             self.done.set()
 
@@ -134,6 +180,10 @@ class TerminalShell:
             self.session.interrupt()
 
     async def wait_idle(self) -> None:
-        if self._task is not None:
+        """Until no command runs (including lines that were submitted ahead)."""
+        while self._task is not None:
+            task = self._task
             with contextlib.suppress(BaseException):
-                await self._task
+                await task
+            if self._task is task:
+                return
