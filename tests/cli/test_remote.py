@@ -656,6 +656,25 @@ def test_sessions_listed_shared_watched_and_terminated(remote: Remote, tmp_path:
     assert "no live session" in line
 
 
+def test_a_watcher_that_leaves_a_quiet_session_is_dropped_at_once(remote: Remote) -> None:
+    with remote.ws("/clusters/test/terminal?cols=100&rows=30", remote.alice) as ws:
+        banner = receive_until(ws, "$ ")
+        m = re.search(r"Casemate session (bs-[0-9a-f]+)", banner)
+        assert m, banner
+        live = remote.gateway.get(m.group(1))
+        with remote.ws(f"/sessions/{live.id}/watch", remote.admin):
+            deadline = time.monotonic() + 30
+            while len(live._watchers.queues) != 1:
+                assert time.monotonic() < deadline, "the watcher never connected"
+                time.sleep(0.05)
+        # the session stays quiet: nothing is published that would reveal the dead watcher
+        deadline = time.monotonic() + 5
+        while live._watchers.queues:
+            assert time.monotonic() < deadline, "the departed watcher is still queued"
+            time.sleep(0.05)
+        ws.send(json.dumps({"type": "input", "data": "exit\r"}))
+
+
 class Pty:
     """``casemate ARGS`` on a pseudo-terminal of 100x30 (no controlling terminal)."""
 

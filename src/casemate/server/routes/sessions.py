@@ -397,6 +397,7 @@ async def watch(ws: WebSocket, session_id: str) -> None:
         await _close(ws, 4403, e.message)
         return
     queue = session.watch()
+    gone = asyncio.create_task(_until_disconnect(ws, queue))
     try:
         while (data := await queue.get()) is not None:
             await ws.send_text(
@@ -406,7 +407,21 @@ async def watch(ws: WebSocket, session_id: str) -> None:
         pass
     finally:
         session.unwatch(queue)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+    if not gone.cancelled() and gone.done():
+        return  # the watcher left; nothing to close
     await _close(ws, 1000, "session ended")
+
+
+async def _until_disconnect(ws: WebSocket, queue: asyncio.Queue[bytes | None]) -> None:
+    """A watcher sends nothing; when it goes away, end its stream at once (a quiet session
+    would otherwise keep the queue until its next output)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    queue.put_nowait(None)
 
 
 # Kubeconfig for one's own tools -------------------------------------------------------------
