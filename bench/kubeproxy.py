@@ -66,7 +66,7 @@ async def serve_proxy(config: dict[str, Any]) -> None:
         db = Database.open(
             f"sqlite:///{config['workdir']}/audit.db", sqlite_synchronous=config["sqlite_sync"]
         )
-        writer = AuditWriter(AuditLog(db), db)
+        writer = AuditWriter(AuditLog(db))
         sink = writer
     else:
         sink = NoAudit()

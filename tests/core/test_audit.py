@@ -327,6 +327,30 @@ def test_append_in_the_callers_transaction_commits_or_rolls_back_with_it(
     assert audit.verify().checked == 2
 
 
+def test_append_many_chains_in_order_in_one_transaction(audit: AuditLog, db: Database) -> None:
+    seen: list[int] = []
+    audit.on_append.append(lambda e: seen.append(e.seq))
+    first = audit.append(ev(0))
+    batch = audit.append_many([ev(i, actor=f"a{i}") for i in range(1, 6)])
+    assert [e.seq for e in batch] == [2, 3, 4, 5, 6] and seen == [1, 2, 3, 4, 5, 6]
+    assert batch[0].prev_hash == first.hash
+    assert all(b.prev_hash == a.hash for a, b in zip(batch, batch[1:], strict=False))
+    assert [e.actor for e in batch] == [f"a{i}" for i in range(1, 6)]
+    assert audit.head() == (6, batch[-1].hash)
+    assert audit.query(limit=10) == [first, *batch]  # what it returned is what is stored
+    assert audit.append_many([]) == []
+    # with the caller's transaction: all or nothing
+    with pytest.raises(RuntimeError), db.session() as s:
+        audit.append_many([ev(7), ev(8)], session=s)
+        raise RuntimeError("the action failed")
+    assert audit.head_seq() == 6 and seen == [1, 2, 3, 4, 5, 6]
+    with db.session() as s:
+        audit.append_many([ev(9), ev(10)], session=s)
+    assert seen == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert audit.verify() == VerifyReport(ok=True, checked=8)
+    assert audit.append(ev(11)).seq == 9
+
+
 def test_a_failing_hook_never_breaks_an_append(audit: AuditLog, caplog: Any) -> None:
     def boom(entry: AuditEntry) -> None:
         raise ValueError("hook bug")

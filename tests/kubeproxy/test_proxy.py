@@ -916,7 +916,7 @@ async def test_audit_writer_group_commit(tmp_path: Path) -> None:
 
     db: Database = open_db(f"sqlite:///{tmp_path / 'audit.db'}")
     audit = AuditLog(db)
-    writer = AuditWriter(audit, db)
+    writer = AuditWriter(audit)
     try:
         await asyncio.gather(
             *(
@@ -928,7 +928,7 @@ async def test_audit_writer_group_commit(tmp_path: Path) -> None:
         assert audit.verify().ok
         db.dispose()  # the next batch fails: every waiter hears of it
         broken = Database.open(f"sqlite:///{tmp_path / 'missing' / 'x.db'}", run_migrations=False)
-        writer2 = AuditWriter(AuditLog(broken), broken)
+        writer2 = AuditWriter(AuditLog(broken))
         with pytest.raises(UpstreamError):
             await writer2.record(KubeApiRequestAudited(actor="x"))
         await writer2.close()
@@ -1045,7 +1045,7 @@ async def kube(cluster_setup: ClusterSetup, tmp_path: Path) -> AsyncIterator[Kub
 
     db = open_db(f"sqlite:///{tmp_path / 'casemate.db'}")
     audit = AuditLog(db)
-    writer = AuditWriter(audit, db)
+    writer = AuditWriter(audit)
     certs = generate_certificates()
     store = SessionStore()
     proxy = KubeProxy(store, writer)
@@ -1279,7 +1279,7 @@ async def test_exec_is_held_for_review_and_relayed_when_approved(kube: KubeRig) 
         approvals.append(f"{api.connect} {api.name}")
         return True
 
-    reviewed = KubeProxy(kube.store, AuditWriter(kube.audit, kube.db), reviewer=approve)
+    reviewed = KubeProxy(kube.store, AuditWriter(kube.audit), reviewer=approve)
     await reviewed.start(tls=kube.certs.server_context())
     try:
         config.write_text(

@@ -280,7 +280,7 @@ class Gateway:
         self._tools = tools
         self._policy = policy or _stored_policy(runtime)
         self._proxy_listen = proxy_listen or settings.kubeproxy_listen
-        self._audit_writer = AuditWriter(runtime.audit, runtime.db)
+        self._audit_writer = AuditWriter(runtime.audit)
         self.proxy = KubeProxy(
             TokenRouter([("cmk_", self.sessions), ("cmkc_", self.kubeconfigs)]),
             self._audit_writer,

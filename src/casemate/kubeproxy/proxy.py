@@ -90,7 +90,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database
 from casemate.core.secretfile import secret_file
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
 from casemate.events import KubeApiRequestAudited
@@ -267,9 +266,8 @@ class AuditWriter:
     next one, so many concurrent requests share one commit (one fsync) while each still waits
     until its own record is committed."""
 
-    def __init__(self, audit: AuditLog, db: Database, *, max_batch: int = 256) -> None:
+    def __init__(self, audit: AuditLog, *, max_batch: int = 256) -> None:
         self._audit = audit
-        self._db = db
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -315,9 +313,7 @@ class AuditWriter:
                     future.set_result(None)
 
     def _write(self, events: Sequence[KubeApiRequestAudited]) -> None:
-        with self._db.session() as s:
-            for event in events:
-                self._audit.append(event, session=s)
+        self._audit.append_many(events)
 
 
 # TLS for the proxy itself ------------------------------------------------------------------------
