@@ -80,10 +80,15 @@ class ServerStarted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class LoginAttempted(Event):
+    """A login attempt. Version 2 added ``key_fingerprint``: the SHA-256 fingerprint of the
+    SSH key a ``publickey`` login used (empty for other methods; version 1 records lack it)."""
+
     KIND: ClassVar[str] = "auth.login"
+    VERSION: ClassVar[int] = 2
     username: str = ""
     method: str = "password"
     reason: str = ""
+    key_fingerprint: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

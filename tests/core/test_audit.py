@@ -92,7 +92,13 @@ def test_append_returns_committed_entries_and_the_chain_verifies(
     )
     assert first.seq == 1 and first.prev_hash == GENESIS_HASH
     assert first.kind == "auth.login" and first.actor == "alice" and first.source == "10.0.0.7"
-    assert first.details == {"username": "alice", "method": "password", "reason": ""}
+    assert first.details == {
+        "username": "alice",
+        "method": "password",
+        "reason": "",
+        "key_fingerprint": "",
+    }
+    assert first.event_version == 2
     assert first.ts.tzinfo is not None and abs(datetime.now(UTC) - first.ts) < timedelta(1)
     rest = fill(audit, 9)
     assert [e.seq for e in rest] == list(range(2, 11))

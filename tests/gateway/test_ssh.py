@@ -163,6 +163,7 @@ async def test_key_login_runs_a_command_and_returns_its_output(
     assert "hello-ssh" in out
     logins = [e for e in audit(b, "auth.login") if e["details"]["method"] == "publickey"]
     assert [(e["actor"], e["outcome"]) for e in logins] == [("alice", "success")]
+    assert logins[0]["details"]["key_fingerprint"] == info.fingerprint  # which key it was
     started = audit(b, "bastion.session.started")
     assert started[-1]["details"]["channel"] == "ssh"
     assert started[-1]["source"] == "127.0.0.1"

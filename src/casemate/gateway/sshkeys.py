@@ -350,6 +350,7 @@ class SshKeys:
             username=login.username,
             method="publickey",
             reason=login.refused,
+            key_fingerprint=login.fingerprint,
         )
         self.audit.append(event)
 
