@@ -745,6 +745,7 @@ class CommandRunner:
         outcome, code = "ran", -1
         try:
             if redirect is not None:
+                # checked again: a review may have waited while the workspace changed
                 target = check_redirect(redirect, env.workspace)
                 mode = os.O_APPEND if redirect.append else os.O_TRUNC
                 file_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | mode, 0o600)
@@ -805,10 +806,7 @@ class CommandRunner:
                 os.close(file_fd)
         rest = redactor.flush()
         if rest:
-            digest.update(rest)
-            size += len(rest)
-            if len(kept) < cap:
-                kept.extend(rest[: cap - len(kept)])
+            keep(rest)
             await write(rest)
         sha = await asyncio.to_thread(
             self._finish,

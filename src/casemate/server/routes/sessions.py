@@ -407,12 +407,12 @@ async def watch(ws: WebSocket, session_id: str) -> None:
         pass
     finally:
         session.unwatch(queue)
+        left = gone.done()
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone
-    if not gone.cancelled() and gone.done():
-        return  # the watcher left; nothing to close
-    await _close(ws, 1000, "session ended")
+    if not left:  # the session ended; a watcher that left needs no goodbye
+        await _close(ws, 1000, "session ended")
 
 
 async def _until_disconnect(ws: WebSocket, queue: asyncio.Queue[bytes | None]) -> None:
