@@ -223,7 +223,7 @@ class _Lexer:
         self.pos = 0
         self.stages: list[list[_Word]] = [[]]
         self.word: _Word | None = None
-        self.redirect_at = -1  # position of the '>' of an output redirection
+        self.redirecting = False  # after the ">" of an output redirection
         self.append = False
         self.target: _Word | None = None
 
@@ -259,7 +259,7 @@ class _Lexer:
         self._end_word()
         if not self.stages[-1]:
             raise ShellRefused("the pipeline ends with '|' and no command")
-        if self.redirect_at >= 0 and self.target is None:
+        if self.redirecting and self.target is None:
             raise ShellRefused("no file name after '>'")
         return self.stages
 
@@ -285,7 +285,7 @@ class _Lexer:
     def _end_word(self) -> None:
         if self.word is None:
             return
-        if self.redirect_at >= 0:
+        if self.redirecting:
             if self.target is not None:
                 raise ShellRefused(
                     "the redirection must end the line: one file name after '>', nothing else"
@@ -298,7 +298,7 @@ class _Lexer:
     def _redirect(self) -> None:
         """``> FILE`` / ``>> FILE`` at the end of the line; every other form is refused."""
         line, at = self.line, self.pos
-        if self.redirect_at >= 0:
+        if self.redirecting:
             raise ShellRefused(f"only one redirection is allowed (at position {at})")
         if self.word is not None:
             raise ShellRefused(
@@ -314,7 +314,7 @@ class _Lexer:
                 f"redirections other than '> FILE' and '>> FILE' are not allowed "
                 f"(at position {at}): output goes to the session, or to a workspace file"
             )
-        self.redirect_at = at
+        self.redirecting = True
         self.append = append
         self.pos = at + (2 if append else 1)
 
@@ -378,7 +378,7 @@ class _Lexer:
         self._mark_end()
 
     def _pipe(self) -> None:
-        if self.redirect_at >= 0:
+        if self.redirecting:
             raise ShellRefused(
                 f"the redirection must end the line ('|' at position {self.pos} follows it)"
             )
