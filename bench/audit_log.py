@@ -1,4 +1,5 @@
-"""Audit log throughput: committed appends per second (one event per transaction) and chain
+"""Audit log throughput: committed appends per second (one event per transaction, and
+``AuditLog.append_many`` batches as the API proxy's group commit writes them) and chain
 verification speed, on SQLite (synchronous=FULL and NORMAL) and PostgreSQL.
 
 PostgreSQL is the server at ``--pg-url`` (a SQLAlchemy URL of an empty database), else one
@@ -7,7 +8,7 @@ synchronous_commit and full_page_writes, which the test fixture turns off); ``--
 it. Baselines: 2,000 appends/s and 200,000 verified records/s (SQLite).
 
     .venv/bin/python bench/audit_log.py [--events 3000] [--verify-records 500000]
-        [--threads 1,4] [--sqlite-sync FULL,NORMAL] [--pg-url URL | --no-pg]
+        [--threads 1,4] [--batches 10,50] [--sqlite-sync FULL,NORMAL] [--pg-url URL | --no-pg]
 """
 
 from __future__ import annotations
@@ -66,14 +67,23 @@ def appends_per_second(log: AuditLog, events: int, threads: int) -> tuple[float,
     return per_thread * threads / elapsed, cpu / (per_thread * threads) * 1e6
 
 
-def fill(db: Database, log: AuditLog, total: int) -> None:
-    """Grow the log to ``total`` records quickly (1,000 appends per transaction)."""
+def batched_appends(log: AuditLog, events: int, batch: int) -> tuple[float, float]:
+    """``append_many`` of ``batch`` events per transaction, one thread: (records per
+    wall-clock second, CPU microseconds of this process per record)."""
+    rounds = max(1, events // batch)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for n in range(rounds):
+        log.append_many([event(n * batch + i) for i in range(batch)])
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return rounds * batch / elapsed, cpu / (rounds * batch) * 1e6
+
+
+def fill(log: AuditLog, total: int) -> None:
+    """Grow the log to ``total`` records quickly (1,000 records per append_many)."""
     have = log.head_seq()
     while have < total:
         batch = min(1_000, total - have)
-        with db.session() as s:
-            for i in range(batch):
-                log.append(event(have + i), session=s)
+        log.append_many([event(have + i) for i in range(batch)])
         have += batch
 
 
@@ -106,7 +116,13 @@ def run(label: str, url: str, args: argparse.Namespace, sync: str = "FULL") -> N
                 f"{label}: {rate:,.0f} appends/s committed, one event per transaction, "
                 f"{threads} thread(s), {cpu_us:.0f} us CPU each ({ratio(rate, BASELINE_APPENDS)})"
             )
-        fill(db, log, args.verify_records)
+        for batch in args.batches:
+            rate, cpu_us = batched_appends(log, args.events, batch)
+            print(
+                f"{label}: {rate:,.0f} records/s committed in append_many batches of {batch}, "
+                f"{cpu_us:.0f} us CPU per record"
+            )
+        fill(log, args.verify_records)
         rate, cpu_rate, checked = verify_per_second(log)
         print(
             f"{label}: verified {checked:,} records at {rate:,.0f} records/s, "
@@ -142,11 +158,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3_000, help="appends per write run")
     parser.add_argument("--verify-records", type=int, default=500_000, help="log size verified")
     parser.add_argument("--threads", default="1,4", help="appender threads, comma-separated")
+    parser.add_argument("--batches", default="10,50", help="append_many batch sizes")
     parser.add_argument("--sqlite-sync", default="FULL,NORMAL", help="SQLite modes to measure")
     parser.add_argument("--pg-url", help="SQLAlchemy URL of an empty PostgreSQL database")
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",") if b]
 
     for sync in args.sqlite_sync.upper().split(","):
         with tempfile.TemporaryDirectory(prefix="casemate-bench-audit-") as tmp:
