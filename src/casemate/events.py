@@ -28,6 +28,23 @@ class Event:
     source: str = ""
     outcome: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("KIND")
+        if kind is None:
+            return
+        known = _KINDS.get(kind)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"two event classes for kind {kind!r}: {known} and {cls}")
+        _KINDS[kind] = cls
+
+    @classmethod
+    def migrate(cls, version: int, details: dict[str, Any]) -> dict[str, Any]:
+        """``details`` of a stored record of version ``version`` (1 <= version < VERSION) as
+        version ``version + 1`` has them. Classes that raise ``VERSION`` override this with
+        one step per version; the base adds nothing (new fields keep their defaults)."""
+        return details
+
     @property
     def kind(self) -> str:
         return self.KIND
@@ -40,6 +57,34 @@ class Event:
             for f in dataclasses.fields(self)
             if f.name not in base
         }
+
+
+_KINDS: dict[str, type[Event]] = {}
+
+
+def event_class(kind: str) -> type[Event] | None:
+    """The event class registered for ``kind`` (every concrete event with its own ``KIND``)."""
+    return _KINDS.get(kind)
+
+
+def migrate_details(kind: str, version: int, details: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``details`` of a stored record (``kind``, ``event_version``) migrated step by step
+    to the current version of its event class, with the fields a version added filled with
+    their defaults. Unknown kinds and versions newer than this code come back unchanged."""
+    out = dict(details)
+    cls = _KINDS.get(kind)
+    if cls is None or version >= cls.VERSION:
+        return out
+    for step in range(max(1, version), cls.VERSION):
+        out = cls.migrate(step, out)
+    for f in dataclasses.fields(cls):
+        if f.name in ("actor", "source", "outcome") or f.name in out:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = _jsonable(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = _jsonable(f.default_factory())
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -306,12 +351,22 @@ class RecordingClosed(Event):
 class KubeApiRequestAudited(Event):
     """One HTTP request through the Kubernetes API proxy, with the decision and the status
     answered. ``actor`` is the person, ``source`` the client address, ``outcome`` one of
-    ``allowed``, ``denied``, ``refused`` (malformed), ``unauthenticated``, ``failed``.
+    ``allowed``, ``denied``, ``refused`` (malformed), ``unauthenticated``, ``failed``, or
+    ``unknown`` (written at start-up for a forwarded request whose outcome was never
+    recorded: the gateway stopped, or the audit log failed, after forwarding it).
     ``body`` is the request body of a write with Secret values redacted (or only its size
     and SHA-256); ``as_user`` is the identity the cluster saw (impersonated or the system
-    account's)."""
+    account's).
+
+    Version 2 added ``request_id``: for a request that can change something (every method
+    but GET, HEAD and OPTIONS, and every upgrade) this record is the *outcome* of the
+    :class:`KubeApiRequestDecided` record with the same ``request_id``, committed before the
+    request was forwarded. Reads and refusals have one record and an empty ``request_id``
+    (as version 1 records do)."""
 
     KIND: ClassVar[str] = "kubeproxy.request"
+    VERSION: ClassVar[int] = 2
+    request_id: str = ""
     session_id: str = ""
     cluster: str = ""
     account: str = ""
@@ -334,6 +389,57 @@ class KubeApiRequestAudited(Event):
     upgraded: bool = False
     body: Mapping[str, Any] | None = None
     duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeApiRequestDecided(Event):
+    """A request through the Kubernetes API proxy that can change something (every method but
+    GET, HEAD and OPTIONS, and every upgrade: exec, attach, port-forward), allowed and about
+    to be forwarded: committed *before* the apiserver sees it (if it cannot be committed, the
+    request is refused with 503 and nothing is forwarded). Its outcome follows as a
+    :class:`KubeApiRequestAudited` with the same ``request_id``. ``outcome`` is ``allowed``;
+    the fields are those of the outcome record without status and duration."""
+
+    KIND: ClassVar[str] = "kubeproxy.request.decided"
+    request_id: str = ""
+    session_id: str = ""
+    cluster: str = ""
+    account: str = ""
+    method: str = ""
+    path: str = ""
+    query: str = ""
+    verb: str = ""
+    api_group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    decision: str = ""
+    rule: str = ""
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    impersonated: bool = False
+    as_user: str = ""
+    upgrade: bool = False
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayRecovered(Event):
+    """Written at start-up after closing in the audit what a previous run left open (it
+    crashed, was killed, or could not write the end while the database was away): sessions
+    without ``bastion.session.ended`` (now ended, reason ``gateway crashed``), commands
+    without ``bastion.command.finished`` (now ``interrupted``), forwarded API requests
+    without an outcome (now ``unknown``), recordings still open. ``scanned_from`` ..
+    ``scanned_through`` is the range of records examined; the next start begins after it."""
+
+    KIND: ClassVar[str] = "gateway.recovered"
+    scanned_from: int = 0
+    scanned_through: int = 0
+    sessions: int = 0
+    commands: int = 0
+    requests: int = 0
+    recordings: int = 0
 
 
 # Bastion session events -------------------------------------------------------------------

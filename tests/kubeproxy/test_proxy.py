@@ -30,7 +30,7 @@ import yaml
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database
 from casemate.errors import ConfigError, UpstreamError
-from casemate.events import KubeApiRequestAudited
+from casemate.events import Event, KubeApiRequestAudited, KubeApiRequestDecided
 from casemate.k8s.client import Credential
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
@@ -60,16 +60,35 @@ SA_TOKEN = "eyJhbGciOiJFUzI1NiJ9.fake-system-account-token.c2lnbmF0dXJl"
 
 
 class MemoryAudit:
-    """An audit sink keeping records in memory; ``fail`` makes it refuse."""
+    """An audit sink keeping records in memory: ``events`` the outcomes (and single records
+    of reads and refusals), ``decided`` the written-ahead records, ``order`` both as they
+    came, ``deferred`` what was handed over to be written later. ``fail`` makes it refuse
+    every record, ``fail_outcomes`` only outcomes. ``on_decided`` runs as a decided record
+    is committed (with the number of requests the fake apiserver has seen by then)."""
 
     def __init__(self) -> None:
         self.events: list[KubeApiRequestAudited] = []
+        self.decided: list[KubeApiRequestDecided] = []
+        self.order: list[Event] = []
+        self.deferred: list[Event] = []
         self.fail = False
+        self.fail_outcomes = False
+        self.on_decided: Callable[[KubeApiRequestDecided], None] | None = None
 
-    async def record(self, event: KubeApiRequestAudited) -> None:
-        if self.fail:
+    async def record(self, event: Event) -> None:
+        if self.fail or (self.fail_outcomes and isinstance(event, KubeApiRequestAudited)):
             raise UpstreamError("database error: OperationalError")
-        self.events.append(event)
+        self.order.append(event)
+        if isinstance(event, KubeApiRequestDecided):
+            self.decided.append(event)
+            if self.on_decided is not None:
+                self.on_decided(event)
+        else:
+            assert isinstance(event, KubeApiRequestAudited)
+            self.events.append(event)
+
+    def defer(self, event: Event) -> None:
+        self.deferred.append(event)
 
     def last(self) -> KubeApiRequestAudited:
         return self.events[-1]
@@ -117,7 +136,8 @@ class Seen:
 class FakeApiserver:
     """Answers ``mode``: ``ok`` (JSON), ``stream`` (a chunk, then holds the response open),
     ``upgrade`` (101, then echoes bytes prefixed with ``echo:``), ``unauthorized`` (401),
-    ``close`` (answers, then closes the kept-alive connection without saying so)."""
+    ``close`` (answers, then closes the kept-alive connection without saying so), ``hang``
+    (never answers), ``drop`` (closes the connection without answering)."""
 
     certs: ProxyCertificates
     mode: str = "ok"
@@ -205,6 +225,11 @@ class FakeApiserver:
             )
             await writer.drain()
             return True
+        if self.mode == "hang":
+            await reader.read()
+            return False
+        if self.mode == "drop":
+            return False
         if self.mode == "stream":
             writer.write(
                 conn.send(h11.Response(status_code=200, headers=[("content-type", "json")]))
@@ -679,6 +704,184 @@ async def test_audit_failure_answers_nothing(rig: Rig, fake: FakeApiserver) -> N
     assert resp.status_code == denied.status_code == 503
     assert "audit log is unavailable" in status_of(resp.content)["message"]
     assert "PodList" not in resp.text
+
+
+# Write-ahead audit -------------------------------------------------------------------------------
+
+CREATE = "/api/v1/namespaces/team-a/configmaps"
+
+
+async def test_writes_are_audited_before_they_are_forwarded(rig: Rig, fake: FakeApiserver) -> None:
+    seen_at_decision: list[int] = []
+    rig.audit.on_decided = lambda _: seen_at_decision.append(len(fake.seen))
+    async with rig.client() as client:
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            resp = await client.request(method, CREATE + "/x", content=b"{}")
+            assert resp.status_code == 200, resp.text
+        assert (await client.get(CREATE)).status_code == 200
+        assert (await client.head(CREATE)).status_code == 200
+    # each write's decided record was committed while the apiserver had seen only the
+    # requests before it; reads have one record and no decided one
+    assert seen_at_decision == [0, 1, 2, 3]
+    assert [e.method for e in rig.audit.decided] == ["POST", "PUT", "PATCH", "DELETE"]
+    outcomes = rig.audit.events
+    assert [(e.method, e.status) for e in outcomes] == [
+        ("POST", 200),
+        ("PUT", 200),
+        ("PATCH", 200),
+        ("DELETE", 200),
+        ("GET", 200),
+        ("HEAD", 200),
+    ]
+    for decided, outcome in zip(rig.audit.decided, outcomes, strict=False):
+        assert decided.request_id.startswith("kr-") and outcome.request_id == decided.request_id
+        assert rig.audit.order.index(decided) < rig.audit.order.index(outcome)
+        assert (decided.outcome, decided.decision, decided.path) == (
+            "allowed",
+            outcome.decision,
+            outcome.path,
+        )
+    assert outcomes[4].request_id == outcomes[5].request_id == ""
+    assert len({d.request_id for d in rig.audit.decided}) == 4
+
+
+async def test_a_write_whose_record_cannot_be_committed_is_never_forwarded(
+    make_rig: RigFactory, fake: FakeApiserver
+) -> None:
+    rig = await make_rig()
+    rig.audit.fail = True
+    async with rig.client() as client:
+        resp = await client.post(CREATE, content=b'{"kind":"ConfigMap"}')
+        deleted = await client.delete(CREATE + "/x")
+    assert resp.status_code == deleted.status_code == 503
+    assert "nothing was forwarded" in status_of(resp.content)["message"]
+    fake.mode = "upgrade"
+
+    async def approve(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
+        return True
+
+    exec_rig = await make_rig(reviewer=approve)
+    exec_rig.audit.fail = True
+    [(status, _, body)] = await raw_exchange(
+        exec_rig, req(EXEC, token=exec_rig.token, extra=UPGRADE)
+    )
+    assert status == 503 and "nothing was forwarded" in status_of(body)["message"]
+    assert fake.seen == []  # the apiserver saw none of them
+
+
+async def test_an_outcome_that_cannot_be_written_is_kept_and_the_answer_relayed(
+    rig: Rig, fake: FakeApiserver
+) -> None:
+    rig.audit.fail_outcomes = True
+    async with rig.client() as client:
+        resp = await client.post(CREATE, content=b"{}")
+        read = await client.get(CREATE)
+    # the change happened and its decided record is committed: the client hears the truth
+    assert resp.status_code == 200 and resp.json()["kind"] == "PodList"
+    [decided] = rig.audit.decided
+    [outcome] = rig.audit.deferred
+    assert isinstance(outcome, KubeApiRequestAudited)
+    assert (outcome.request_id, outcome.status, outcome.outcome) == (
+        decided.request_id,
+        200,
+        "allowed",
+    )
+    # a read without its record is never answered
+    assert read.status_code == 503
+    assert len(fake.seen) == 2
+
+
+async def test_a_write_cut_off_after_forwarding_is_kept_as_unknown(
+    rig: Rig, fake: FakeApiserver
+) -> None:
+    fake.mode = "hang"  # reads the request, never answers
+    async with rig.client() as client:
+        post = asyncio.ensure_future(client.post(CREATE, content=b"{}"))
+        await until(lambda: len(fake.seen) == 1, what="the request to be forwarded")
+        await rig.proxy.close()  # the gateway stops while the apiserver works on it
+        with contextlib.suppress(httpx.HTTPError):
+            await post
+    [decided] = rig.audit.decided
+    assert rig.audit.events == []
+    [outcome] = rig.audit.deferred
+    assert isinstance(outcome, KubeApiRequestAudited)
+    assert (outcome.request_id, outcome.outcome, outcome.status) == (
+        decided.request_id,
+        "unknown",
+        0,
+    )
+
+
+async def test_a_write_the_apiserver_drops_has_a_failed_outcome(
+    rig: Rig, fake: FakeApiserver
+) -> None:
+    fake.mode = "drop"  # reads the request, closes the connection
+    async with rig.client() as client:
+        resp = await client.post(CREATE, content=b"{}")
+    assert resp.status_code == 503
+    [decided] = rig.audit.decided
+    [outcome] = rig.audit.events
+    assert (outcome.request_id, outcome.outcome, outcome.status) == (
+        decided.request_id,
+        "failed",
+        503,
+    )
+
+
+# Slow and greedy clients ------------------------------------------------------------------------
+
+
+async def test_a_request_trickling_in_byte_by_byte_times_out(make_rig: RigFactory) -> None:
+    rig = await make_rig(limits=ProxyLimits(header_timeout=1.0, request_timeout=1.0))
+    host, port = rig.proxy.address
+    head = req(CREATE, method="POST", token=rig.token, extra="Content-Length: 50\r\n")
+
+    async def trickle(first: bytes, slow: bytes) -> tuple[bytes, float]:
+        """Send ``first`` at once, then ``slow`` one byte every 0.2 s (each read is quick,
+        the whole is not) until the proxy answers."""
+        reader, writer = await asyncio.open_connection(host, port)
+        answer = asyncio.ensure_future(reader.read())
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            writer.write(first)
+            for byte in slow:
+                if answer.done():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        got = await asyncio.wait_for(answer, 10)
+        writer.close()
+        return got, time.monotonic() - started
+
+    answer, took = await trickle(b"", head)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"head did not arrive" in answer
+    assert took < 4
+    answer, took = await trickle(head, b"x" * 50)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"body did not arrive" in answer
+    assert took < 4
+
+
+async def test_connections_per_client_address_are_limited(make_rig: RigFactory) -> None:
+    rig = await make_rig(limits=ProxyLimits(max_connections_per_client=3, count_loopback=True))
+    host, port = rig.proxy.address
+    held = [await asyncio.open_connection(host, port) for _ in range(3)]
+    await until(lambda: len(rig.proxy._connections) == 3, what="three connections")
+    reader, writer = await asyncio.open_connection(host, port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once
+    writer.close()
+    for _, w in held[:1]:
+        w.close()
+    await until(lambda: len(rig.proxy._connections) == 2, what="a connection to end")
+    async with rig.client() as client:  # room again
+        assert (await client.get("/api/v1/namespaces/team-a/pods")).status_code == 200
+    for _, w in held[1:]:
+        w.close()
+    unlimited = await make_rig(limits=ProxyLimits(max_connections_per_client=1))
+    many = [await asyncio.open_connection(*unlimited.proxy.address) for _ in range(3)]
+    await until(lambda: len(unlimited.proxy._connections) == 3, what="loopback not counted")
+    for _, w in many:
+        w.close()
 
 
 # Review and upgrades -----------------------------------------------------------------------------

@@ -606,6 +606,96 @@ class AuditLog:
             raise UpstreamError(f"database error: {type(e).__name__}") from e
 
 
+class AuditBacklog:
+    """Records that must not be lost but could not be written when they happened (the
+    database was away, the disk full): the end of a session, the outcome of an action whose
+    decided record is already committed. They are kept in memory, in order, and written
+    together (one transaction) every ``retry_interval`` seconds until that succeeds, by a
+    background thread started with the first record. :meth:`close` tries once more. A
+    crash loses what is still kept: the gateway's recovery at the next start closes those
+    things in the audit instead (from the decided or started records). At most
+    ``max_records`` are kept; beyond that the oldest are dropped with an error in the log
+    (recovery still covers them)."""
+
+    def __init__(
+        self, audit: AuditLog, *, retry_interval: float = 2.0, max_records: int = 100_000
+    ) -> None:
+        self._audit = audit
+        self._retry_interval = retry_interval
+        self._max_records = max_records
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error = ""
+
+    @property
+    def pending(self) -> int:
+        """How many records wait to be written."""
+        with self._lock:
+            return len(self._events)
+
+    def add(self, event: Event) -> None:
+        """Keep ``event`` to be written as soon as the audit log takes it; never blocks."""
+        with self._lock:
+            self._events.append(event)
+            if len(self._events) > self._max_records:
+                dropped = len(self._events) - self._max_records
+                del self._events[:dropped]
+                log.error("audit backlog full: %d records dropped (recovery closes them)", dropped)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="casemate-audit-backlog", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def flush(self) -> bool:
+        """Write what is kept now; True when nothing is left (False: still failing)."""
+        with self._write_lock:
+            with self._lock:
+                batch = list(self._events)
+            if not batch:
+                return True
+            try:
+                self._audit.append_many(batch)
+            except Exception as e:  # noqa: BLE001 - kept for the next attempt
+                self.last_error = f"{type(e).__name__}: {e}"
+                return False
+            with self._lock:
+                del self._events[: len(batch)]
+                left = bool(self._events)
+            self.last_error = ""
+            log.warning("audit backlog: %d delayed records written", len(batch))
+            return not left
+
+    def close(self) -> None:
+        """Stop retrying after one last attempt; what is still kept is logged as lost (the
+        next start's recovery closes those things)."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=30)
+        if not self.flush():
+            log.error(
+                "audit backlog: %d records could not be written before stopping (%s)",
+                self.pending,
+                self.last_error,
+            )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._retry_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if not self.flush():
+                self._stop.wait(self._retry_interval)
+
+
 def _filters(
     kind: str | None,
     actor: str | None,

@@ -12,9 +12,17 @@ kubectl and helm talk to this proxy with a credential valid only for one session
 4. forwards it with the system account's credential over TLS verified against the cluster's CA
    only, adding ``Impersonate-User``/``Impersonate-Group`` for the person when the account may
    impersonate (so the cluster's own audit log names the person);
-5. appends a :class:`~casemate.events.KubeApiRequestAudited` record (person, request,
-   decision, status, write bodies with Secret values redacted) *before* the client sees the
-   answer; if the audit log cannot be written the client gets 503 instead.
+5. audits it. A request that can change something (every method but ``GET``, ``HEAD`` and
+   ``OPTIONS``, and every upgrade: exec, attach, port-forward) is written ahead: a
+   :class:`~casemate.events.KubeApiRequestDecided` record (person, request, decision, write
+   body with Secret values redacted) is committed *before* the request is forwarded, and if
+   it cannot be committed the client gets 503 and nothing is forwarded. Its outcome (status,
+   duration) follows as a :class:`~casemate.events.KubeApiRequestAudited` record with the
+   same ``request_id``; an outcome that cannot be written is kept in the writer's backlog
+   and written when the database is back (a crash loses it, and the gateway's recovery at
+   the next start writes it as outcome ``unknown``), while the client still gets the
+   apiserver's real answer: the change happened and is on record. Reads and refusals have
+   one record, committed *before* the client sees the answer (503 instead if it cannot be).
 
 Every error the proxy answers itself is a Kubernetes ``Status`` object (``kind: Status``,
 ``reason``, ``code``) so kubectl prints it as ``Error from server (Forbidden): casemate: …``.
@@ -55,6 +63,12 @@ refused. Long-lived streams (watches, followed logs, upgraded connections) end w
 grant expires, when the client goes away, and within ``recheck_interval`` of the session
 being revoked.
 
+Slow and greedy clients: a request head must arrive whole within ``header_timeout`` of its
+first byte and a body within ``request_timeout`` of the head (408 otherwise, however slowly
+the bytes trickle in), and one remote address holds at most ``max_connections_per_client``
+connections at a time (more are closed at once; loopback, where the bastion's own kubectl
+runs, is not counted).
+
 Listening
 ---------
 :meth:`KubeProxy.start` listens on TCP, with TLS from :func:`generate_certificates` whose CA
@@ -73,6 +87,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import secrets
 import ssl
 import time
 import urllib.parse
@@ -87,10 +102,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from casemate.core.audit import AuditLog
+from casemate.core.audit import AuditBacklog, AuditLog
 from casemate.core.secretfile import secret_file
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
-from casemate.events import KubeApiRequestAudited
+from casemate.events import Event, KubeApiRequestAudited, KubeApiRequestDecided
 from casemate.k8s.client import Credential, tls_context
 from casemate.k8s.kubeconfig import render_kubeconfig
 from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify
@@ -108,6 +123,7 @@ __all__ = [
     "Reviewer",
     "generate_certificates",
     "proxy_kubeconfig",
+    "requests_in_flight",
     "status_body",
 ]
 
@@ -165,6 +181,9 @@ _TOKEN_CHARS: Final = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
 _FLUSH_BYTES: Final = 256 * 1024
+#: Methods that change nothing: their single record may share a group commit and is
+#: committed before the answer; every other request is written ahead (see step 5).
+_READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in _HOP_BY_HOP)
 _UPGRADE_RESPONSE_HEADERS: Final = frozenset(
     {
@@ -178,6 +197,16 @@ _UPGRADE_RESPONSE_HEADERS: Final = frozenset(
         b"date",
     }
 )
+
+
+#: Request ids of this process whose decided record is committed and whose outcome is not
+#: yet written: the gateway's recovery leaves them alone.
+_IN_FLIGHT: set[str] = set()
+
+
+def requests_in_flight() -> frozenset[str]:
+    """The ids of the written-ahead requests this process is forwarding right now."""
+    return frozenset(_IN_FLIGHT)
 
 
 # Kubernetes Status answers -----------------------------------------------------------------------
@@ -225,21 +254,28 @@ class ProxyLimits:
     max_headers: int = 100
     max_body: int = 3 * 1024 * 1024
     idle_timeout: float = 300.0  # waiting for the next request on a kept-alive connection
-    request_timeout: float = 60.0  # receiving one request's head and body
+    header_timeout: float = 15.0  # the whole head, from its first byte (slow clients: 408)
+    request_timeout: float = 60.0  # the whole body, from the end of the head
     connect_timeout: float = 15.0  # TLS connection to the apiserver
     response_timeout: float = 120.0  # waiting for the apiserver's answer head
     write_timeout: float = 60.0  # waiting for a slow client to take data
     recheck_interval: float = 30.0  # re-authenticating the session of a long-lived stream
     max_connections: int = 1000
+    max_connections_per_client: int = 64  # per remote address
+    count_loopback: bool = False  # loopback (the bastion's own kubectl) is not limited
     max_upstreams: int = 64  # upstreams (cluster, account) with pooled connections
     upstream_idle: float = 60.0  # idle upstream connections older than this are closed
     upstream_idle_per_target: int = 128
 
 
 class AuditSink(Protocol):
-    """Where request records go; ``record`` returns once the record is durable."""
+    """Where request records go. ``record`` returns once the record is committed (and raises
+    if it cannot be); ``defer`` keeps a record that could not be written, to be written as
+    soon as possible (an outcome whose decided record is already committed)."""
 
-    async def record(self, event: KubeApiRequestAudited) -> None: ...
+    async def record(self, event: Event) -> None: ...
+
+    def defer(self, event: Event) -> None: ...
 
 
 Reviewer = Callable[[ApiRequest, ProxySession, ApiVerdict], Awaitable[bool | str]]
@@ -253,22 +289,30 @@ REVIEWED_BODY: contextvars.ContextVar[bytes] = contextvars.ContextVar(
 )
 
 
-_Pending = tuple[KubeApiRequestAudited, "asyncio.Future[None]"]
+_Pending = tuple[Event, "asyncio.Future[None]"]
 
 
 class AuditWriter:
     """An :class:`AuditSink` over Casemate's :class:`~casemate.core.audit.AuditLog` with group
     commit: records arriving while a transaction is being written are written together in the
     next one, so many concurrent requests share one commit (one fsync) while each still waits
-    until its own record is committed."""
+    until its own record is committed. Deferred records go to ``backlog`` (one of its own
+    unless the caller shares one)."""
 
-    def __init__(self, audit: AuditLog, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, audit: AuditLog, *, max_batch: int = 256, backlog: AuditBacklog | None = None
+    ) -> None:
         self._audit = audit
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._own_backlog = backlog is None
+        self.backlog = backlog if backlog is not None else AuditBacklog(audit)
 
-    async def record(self, event: KubeApiRequestAudited) -> None:
+    def defer(self, event: Event) -> None:
+        self.backlog.add(event)
+
+    async def record(self, event: Event) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._run(self._queue), name="kubeproxy-audit")
@@ -277,12 +321,14 @@ class AuditWriter:
         await future
 
     async def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop (and try the backlog once more if it is ours)."""
         if self._queue is not None and self._task is not None:
             self._queue.put_nowait(None)
             await self._task
         self._queue = None
         self._task = None
+        if self._own_backlog:
+            await asyncio.to_thread(self.backlog.close)
 
     async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
         stopping = False
@@ -308,7 +354,7 @@ class AuditWriter:
                 if not future.done():
                     future.set_result(None)
 
-    def _write(self, events: Sequence[KubeApiRequestAudited]) -> None:
+    def _write(self, events: Sequence[Event]) -> None:
         self._audit.append_many(events)
 
 
@@ -517,11 +563,17 @@ class _Client:
 
     async def read_request(self) -> _Incoming | None:
         limits = self.limits
+        clock = asyncio.get_running_loop().time
+        deadline: float | None = None  # for the whole head, from its first byte
         while (end := self.buffer.find(b"\r\n\r\n")) < 0:
             if len(self.buffer) > limits.max_head_bytes:
                 raise _Refusal(431, f"the request head is larger than {limits.max_head_bytes}")
-            timeout = limits.request_timeout if self.buffer else limits.idle_timeout
+            if self.buffer and deadline is None:
+                deadline = clock() + limits.header_timeout
+            timeout = limits.idle_timeout if deadline is None else deadline - clock()
             try:
+                if timeout <= 0:
+                    raise TimeoutError
                 more = await self.fill(timeout)
             except TimeoutError:
                 if self.buffer:
@@ -536,9 +588,13 @@ class _Client:
         head = bytes(self.buffer[: end + 4])
         length = _prescan(head, limits)
         total = end + 4 + length
+        body_deadline = clock() + limits.request_timeout
         while len(self.buffer) < total:
             try:
-                more = await self.fill(limits.request_timeout)
+                left = body_deadline - clock()
+                if left <= 0:
+                    raise TimeoutError
+                more = await self.fill(left)
             except TimeoutError:
                 raise _Refusal(408, "the request body did not arrive in time") from None
             if not more:
@@ -752,6 +808,8 @@ class _Record:
     upgraded: bool = False
     reason: str = ""
     token: str = field(default="", repr=False)
+    request_id: str = ""  # set once its decided record is committed (write-ahead)
+    finished: bool = False  # its outcome record was written or deferred
 
 
 class KubeProxy:
@@ -778,6 +836,7 @@ class KubeProxy:
         self._pool = _UpstreamPool(self._limits)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._per_client: dict[str, int] = {}
         self._tls = False
 
     # -- lifecycle
@@ -839,12 +898,18 @@ class KubeProxy:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self._limits.max_connections:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        counted = bool(address) and (self._limits.count_loopback or not _is_loopback(address))
+        if len(self._connections) >= self._limits.max_connections or (
+            counted and self._per_client.get(address, 0) >= self._limits.max_connections_per_client
+        ):
             writer.close()
             return
+        if counted:
+            self._per_client[address] = self._per_client.get(address, 0) + 1
         self._connections.add(task)
         client = _Client(reader, writer, self._limits)
-        peer = writer.get_extra_info("peername")
         source = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
         try:
             await self._serve(client, source)
@@ -856,6 +921,10 @@ class KubeProxy:
             log.exception("kubeproxy: connection from %s failed", source)
         finally:
             self._connections.discard(task)
+            if counted:
+                left = self._per_client.pop(address, 1) - 1
+                if left > 0:
+                    self._per_client[address] = left
             client.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -884,6 +953,14 @@ class KubeProxy:
             return await self._handle_request(client, inc, record)
         except _Refusal as r:
             refusal = r
+        except BaseException:
+            if record.request_id and not record.finished:  # forwarded, then the exchange broke
+                record.reason = record.reason or "the exchange ended before an answer"
+                self._audit.defer(_event(record, 0, "unknown"))
+                record.finished = True
+            raise
+        finally:
+            _IN_FLIGHT.discard(record.request_id)
         record.reason = record.reason or refusal.message
         if not refusal.audited:
             outcome = {401: "unauthenticated", 403: "denied"}.get(refusal.code, "failed")
@@ -947,6 +1024,8 @@ class KubeProxy:
             record.as_user = upstream.impersonation_prefix + grant.user
         else:
             record.as_user = f"account:{grant.account}"
+        if inc.upgrade or api.connect or inc.method not in _READ_METHODS:
+            await self._decided(record, upgrade=inc.upgrade)
         if inc.upgrade:
             return await self._forward_upgrade(client, inc, api, session, record)
         return await self._forward(client, inc, api, session, record)
@@ -1316,17 +1395,49 @@ class KubeProxy:
 
     # -- audit
 
+    async def _decided(self, record: _Record, *, upgrade: bool) -> None:
+        """Commit the decided record of a request that can change something, before it is
+        forwarded; 503 and nothing forwarded if it cannot be committed."""
+        request_id = "kr-" + secrets.token_hex(8)
+        try:
+            await self._audit.record(_decided_event(record, request_id, upgrade))
+        except Exception as e:
+            log.error(
+                "kubeproxy: the audit log cannot be written (%s); refusing %s %s unforwarded",
+                type(e).__name__,
+                record.method,
+                record.target.partition("?")[0][:200],
+            )
+            raise _Refusal(
+                503, "the audit log is unavailable; nothing was forwarded", audited=True
+            ) from None
+        record.request_id = request_id
+        _IN_FLIGHT.add(request_id)
+
     async def _finish(self, record: _Record, status: int, outcome: str) -> None:
+        if record.finished:
+            return
         event = _event(record, status, outcome)
         try:
             await self._audit.record(event)
         except Exception as e:
+            if record.request_id:  # forwarded: its decided record stands; write this later
+                log.error(
+                    "kubeproxy: the outcome of request %s cannot be written (%s); kept to "
+                    "write when the audit log is back",
+                    record.request_id,
+                    type(e).__name__,
+                )
+                self._audit.defer(event)
+                record.finished = True
+                return
             log.error(
                 "kubeproxy: the audit record cannot be written (%s); refusing", type(e).__name__
             )
             raise _Refusal(
                 503, "the audit log is unavailable; nothing was answered", audited=True
             ) from None
+        record.finished = True
 
 
 def _streaming(api: ApiRequest) -> bool:
@@ -1414,6 +1525,38 @@ def _quote(text: str) -> str:
     return "".join(c for c in text if c.isascii() and c.isprintable() and c not in '"\\')
 
 
+def _decided_event(record: _Record, request_id: str, upgrade: bool) -> KubeApiRequestDecided:
+    session, api, verdict = record.session, record.api, record.verdict
+    assert session is not None and api is not None and verdict is not None
+    path, _, query = record.target.partition("?")
+    return KubeApiRequestDecided(
+        actor=session.grant.user,
+        source=record.source,
+        outcome="allowed",
+        request_id=request_id,
+        session_id=session.session_id,
+        cluster=session.grant.cluster,
+        account=session.grant.account,
+        method=record.method,
+        path=path[:2048],
+        query=query[:2048],
+        verb=api.verb,
+        api_group=api.api_group,
+        resource=api.resource,
+        subresource=api.subresource,
+        namespace=api.namespace,
+        name=api.name,
+        decision=str(verdict.action),
+        rule=verdict.rule or "",
+        reason=verdict.reason,
+        warnings=tuple(n.reason for n in verdict.warnings),
+        impersonated=record.impersonated,
+        as_user=record.as_user,
+        upgrade=upgrade,
+        body=record.body,
+    )
+
+
 def _event(record: _Record, status: int, outcome: str) -> KubeApiRequestAudited:
     session, api, verdict = record.session, record.api, record.verdict
     path, _, query = record.target.partition("?")
@@ -1421,6 +1564,7 @@ def _event(record: _Record, status: int, outcome: str) -> KubeApiRequestAudited:
         actor=session.grant.user if session else "",
         source=record.source,
         outcome=outcome,
+        request_id=record.request_id,
         session_id=session.session_id if session else "",
         cluster=session.grant.cluster if session else "",
         account=session.grant.account if session else "",
