@@ -27,6 +27,14 @@ UNTRUSTED_DIGEST = "sha256:" + "c" * 64
 PINNED_REPO = "registry.example:5000/team/app"
 PINNED_REF = f"{PINNED_REPO}@{PINNED_DIGEST}"
 
+# The host the cases run against. The real-dockerd replay (test_conformance.py) builds it for
+# real: the directories, files and symlinks below, and containers and a volume created directly
+# on dockerd while their sources were plain directories, whose sources are then swapped for the
+# symlinks in "swaps" (the attack of issue 10: create passes, start would mount the host's /).
+WORLD = "/tmp/cm-bypass-world"
+SHARE = f"{WORLD}/share"
+NESTED_ROOT = f"{SHARE}/proj/inner"
+
 CONTEXT: dict[str, Any] = {
     "allowlist": {PINNED_REPO: [PINNED_DIGEST]},
     # image reference as written in the request -> (digests it resolves to, signature verified)
@@ -34,8 +42,36 @@ CONTEXT: dict[str, Any] = {
         "evil:latest": ([UNTRUSTED_DIGEST], False),
         "nginx:1.25": ([UNTRUSTED_DIGEST], False),
     },
-    # every host path resolves to itself; no path is allowlisted
-    "host_path_allowlist": [],
+    "host_path_allowlist": [SHARE, NESTED_ROOT],
+    "max_memory": 1 << 30,
+    "max_pids": 1000,
+    "dirs": [SHARE, f"{SHARE}/data", f"{SHARE}/data/sub", f"{SHARE}/proj", NESTED_ROOT],
+    "files": [f"{SHARE}/file.txt"],
+    "symlinks": {f"{SHARE}/link": "/", f"{SHARE}/inlink": f"{SHARE}/data"},
+    # plain directories while the containers and volumes are created, then these symlinks
+    "swaps": {
+        f"{SHARE}/victim1": "/",
+        f"{SHARE}/victim2": "/",
+        f"{SHARE}/victim3": "/",
+        f"{SHARE}/victim4": f"{SHARE}/data",
+    },
+    # created directly on dockerd (never through the proxy), all with the test busybox image
+    "volumes": {"cm-bp-bindvol": {"type": "none", "o": "bind", "device": f"{SHARE}/victim3"}},
+    "containers": {
+        "cm-bp-swapped": {"Binds": [f"{SHARE}/victim1:/h"]},
+        "cm-bp-mounts-swapped": {
+            "Mounts": [{"Type": "bind", "Source": f"{SHARE}/victim2", "Target": "/h"}]
+        },
+        "cm-bp-volume-swapped": {"Binds": ["cm-bp-bindvol:/v"]},
+        "cm-bp-inside-swapped": {"Binds": [f"{SHARE}/victim4:/h:ro"]},
+        "cm-bp-missing": {"Binds": [f"{SHARE}/gone:/h"]},
+        "cm-bp-outside": {"Binds": ["/etc:/h:ro"]},
+        "cm-bp-ok": {"Binds": [f"{SHARE}/data:/h", f"{SHARE}:/all:ro"]},
+    },
+    # user-defined networks (besides dockerd's own bridge, host and none)
+    "networks": {"cm-bp-net": "bridge"},
+    # what registries answer for name:tag (registry.example does not exist: nothing)
+    "registry": {},
 }
 
 Outcome = Literal["refused", "denied", "cloud", "allowed"]
@@ -94,7 +130,28 @@ def _chunked(method: str, target: str, data: bytes, *headers: str) -> bytes:
 
 
 PRIVILEGED = json.dumps({"Image": PINNED_REF, "HostConfig": {"Privileged": True}}).encode()
-BENIGN = {"Image": PINNED_REF, "HostConfig": {"Memory": 1 << 26}}
+LIMITS = {"Memory": 1 << 26, "PidsLimit": 100}
+BENIGN = {"Image": PINNED_REF, "HostConfig": LIMITS}
+
+
+def _create(host_config: dict[str, Any], **top: Any) -> bytes:
+    """A create of the pinned image within the limits, with ``host_config`` added."""
+    return _json(
+        "POST", CREATE, {"Image": PINNED_REF, **top, "HostConfig": {**LIMITS, **host_config}}
+    )
+
+
+def _volume(**opts: str) -> bytes:
+    return _json("POST", "/volumes/create", {"Name": "cm-bp-v", "DriverOpts": opts})
+
+
+def _exec(user: str | None) -> bytes:
+    body: dict[str, Any] = {"Cmd": ["id"]}
+    if user is not None:
+        body["User"] = user
+    return _json("POST", "/containers/cm-bp-ok/exec", body)
+
+
 CREATE = "/v1.45/containers/create"
 
 CASES: tuple[BypassCase, ...] = (
@@ -566,7 +623,7 @@ CASES: tuple[BypassCase, ...] = (
     BypassCase(
         "container-named-auth-svc-exec",
         "/containers/auth-svc/exec is exec create on auth-svc",
-        _json("POST", "/v1.45/containers/auth-svc/exec", {"User": "1000", "Cmd": ["id"]}),
+        _json("POST", "/v1.45/containers/auth-svc/exec", {"User": "1000:1000", "Cmd": ["id"]}),
         "cloud",
         "cloud_required",
         200,
@@ -724,10 +781,10 @@ CASES: tuple[BypassCase, ...] = (
     ),
     BypassCase(
         "pull-untrusted",
-        "pulling an unpinned, unsigned tag",
+        "pulling a tag is judged by the registry's digest for it; this registry cannot say",
         _head("POST", "/v1.45/images/create?fromImage=nginx&tag=1.25"),
         "denied",
-        "image_untrusted",
+        "tag_unresolved",
         403,
     ),
     BypassCase(
@@ -816,3 +873,512 @@ CASES: tuple[BypassCase, ...] = (
         "ordinary",
     ),
 )
+
+
+def _b(
+    name: str, description: str, raw: bytes, outcome: Outcome, code: str, **kw: Any
+) -> BypassCase:
+    status = {"refused": 400, "denied": 403}.get(outcome, 200)
+    return BypassCase(name, description, raw, outcome, code, kw.pop("status", status), **kw)
+
+
+_START = "/containers/{}/start"
+# --- issue 10: host paths are checked at use, exec users are numeric, smaller gaps
+ISSUE_10_CASES: tuple[BypassCase, ...] = (
+    # host paths at create: nothing a container could later swap under another one's bind
+    _b(
+        "bind-missing-source",
+        "a bind of SHARE/new that does not exist yet (dockerd would create it, or follow a "
+        "symlink put there, at start)",
+        _create({"Binds": [f"{SHARE}/new:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "mounts-bind-missing-source",
+        "the same with a Mounts bind",
+        _create({"Mounts": [{"Type": "bind", "Source": f"{SHARE}/new", "Target": "/h"}]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-allowed-dir-read-write",
+        "binding the allowlisted directory itself read-write lets the container swap what "
+        "other binds inside it point to",
+        _create({"Binds": [f"{SHARE}:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-allowed-dir-rw-mode",
+        "the same with an explicit :rw",
+        _create({"Binds": [f"{SHARE}:/h:rw"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-allowed-dir-trailing-slash",
+        "the same spelled SHARE/",
+        _create({"Binds": [f"{SHARE}/:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "legacy-top-level-bind-allowed-dir-rw",
+        "the read-write bind of the allowlisted directory in the legacy top-level Binds",
+        _json(
+            "POST", CREATE, {"Image": PINNED_REF, "HostConfig": LIMITS, "Binds": [f"{SHARE}:/h"]}
+        ),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "mounts-allowed-dir-read-write",
+        "a Mounts bind of the allowlisted directory without ReadOnly",
+        _create({"Mounts": [{"Type": "bind", "Source": SHARE, "Target": "/h"}]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "mounts-allowed-dir-readonly-string",
+        "ReadOnly given as a string is not read-only to the guard (dockerd refuses it anyway)",
+        _create({"Mounts": [{"Type": "bind", "Source": SHARE, "Target": "/h", "ReadOnly": "1"}]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-allowed-dir-read-only",
+        "positive control: the allowlisted directory read-only",
+        _create({"Binds": [f"{SHARE}:/h:ro"]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "bind-allowed-dir-ro-among-modes",
+        "positive control: ro among several modes",
+        _create({"Binds": [f"{SHARE}:/h:ro,rprivate"]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "mounts-allowed-dir-read-only",
+        "positive control: a read-only Mounts bind of the allowlisted directory",
+        _create({"Mounts": [{"Type": "bind", "Source": SHARE, "Target": "/h", "ReadOnly": True}]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "bind-entry-read-write",
+        "positive control: an existing entry directly inside the allowlisted directory",
+        _create({"Binds": [f"{SHARE}/data:/h"]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "bind-file-entry",
+        "positive control: an existing file directly inside the allowlisted directory",
+        _create({"Binds": [f"{SHARE}/file.txt:/f:ro"]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "bind-two-levels-deep",
+        "SHARE/data/sub: a container with SHARE/data read-write could swap it",
+        _create({"Binds": [f"{SHARE}/data/sub:/h:ro"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-symlink-to-root",
+        "an entry that is a symlink to the host's /",
+        _create({"Binds": [f"{SHARE}/link:/h"]}),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "bind-symlink-inside-allowlist",
+        "a symlink to another allowed entry: bind the real path",
+        _create({"Binds": [f"{SHARE}/inlink:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-through-symlink",
+        "a path through a symlinked directory",
+        _create({"Binds": [f"{SHARE}/link/etc:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-rw-around-nested-allowed-dir",
+        "SHARE/proj read-write contains the allowed directory SHARE/proj/inner",
+        _create({"Binds": [f"{SHARE}/proj:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "bind-ro-around-nested-allowed-dir",
+        "positive control: the same read-only",
+        _create({"Binds": [f"{SHARE}/proj:/h:ro"]}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "bind-nested-allowed-dir-rw",
+        "the nested allowed directory itself read-write",
+        _create({"Binds": [f"{NESTED_ROOT}:/h"]}),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "volume-bind-device-missing",
+        "a local bind volume of SHARE/new that does not exist yet",
+        _volume(type="none", o="bind", device=f"{SHARE}/new"),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "volume-bind-device-allowed-dir",
+        "a bind volume of the allowlisted directory (any container could mount it read-write)",
+        _volume(type="none", o="bind", device=SHARE),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "volume-bind-device-symlink",
+        "a bind volume of a symlink to /",
+        _volume(type="none", o="bind", device=f"{SHARE}/link"),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "volume-rbind-device-deep",
+        "o=rbind of a path two levels deep",
+        _volume(o="rbind", device=f"{SHARE}/data/sub"),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "volume-bind-device-entry",
+        "positive control: a bind volume of an existing entry",
+        _volume(type="none", o="bind", device=f"{SHARE}/data"),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "mounts-volume-driver-options-bind-missing",
+        "a new bind volume made on the fly by a Mounts entry, of a missing path",
+        _create(
+            {
+                "Mounts": [
+                    {
+                        "Type": "volume",
+                        "Source": "cm-bp-onthefly",
+                        "Target": "/v",
+                        "VolumeOptions": {
+                            "DriverConfig": {
+                                "Name": "local",
+                                "Options": {"type": "none", "o": "bind", "device": f"{SHARE}/new"},
+                            }
+                        },
+                    }
+                ]
+            }
+        ),
+        "denied",
+        "host_path",
+    ),
+    # host paths at use: start and restart re-read the mounts from dockerd and judge them again
+    _b(
+        "start-after-bind-swapped-to-root",
+        "created while SHARE/victim1 was a directory, then swapped for a symlink to /",
+        _head("POST", _START.format("cm-bp-swapped")),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "restart-after-bind-swapped-to-root",
+        "the same through restart",
+        _head("POST", "/containers/cm-bp-swapped/restart"),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "versioned-start-after-swap",
+        "the same with an API version in the path",
+        _head("POST", "/v1.41" + _START.format("cm-bp-swapped")),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "start-after-mounts-bind-swapped",
+        "a Mounts bind swapped for a symlink to / after create",
+        _head("POST", _START.format("cm-bp-mounts-swapped")),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "start-after-bind-volume-swapped",
+        "a local volume (type=none, o=bind) whose device was swapped for a symlink to /",
+        _head("POST", _START.format("cm-bp-volume-swapped")),
+        "denied",
+        "docker_socket",
+    ),
+    _b(
+        "start-after-swap-to-inside-symlink",
+        "swapped for a symlink to another allowed entry: refused too",
+        _head("POST", _START.format("cm-bp-inside-swapped")),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "start-with-missing-bind-source",
+        "created (directly on dockerd) while its bind source did not exist",
+        _head("POST", _START.format("cm-bp-missing")),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "start-with-bind-outside-allowlist",
+        "created directly on dockerd with a bind of /etc",
+        _head("POST", _START.format("cm-bp-outside")),
+        "denied",
+        "host_path",
+    ),
+    _b(
+        "start-unswapped",
+        "positive control: a container whose binds are as they were",
+        _head("POST", _START.format("cm-bp-ok")),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "start-unknown-container",
+        "no such container: nothing to mount, dockerd answers 404",
+        _head("POST", _START.format("cm-bp-nonexistent")),
+        "cloud",
+        "cloud_required",
+    ),
+    # exec: names are resolved by the container, so only numeric non-root uid:gid
+    _b(
+        "exec-as-name",
+        "User rtadmin: the container's /etc/passwd may map it to uid 0",
+        _exec("rtadmin"),
+        "denied",
+        "exec_user",
+    ),
+    _b(
+        "exec-as-uid-only",
+        "1000 without a group: the gid comes from the container",
+        _exec("1000"),
+        "denied",
+        "exec_user",
+    ),
+    _b("exec-as-name-and-gid", "name:gid", _exec("app:1000"), "denied", "exec_user"),
+    _b(
+        "exec-as-gid-root", "uid:0 runs with the root group", _exec("1000:0"), "denied", "exec_root"
+    ),
+    _b("exec-as-signed-zero", "+0:+0 is root to Go's Atoi", _exec("+0:+0"), "denied", "exec_root"),
+    _b("exec-as-root-name-numeric-gid", "root:1000", _exec("root:1000"), "denied", "exec_root"),
+    _b(
+        "exec-as-leading-zero",
+        "01000:1000 is not canonical",
+        _exec("01000:1000"),
+        "denied",
+        "exec_user",
+    ),
+    _b("exec-as-spaced", "' 1000:1000'", _exec(" 1000:1000"), "denied", "exec_user"),
+    _b(
+        "exec-as-wrapping-uid",
+        "4294967296:1000 wraps to 0 in 32 bits",
+        _exec("4294967296:1000"),
+        "denied",
+        "exec_user",
+    ),
+    _b("exec-as-uid-gid-name", "1000:wheel", _exec("1000:wheel"), "denied", "exec_user"),
+    _b("exec-without-user", "plain docker exec", _exec(None), "denied", "exec_user"),
+    _b(
+        "exec-as-numeric-user",
+        "positive control: 1000:1000",
+        _exec("1000:1000"),
+        "cloud",
+        "cloud_required",
+    ),
+    # network connect is judged like create's network mode
+    _b(
+        "network-connect-host",
+        "POST /networks/host/connect",
+        _json("POST", "/networks/host/connect", {"Container": "cm-bp-ok"}),
+        "denied",
+        "network_host",
+    ),
+    _b(
+        "network-connect-host-versioned",
+        "the same with an API version",
+        _json("POST", "/v1.41/networks/host/connect", {"Container": "cm-bp-ok"}),
+        "denied",
+        "network_host",
+    ),
+    _b(
+        "network-connect-missing",
+        "a network dockerd does not have",
+        _json("POST", "/networks/cm-bp-nonet/connect", {"Container": "cm-bp-ok"}),
+        "denied",
+        "network_unresolved",
+    ),
+    _b(
+        "network-connect-user-network",
+        "positive control: a user-defined bridge",
+        _json("POST", "/networks/cm-bp-net/connect", {"Container": "cm-bp-ok"}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "create-endpoint-missing-network",
+        "NetworkingConfig naming a network dockerd does not have",
+        _create({}, NetworkingConfig={"EndpointsConfig": {"cm-bp-nonet": {}}}),
+        "denied",
+        "network_unresolved",
+    ),
+    _b(
+        "create-network-mode-user-network",
+        "positive control: NetworkMode of a user-defined bridge",
+        _create({"NetworkMode": "cm-bp-net"}),
+        "cloud",
+        "cloud_required",
+    ),
+    # resource limits: create and update under one policy
+    _b(
+        "update-memory-above-max",
+        "update raises the memory limit above the maximum",
+        _json("POST", "/containers/cm-bp-ok/update", {"Memory": 1 << 34}),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "update-memory-unlimited",
+        "update sets the memory limit to -1",
+        _json("POST", "/containers/cm-bp-ok/update", {"Memory": -1}),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "update-pids-unlimited",
+        "update sets PidsLimit 0 (unlimited)",
+        _json("POST", "/containers/cm-bp-ok/update", {"PidsLimit": 0}),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "update-pids-above-max",
+        "update raises PidsLimit above the maximum",
+        _json("POST", "/containers/cm-bp-ok/update", {"pidslimit": 100000}),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "update-within-limits",
+        "positive control: update within the limits",
+        _json("POST", "/containers/cm-bp-ok/update", {"Memory": 1 << 27, "PidsLimit": 200}),
+        "cloud",
+        "cloud_required",
+    ),
+    _b(
+        "create-without-limits",
+        "create with no memory or pids limit",
+        _json("POST", CREATE, {"Image": PINNED_REF}),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "create-legacy-memory-above-max",
+        "HostConfig leaves Memory 0 and the legacy top level sets it above the maximum",
+        _json(
+            "POST",
+            CREATE,
+            {"Image": PINNED_REF, "HostConfig": {"PidsLimit": 100}, "Memory": 1 << 34},
+        ),
+        "denied",
+        "limits",
+    ),
+    # control characters in JSON keys
+    _b(
+        "nul-in-key",
+        "Privileged\\u0000: dockerd ignores the key, a checker might not",
+        _raw_json("POST", CREATE, _create_text(',"HostConfig":{"Privileged\\u0000":true}}')),
+        "refused",
+        "json_key",
+    ),
+    _b(
+        "newline-in-label-key",
+        "a label key with a newline",
+        _raw_json("POST", CREATE, _create_text(',"Labels":{"a\\nb":"c"}}')),
+        "refused",
+        "json_key",
+    ),
+    _b(
+        "del-in-key",
+        "a key with DEL",
+        _raw_json("POST", CREATE, _create_text(',"HostConfig\\u007f":{}}')),
+        "refused",
+        "json_key",
+    ),
+    _b(
+        "c1-in-nested-key",
+        "a nested key with a C1 control (U+0085)",
+        _raw_json("POST", CREATE, _create_text(',"HostConfig":{"Binds\\u0085":["/:/h"]}}')),
+        "refused",
+        "json_key",
+    ),
+    # ordinary users may make every read-only call
+    _b(
+        "ordinary-top",
+        "docker top",
+        _head("GET", "/containers/cm-bp-ok/top"),
+        "allowed",
+        "read_allowed",
+        caller="ordinary",
+    ),
+    _b(
+        "ordinary-network-ls",
+        "docker network ls",
+        _head("GET", "/networks"),
+        "allowed",
+        "read_allowed",
+        caller="ordinary",
+    ),
+    _b(
+        "ordinary-volume-ls",
+        "docker volume ls",
+        _head("GET", "/volumes"),
+        "allowed",
+        "read_allowed",
+        caller="ordinary",
+    ),
+    _b(
+        "ordinary-system-df",
+        "docker system df",
+        _head("GET", "/system/df"),
+        "allowed",
+        "read_allowed",
+        caller="ordinary",
+    ),
+    _b(
+        "ordinary-network-connect",
+        "but not a network connect",
+        _json("POST", "/networks/cm-bp-net/connect", {"Container": "cm-bp-ok"}),
+        "denied",
+        "ordinary_read_only",
+        caller="ordinary",
+    ),
+    # pull by tag is judged by what the registry serves, never by the local tag
+    _b(
+        "pull-tag-of-allowlisted-repo",
+        "a tag of the allowlisted repository that the registry cannot resolve",
+        _head("POST", f"/images/create?fromImage={PINNED_REPO}&tag=1"),
+        "denied",
+        "tag_unresolved",
+    ),
+)
+
+CASES = CASES + ISSUE_10_CASES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,14 +11,18 @@ from casemate.edge.decide import (
     Caller,
     ImageRecord,
     ImageTrust,
+    NetworkInfo,
     RiskPolicy,
     Role,
     TokenCheck,
     TrustFacts,
     Verdict,
     decide,
+    facts_needed,
+    host_paths_of,
 )
 from casemate.edge.dockerapi import DockerRequest, read_request
+from casemate.edge.mounts import ContainerMounts
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 PINNED_DIGEST = "sha256:" + "a" * 64
@@ -72,16 +77,27 @@ def facts(
     *,
     images: dict[str, ImageRecord] | None = None,
     host_paths: dict[str, str] | None = None,
+    present: Iterable[str] | None = None,
+    containers: dict[str, ContainerMounts] | None = None,
+    networks: dict[str, NetworkInfo | None] | None = None,
+    registry_digests: dict[str, str] | None = None,
 ) -> TrustFacts:
+    """Decision facts; every host path given exists unless ``present`` says otherwise."""
+    paths = host_paths or {}
     return TrustFacts(
-        now=NOW, allowlist=ALLOWLIST, images=images or {}, host_paths=host_paths or {}
+        now=NOW,
+        allowlist=ALLOWLIST,
+        images=images or {},
+        host_paths=paths,
+        present_host_paths=frozenset(paths if present is None else present),
+        containers=containers or {},
+        networks=networks or {},
+        registry_digests=registry_digests or {},
     )
 
 
 def identity_paths(request: DockerRequest) -> dict[str, str]:
     """Host paths resolve to themselves (no symlinks)."""
-    from casemate.edge.decide import facts_needed
-
     return {p: p for p in facts_needed(request).host_paths}
 
 
@@ -91,10 +107,31 @@ def verdict_for(
     policy: RiskPolicy | None = None,
     images: dict[str, ImageRecord] | None = None,
     host_paths: dict[str, str] | None = None,
+    *,
+    present: Iterable[str] | None = None,
+    containers: dict[str, ContainerMounts] | None = None,
+    networks: dict[str, NetworkInfo | None] | None = None,
+    registry_digests: dict[str, str] | None = None,
 ) -> Verdict:
+    """Decide ``raw``; by default containers to start have no mounts, named networks are plain
+    bridges, and host paths resolve to themselves and exist."""
     request = read_request(raw)
-    paths = identity_paths(request) if host_paths is None else host_paths
-    return decide(request, caller, facts(images=images, host_paths=paths), policy or RiskPolicy())
+    needed = facts_needed(request)
+    if containers is None:
+        containers = {c: ContainerMounts() for c in needed.containers}
+    if networks is None:
+        networks = {n: NetworkInfo(n, "bridge") for n in needed.networks}
+    if host_paths is None:
+        host_paths = {p: p for p in needed.host_paths | host_paths_of(containers.values())}
+    trust = facts(
+        images=images,
+        host_paths=host_paths,
+        present=present,
+        containers=containers,
+        networks=networks,
+        registry_digests=registry_digests,
+    )
+    return decide(request, caller, trust, policy or RiskPolicy())
 
 
 def create(body: dict[str, Any], target: str = "/v1.45/containers/create") -> bytes:

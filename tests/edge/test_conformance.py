@@ -11,6 +11,8 @@ at the live socket and checks that the proxy still answers ``_ping`` and dockerd
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from casemate.edge.decide import RiskPolicy
 from casemate.testenv.docker import DockerEngine
-from tests.edge.bypass_cases import CASES, CONTEXT, BypassCase
+from tests.edge.bypass_cases import CASES, CONTEXT, SHARE, WORLD, BypassCase
 from tests.edge.test_proxy import ProxyStack, ping
 
 pytestmark = pytest.mark.docker
@@ -52,9 +55,62 @@ def dockerd_state(engine: DockerEngine) -> dict[str, Any]:
         }
 
 
+def _docker_api(engine: DockerEngine) -> httpx.Client:
+    transport = httpx.HTTPTransport(uds=str(engine.socket_path))
+    return httpx.Client(transport=transport, base_url="http://docker", timeout=30)
+
+
+def remove_world(engine: DockerEngine) -> None:
+    with _docker_api(engine) as api:
+        for name in CONTEXT["containers"]:
+            api.delete(f"/containers/{name}", params={"force": "1"})
+        for name in CONTEXT["volumes"]:
+            api.delete(f"/volumes/{name}", params={"force": "1"})
+        for name in CONTEXT["networks"]:
+            api.delete(f"/networks/{name}")
+    shutil.rmtree(WORLD, ignore_errors=True)
+
+
+def build_world(engine: DockerEngine, image: str) -> None:
+    """The host CONTEXT describes, made directly (never through the proxy): the attacker's
+    containers were created while their sources were plain directories, then swapped."""
+    remove_world(engine)
+    for directory in CONTEXT["dirs"]:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    for file in CONTEXT["files"]:
+        Path(file).write_text("x")
+    for source in CONTEXT["swaps"]:
+        Path(source).mkdir(parents=True)
+    with _docker_api(engine) as api:
+        for name, driver in CONTEXT["networks"].items():
+            api.post("/networks/create", json={"Name": name, "Driver": driver}).raise_for_status()
+        for name, opts in CONTEXT["volumes"].items():
+            body = {"Name": name, "Driver": "local", "DriverOpts": opts}
+            api.post("/volumes/create", json=body).raise_for_status()
+        for name, host_config in CONTEXT["containers"].items():
+            body = {"Image": image, "Cmd": ["sleep", "600"], "HostConfig": host_config}
+            created = api.post("/containers/create", params={"name": name}, json=body)
+            assert created.status_code == 201, created.text
+    for source, target in CONTEXT["swaps"].items():
+        Path(source).rmdir()
+        Path(source).symlink_to(target)
+    for link, target in CONTEXT["symlinks"].items():
+        Path(link).symlink_to(target)
+
+
+def context_policy() -> RiskPolicy:
+    return RiskPolicy(
+        required_scope="write",
+        host_path_allowlist=frozenset(CONTEXT["host_path_allowlist"]),
+        max_memory=CONTEXT["max_memory"],
+        max_pids=CONTEXT["max_pids"],
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(docker_engine: DockerEngine, busybox_image: str) -> Iterator[ProxyStack]:
-    s = ProxyStack(docker_engine.socket_path, cloud="fake")
+    build_world(docker_engine, busybox_image)
+    s = ProxyStack(docker_engine.socket_path, cloud="fake", policy=context_policy())
     s.start()
     for repo, digests in CONTEXT["allowlist"].items():
         s.store.allow_image(repo, digests, by="test")
@@ -63,6 +119,17 @@ def stack(docker_engine: DockerEngine, busybox_image: str) -> Iterator[ProxyStac
         yield s
     finally:
         s.stop()
+        remove_world(docker_engine)
+
+
+def test_the_world_is_as_described(stack: ProxyStack, docker_engine: DockerEngine) -> None:
+    """The swapped sources really lead to the host's / now, and dockerd holds the containers
+    that would mount them (created, never started)."""
+    assert os.path.realpath(f"{SHARE}/victim1") == "/"
+    with _docker_api(docker_engine) as api:
+        for name in CONTEXT["containers"]:
+            state = api.get(f"/containers/{name}/json").json()["State"]["Status"]
+            assert state == "created", name
 
 
 def send_case(stack: ProxyStack, case: BypassCase) -> Any:
@@ -122,7 +189,7 @@ def test_cloud_cases_are_forwarded_when_the_cloud_allows(
 
 
 def test_every_case_is_covered() -> None:
-    assert len(CASES) >= 70
+    assert len(CASES) >= 140
     assert {c.outcome for c in CASES} == {"refused", "denied", "cloud", "allowed"}
 
 

@@ -104,8 +104,8 @@ def test_ordinary_users_may_read(target):
         http("POST", "/containers/web/exec", {"User": "1000"}),
         http("GET", "/containers/web/export"),
         http("GET", "/containers/web/archive?path=/etc"),
-        http("GET", "/containers/web/top"),
         http("GET", "/images/get?names=x"),
+        http("POST", "/networks/net1/connect", {"Container": "web"}),
         http("POST", "/auth", {"username": "u"}),
         http("POST", "/images/create?fromImage=x&tag=1"),
         create({}),
@@ -114,7 +114,17 @@ def test_ordinary_users_may_read(target):
 def test_ordinary_users_may_not_do_anything_else(raw):
     verdict = verdict_for(raw, caller=ORDINARY)
     assert (verdict.allowed, verdict.code) == (False, Code.ORDINARY_READ_ONLY)
-    assert "may only read" in verdict.reason
+    assert "may only make read-only calls" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/containers/web/top", "/networks", "/volumes", "/system/df", "/networks/n1", "/volumes/v"],
+)
+def test_ordinary_users_may_make_every_read_only_call(target):
+    """issue 10: routes.py marks these read-only; ordinary users were refused them."""
+    verdict = verdict_for(http("GET", target), caller=ORDINARY)
+    assert (verdict.allowed, verdict.needs_cloud, verdict.code) == (True, False, Code.READ_ALLOWED)
 
 
 def test_super_users_read_without_cloud_and_mutate_with_it():
@@ -498,9 +508,14 @@ ALLOW_SRV = RiskPolicy(host_path_allowlist=frozenset({"/srv/data"}))
 @pytest.mark.parametrize(
     ("bind", "code"),
     [
-        ("/srv/data:/data", CLOUD),
+        ("/srv/data:/data", Code.HOST_PATH),
+        ("/srv/data:/data:ro", CLOUD),
+        ("/srv/data:/data:rw", Code.HOST_PATH),
+        ("/srv/data:/data:Z,ro", CLOUD),
         ("/srv/data/app:/data:ro", CLOUD),
-        ("/srv/data/:/data", CLOUD),
+        ("/srv/data/app:/data", CLOUD),
+        ("/srv/data/app/sub:/data:ro", Code.HOST_PATH),
+        ("/srv/data/:/data", Code.HOST_PATH),
         ("/srv/database:/data", Code.HOST_PATH),
         ("/srv:/data", Code.HOST_PATH),
         ("/etc:/etc", Code.HOST_PATH),
@@ -525,7 +540,12 @@ def test_resolved_host_paths_are_checked_too():
     assert "-> /etc" in verdict.reason
     assert code_of(raw, policy=ALLOW_SRV, host_paths={}) is Code.HOST_PATH_UNRESOLVED
     inside = {"/srv/data/link": "/srv/data/real"}
-    assert code_of(raw, policy=ALLOW_SRV, host_paths=inside) is CLOUD
+    verdict = verdict_for(raw, policy=ALLOW_SRV, host_paths=inside)
+    assert verdict.code is Code.HOST_PATH and "symbolic link" in verdict.reason
+    identity = {"/srv/data/link": "/srv/data/link"}
+    assert code_of(raw, policy=ALLOW_SRV, host_paths=identity) is CLOUD
+    missing = verdict_for(raw, policy=ALLOW_SRV, host_paths=identity, present=())
+    assert missing.code is Code.HOST_PATH and "does not exist" in missing.reason
 
 
 @pytest.mark.parametrize(
@@ -533,7 +553,9 @@ def test_resolved_host_paths_are_checked_too():
     [
         ({"Type": "bind", "Source": "/etc", "Target": "/x"}, Code.HOST_PATH),
         ({"type": "BIND", "source": "/etc", "target": "/x"}, Code.HOST_PATH),
-        ({"Type": "bind", "Source": "/srv/data", "Target": "/x"}, CLOUD),
+        ({"Type": "bind", "Source": "/srv/data", "Target": "/x"}, Code.HOST_PATH),
+        ({"Type": "bind", "Source": "/srv/data", "Target": "/x", "ReadOnly": True}, CLOUD),
+        ({"Type": "bind", "Source": "/srv/data/a", "Target": "/x"}, CLOUD),
         ({"Type": "tmpfs", "Target": "/x"}, CLOUD),
         ({"Type": "volume", "Source": "v", "Target": "/x"}, CLOUD),
         ({"Type": "npipe", "Source": "x", "Target": "/x"}, Code.MOUNT_TYPE),
@@ -664,7 +686,6 @@ def test_every_finding_is_reported():
         Code.CAP_ADD,
         Code.NAMESPACE,
         Code.DOCKER_SOCKET,
-        Code.HOST_PATH,
     ]
     assert verdict.code is Code.PRIVILEGED
     assert all(f.reason in verdict.reason for f in verdict.findings)
@@ -692,23 +713,52 @@ def exec_body(**fields: Any) -> bytes:
     return http("POST", "/containers/web/exec", {"Cmd": ["sh"], **fields})
 
 
-@pytest.mark.parametrize("user", ["root", "ROOT", "0", "00", "+0", "root:root", "0:0", " 0 "])
+@pytest.mark.parametrize(
+    "user",
+    ["root", "ROOT", "0", "00", "+0", "root:root", "0:0", " 0 ", "1000:0", ":0", "root:1000"],
+)
 def test_exec_as_root(user):
     assert code_of(exec_body(User=user)) is Code.EXEC_ROOT
 
 
-@pytest.mark.parametrize("user", ["1000", "app", "1000:0", "nobody:nogroup"])
-def test_exec_as_someone_else(user):
+@pytest.mark.parametrize(
+    "user",
+    [
+        "1000",  # the group comes from the container's /etc/passwd
+        "app",
+        "rtadmin",  # a name the container may have mapped to uid 0
+        "nobody:nogroup",
+        "app:1000",
+        "1000:wheel",
+        "01000:1000",
+        " 1000:1000",
+        "1000:1000 ",
+        "+1000:1000",
+        "1_000:1000",
+        "4294967296:1000",  # wraps to 0 in 32 bits
+        "2147483648:1000",
+        "1000:1000:1000",
+        "١٠٠٠:1000",  # Arabic-Indic digits: int() takes them, Go does not
+    ],
+)
+def test_exec_needs_a_numeric_non_root_uid_and_gid(user):
+    verdict = verdict_for(exec_body(User=user))
+    assert verdict.code is Code.EXEC_USER
+    assert "docker exec -u 1000:1000" in verdict.reason
+
+
+@pytest.mark.parametrize("user", ["1000:1000", "1:1", "65534:65534", "2147483647:1000"])
+def test_exec_as_numeric_user(user):
     assert code_of(exec_body(User=user)) is CLOUD
 
 
 def test_exec_default_user_and_privileged():
-    assert code_of(exec_body()) is Code.EXEC_USER
+    no_user = verdict_for(exec_body())
+    assert no_user.code is Code.EXEC_USER and "docker exec -u 1000:1000" in no_user.reason
     assert code_of(exec_body(User="")) is Code.EXEC_USER
-    assert code_of(exec_body(User=":0")) is Code.EXEC_USER
     assert code_of(exec_body(), policy=RiskPolicy(exec_allow_default_user=True)) is CLOUD
-    assert code_of(exec_body(User="1000", Privileged=True)) is Code.EXEC_PRIVILEGED
-    assert code_of(exec_body(User="1000", privileged=True)) is Code.EXEC_PRIVILEGED
+    assert code_of(exec_body(User="1000:1000", Privileged=True)) is Code.EXEC_PRIVILEGED
+    assert code_of(exec_body(User="1000:1000", privileged=True)) is Code.EXEC_PRIVILEGED
     assert code_of(exec_body(User=0)) is Code.MALFORMED_FIELD
 
 
@@ -802,12 +852,29 @@ def test_pull_trust():
     pinned = http("POST", f"/images/create?fromImage={PINNED_REPO}&tag={PINNED_DIGEST}")
     assert code_of(pinned) is CLOUD
     by_tag = http("POST", "/images/create?fromImage=nginx&tag=1.25")
-    assert code_of(by_tag) is Code.IMAGE_UNTRUSTED
-    assert code_of(by_tag, images={"nginx:1.25": UNTRUSTED}) is Code.IMAGE_UNTRUSTED
-    signed = {"nginx:1.25": replace(UNTRUSTED, signature_verified=True)}
-    assert code_of(by_tag, images=signed) is CLOUD
+    # a tag is judged by the registry's digest for it, never by the local tag
+    assert code_of(by_tag) is Code.TAG_UNRESOLVED
+    assert code_of(by_tag, images={"nginx:1.25": UNTRUSTED}) is Code.TAG_UNRESOLVED
+    locally_trusted = {"nginx:1.25": replace(UNTRUSTED, signature_verified=True)}
+    assert code_of(by_tag, images=locally_trusted) is Code.TAG_UNRESOLVED
+    served = {"nginx:1.25": OTHER_DIGEST}
+    assert code_of(by_tag, images=locally_trusted, registry_digests=served) is (
+        Code.IMAGE_UNTRUSTED
+    )
+    pinned_name = f"docker.io/library/nginx@{OTHER_DIGEST}"
+    signed = {pinned_name: ImageRecord(pinned_name, frozenset(), signature_verified=True)}
+    assert code_of(by_tag, images=signed, registry_digests=served) is CLOUD
     all_tags = http("POST", "/images/create?fromImage=nginx")
-    assert code_of(all_tags) is Code.IMAGE_UNTRUSTED
+    assert code_of(all_tags) is Code.TAG_UNRESOLVED
+    # the allowlisted repository: only its allowlisted digest, as served now
+    ours = http("POST", f"/images/create?fromImage={PINNED_REPO}&tag=1")
+    ref = f"{PINNED_REPO}:1"
+    assert code_of(ours, registry_digests={ref: PINNED_DIGEST}) is CLOUD
+    assert code_of(ours, registry_digests={ref: OTHER_DIGEST}) is Code.IMAGE_UNTRUSTED
+    local = {ref: ImageRecord(ref, frozenset({PINNED_DIGEST}))}
+    assert code_of(ours, images=local, registry_digests={ref: OTHER_DIGEST}) is (
+        Code.IMAGE_UNTRUSTED
+    )
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,7 @@ def test_ordinary_user_reads_but_cannot_run(stack: ProxyStack, busybox_image: st
     mark = stack.audit_mark()
     run = stack.docker("run", "--rm", busybox_image, "echo", "hi", user="ordinary")
     assert run.returncode != 0
-    assert "Error response from daemon: casemate: user alice may only read" in run.stderr
+    assert "casemate: user alice may only make read-only calls" in run.stderr
     assert "[ordinary_read_only]" in run.stderr and "hi" not in run.stdout
     [create] = [r for r in stack.audit(mark) if r.details["action"] == "create"]
     assert (create.actor, create.details["uid"], create.outcome) == (ORDINARY_USER, 65534, "denied")
@@ -189,11 +189,26 @@ def test_exec_and_logs_follow(
     run = stack.docker("run", "-d", "--name", name, busybox_image, "sh", "-c", script)
     assert run.returncode == 0, run.stderr
     try:
-        exec_ = stack.docker("exec", "-u", "1000", name, "sh", "-c", "echo hi from $(id -u)")
+        exec_ = stack.docker("exec", "-u", "1000:1000", name, "sh", "-c", "echo hi from $(id -u)")
         assert exec_.returncode == 0, exec_.stderr
         assert exec_.stdout == "hi from 1000\n"
         exec_root = stack.docker("exec", name, "true")
         assert exec_root.returncode != 0 and "[exec_user]" in exec_root.stderr
+        assert "docker exec -u 1000:1000" in exec_root.stderr  # says how to do it right
+        # issue 10: a name the container maps to uid 0 in its own /etc/passwd
+        passwd = "echo rtadmin:x:0:0::/root:/bin/sh >> /etc/passwd"
+        appended = docker_engine.docker("exec", name, "sh", "-c", passwd, check=False)
+        assert appended.returncode == 0, appended.stderr
+        by_name = stack.docker("exec", "-u", "rtadmin", name, "id", "-u")
+        assert by_name.returncode != 0 and "[exec_user]" in by_name.stderr
+        assert by_name.stdout == ""
+        for user in ("1000", "1000:0", "0:1000"):
+            refused = stack.docker("exec", "-u", user, name, "id", "-u")
+            assert refused.returncode != 0 and refused.stdout == "", user
+        # the ordinary user may use every read-only call
+        for args in (["top", name], ["network", "ls"], ["volume", "ls"], ["system", "df"]):
+            read = stack.docker(*args, user="ordinary")
+            assert read.returncode == 0, (args, read.stderr)
         # docker logs -f by the ordinary user: lines arrive while the stream is open.
         follower = stack.docker_popen("logs", "-f", name, user="ordinary")
         try:

@@ -100,3 +100,19 @@ def test_dumps_is_canonical_and_round_trips():
     data = gojson.dumps(value)
     assert data == b'{"b":"\\u00e9\\ud83d\\ude00","a":[1,2.5,null]}'
     assert decode(data) == value
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["Privileged\\u0000", "\\u0000", "a\\nb", "a\\tb", "x\\u007f", "x\\u0085", "\\u009f", "a\\rb"],
+)
+def test_control_characters_in_keys_are_refused(key):
+    for doc in (f'{{"{key}":1}}', f'{{"a":{{"b":[{{"{key}":1}}]}}}}'):
+        with pytest.raises(RequestRefused) as e:
+            decode(doc.encode())
+        assert e.value.code is RefusalCode.JSON_KEY
+
+
+def test_control_characters_in_values_and_ordinary_unicode_keys_are_kept():
+    assert decode(b'{"Cmd":["a\\u0000b"]}') == JsonObject({"Cmd": ("a\x00b",)})
+    assert decode('{"caf\u00e9 \u2603":1}'.encode()) == JsonObject({"caf\u00e9 \u2603": 1})

@@ -799,13 +799,13 @@ async def test_ordinary_and_unmapped_callers_only_read(unit: Unit) -> None:
     await unit.set_role("ordinary")
     resp = await unit.exchange(unit.with_token(CREATE_BUSYBOX))
     assert resp.status == 403
-    assert resp.message.startswith("casemate: user alice may only read")
+    assert resp.message.startswith("casemate: user alice may only make read-only calls")
     assert resp.message.endswith("[ordinary_read_only]")
     assert (await unit.exchange(PING)).status == 200
     await asyncio.to_thread(unit.store.unmap_user, 0, by="test")
     await unit.proxy.reload()
     resp = await unit.exchange(unit.with_token(CREATE_BUSYBOX))
-    assert resp.status == 403 and "user uid:0 may only read" in resp.message
+    assert resp.status == 403 and "user uid:0 may only make read-only calls" in resp.message
     assert (await unit.exchange(PING)).status == 200
     assert [r.target for r in unit.docker.seen] == ["/_ping", "/_ping"]
     assert unit.cloud.requests == []
@@ -881,7 +881,8 @@ async def test_cloud_denial_and_missing_cloud(unit: Unit) -> None:
     resp = await unit.exchange(raw)
     assert resp.status == 403 and resp.message.endswith("[cloud_unavailable]")
     assert "no cloud link is configured" in resp.message
-    assert unit.docker.seen == []
+    # dockerd was only asked for the container's mounts (check at use), never to start it
+    assert [(r.method, r.target) for r in unit.docker.seen] == [("GET", "/containers/x/json")] * 2
     codes = [r.details["code"] for r in unit.audit()]
     assert codes == ["cloud_denied", "cloud_unavailable"]
 

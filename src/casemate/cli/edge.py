@@ -161,6 +161,22 @@ def serve(
         list[str] | None,
         typer.Option("--allow-path", help="Host path containers may bind (repeatable)."),
     ] = None,
+    max_memory: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest memory limit (bytes) a container may be created or updated with; "
+            "containers without one are refused.",
+            show_default=False,
+        ),
+    ] = None,
+    max_pids: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest pids limit a container may be created or updated with; containers "
+            "without one are refused.",
+            show_default=False,
+        ),
+    ] = None,
     guard: Annotated[
         bool, typer.Option("--guard/--no-guard", help="Run the resource guard beside the proxy.")
     ] = False,
@@ -184,7 +200,12 @@ def serve(
         socket_mode=parse_mode(socket_mode),
         socket_group=_group_id(socket_group),
         token_header=token_header,
-        policy=RiskPolicy(required_scope="write", host_path_allowlist=frozenset(allow_path or ())),
+        policy=RiskPolicy(
+            required_scope="write",
+            host_path_allowlist=frozenset(allow_path or ()),
+            max_memory=max_memory,
+            max_pids=max_pids,
+        ),
     )
     link_config: CloudLinkConfig | None = None
     if broker is not None:

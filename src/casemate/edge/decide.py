@@ -3,8 +3,9 @@
 The order of questions (the first "no" wins, and every "no" has a stable :class:`Code`):
 
 1. **Reads.** Read-only actions (:data:`~casemate.edge.routes.READ_ONLY_ACTIONS`) are allowed
-   at once for super users, and for ordinary users when the policy lists them (default: ping,
-   version, info, events, ps, inspect, logs, stats, image list/inspect). No cloud round trip.
+   at once for super users, and for ordinary users when the policy lists them (default: all of
+   them: ping, version, info, events, system df, ps, inspect, top, logs, stats, images, network
+   and volume ls/inspect, …). No cloud round trip.
 2. **Role.** Anything else from an ordinary user is refused.
 3. **Token.** A super user needs a Casemate token that is present, valid, belongs to them, is
    unexpired at ``trust.now`` and carries ``policy.required_scope``.
@@ -12,8 +13,9 @@ The order of questions (the first "no" wins, and every "no" has a stable :class:
    ``/session`` and ``/grpc`` (tunnels the guard cannot inspect), plugin install/upgrade/
    enable/configure (plugins get host privileges), archive upload, commit/import/load/build
    (images nobody verified), swarm management, services.
-5. **Risk.** Escape-risk checks on create, update, exec create, volume create and (when
-   allowed) services, plus image trust on create/pull/tag/service; findings can be waived
+5. **Risk.** Escape-risk checks on create, update, exec create, volume create, network
+   connect, start/restart (host paths again, at use) and (when allowed) services, plus image
+   trust on create/pull/tag/service; findings can be waived
    per user and/or image by a :class:`RiskException`, trust findings cannot.
 6. Otherwise the call is allowed **pending cloud authorisation** (``needs_cloud=True``); the
    driver makes that round trip.
@@ -28,34 +30,43 @@ under ``HostConfig`` and at the top level of the create body, where dockerd's
   string or list — ``ALL``, ``SYS_ADMIN``, ``NET_ADMIN``, ``BPF``… are refused);
 * ``Devices``, ``DeviceCgroupRules``, ``DeviceRequests``; ``OomKillDisable``; ``CgroupParent``;
 * ``PidMode``/``IpcMode``/``UTSMode``/``UsernsMode``/``CgroupnsMode``/``Cgroup`` and
-  ``NetworkMode`` (and endpoint names) set to ``host`` or ``container:…``;
+  ``NetworkMode`` (and endpoint names) set to ``host`` or ``container:…``; networks named by
+  name or ID (create, ``network connect``) that dockerd says are the host network;
+* resource limits (``Memory``, ``PidsLimit``) above ``max_memory``/``max_pids``, or absent,
+  on create, and the same maximum for what ``update`` sets;
 * ``SecurityOpt`` other than ``no-new-privileges[=bool]``, ``seccomp=builtin`` and
   ``apparmor=docker-default`` (unconfined or custom profiles, labels, ``systempaths``…);
   ``MaskedPaths``/``ReadonlyPaths`` that drop Docker's defaults;
 * host paths (``Binds``, bind ``Mounts``, ``local`` volume ``o=bind``/``type=none`` devices)
-  that are not canonical, not resolved, outside ``host_path_allowlist``, or at/under/above the
-  runtime directories (``/run``, ``/var/run``, ``/var/lib/docker``…) or named ``*.sock``;
+  that are not canonical, not resolved, outside ``host_path_allowlist``, at/under/above the
+  runtime directories (``/run``, ``/var/run``, ``/var/lib/docker``…) or named ``*.sock``,
+  missing, through a symlink, deeper than one level inside an allowlisted directory, the
+  allowlisted directory itself read-write, or read-write around another allowlisted directory
+  (see :func:`_host_path_problem`: together these leave no container able to swap a path
+  another one mounts); checked at create *and* again at every start/restart;
   other ``local`` volume options that mount devices or filesystems; volume drivers outside an
   allowlist; mount types other than bind/volume/tmpfs; ``VolumesFrom``;
 * ``Sysctls`` other than ``net.*`` (refused too with host networking) and ``fs.mqueue.*``;
 * ``Runtime`` outside an allowlist (``runc``); ``Annotations`` (runtime pass-through);
-* exec as root (``root``, uid 0 in any spelling) or, unless the policy allows it, with no user
-  (the container's default user may be root); user names are resolved inside the container,
-  so a non-root name mapped to uid 0 by the image is a residual risk trusted images cover.
+* exec as root (``root``, uid or gid 0 in any spelling) or as anything but a numeric non-zero
+  ``uid:gid`` (names are resolved by the container's own ``/etc/passwd``, which a container
+  can rewrite to map any name to uid 0), or, unless the policy allows it, with no user.
 
 Inputs the driver establishes are frozen facts (:class:`TrustFacts`): which digests an image
 reference resolves to and whether its signature was verified (``imagetrust``), and how each host
 path in the request resolves on the host. Contract for host paths: :func:`facts_needed` lists the
 canonical absolute paths (no ``.``/``..``/``//``; non-canonical paths are refused without
 resolution); the driver resolves each with ``os.path.realpath`` in dockerd's mount namespace and
-passes ``{path: resolved}``. A path missing from the mapping is refused (fail closed). Both the
-path as written and its resolution must lie inside the allowlist and outside the runtime
-directories. A symlink swapped between resolution and mount remains a residual race; allowlist
-only directories untrusted users cannot write.
+passes ``{path: resolved}`` and the set of those that exist. A path missing from the mapping is
+refused (fail closed). On start/restart the driver reads the container's mounts from dockerd
+(:mod:`casemate.edge.mounts`) and resolves their host paths the same way. Host users (not
+containers) who can write into an allowlisted directory could still swap an entry between the
+check and the mount: allowlist only directories that only root can write.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +77,7 @@ from typing import Final
 from casemate.edge.dockerapi import DockerRequest, docker_error
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.imageref import ImageRef, InvalidImageReference, parse_image_ref
+from casemate.edge.mounts import ContainerMounts, HostSource, bind_read_only, local_bind_device
 from casemate.edge.routes import READ_ONLY_ACTIONS, Action
 from casemate.errors import InvalidInput, PolicyError
 
@@ -115,8 +127,12 @@ class Code(StrEnum):
     EXEC_ROOT = "exec_root"
     EXEC_USER = "exec_user"
     GUARD_EXEMPT = "guard_exempt"
+    LIMITS = "limits"
     # not waivable
     HOST_PATH_UNRESOLVED = "host_path_unresolved"
+    CONTAINER_UNRESOLVED = "container_unresolved"
+    NETWORK_UNRESOLVED = "network_unresolved"
+    TAG_UNRESOLVED = "tag_unresolved"
     MALFORMED_FIELD = "malformed_field"
 
 
@@ -142,6 +158,7 @@ WAIVABLE_CODES: Final = frozenset(
         Code.EXEC_ROOT,
         Code.EXEC_USER,
         Code.GUARD_EXEMPT,
+        Code.LIMITS,
     }
 )
 
@@ -229,6 +246,18 @@ class ImageTrust:
 
 
 @dataclass(frozen=True)
+class NetworkInfo:
+    """What dockerd said about a network a request names (``GET /networks/{id}``)."""
+
+    name: str
+    driver: str
+
+    @property
+    def is_host(self) -> bool:
+        return self.name == "host" or self.driver == "host"
+
+
+@dataclass(frozen=True)
 class TrustFacts:
     now: datetime
     allowlist: ImageTrust = field(default_factory=ImageTrust)
@@ -236,6 +265,15 @@ class TrustFacts:
     """Keyed by the reference exactly as it appears in the request (see :func:`facts_needed`)."""
     host_paths: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Canonical host path → ``os.path.realpath`` of it on the host."""
+    present_host_paths: frozenset[str] = frozenset()
+    """Canonical host paths that exist on the host (``os.path.lexists``); others are refused."""
+    containers: Mapping[str, ContainerMounts] = field(default_factory=lambda: MappingProxyType({}))
+    """Container (as named in a start/restart path) → its host mounts, from dockerd; the host
+    paths in them are resolved into ``host_paths``/``present_host_paths`` too."""
+    networks: Mapping[str, NetworkInfo | None] = field(default_factory=lambda: MappingProxyType({}))
+    """Network as named in the request → dockerd's answer (``None``: no such network)."""
+    registry_digests: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """A pulled ``name:tag`` → the manifest digest the registry serves for it now."""
 
     def __post_init__(self) -> None:
         _require_aware(self.now, "TrustFacts.now")
@@ -252,20 +290,9 @@ HARMLESS_EXTRA_CAPS: Final = frozenset(
     {"CAP_IPC_LOCK", "CAP_SYS_NICE", "CAP_NET_BROADCAST", "CAP_LEASE"}
 )
 
-DEFAULT_ORDINARY_ACTIONS: Final = frozenset(
-    {
-        Action.PING,
-        Action.VERSION,
-        Action.INFO,
-        Action.EVENTS,
-        Action.LIST_CONTAINERS,
-        Action.INSPECT_CONTAINER,
-        Action.LOGS,
-        Action.STATS,
-        Action.LIST_IMAGES,
-        Action.INSPECT_IMAGE,
-    }
-)
+DEFAULT_ORDINARY_ACTIONS: Final = READ_ONLY_ACTIONS
+"""Ordinary users may make every call ``routes`` marks read-only (top, network/volume ls,
+system df, … included)."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +343,10 @@ class RiskPolicy:
     allowed_runtimes: frozenset[str] = frozenset({"runc"})
     allowed_volume_drivers: frozenset[str] = frozenset({"local"})
     exec_allow_default_user: bool = False
+    max_memory: int | None = None
+    """Largest memory limit (bytes) a container may have; ``None``: any (even none)."""
+    max_pids: int | None = None
+    """Largest pids limit a container may have; ``None``: any (even none)."""
     allow_archive_put: bool = False
     allow_commit: bool = False
     allow_import: bool = False
@@ -334,6 +365,10 @@ class RiskPolicy:
         for path in self.host_path_allowlist:
             if canonical_host_path(path) != path:
                 raise PolicyError(f"host path allowlist entry {path!r} is not canonical")
+        for name in ("max_memory", "max_pids"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise PolicyError(f"{name} must be positive")
         object.__setattr__(
             self, "allowed_cap_add", frozenset(_normalise_cap(c) for c in self.allowed_cap_add)
         )
@@ -385,10 +420,11 @@ def decide(
     if caller.role is not Role.SUPER:
         return _deny(
             Code.ORDINARY_READ_ONLY,
-            f"user {caller.username} may only read (ps, inspect, logs, stats, version, info, "
-            f"events, images); {action.value} needs a privileged Casemate user",
+            f"user {caller.username} may only make read-only calls (ps, inspect, logs, stats, "
+            f"top, images, network and volume ls, system df, …); {action.value} needs a "
+            "privileged Casemate user",
         )
-    problem = _token_problem(caller, trust.now, policy)
+    problem = token_problem(caller, trust.now, policy)
     if problem is not None:
         return problem
     gate = _GATES.get(action)
@@ -406,7 +442,9 @@ def decide(
     return Verdict(True, True, f"{action.value} needs cloud authorisation", Code.CLOUD_REQUIRED)
 
 
-def _token_problem(caller: Caller, now: datetime, policy: RiskPolicy) -> Verdict | None:
+def token_problem(caller: Caller, now: datetime, policy: RiskPolicy) -> Verdict | None:
+    """The denial a privileged caller's token earns, or None (drivers use it to skip look-ups
+    for callers who will be refused anyway)."""
     token = caller.token
     if not token.present:
         return _deny(Code.TOKEN_MISSING, "privileged Docker calls need a Casemate token")
@@ -528,10 +566,11 @@ def _check_create(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy)
     for where, hc in _host_config_views(body, out):
         out += _host_config_findings(hc, where, policy)
     out += _endpoint_findings(body.get("NetworkingConfig"))
+    out += _named_network_findings(_create_network_names(body), trust)
     out += _host_path_findings(_host_path_sources(request), trust, policy)
     out += _image_findings(_text(body.get("Image")), trust, "container image")
     out += _guard_label_findings(body.get("Labels"))
-    return out
+    return out + _create_limit_findings(body, policy)
 
 
 def _guard_label_findings(labels: object) -> list[Finding]:
@@ -551,7 +590,75 @@ def _guard_label_findings(labels: object) -> list[Finding]:
 
 
 def _check_update(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
-    return _resource_findings(request.json_object(), "update")
+    body = request.json_object()
+    return _resource_findings(body, "update") + _update_limit_findings(body, policy)
+
+
+# --- resource limits: one policy for create and update ------------------------------------------
+
+_LIMITS: Final = (("Memory", "max_memory", "--memory"), ("PidsLimit", "max_pids", "--pids-limit"))
+
+
+def _limit_problem(value: JsonValue | None, maximum: int, key: str, flag: str) -> str | None:
+    """Why ``value`` (a limit as dockerd will apply it; None/0/negative: unlimited) breaks
+    ``maximum``, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | None):
+        return f"{key} has a value the guard cannot interpret"
+    if value is None or value <= 0:
+        return f"no {key} limit (unlimited); the policy requires {flag} of at most {maximum}"
+    if value > maximum:
+        return f"{key} {int(value)} is above the policy's maximum of {maximum}"
+    return None
+
+
+def _create_limit_findings(body: JsonObject, policy: RiskPolicy) -> list[Finding]:
+    """dockerd takes each limit from ``HostConfig``, or from the legacy top level when
+    ``HostConfig`` leaves it zero: every value given must be within the limit and the
+    effective one must exist."""
+    out: list[Finding] = []
+    hc = body.get("HostConfig")
+    views = [v for v in (hc if isinstance(hc, JsonObject) else None, body) if v is not None]
+    for key, attr, flag in _LIMITS:
+        maximum = getattr(policy, attr)
+        if maximum is None:
+            continue
+        given = [v.get(key) for v in views if v.get(key) not in (None, 0)]
+        for value in given or [None]:
+            problem = _limit_problem(value, maximum, key, flag)
+            if problem is not None:
+                out.append(Finding(Code.LIMITS, f"container create: {problem}"))
+                break
+    return out
+
+
+def _update_limit_findings(body: JsonObject, policy: RiskPolicy) -> list[Finding]:
+    """``update`` leaves a limit alone when the field is absent (``Memory`` also when 0);
+    anything it sets must satisfy the same maximum as create."""
+    out: list[Finding] = []
+    for key, attr, flag in _LIMITS:
+        maximum = getattr(policy, attr)
+        if maximum is None or key not in body:
+            continue
+        value = body.get(key)
+        if key == "Memory" and value == 0:
+            continue
+        problem = _limit_problem(value, maximum, key, flag)
+        if problem is not None:
+            out.append(Finding(Code.LIMITS, f"container update: {problem}"))
+    return out
+
+
+# --- exec ----------------------------------------------------------------------------------------
+
+_NUMERIC_ID_RE: Final = re.compile(r"[1-9][0-9]{0,9}")
+_EXEC_USER_ADVICE: Final = (
+    "pass a numeric non-root user and group, e.g. docker exec -u 1000:1000 CONTAINER CMD; "
+    "names are looked up in the container's own /etc/passwd, which the container can change"
+)
+
+
+def _numeric_non_root(text: str) -> bool:
+    return _NUMERIC_ID_RE.fullmatch(text) is not None and int(text) <= 0x7FFFFFFF
 
 
 def _check_exec(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
@@ -564,19 +671,113 @@ def _check_exec(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -
     user = body.get("User")
     if user is not None and not isinstance(user, str):
         return [*out, _malformed("exec User")]
-    name = (user or "").split(":", 1)[0].strip()
-    if not name:
+    if not user:
         if not policy.exec_allow_default_user:
             out.append(
                 Finding(
                     Code.EXEC_USER,
                     "exec without a user runs as the container's default user, which may be "
-                    "root; pass --user <uid>",
+                    f"root; {_EXEC_USER_ADVICE}",
                 )
             )
-    elif _is_root(name):
-        out.append(Finding(Code.EXEC_ROOT, f"exec as {name!r} runs as root in the container"))
+        return out
+    name, sep, group = user.partition(":")
+    if _is_root(name.strip()) or (sep and _is_root(group.strip())):
+        out.append(
+            Finding(
+                Code.EXEC_ROOT,
+                f"exec as {user[:64]!r} runs as root in the container; {_EXEC_USER_ADVICE}",
+            )
+        )
+    elif not (sep and _numeric_non_root(name) and _numeric_non_root(group)):
+        out.append(
+            Finding(
+                Code.EXEC_USER,
+                f"exec as {user[:64]!r} is not a numeric uid:gid, so the container decides "
+                f"who that is (possibly root); {_EXEC_USER_ADVICE}",
+            )
+        )
     return out
+
+
+# --- networks ------------------------------------------------------------------------------------
+
+_BUILTIN_NETWORK_MODES: Final = frozenset({"", "default", "bridge", "none", "host"})
+
+
+def _is_named_network(mode: str) -> bool:
+    """A network named by the user (name or ID), which only dockerd can say is the host's."""
+    return mode.strip().lower() not in _BUILTIN_NETWORK_MODES and not _shares_namespace(mode)
+
+
+def _create_network_names(body: JsonObject) -> list[str]:
+    names: list[str] = []
+    for _, hc in _host_config_views(body, []):
+        mode = hc.get("NetworkMode")
+        if isinstance(mode, str) and _is_named_network(mode):
+            names.append(mode)
+    networking = body.get("NetworkingConfig")
+    endpoints = networking.get("EndpointsConfig") if isinstance(networking, JsonObject) else None
+    if isinstance(endpoints, JsonObject):
+        names += [n for n in endpoints if _is_named_network(n)]
+    return names
+
+
+def _named_network_findings(names: Iterable[str], trust: TrustFacts) -> list[Finding]:
+    out: list[Finding] = []
+    for name in names:
+        if name not in trust.networks:
+            out.append(Finding(Code.NETWORK_UNRESOLVED, f"network {name[:80]!r} was not looked up"))
+            continue
+        info = trust.networks[name]
+        if info is None:
+            out.append(Finding(Code.NETWORK_UNRESOLVED, f"network {name[:80]!r} does not exist"))
+        elif info.is_host:
+            out.append(
+                Finding(
+                    Code.NETWORK_HOST,
+                    f"network {name[:80]!r} is the host's network ({info.name}, driver "
+                    f"{info.driver}): the container would share the host's network stack",
+                )
+            )
+    return out
+
+
+def _check_network_connect(
+    request: DockerRequest, trust: TrustFacts, policy: RiskPolicy
+) -> list[Finding]:
+    name = request.param("network") or ""
+    if _shares_namespace(name):
+        return [
+            Finding(
+                Code.NETWORK_HOST,
+                f"connecting to network {name[:80]!r} shares the host's network stack",
+            )
+        ]
+    return _named_network_findings([name], trust)
+
+
+# --- start: check host paths at use --------------------------------------------------------------
+
+
+def _check_start(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
+    """dockerd mounts a container's host paths again at every start, following each path as it
+    is then: judge them again, with the same rules as at create."""
+    name = request.param("container") or ""
+    mounts = trust.containers.get(name)
+    if mounts is None:
+        return [
+            Finding(
+                Code.CONTAINER_UNRESOLVED,
+                f"the mounts of container {name[:80]!r} could not be checked before starting it",
+            )
+        ]
+    if not mounts.found:
+        return []  # dockerd answers 404 itself
+    out = [
+        Finding(Code.CONTAINER_UNRESOLVED, f"container {name[:80]!r}: {p}") for p in mounts.problems
+    ]
+    return out + _host_path_findings(list(mounts.sources), trust, policy)
 
 
 def _check_volume_create(
@@ -588,7 +789,46 @@ def _check_volume_create(
 
 
 def _check_pull(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
-    return _image_findings(request.param("image"), trust, "pulled image")
+    """A pull is judged by the content it will fetch. A digest pins it; a tag is judged by the
+    digest the *registry* serves for it now (``registry_digests``; the driver then pulls that
+    digest and tags it), never by what the tag means locally."""
+    reference = request.param("image") or ""
+    try:
+        ref = parse_image_ref(reference)
+    except InvalidImageReference:
+        return _image_findings(reference, trust, "pulled image")
+    if ref.digest is not None or ref.is_id:
+        return _image_findings(reference, trust, "pulled image")
+    if ref.tag is None:
+        return [
+            Finding(
+                Code.TAG_UNRESOLVED,
+                f"pulling every tag of {ref.name} cannot be verified; pull one tag or a digest",
+            )
+        ]
+    digest = trust.registry_digests.get(reference)
+    if digest is None:
+        return [
+            Finding(
+                Code.TAG_UNRESOLVED,
+                f"the registry did not say which digest {reference[:120]} is, so what a pull "
+                "would fetch cannot be verified; pull by digest (NAME@sha256:…)",
+            )
+        ]
+    return _image_findings(f"{ref.name}@{digest}", trust, f"pulled image {reference[:120]} =")
+
+
+def registry_tags(request: DockerRequest) -> frozenset[str]:
+    """``name:tag`` a pull names by tag only: the driver asks the registry for its digest."""
+    if request.action is not Action.PULL:
+        return frozenset()
+    try:
+        ref = parse_image_ref(request.param("image") or "")
+    except InvalidImageReference:
+        return frozenset()
+    if ref.is_id or ref.digest is not None or ref.tag is None:
+        return frozenset()
+    return frozenset({request.param("image") or ""})
 
 
 def _check_tag(request: DockerRequest, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
@@ -659,6 +899,9 @@ _CHECKS: Final[Mapping[Action, _Check]] = MappingProxyType(
     {
         Action.CREATE: _check_create,
         Action.UPDATE: _check_update,
+        Action.START: _check_start,
+        Action.RESTART: _check_start,
+        Action.NETWORK_CONNECT: _check_network_connect,
         Action.EXEC_CREATE: _check_exec,
         Action.VOLUME_CREATE: _check_volume_create,
         Action.PULL: _check_pull,
@@ -990,15 +1233,6 @@ def _mount_type_findings(value: JsonValue | None, where: str, policy: RiskPolicy
 _LOCAL_NETWORK_FS: Final = frozenset({"nfs", "nfs4", "cifs", "smb3"})
 
 
-def _local_bind_device(opts: JsonObject) -> str | None:
-    """The host path a ``local`` volume binds (``type=none``/``o=bind``), if it binds one."""
-    lowered = {k.lower(): v for k, v in opts.items() if isinstance(v, str)}
-    options = {o.split("=", 1)[0].strip().lower() for o in lowered.get("o", "").split(",")}
-    if lowered.get("type", "").lower() == "none" or {"bind", "rbind"} & options:
-        return lowered.get("device", "")
-    return None
-
-
 def _volume_driver_findings(
     driver: JsonValue | None, opts: JsonValue | None, where: str, policy: RiskPolicy
 ) -> list[Finding]:
@@ -1011,7 +1245,7 @@ def _volume_driver_findings(
         return []
     if not isinstance(opts, JsonObject) or not all(isinstance(v, str) for v in opts.values()):
         return [_malformed(f"{where} driver options")]
-    if name != "local" or _local_bind_device(opts) is not None:
+    if name != "local" or local_bind_device(opts) is not None:
         return []  # a bind: its device is checked as a host path
     lowered = {k.lower(): v for k, v in opts.items() if isinstance(v, str)}
     kind = lowered.get("type", "").lower()
@@ -1026,10 +1260,10 @@ def _volume_driver_findings(
     ]
 
 
-def _host_path_sources(request: DockerRequest) -> list[tuple[str, str]]:
-    """Every host path the request would mount, as ``(where, path as written)``."""
+def _host_path_sources(request: DockerRequest) -> list[HostSource]:
+    """Every host path the request would mount, as written, with its read-only flag."""
     body = request.json_object()
-    out: list[tuple[str, str]] = []
+    out: list[HostSource] = []
     if request.action is Action.CREATE:
         for where, hc in _host_config_views(body, []):
             out += _binds_sources(hc.get("Binds"), where)
@@ -1044,17 +1278,23 @@ def _host_path_sources(request: DockerRequest) -> list[tuple[str, str]]:
     return out
 
 
-def _binds_sources(value: JsonValue | None, where: str) -> list[tuple[str, str]]:
+def _binds_sources(value: JsonValue | None, where: str) -> list[HostSource]:
     binds = _strings(value) or ()
-    return [(f"{where}.Binds", b.split(":", 1)[0]) for b in binds if b.startswith("/")]
+    return [
+        HostSource(f"{where}.Binds", b.split(":", 1)[0], bind_read_only(b))
+        for b in binds
+        if b.startswith("/")
+    ]
 
 
-def _mount_sources(value: JsonValue | None, where: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def _mount_sources(value: JsonValue | None, where: str) -> list[HostSource]:
+    out: list[HostSource] = []
     for mount in _mounts(value) or ():
         kind = _lower(mount.get("Type"))
         if kind == "bind":
-            out.append((f"{where}.Mounts bind", _text(mount.get("Source")) or ""))
+            read_only = mount.get("ReadOnly") is True
+            source = _text(mount.get("Source")) or ""
+            out.append(HostSource(f"{where}.Mounts bind", source, read_only))
         elif kind == "volume":
             options = mount.get("VolumeOptions")
             driver = options.get("DriverConfig") if isinstance(options, JsonObject) else None
@@ -1067,11 +1307,12 @@ def _mount_sources(value: JsonValue | None, where: str) -> list[tuple[str, str]]
 
 def _volume_sources(
     driver: JsonValue | None, opts: JsonValue | None, where: str
-) -> list[tuple[str, str]]:
+) -> list[HostSource]:
     if (driver or "local") != "local" or not isinstance(opts, JsonObject):
         return []
-    device = _local_bind_device(opts)
-    return [] if device is None else [(f"{where} bind device", device)]
+    device = local_bind_device(opts)
+    # A bind volume can later be mounted read-write by any container: judged as read-write.
+    return [] if device is None else [HostSource(f"{where} bind device", device, False)]
 
 
 def canonical_host_path(path: str) -> str | None:
@@ -1108,44 +1349,112 @@ def _touches_runtime(path: str) -> bool:
 
 
 def _host_path_findings(
-    sources: list[tuple[str, str]], trust: TrustFacts, policy: RiskPolicy
+    sources: list[HostSource], trust: TrustFacts, policy: RiskPolicy
 ) -> list[Finding]:
     out: list[Finding] = []
-    for where, raw in sources:
-        canonical = canonical_host_path(raw)
-        if canonical is None:
-            out.append(
-                Finding(
-                    Code.HOST_PATH,
-                    f"{where} host path {raw[:120]!r} is not a canonical absolute path",
-                )
-            )
-            continue
-        resolved = trust.host_paths.get(canonical)
-        if resolved is None:
-            out.append(
-                Finding(
-                    Code.HOST_PATH_UNRESOLVED,
-                    f"{where} host path {canonical!r} was not resolved on the host",
-                )
-            )
-            continue
-        paths = {canonical, resolved}
-        if any(_touches_runtime(p) for p in paths):
-            out.append(
-                Finding(
-                    Code.DOCKER_SOCKET,
-                    f"{where} {canonical!r} exposes the Docker or containerd socket or state",
-                )
-            )
-        if not all(_allowlisted(p, policy) for p in paths):
-            shown = canonical if resolved == canonical else f"{canonical} (-> {resolved})"
-            out.append(
-                Finding(
-                    Code.HOST_PATH, f"{where} host path {shown} is outside the allowed host paths"
-                )
-            )
+    for source in sources:
+        out += _host_path_problem(source, trust, policy)
     return out
+
+
+def _host_path_problem(source: HostSource, trust: TrustFacts, policy: RiskPolicy) -> list[Finding]:
+    """The rules that keep a host path from being swapped between the check and the mount.
+
+    dockerd follows the path when it mounts (at every start), so what is checked must be what
+    is mounted then. The guard makes that true for everything containers can change:
+
+    * the path must exist and contain no symbolic link (what it names is what it is);
+    * it must be an allowlisted directory, read-only, or an entry directly inside one;
+    * a read-write bind of such an entry must not contain another allowlisted directory.
+
+    So no container ever has write access to a directory that holds another bind's source, and
+    cannot rename, remove or replace any component of a path another container mounts. Host
+    users who can write into an allowlisted directory remain able to (docs/edge.md).
+    """
+    where = source.where
+    canonical = canonical_host_path(source.path)
+    if canonical is None:
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} host path {source.path[:120]!r} is not a canonical absolute path",
+            )
+        ]
+    resolved = trust.host_paths.get(canonical)
+    if resolved is None:
+        return [
+            Finding(
+                Code.HOST_PATH_UNRESOLVED,
+                f"{where} host path {canonical!r} was not resolved on the host",
+            )
+        ]
+    if any(_touches_runtime(p) for p in (canonical, resolved)):
+        return [
+            Finding(
+                Code.DOCKER_SOCKET,
+                f"{where} {canonical!r} exposes the Docker or containerd socket or state",
+            )
+        ]
+    if not all(_allowlisted(p, policy) for p in (canonical, resolved)):
+        shown = canonical if resolved == canonical else f"{canonical} (-> {resolved})"
+        return [
+            Finding(Code.HOST_PATH, f"{where} host path {shown} is outside the allowed host paths")
+        ]
+    if resolved != canonical:
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} host path {canonical} is or passes through a symbolic link (-> "
+                f"{resolved}); bind the real path",
+            )
+        ]
+    if canonical not in trust.present_host_paths:
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} host path {canonical} does not exist; create it on the host first "
+                "(dockerd would create it, or follow whatever is there, at start)",
+            )
+        ]
+    roots = sorted(r for r in policy.host_path_allowlist if _is_within(canonical, r))
+    if canonical in roots:
+        if source.read_only:
+            return []
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} binds the allowed directory {canonical} read-write: a container "
+                "could then replace what other binds inside it point to; bind it read-only "
+                f"(:ro) or bind an entry inside it ({canonical}/NAME)",
+            )
+        ]
+    if not any(_parent(canonical) == r for r in roots):
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} host path {canonical} is more than one level inside the allowed "
+                f"directory {roots[-1]}: only the directory itself (read-only) or an entry "
+                f"directly inside it may be bound (allow {_parent(canonical)} too to bind "
+                "inside it)",
+            )
+        ]
+    nested = sorted(
+        r for r in policy.host_path_allowlist if r != canonical and _is_within(r, canonical)
+    )
+    if nested and not source.read_only:
+        return [
+            Finding(
+                Code.HOST_PATH,
+                f"{where} binds {canonical} read-write, which contains the allowed directory "
+                f"{nested[0]}: bind it read-only",
+            )
+        ]
+    return []
+
+
+def _parent(path: str) -> str:
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
 
 
 def _allowlisted(path: str, policy: RiskPolicy) -> bool:
@@ -1269,7 +1578,13 @@ class FactsNeeded:
     images: frozenset[str] = frozenset()
     """Image references, exactly as written, to resolve and verify (→ ``TrustFacts.images``)."""
     host_paths: frozenset[str] = frozenset()
-    """Canonical host paths to resolve with ``realpath`` (→ ``TrustFacts.host_paths``)."""
+    """Canonical host paths to resolve with ``realpath`` (→ ``TrustFacts.host_paths``) and test
+    for existence (→ ``TrustFacts.present_host_paths``)."""
+    containers: frozenset[str] = frozenset()
+    """Containers whose mounts to read from dockerd (→ ``TrustFacts.containers``); their host
+    paths must then be resolved too."""
+    networks: frozenset[str] = frozenset()
+    """Networks to look up on dockerd (→ ``TrustFacts.networks``)."""
 
 
 def facts_needed(request: DockerRequest) -> FactsNeeded:
@@ -1284,11 +1599,29 @@ def facts_needed(request: DockerRequest) -> FactsNeeded:
         spec = task.get("ContainerSpec") if isinstance(task, JsonObject) else None
         if isinstance(spec, JsonObject):
             images.add(_text(spec.get("Image")) or "")
-    paths = {canonical_host_path(raw) for _, raw in _host_path_sources(request)}
+    paths = {canonical_host_path(source.path) for source in _host_path_sources(request)}
+    containers: set[str] = set()
+    networks: set[str] = set()
+    if request.action in (Action.START, Action.RESTART):
+        containers.add(request.param("container") or "")
+    elif request.action is Action.NETWORK_CONNECT:
+        name = request.param("network") or ""
+        if not _shares_namespace(name):
+            networks.add(name)
+    if request.action is Action.CREATE:
+        networks.update(_create_network_names(body))
     return FactsNeeded(
         images=frozenset(i for i in images if i),
         host_paths=frozenset(p for p in paths if p is not None),
+        containers=frozenset(c for c in containers if c),
+        networks=frozenset(n for n in networks if n),
     )
+
+
+def host_paths_of(mounts: Iterable[ContainerMounts]) -> frozenset[str]:
+    """The canonical host paths in containers' mounts, to resolve before :func:`decide`."""
+    paths = {canonical_host_path(s.path) for m in mounts for s in m.sources}
+    return frozenset(p for p in paths if p is not None)
 
 
 # --- small value helpers -----------------------------------------------------------------------

@@ -11,7 +11,9 @@ Python's ``str.casefold`` folds at least everything Go folds onto ASCII, so this
 superset of Go's ambiguity (it also refuses ``Labels`` maps whose keys differ only in case, which
 Go keeps apart; that is harmless).
 
-We also refuse what Go refuses or reads differently: invalid UTF-8 (Go silently replaces it),
+We also refuse keys holding control characters (NUL, newline, DEL, C1: no Docker field or
+sane label has one, and a checker and dockerd could disagree on them), and what Go refuses or
+reads differently: invalid UTF-8 (Go silently replaces it),
 a byte-order mark, lone surrogates, ``NaN``/``Infinity``, numbers that overflow a double, absurd
 integers, trailing data, and nesting deeper than a limit.
 
@@ -37,6 +39,7 @@ JsonValue: TypeAlias = "None | bool | int | float | str | tuple[JsonValue, ...] 
 
 MAX_INTEGER_DIGITS: Final = 100
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class JsonObject(Mapping[str, JsonValue]):
@@ -148,6 +151,12 @@ def _freeze(value: Any, *, depth: int, max_depth: int) -> JsonValue:
     if isinstance(value, JsonObject):
         for key in value:
             _check_string(key)
+            if _CONTROL_RE.search(key):
+                raise _refuse(
+                    f"JSON body has a key with a control character ({_show(key)}); dockerd "
+                    "would read it as a different or unknown field",
+                    RefusalCode.JSON_KEY,
+                )
         return JsonObject(
             {k: _freeze(v, depth=depth + 1, max_depth=max_depth) for k, v in value.items()}
         )

@@ -18,7 +18,10 @@ add their Casemate token to the CLI's ``HttpHeaders`` (``~/.docker/config.json``
    Docker's error JSON and the connection is closed.
 3. **Facts.** Image references named by the request are resolved against dockerd
    (``GET /images/{ref}/json``: ``Id`` and ``RepoDigests``) and checked by
-   :mod:`casemate.edge.imagetrust`; host paths are resolved with :func:`os.path.realpath`.
+   :mod:`casemate.edge.imagetrust`; host paths are resolved with :func:`os.path.realpath` and
+   tested for existence; on start/restart the container's mounts are read from dockerd
+   (:mod:`casemate.edge.mounts`) and their host paths resolved again (check at use); networks
+   a create or connect names are looked up (``GET /networks/{id}``).
 4. **Decision.** :func:`~casemate.edge.decide.decide`; when it asks for the cloud, the
    :class:`~casemate.edge.cloudlink.CloudLink` round trip decides (no link configured, no
    answer in time, or any error: blocked).
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -78,7 +82,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar, Final, Protocol, Self
 from urllib.parse import quote
 
@@ -91,6 +95,7 @@ from casemate.edge.decide import (
     Caller,
     Code,
     FactsNeeded,
+    NetworkInfo,
     RiskPolicy,
     Role,
     TokenCheck,
@@ -98,6 +103,9 @@ from casemate.edge.decide import (
     Verdict,
     decide,
     facts_needed,
+    host_paths_of,
+    registry_tags,
+    token_problem,
 )
 from casemate.edge.dockerapi import (
     FORWARDED_HEADERS,
@@ -116,10 +124,12 @@ from casemate.edge.dockerapi import (
     upstream_head,
     upstream_target,
 )
-from casemate.edge.imageref import InvalidImageReference, parse_image_ref
+from casemate.edge.imageref import ImageRef, InvalidImageReference, parse_image_ref
 from casemate.edge.imagetrust import InspectedImage
+from casemate.edge.mounts import ContainerMounts, container_mounts, volume_names
 from casemate.edge.refusal import RequestRefused
-from casemate.edge.routes import Action
+from casemate.edge.registry import decode_registry_auth, resolve_digest
+from casemate.edge.routes import Action, Query
 from casemate.edge.store import ProxySnapshot, ProxyStore
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, UpstreamError
 from casemate.events import Event
@@ -128,6 +138,7 @@ __all__ = [
     "CloudAuthorizer",
     "DEFAULT_TOKEN_HEADER",
     "DockerCallDecided",
+    "DockerPullVerified",
     "EdgeProxy",
     "Evaluation",
     "Outcome",
@@ -194,6 +205,33 @@ class DockerCallDecided(Event):
     cloud_request: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class DockerPullVerified(Event):
+    """What a pull by tag actually fetched: the registry's digest, pulled by digest and then
+    tagged by the proxy; ``verified`` when the tag was checked to name that content."""
+
+    KIND: ClassVar[str] = "edge.pull"
+    user: str = ""
+    uid: int = -1
+    image: str = ""
+    digest: str = ""
+    image_id: str | None = None
+    verified: bool = False
+    reason: str = ""
+
+
+def _stream_error(line: bytes) -> bool:
+    """A line of dockerd's JSON progress stream that reports an error."""
+    line = line.strip()
+    if not line.startswith(b"{"):
+        return False
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and ("error" in doc or "errorDetail" in doc)
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -222,6 +260,10 @@ class ProxyConfig:
     token_cache_ttl: float = 2.0
     """Seconds a *valid* token lookup is reused (0: look up every time). A revoked token,
     like a changed uid mapping, stops working within this time; never past its expiry."""
+
+    insecure_registries: frozenset[str] = frozenset()
+    """Registries (``host:port``) asked over plain HTTP besides loopback ones, as dockerd's
+    ``insecure-registries``."""
 
     def __post_init__(self) -> None:
         if not _HEADER_NAME_RE.fullmatch(self.token_header):
@@ -272,6 +314,8 @@ class Evaluation:
     image: str | None = None
     digest: str | None = None
     container: str | None = None
+    pull_digest: str | None = None
+    """For a pull by tag: the digest the registry serves for it, which is what gets pulled."""
 
 
 @dataclass(frozen=True)
@@ -555,23 +599,51 @@ class EdgeProxy:
             else:
                 check = TokenCheck(present=True)  # not needed for this call: not resolved
             caller = Caller(uid=caller.uid, username=caller.username, role=caller.role, token=check)
-        # Only a privileged caller's non-read call can get past the role check: nobody
-        # else needs (or may cause) image look-ups.
+        # Only a privileged caller's non-read call with a good token can get past the role
+        # and token checks: nobody else needs (or may cause) look-ups on dockerd or registries.
         needed = (
             facts_needed(request)
-            if caller.role is Role.SUPER and not request.action.read_only
+            if caller.role is Role.SUPER
+            and not request.action.read_only
+            and token_problem(caller, self._clock(), self.config.policy) is None
             else FactsNeeded()
         )
         inspected: dict[str, InspectedImage | None] = {}
         for ref in sorted(needed.images):
             inspected[ref] = await self.inspect_image(ref)
-        paths = {p: os.path.realpath(p) for p in needed.host_paths}
-        facts = snapshot.trust.facts(self._clock(), inspected, paths)
+        registry_digests: dict[str, str] = {}
+        for tagged in sorted(registry_tags(request) if needed.images else ()):
+            tag_ref = parse_image_ref(tagged)
+            auth = decode_registry_auth(request.headers.get("x-registry-auth"))
+            try:
+                served = await resolve_digest(
+                    tag_ref, auth, insecure=self.config.insecure_registries
+                )
+            except UpstreamError as e:
+                log.info("edge proxy: cannot resolve %s at its registry: %s", tagged, e.message)
+                continue
+            registry_digests[tagged] = served
+            inspected[f"{tag_ref.name}@{served}"] = None  # its signature record, by digest
+        containers = {c: await self.container_mounts(c) for c in sorted(needed.containers)}
+        networks = {n: await self.inspect_network(n) for n in sorted(needed.networks)}
+        paths, present = await asyncio.to_thread(
+            resolve_host_paths, needed.host_paths | host_paths_of(containers.values())
+        )
+        facts = dataclasses.replace(
+            snapshot.trust.facts(self._clock(), inspected, paths),
+            present_host_paths=present,
+            containers=MappingProxyType(containers),
+            networks=MappingProxyType(networks),
+            registry_digests=MappingProxyType(registry_digests),
+        )
         verdict = decide(request, caller, facts, self.config.policy)
         image = min(needed.images) if needed.images else request.param("image")
         digest = snapshot.trust.preferred_digest(image, inspected.get(image)) if image else None
+        pull_digest = registry_digests.get(image or "")
+        if pull_digest is not None:
+            digest = pull_digest  # what will be pulled, never what the tag means locally
         container = request.param("container") or request.query.get("name") or None
-        return Evaluation(request, caller, facts, verdict, image, digest, container)
+        return Evaluation(request, caller, facts, verdict, image, digest, container, pull_digest)
 
     async def inspect_image(self, reference: str) -> InspectedImage | None:
         """``GET /images/{ref}/json`` on dockerd; ``None`` if it has no such image."""
@@ -590,12 +662,69 @@ class EdgeProxy:
         except (ValueError, CasemateError) as e:
             raise UpstreamError("dockerd's image inspect answer is unreadable") from e
 
-    async def _docker_get(self, target: str) -> tuple[int, bytes]:
+    async def container_mounts(self, container: str) -> ContainerMounts:
+        """A container's host mounts as dockerd will perform them at start (its inspect, plus
+        the options of every local volume it uses)."""
+        status, body = await self._docker_get(f"/containers/{quote(container, safe='')}/json")
+        if status == 404:
+            return ContainerMounts(found=False)
+        if status != 200:
+            raise UpstreamError(f"dockerd answered {status} to a container inspect")
+        inspect = _json_answer(body, "container inspect")
+        volumes: dict[str, object | None] = {}
+        for name in volume_names(inspect):
+            status, body = await self._docker_get(f"/volumes/{quote(name, safe='')}")
+            if status == 404:
+                volumes[name] = None
+            elif status == 200:
+                volumes[name] = _json_answer(body, "volume inspect")
+            else:
+                raise UpstreamError(f"dockerd answered {status} to a volume inspect")
+        return container_mounts(inspect, volumes)
+
+    async def inspect_network(self, network: str) -> NetworkInfo | None:
+        """``GET /networks/{id}``: the network's name and driver; ``None`` if there is none."""
+        status, body = await self._docker_get(f"/networks/{quote(network, safe='')}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise UpstreamError(f"dockerd answered {status} to a network inspect")
+        doc = _json_answer(body, "network inspect")
+        if not isinstance(doc, dict):
+            raise UpstreamError("dockerd's network inspect answer is not an object")
+        return NetworkInfo(name=str(doc.get("Name", "")), driver=str(doc.get("Driver", "")))
+
+    async def tag_pulled(self, name: str, digest: str, tag: str) -> tuple[bool, str, str | None]:
+        """After a pull of ``name@digest``: tag it ``name:tag`` and check that the tag names
+        exactly that content (else remove the tag). Returns (ok, message, image ID)."""
+        pinned = f"{name}@{digest}"
+        target = f"/images/{quote(pinned, safe='/:@')}/tag?repo={quote(name, safe='')}"
+        status, body = await self._docker_get(f"{target}&tag={quote(tag, safe='')}", "POST")
+        if status not in (200, 201):
+            return False, f"could not tag {pinned} as {name}:{tag} (dockerd: {status})", None
+        pulled = await self.inspect_image(pinned)
+        tagged = await self.inspect_image(f"{name}:{tag}")
+        if pulled is None or tagged is None or tagged.id != pulled.id:
+            await self._docker_get(
+                f"/images/{quote(f'{name}:{tag}', safe='/:@')}?noprune=1", "DELETE"
+            )
+            return (
+                False,
+                f"{name}:{tag} did not name the pulled {digest}; the tag was removed",
+                None,
+            )
+        return (
+            True,
+            f"{name}:{tag} is {digest} (image {tagged.id}), as the registry said",
+            tagged.id,
+        )
+
+    async def _docker_get(self, target: str, method: str = "GET") -> tuple[int, bytes]:
         up_r, up_w = await self._connect_docker()
         try:
             conn = h11.Connection(h11.CLIENT)
             request = h11.Request(
-                method="GET", target=target, headers=[("Host", "docker"), ("Connection", "close")]
+                method=method, target=target, headers=[("Host", "docker"), ("Connection", "close")]
             )
             up_w.write(conn.send(request) or b"")
             conn.send(h11.EndOfMessage())
@@ -690,10 +819,24 @@ class EdgeProxy:
             cloud_request.request_id,
         )
 
-    async def record(self, event: DockerCallDecided) -> None:
+    async def record(self, event: Event) -> None:
         """Commit the audit record (raises if it cannot be written)."""
         await asyncio.to_thread(self.audit.append, event)
         self.decisions += 1
+
+
+def _json_answer(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise UpstreamError(f"dockerd's {what} answer is unreadable") from e
+
+
+def resolve_host_paths(paths: Iterable[str]) -> tuple[dict[str, str], frozenset[str]]:
+    """Each path's ``realpath`` and which of them exist (blocking: call it in a thread)."""
+    resolved = {p: os.path.realpath(p) for p in paths}
+    present = frozenset(p for p in resolved if os.path.lexists(p))
+    return resolved, present
 
 
 def _deny_outcome(reason: str, code: str, status: int = 403) -> Outcome:
@@ -929,7 +1072,109 @@ class _Connection:
                 await self._linger()
             return keep, b""
         assert connecting is not None
+        if evaluation.pull_digest is not None:
+            return await self._pull_by_digest(ex, request, evaluation.pull_digest, connecting)
         return await self._forward(ex, request, connecting)
+
+    async def _pull_by_digest(
+        self,
+        ex: _Exchange,
+        request: DockerRequest,
+        digest: str,
+        connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    ) -> tuple[bool, bytes]:
+        """A pull by tag, as decided: dockerd pulls the digest the registry named (content
+        addressed, so nothing else can arrive), then the proxy tags it and checks the tag
+        before the client's answer ends. The progress stream is relayed as it comes."""
+        ref = parse_image_ref(request.param("image") or "")
+        assert ref.tag is not None
+        items = [(k, v) for k, v in request.query.items if k not in ("fromImage", "tag")]
+        pinned = dataclasses.replace(
+            request, query=Query((("fromImage", ref.name), ("tag", digest), *items))
+        )
+        try:
+            up_r, up_w = await connecting
+        except UpstreamError as e:
+            await self._send(_error_for(request, 502, f"casemate: {e.message}", False))
+            await self._linger()
+            return False, b""
+        try:
+            up_w.write(upstream_head(pinned) + upstream_body(pinned))
+            await up_w.drain()
+            conn = h11.Connection(h11.CLIENT)
+            conn.send(_h11_request(pinned))
+            conn.send(h11.EndOfMessage())
+            status = 0
+            failed = False
+            pending = b""
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await up_r.read(READ_SIZE))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    await self._send(
+                        f"HTTP/1.1 {status} {event.reason.decode('latin-1') or 'OK'}\r\n"
+                        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                        "Connection: close\r\n\r\n".encode("latin-1")
+                    )
+                elif isinstance(event, h11.Data):
+                    pending += bytes(event.data)
+                    *lines, pending = pending.split(b"\n")
+                    failed = failed or any(_stream_error(line) for line in lines)
+                    await self._send(encode_chunk(bytes(event.data)))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+            failed = failed or _stream_error(pending) or status != 200
+        except (OSError, h11.ProtocolError) as e:
+            log.warning("edge proxy: pull of %s@%s broke off: %s", ref.name, digest, e)
+            if not self.sent_anything:
+                await self._send(_error_for(request, 502, "casemate: dockerd failed", False))
+            return False, b""
+        finally:
+            await _close(up_w)
+        if not failed:
+            ok, message, image_id = await self.proxy.tag_pulled(ref.name, digest, ref.tag)
+            await self._record_pull(request, ref, digest, ok, message, image_id)
+            line = (
+                {"status": f"casemate: {message}"}
+                if ok
+                else {
+                    "error": f"casemate: {message}",
+                    "errorDetail": {"message": f"casemate: {message}"},
+                }
+            )
+            await self._send(encode_chunk(json.dumps(line).encode() + b"\r\n"))
+        if status:
+            await self._send(LAST_CHUNK)
+        return False, b""
+
+    async def _record_pull(
+        self,
+        request: DockerRequest,
+        ref: ImageRef,
+        digest: str,
+        ok: bool,
+        message: str,
+        image_id: str | None,
+    ) -> None:
+        caller = self.proxy.caller_for(self.uid)
+        event = DockerPullVerified(
+            actor=caller.username,
+            source=f"uid:{self.uid}",
+            outcome="verified" if ok else "failed",
+            user=caller.username,
+            uid=self.uid,
+            image=f"{ref.name}:{ref.tag}",
+            digest=digest,
+            image_id=image_id,
+            verified=ok,
+            reason=message,
+        )
+        try:
+            await self.proxy.record(event)
+        except Exception as e:
+            log.error("edge proxy: cannot audit what a pull fetched: %s", e)
 
     async def _fail(
         self, ex: _Exchange, request: DockerRequest, status: int, message: str, code: str

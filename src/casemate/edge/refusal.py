@@ -44,6 +44,7 @@ class RefusalCode(StrEnum):
     JSON_MALFORMED = "json_malformed"
     JSON_ENCODING = "json_encoding"
     JSON_DUPLICATE_KEY = "json_duplicate_key"
+    JSON_KEY = "json_key"
     JSON_CONSTANT = "json_constant"
     JSON_NUMBER = "json_number"
     JSON_DEPTH = "json_depth"
