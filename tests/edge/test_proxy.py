@@ -153,6 +153,7 @@ class ProxyStack:
         broker: MosquittoBroker | None = None,
         authz_timeout: float = 3.0,
         policy: RiskPolicy | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.dir = short_tmpdir("cmp-")
         self.docker_socket = docker_socket
@@ -168,7 +169,8 @@ class ProxyStack:
         self.registry: CloudRegistry | None = None
         self._cloud_db: Database | None = None
         self._cloud_audit: AuditLog | None = None
-        self.rt: Runtime = open_runtime(load_settings(data_dir=self.dir / "data"), create=True)
+        self.data_dir = data_dir or self.dir / "data"
+        self.rt: Runtime = open_runtime(load_settings(data_dir=self.data_dir), create=True)
         ident = self.rt.identity
         ident.create_user(SUPER_USER, by=None, password=None, roles=["operator"])
         ident.create_user(ORDINARY_USER, by=None, password=None, roles=["operator"])
@@ -1289,3 +1291,27 @@ async def test_stop_closes_open_connections(installation: Any) -> None:
         await writer.wait_closed()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_audit_failure_cause() -> None:
+    from casemate.edge.proxy import audit_failure_cause
+
+    def chained(inner: BaseException) -> Exception:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise ConfigError("database error: OperationalError") from e
+        except ConfigError as outer:
+            return outer
+
+    assert audit_failure_cause(chained(OSError(28, "No space left on device"))) == (
+        "the data directory is full"
+    )
+    assert audit_failure_cause(chained(Exception("database or disk is full"))) == (
+        "the data directory is full"
+    )
+    assert audit_failure_cause(chained(Exception("attempt to write a readonly database"))) == (
+        "the audit database is read-only"
+    )
+    assert audit_failure_cause(RuntimeError("closed")) == "the audit database is unavailable"

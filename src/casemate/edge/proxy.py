@@ -825,6 +825,25 @@ class EdgeProxy:
         self.decisions += 1
 
 
+def audit_failure_cause(error: BaseException) -> str:
+    """What stopped an audit write, in words an operator can act on."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    texts = []
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return "the data directory is full"
+        texts.append(str(current).lower())
+        current = current.__cause__ or current.__context__
+    text = " ".join(texts)
+    if "disk is full" in text or "no space" in text:
+        return "the data directory is full"
+    if "readonly" in text or "read-only" in text:
+        return "the audit database is read-only"
+    return "the audit database is unavailable"
+
+
 def _json_answer(body: bytes, what: str) -> object:
     try:
         return json.loads(body)
@@ -1047,11 +1066,14 @@ class _Connection:
         try:
             await self.proxy.record(event)
         except Exception as e:
-            log.error("edge proxy: cannot write the audit record: %s", e)
+            cause = audit_failure_cause(e)
+            log.error("edge proxy: cannot write the audit record (%s): %s", cause, e)
             await _discard_connection(connecting)
-            return await self._fail(
-                ex, request, 503, "casemate: the audit record cannot be written", "audit_failed"
+            message = (
+                f"casemate: the audit record cannot be written ({cause}); nothing was done "
+                "[audit_failed]"
             )
+            return await self._fail(ex, request, 503, message, "audit_failed")
         except BaseException:
             await _discard_connection(connecting)
             raise
