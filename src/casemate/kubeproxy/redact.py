@@ -52,6 +52,7 @@ __all__ = [
     "LAST_APPLIED",
     "REDACTED",
     "is_secret_object",
+    "pb_fields",
     "redact_body",
     "redact_headers",
     "redact_object",
@@ -285,6 +286,9 @@ def _pb_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
         else:
             raise ValueError(f"unsupported wire type {wire}")
     return out
+
+
+pb_fields = _pb_fields
 
 
 def _pb_str(value: int | bytes) -> str:

@@ -1,0 +1,1 @@
+"""Pure checks shared by several features (below the features, above core)."""
