@@ -108,7 +108,7 @@ from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, De
 from casemate.events import Event, KubeApiRequestAudited, KubeApiRequestDecided
 from casemate.k8s.client import Credential, tls_context
 from casemate.k8s.kubeconfig import render_kubeconfig
-from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify
+from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify, with_body
 from casemate.kubeproxy.redact import redact_body, scrub
 from casemate.kubeproxy.rules import ApiAction, ApiRules, ApiVerdict, decide, default_rules
 from casemate.kubeproxy.sessions import Authenticator, ProxySession, Upstream
@@ -995,6 +995,7 @@ class KubeProxy:
             api = classify(inc.method, inc.target)
         except RequestRefused as e:
             raise _Refusal(400, e.message, close=False) from None
+        api = with_body(api, inc.body, inc.header("content-type"))  # what a write would set
         record.api = api
         if api.is_write:
             record.body = redact_body(inc.body, inc.header("content-type"), resource=api.resource)
