@@ -152,8 +152,14 @@ def test_subject_of_normalises_the_image() -> None:
 def test_image_pattern() -> None:
     assert image_pattern("nginx") == NGINX
     assert image_pattern("registry.example/*") == "registry.example/*"
+    # issue 16: the docs' 'image:tag' works; rules match repositories (content is pinned by
+    # digest), so the tag is dropped; a digest in the name belongs in --digest
+    assert image_pattern("nginx:1.25") == NGINX
+    assert image_pattern("casemate-test/busybox:1") == "docker.io/casemate-test/busybox"
     with pytest.raises(InvalidInput):
-        image_pattern("nginx:1.25")
+        image_pattern("nginx@sha256:" + "a" * 64)
+    with pytest.raises(InvalidInput):
+        image_pattern("sha256:" + "a" * 64)
     with pytest.raises(InvalidInput):
         Rule(id=1, effect=Effect.ALLOW, caller="")
 

@@ -1222,45 +1222,51 @@ class RecordingStore:
         file_name = session_id + _SUFFIX
         started = datetime.now(UTC)
         clean_title = Redactor(secrets).redact(title)[:500]
-        with self.db.session() as s:
+        with self.db.reader() as s:
             if s.get(Recording, session_id) is not None:
                 raise Conflict(f"session {session_id} already has a recording")
-            s.add(
-                Recording(
-                    session_id=session_id,
-                    username=user,
-                    cluster=cluster[:200],
-                    account=account[:200],
-                    title=clean_title,
-                    file_name=file_name,
-                    format_version=CURRENT_VERSION,
-                    width=width,
-                    height=height,
-                    status="open",
-                    owner=_owner()[:300],
-                    started_at=started,
-                    size=0,
-                )
-            )
+        # the file first (header written and fsynced), then its row: a row never names a
+        # file that does not exist (a crash in between leaves an unindexed file, no row)
+        writer = RecordingWriter(
+            self.directory / file_name,
+            width=width,
+            height=height,
+            title=title,
+            env={"TERM": term, "SHELL": shell},
+            timestamp=int(started.timestamp()),
+            secrets=secrets,
+            fsync_interval=self.fsync_interval,
+            clock=clock,
+        )
         try:
-            return RecordingWriter(
-                self.directory / file_name,
-                width=width,
-                height=height,
-                title=title,
-                env={"TERM": term, "SHELL": shell},
-                timestamp=int(started.timestamp()),
-                secrets=secrets,
-                fsync_interval=self.fsync_interval,
-                clock=clock,
-                on_close=lambda closed: self._finish(session_id, closed),
-            )
-        except BaseException:
             with self.db.session() as s:
-                row = s.get(Recording, session_id)
-                if row is not None:
-                    s.delete(row)
+                if s.get(Recording, session_id) is not None:
+                    raise Conflict(f"session {session_id} already has a recording")
+                s.add(
+                    Recording(
+                        session_id=session_id,
+                        username=user,
+                        cluster=cluster[:200],
+                        account=account[:200],
+                        title=clean_title,
+                        file_name=file_name,
+                        format_version=CURRENT_VERSION,
+                        width=width,
+                        height=height,
+                        status="open",
+                        owner=_owner()[:300],
+                        started_at=started,
+                        size=0,
+                    )
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(OSError):
+                writer.path.unlink()
             raise
+        writer._on_close = lambda closed: self._finish(session_id, closed)
+        return writer
 
     def _finish(self, session_id: str, closed: ClosedFile) -> None:
         with self.db.session() as s:

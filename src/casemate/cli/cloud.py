@@ -100,6 +100,18 @@ def _registry(data_dir: Path | None) -> Iterator[CloudRegistry]:
 # Service --------------------------------------------------------------------------------------
 
 
+@app.command("init")
+def init(data_dir: DataDirOption = None) -> None:
+    """Create the cloud's data directory (0700), database and master key, if missing; run it
+    before the first ``rule add`` or ``image add`` on a new machine."""
+    rt = runtime(data_dir, create=True)
+    try:
+        CloudRegistry(rt.db, rt.vault, rt.audit)
+        out.print(f"casemate cloud data directory {rt.settings.data_dir} is ready", markup=False)
+    finally:
+        rt.close()
+
+
 @app.command("serve")
 def serve(
     broker: BrokerOption,

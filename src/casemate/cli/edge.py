@@ -25,12 +25,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from casemate.cli.common import DataDirOption, bounded, out, runtime, stop_signals
+from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
 from casemate.edge.decide import RiskPolicy
 from casemate.edge.guard import GuardSettings, run_guard
+from casemate.edge.imageref import InvalidImageReference, split_repository
 from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, EdgeProxy, ProxyConfig, parse_unix_url
 from casemate.edge.store import ProxyStore, parse_role
 from casemate.errors import CasemateError, ConfigError, InvalidInput
@@ -76,6 +77,22 @@ def _read_file(path: Path, what: str, limit: int = 1024 * 1024) -> bytes:
     if len(data) > limit:
         raise InvalidInput(f"the {what} {path} is larger than {limit} bytes")
     return data
+
+
+# Init -----------------------------------------------------------------------------------------
+
+
+@app.command("init")
+def init(data_dir: DataDirOption = None) -> None:
+    """Create the gateway's data directory (0700), database and master key, if missing.
+
+    Run it first on a new machine: ``user add``, ``token issue`` and ``edge user map`` work on
+    an existing installation only (so a mistyped --data-dir is an error, not a new one)."""
+    rt = runtime(data_dir, create=True)
+    try:
+        out.print(f"casemate data directory {rt.settings.data_dir} is ready", markup=False)
+    finally:
+        rt.close()
 
 
 # Serve ----------------------------------------------------------------------------------------
@@ -161,6 +178,14 @@ def serve(
         list[str] | None,
         typer.Option("--allow-path", help="Host path containers may bind (repeatable)."),
     ] = None,
+    insecure_registry: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--insecure-registry",
+            help="Registry HOST:PORT asked over plain HTTP when resolving a pulled tag "
+            "(loopback registries always are), as dockerd's insecure-registries (repeatable).",
+        ),
+    ] = None,
     max_memory: Annotated[
         int | None,
         typer.Option(
@@ -200,6 +225,7 @@ def serve(
         socket_mode=parse_mode(socket_mode),
         socket_group=_group_id(socket_group),
         token_header=token_header,
+        insecure_registries=frozenset(insecure_registry or ()),
         policy=RiskPolicy(
             required_scope="write",
             host_path_allowlist=frozenset(allow_path or ()),
@@ -376,13 +402,27 @@ def image_allow(
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Allowlist digests of a repository."""
+    """Allowlist digests of a repository (NAME, NAME:TAG or NAME@DIGEST).
+
+    The allowlist is per repository and pins content by digest: a tag in NAME is not part of
+    it (tags move), a digest in NAME is added like --digest."""
+    try:
+        repository, tag, pinned = split_repository(name)
+    except InvalidImageReference as e:
+        raise InvalidInput(e.message) from None
+    digests = [*(digest or []), *([pinned] if pinned else [])]
     with _store(data_dir) as (_rt, store):
         policy = store.allow_image(
-            name, digest or [], by=_by(), require_signature=require_signature
+            repository, digests, by=_by(), require_signature=require_signature
         )
     signed = ", signature required" if policy.require_signature else ""
     out.print(f"{policy.name}: {len(policy.digests)} digest(s){signed}", markup=False)
+    if tag is not None:
+        err.print(
+            f"note: the allowlist is per repository; the tag {tag!r} is not part of it: the "
+            "digests are what is trusted",
+            markup=False,
+        )
 
 
 @image_app.command("remove")

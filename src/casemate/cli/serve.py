@@ -176,7 +176,14 @@ def run_server(settings: Settings, *, ready: Callable[[str], None] | None = None
             ready(url)
         sys.stdout.flush()
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, server_header=False, lifespan="on"
+            app,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            lifespan="on",
+            # open streams (an exec held for review) must not keep the gateway from
+            # ending its sessions: after this the requests are cancelled and it shuts down
+            timeout_graceful_shutdown=10,
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -62,7 +62,7 @@ from casemate.edge.cloudlink import (
     cancel_and_wait,
     utc_now,
 )
-from casemate.edge.imageref import InvalidImageReference, normalise_repository, parse_image_ref
+from casemate.edge.imageref import InvalidImageReference, parse_image_ref, split_repository
 from casemate.edge.models import (
     EdgeAuthzRequest,
     EdgeCloudIdentity,
@@ -154,14 +154,18 @@ def _check_glob(value: str, name: str, max_len: int = 200) -> str:
 
 
 def image_pattern(text: str) -> str:
-    """A rule's image glob: ``*``, a glob over normalised names, or a name (normalised)."""
+    """A rule's image glob: ``*``, a glob over normalised names, or a name (normalised; a tag
+    is dropped: rules match repositories, and what they let in is pinned by digest)."""
     _check_glob(text, "image", 512)
     if _GLOB_CHARS & set(text):
         return text
     try:
-        return normalise_repository(text)
+        name, _tag, digest = split_repository(text)
     except InvalidImageReference as e:
         raise InvalidInput(f"image: {e.message}") from None
+    if digest is not None:
+        raise InvalidInput("image: give the digest with --digest, not in the image name")
+    return name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -794,9 +798,11 @@ class CloudRegistry:
     ) -> m.ImageGrant:
         """Create or replace the record of a repository (``nginx`` → docker.io/library/nginx)."""
         try:
-            normalised = normalise_repository(name)
+            normalised, _tag, pinned = split_repository(name)
         except InvalidImageReference as e:
             raise InvalidInput(e.message) from None
+        if pinned is not None:
+            digests = [*digests, pinned]
         grant = m.ImageGrant(
             name=normalised, digests=tuple(digests), actions=tuple(actions), users=tuple(users)
         )
@@ -833,7 +839,7 @@ class CloudRegistry:
 
     def remove_image(self, name: str, *, by: str) -> None:
         try:
-            normalised = normalise_repository(name)
+            normalised = split_repository(name)[0]
         except InvalidImageReference as e:
             raise InvalidInput(e.message) from None
         with self.db.session() as s:

@@ -119,3 +119,13 @@ def normalise_repository(text: str) -> str:
     if ref.is_id or ref.tag is not None or ref.digest is not None:
         raise InvalidImageReference(f"expected a repository name without tag or digest: {text!r}")
     return ref.name
+
+
+def split_repository(text: str) -> tuple[str, str | None, str | None]:
+    """``(normalised repository, tag, digest)`` of a reference that names a repository (with
+    or without a tag or digest), for commands that take a repository but are often given
+    ``name:tag``; refuses image IDs."""
+    ref = parse_image_ref(text)
+    if ref.is_id:
+        raise InvalidImageReference(f"expected a repository name, not an image ID: {text!r}")
+    return ref.name, ref.tag, ref.digest

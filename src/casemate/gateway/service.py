@@ -13,8 +13,16 @@ benchmark start in-process). It owns
   issues a proxy token for this session only, builds the private working environment
   (:class:`~casemate.bastion.workenv.WorkEnv`) and opens the recording; the session's commands
   then go through :class:`~casemate.bastion.runner.CommandRunner`. Sessions end on exit, when
-  an admin terminates them, or when the grant or the session lifetime expires; their proxy
-  token is revoked and their directory removed at once.
+  an admin terminates them, when their client goes away, when the grant or the session
+  lifetime expires, and when the gateway shuts down; their proxy token is revoked and their
+  directory removed at once;
+* **nothing left open**: every session that has a ``bastion.session.started`` record gets its
+  ``bastion.session.ended``, whatever fails during the teardown. An end that cannot be
+  written (the database is away) is kept in the gateway's :class:`~casemate.core.audit
+  .AuditBacklog` and written when the database is back (and such sessions stay listed, state
+  ``ending``, until then). At start, before the proxy listens, :func:`~casemate.gateway
+  .recovery.recover` closes in the audit what a crashed run left open (sessions, commands,
+  forwarded API requests), after the recordings are closed.
 
 Features do not import each other (bastion, kubeproxy): this package is where they meet.
 """
@@ -30,7 +38,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -41,12 +49,14 @@ from casemate.bastion.recording import RecordingStore, RecordingWriter
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.runner import CommandResult, CommandRunner, RunnerLimits, SessionInfo, Tools
 from casemate.bastion.workenv import WorkEnv, WorkEnvSpec
+from casemate.core.audit import AuditBacklog
 from casemate.core.files import write_atomic
 from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
 from casemate.core.settings import parse_listen
 from casemate.errors import AuthenticationFailed, ConfigError, Denied, InvalidInput, NotFound
 from casemate.events import BastionSessionEnded, BastionSessionShared, BastionSessionStarted
+from casemate.gateway.recovery import Recovery, recover
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
@@ -56,6 +66,7 @@ from casemate.kubeproxy.proxy import (
     ProxyCertificates,
     generate_certificates,
     proxy_kubeconfig,
+    requests_in_flight,
 )
 from casemate.kubeproxy.rules import ApiVerdict, SessionGrant
 from casemate.kubeproxy.sessions import (
@@ -74,6 +85,8 @@ __all__ = ["BastionSession", "Gateway", "LiveSession", "account_group"]
 log = logging.getLogger(__name__)
 
 _CHANNELS: Final = frozenset({"exec", "terminal", "ssh", "web"})
+#: Sessions live in this process (every gateway in it): recovery leaves them alone.
+_LIVE_HERE: set[str] = set()
 
 
 def account_group(account: str) -> str:
@@ -97,6 +110,7 @@ class LiveSession:
     expires_at: datetime
     commands: int
     shared_with: tuple[str, ...]
+    state: str = "live"  # live, or ending: ended, its end not yet in the audit log
 
 
 @dataclass
@@ -280,7 +294,8 @@ class Gateway:
         self._tools = tools
         self._policy = policy or _stored_policy(runtime)
         self._proxy_listen = proxy_listen or settings.kubeproxy_listen
-        self._audit_writer = AuditWriter(runtime.audit)
+        self.backlog = AuditBacklog(runtime.audit)
+        self._audit_writer = AuditWriter(runtime.audit, backlog=self.backlog)
         self.proxy = KubeProxy(
             TokenRouter([("cmk_", self.sessions), ("cmkc_", self.kubeconfigs)]),
             self._audit_writer,
@@ -288,6 +303,8 @@ class Gateway:
         )
         self.certificates: ProxyCertificates | None = None
         self._live: dict[str, BastionSession] = {}
+        self._ending: dict[str, LiveSession] = {}  # ended; the end waits in the backlog
+        self.recovered: Recovery | None = None
         self._runner: CommandRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.unavailable = ""  # why sessions cannot run (kubectl/helm missing)
@@ -327,21 +344,45 @@ class Gateway:
         self.certificates = await asyncio.to_thread(
             _load_or_create_certificates, settings.data_dir / "kubeproxy-tls", hosts
         )
+        await self._recover()
         await self.proxy.start(host, port, tls=self.certificates.server_context())
         self._clean_stale_work_dirs()
         self._reaper = asyncio.ensure_future(self._reap())
 
+    async def _recover(self) -> None:
+        """Close in the audit what a previous run left open (see the module docstring).
+        A database that does not answer now only delays it to the next start."""
+        try:
+            closed = []
+            if self.recordings is not None:
+                closed = await asyncio.to_thread(self.recordings.recover)
+            self.recovered = await asyncio.to_thread(
+                recover,
+                self.runtime.audit,
+                live_sessions=frozenset(_LIVE_HERE),
+                in_flight=requests_in_flight(),
+                recordings=len(closed),
+            )
+        except Exception as e:  # noqa: BLE001 - retried at the next start
+            log.error("gateway: recovery could not run (%s); it runs again at the next start", e)
+
     async def close(self) -> None:
+        """End every session (their commands are interrupted, held ones cancelled), wait
+        for the teardowns, stop the proxy, write what the backlog still holds."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await asyncio.gather(
+            *(self.close_session(sid, reason="shutdown") for sid in list(self._live)),
+            return_exceptions=True,
+        )
         if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        for sid in list(self._live):
-            await self.close_session(sid, reason="shutdown")
+            await asyncio.wait(set(self._background), timeout=30)
         await self.proxy.close()
         await self._audit_writer.close()
+        await asyncio.to_thread(self.backlog.close)
+        self._ending.clear()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -473,39 +514,62 @@ class Gateway:
             grant_id=access.grant_id,
         )
         self._live[session_id] = session
+        _LIVE_HERE.add(session_id)
         return session
 
     async def close_session(self, session_id: str, *, reason: str = "exit", by: str = "") -> None:
+        """End a session: its command is interrupted (a held one's ticket cancelled), its
+        token revoked, recording closed, directory removed, and its end audited whatever of
+        that fails (kept in the backlog while the audit log cannot be written)."""
         session = self._live.pop(session_id, None)
         if session is None or session.closed:
             return
         session.closed = True
         session.ended_reason = reason
-        session.interrupt()
-        self.sessions.revoke(session_id)
-        session.terminated.set()
-        session._watchers.publish(None)
-        if session.recording is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(session.recording.close)
-        await asyncio.to_thread(session.env.remove)
+        event = BastionSessionEnded(
+            actor=by or session.info.user,
+            source=session.info.source,
+            outcome=reason,
+            session_id=session_id,
+            cluster=session.info.cluster,
+            reason=reason,
+            terminated_by=by,
+            commands=session.commands,
+            duration=round(time.monotonic() - session._started, 3),
+        )
         try:
-            await asyncio.to_thread(
-                self.runtime.audit.append,
-                BastionSessionEnded(
-                    actor=by or session.info.user,
-                    source=session.info.source,
-                    outcome=reason,
-                    session_id=session_id,
-                    cluster=session.info.cluster,
-                    reason=reason,
-                    terminated_by=by,
-                    commands=session.commands,
-                    duration=round(time.monotonic() - session._started, 3),
-                ),
+            session.interrupt()
+            self.sessions.revoke(session_id)
+            session.terminated.set()
+            session._watchers.publish(None)
+            running = session._running
+            if running is not None and not running.done():  # let a held ticket be cancelled
+                await asyncio.wait({running}, timeout=10)
+            if session.recording is not None:
+                try:
+                    await asyncio.to_thread(session.recording.close)
+                except Exception as e:  # noqa: BLE001 - the end is audited all the same
+                    log.warning("gateway: the recording of %s did not close: %s", session_id, e)
+            try:
+                await asyncio.to_thread(session.env.remove)
+            except Exception as e:  # noqa: BLE001 - startup removes what is left
+                log.warning("gateway: the directory of %s was not removed: %s", session_id, e)
+        finally:
+            await self._audit_end(session, event)
+
+    async def _audit_end(self, session: BastionSession, event: BastionSessionEnded) -> None:
+        try:
+            await asyncio.shield(asyncio.to_thread(self.runtime.audit.append, event))
+        except Exception as e:  # noqa: BLE001 - kept and written when the database is back
+            log.error(
+                "gateway: cannot audit the end of session %s yet (%s); kept to write later",
+                event.session_id,
+                type(e).__name__,
             )
-        except Exception:
-            log.exception("gateway: cannot audit the end of session %s", session_id)
+            self.backlog.add(event)
+            self._ending[event.session_id] = replace(session.live(), state="ending")
+        finally:
+            _LIVE_HERE.discard(event.session_id)
 
     def keep(self, task: asyncio.Task[None]) -> None:
         """Hold a background task (a session's teardown) until it is done; :meth:`close`
@@ -520,7 +584,11 @@ class Gateway:
         return session
 
     def live_sessions(self) -> list[LiveSession]:
-        return [s.live() for s in self._live.values()]
+        """Every session the audit log shows open: the live ones, and those that ended
+        while their end could not be written yet (state ``ending``)."""
+        if self._ending and not self.backlog.pending:
+            self._ending.clear()
+        return [s.live() for s in self._live.values()] + list(self._ending.values())
 
     async def terminate(self, session_id: str, by: Principal) -> None:
         if not by.is_admin:

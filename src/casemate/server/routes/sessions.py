@@ -4,7 +4,9 @@
   NDJSON: ``{"type": "session", "id"}``, ``{"type": "output", "data"}``…, ``{"type":
   "waiting", "ticket"}`` when it is held for review, and a final ``{"type": "exit", "code",
   "decision", "command_id", ...}``. The session (working environment, proxy token,
-  recording) ends with the command.
+  recording) ends with the command. A client that goes away ends it too, at once, even
+  while nothing is being sent (a command held for review): the command is interrupted, its
+  ticket cancelled, the session ended.
 * ``WS /clusters/{cluster}/terminal`` is the interactive restricted shell. The first message
   may be ``{"type": "auth", "token"}`` (browsers cannot set headers); then ``{"type":
   "input", "data"}`` and ``{"type": "resize", "cols", "rows"}`` from the client, ``{"type":
@@ -49,6 +51,7 @@ from casemate.server.schemas import Strict
 router = APIRouter(tags=["sessions"])
 
 _MAX_LINE = 8192
+_DISCONNECT_POLL = 0.5  # seconds between checks that an exec client is still there
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -173,9 +176,19 @@ async def exec_command(
             queue.put_nowait(None)
             await session.close()
 
+    async def client_gone() -> None:
+        """End the session when the client disconnects: nothing is written while a command
+        waits for review, so the server would not notice otherwise."""
+        while not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL)
+        await session.close(reason="disconnected")
+
     async def stream() -> AsyncIterator[bytes]:
         task = asyncio.ensure_future(run())
         gateway.keep(task)
+        watcher = asyncio.ensure_future(client_gone())
+        gateway.keep(watcher)
+        task.add_done_callback(lambda _: watcher.cancel())
         finished = False
         try:
             yield _ndjson({"type": "session", "id": session.id})
@@ -183,10 +196,8 @@ async def exec_command(
                 yield item
             finished = True
         finally:
-            if not finished and not task.done():  # the client went away: stop the command
-                session.interrupt()
-                with contextlib.suppress(BaseException):
-                    await task
+            if not finished and not task.done():  # the client went away: end the session
+                gateway.keep(asyncio.ensure_future(session.close(reason="disconnected")))
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -330,6 +341,11 @@ class LiveSessionOut(BaseModel):
     expires_at: datetime
     commands: int
     shared_with: list[str]
+    state: str = Field(
+        default="live",
+        description="live; or ending: the session ended but the audit log could not take "
+        "its end yet (written as soon as it can)",
+    )
 
 
 class ShareRequest(Strict):
@@ -338,7 +354,8 @@ class ShareRequest(Strict):
 
 @router.get("/sessions", response_model=list[LiveSessionOut])
 async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSessionOut]:
-    """Live bastion sessions: all for admins, one's own and those shared with one otherwise."""
+    """Open bastion sessions, exactly those the audit log shows open (started, not ended):
+    all for admins, one's own and those shared with one otherwise."""
     me = principal.username
     return [
         LiveSessionOut(
@@ -353,6 +370,7 @@ async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[Li
             expires_at=s.expires_at,
             commands=s.commands,
             shared_with=list(s.shared_with),
+            state=s.state,
         )
         for s in gateway.live_sessions()
         if principal.is_admin or s.user == me or me in s.shared_with
