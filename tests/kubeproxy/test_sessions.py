@@ -221,6 +221,35 @@ def test_reissuing_a_session_replaces_its_token() -> None:
     assert len(store) == 1
 
 
+def test_every_session_has_a_dry_run_only_twin() -> None:
+    store = SessionStore(now=Clock())
+    issued = store.issue(grant(), upstream(), session_id="s1")
+    assert issued.preview_token.startswith(SESSION_PREFIX)
+    assert issued.preview_token != issued.token
+    assert issued.preview_token not in repr(issued)
+    preview = store.resolve(issued.preview_token)
+    assert preview.kind == "preview" and preview.session_id == "s1.preview"
+    assert preview.grant.dry_run_only is True
+    assert store.resolve(issued.token).grant.dry_run_only is False
+    assert preview.grant.namespaces == grant().namespaces
+    assert len(store) == 1
+    # revoked together; a session id cannot pose as a preview
+    store.revoke("s1")
+    with pytest.raises(AuthenticationFailed):
+        store.resolve(issued.preview_token)
+    with pytest.raises(InvalidInput, match="preview"):
+        store.issue(grant(), upstream(), session_id="s2.preview")
+    # reissuing replaces the twin too
+    one = store.issue(grant(), upstream(), session_id="s3")
+    two = store.issue(grant(), upstream(), session_id="s3")
+    with pytest.raises(AuthenticationFailed):
+        store.resolve(one.preview_token)
+    assert store.resolve(two.preview_token).grant.dry_run_only
+    assert store.revoke_user("alice") == 1  # the session (and its twin)
+    with pytest.raises(AuthenticationFailed):
+        store.resolve(two.preview_token)
+
+
 def test_purge_and_limits() -> None:
     clock = Clock()
     store = SessionStore(now=clock, max_sessions=2)

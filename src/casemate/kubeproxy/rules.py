@@ -34,9 +34,28 @@ Decision semantics
      need the request's own name or namespace to match.
    * ``paths`` - the request path (useful for non-resource URLs).
    * ``dry_run`` - ``true``/``false``: whether the write is ``dryRun=All``.
+   * ``label_selectors`` - terms (globs) that must all be among the ``labelSelector`` terms
+     (``owner=helm``).
+   * What a create/update/patch body sets (:func:`~casemate.kubeproxy.classify.inspect_body`:
+     whole objects, merge, strategic-merge, JSON and apply patches): ``secret_types`` (a
+     Secret's ``type``), ``pod_risks`` (:mod:`casemate.risks.pods` ids: ``privileged``,
+     ``host-namespaces``, ``host-path``, ``capabilities``, ``privilege-escalation``,
+     ``host-ports``, ``unreadable``), ``role_refs`` (a binding's ``Kind/name``),
+     ``role_verbs`` (the verbs a Role grants; ``"[*]"`` is the literal ``*``) and
+     ``replicas`` (``"0"``). A body that cannot be read (protobuf, bad JSON/YAML, duplicate
+     keys, a JSON patch ``copy``/``move``), or a write whose body was not looked at, matches
+     every such condition of ``deny``/``review``/``warn`` rules and none of ``allow`` rules.
 
 ``review`` means "a second person must approve": the proxy asks its reviewer, if it has one,
 and otherwise refuses (fail closed).
+
+Review previews. A grant with ``dry_run_only`` (the credential review previews run with, see
+:class:`~casemate.kubeproxy.sessions.SessionStore`) is refused (rule ``preview.dry-run-only``)
+every request that could change the cluster: a write without ``dryRun=All``, exec, attach,
+port-forward and proxy connections, and non-resource requests other than GET/HEAD, whatever
+kubectl was told. A dry run that a ``review`` rule holds passes for it (it shows what the
+review is about); a read that a ``review`` rule holds is refused; ``deny`` rules apply as to
+everyone.
 
 Cluster-scoped reads. kubectl needs a few to work normally (``get ns``, ``get nodes``,
 ``describe`` of classes, CRDs for discovery of custom kinds), and they reveal names and
@@ -53,10 +72,16 @@ The default rule set (:data:`DEFAULT_RULES_YAML`) allows discovery reads, everyt
 granted namespaces, reads of a few harmless cluster-scoped kinds (namespaces, nodes, classes,
 CRDs, API services) and the self-review requests of ``kubectl auth whoami``/``can-i``; it
 denies namespace deletion, writes to cluster-scoped RBAC, admission webhooks and policies,
-CRDs and CSRs, minting service account tokens (a credential that would bypass Casemate) and
-every proxy subresource (``nodes/proxy`` reaches the kubelet); exec, attach, port-forward,
-ephemeral containers and delete-collection need review; secret reads and namespaced RBAC
-writes are warned about. Everything else (other cluster-scoped reads, every other
+CRDs and CSRs (their approval included), minting service account tokens (TokenRequest, and
+Secrets of type ``kubernetes.io/service-account-token``: credentials that would bypass
+Casemate), every proxy subresource (``nodes/proxy`` reaches the kubelet), reading Secrets
+(only Helm's own release records ``sh.helm.release.v1.*`` and lists with ``owner=helm`` are
+allowed: ``helm lookup`` and server dry runs read through the same requests) and workloads of
+any kind with pod escape risks; exec, attach, port-forward, ephemeral containers,
+delete-collection, scaling or patching replicas to zero, updating a Secret (the answer holds
+its data), RoleBindings to anything but the ``view`` ClusterRole and Roles granting
+``escalate``, ``bind``, ``impersonate`` or ``*`` need review; namespaced RBAC writes are
+warned about. Everything else (other cluster-scoped reads, every other
 cluster-scoped write, non-resource URLs beyond discovery) falls to the default: deny. A site
 allows more with its own higher-priority rules, for example::
 
@@ -92,6 +117,7 @@ __all__ = [
     "DEFAULT_RULES_YAML",
     "GRANT_ALL_NAMESPACES",
     "GRANT_NAMESPACE",
+    "PREVIEW_DRY_RUN",
     "ApiAction",
     "ApiMatch",
     "ApiNotice",
@@ -108,6 +134,7 @@ __all__ = [
 CURRENT_VERSION: Final = 1
 GRANT_NAMESPACE: Final = "grant.namespace"
 GRANT_ALL_NAMESPACES: Final = "grant.all-namespaces"
+PREVIEW_DRY_RUN: Final = "preview.dry-run-only"
 
 _VERB_ALIASES: Final[Mapping[str, frozenset[str]]] = {
     "read": READ_VERBS,
@@ -140,7 +167,9 @@ _SEVERITY: Final = {ApiAction.ALLOW: 0, ApiAction.WARN: 1, ApiAction.REVIEW: 2, 
 class SessionGrant:
     """What one session may reach: who (``user``, ``groups``), on which cluster with which
     system account, in which namespaces (globs; ``"*"`` is every namespace and also allows
-    all-namespaces requests), until when (timezone-aware)."""
+    all-namespaces requests), until when (timezone-aware). ``dry_run_only`` marks the
+    credential of review previews: nothing it sends may change the cluster (see
+    :func:`decide`)."""
 
     user: str
     groups: frozenset[str]
@@ -148,6 +177,7 @@ class SessionGrant:
     account: str
     namespaces: tuple[str, ...]
     expires_at: datetime
+    dry_run_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -197,6 +227,12 @@ class ApiMatch:
     namespaces: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     dry_run: bool | None = None
+    label_selectors: tuple[str, ...] = ()
+    secret_types: tuple[str, ...] = ()
+    pod_risks: tuple[str, ...] = ()
+    role_refs: tuple[str, ...] = ()
+    role_verbs: tuple[str, ...] = ()
+    replicas: tuple[str, ...] = ()
     _verbs: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +270,43 @@ class ApiMatch:
                 if not _any([request.namespace], self.namespaces):
                     return False
             elif every or request_scope(request) != "all-namespaces":
+                return False
+        if self.label_selectors:
+            terms = {t.strip() for t in (request.param("labelSelector") or "").split(",")}
+            if not all(_any(terms, [pattern]) for pattern in self.label_selectors):
+                return False
+        return self._body_matches(request, every=every)
+
+    def _body_matches(self, request: ApiRequest, *, every: bool) -> bool:
+        conditions = (
+            (self.secret_types, "secret_types"),
+            (self.pod_risks, "pod_risks"),
+            (self.role_refs, "role_refs"),
+            (self.role_verbs, "role_verbs"),
+            (self.replicas, "replicas"),
+        )
+        if not any(patterns for patterns, _ in conditions):
+            return True
+        facts = request.body
+        if facts is None:
+            if request.verb not in ("create", "update", "patch"):
+                return False  # no body that could set anything
+            return not every  # a write whose body was not looked at: assume the worst
+        if not facts.readable:
+            # an unreadable body may set anything: deny/review/warn rules assume it does
+            return not every
+        for patterns, name in conditions:
+            if not patterns:
+                continue
+            values: frozenset[str] = (
+                frozenset(str(n) for n in facts.replicas)
+                if name == "replicas"
+                else getattr(facts, name)
+            )
+            unknown = {"?", "?/?", "-1", "unreadable"} & values
+            if unknown and not every:
+                continue
+            if not _any(values - unknown, patterns):
                 return False
         return True
 
@@ -373,6 +446,45 @@ def decide(request: ApiRequest, grant: SessionGrant, rules: ApiRules | None = No
             " name a namespace with -n",
             GRANT_ALL_NAMESPACES,
         )
+    if grant.dry_run_only and _changes_anything(request):
+        return ApiVerdict(
+            ApiAction.DENY,
+            "this is a review preview's credential: it may only read and send dry runs "
+            "(dryRun=All)",
+            PREVIEW_DRY_RUN,
+        )
+    verdict = _walk(request, grant, rules)
+    if grant.dry_run_only and verdict.action == ApiAction.REVIEW:
+        if request.is_write:  # a dry run (checked above): it shows what review is about
+            return ApiVerdict(
+                ApiAction.ALLOW,
+                f"a review preview's dry run: {verdict.reason}",
+                verdict.rule,
+                verdict.warnings,
+            )
+        return ApiVerdict(
+            ApiAction.DENY,
+            f"{verdict.reason} (a review preview never asks for a review)",
+            verdict.rule,
+            verdict.warnings,
+        )
+    return verdict
+
+
+def _changes_anything(request: ApiRequest) -> bool:
+    """Whether a request could change the cluster: a write that is not ``dryRun=All``, a
+    connection into a pod or node (exec, attach, port-forward, proxy), or a non-resource
+    request other than GET/HEAD."""
+    if not request.is_resource:
+        return request.method not in ("GET", "HEAD")
+    if request.connect or request.verb == "proxy":
+        return True
+    if request.verb in READ_VERBS:
+        return request.method not in ("GET", "HEAD")
+    return not request.dry_run
+
+
+def _walk(request: ApiRequest, grant: SessionGrant, rules: ApiRules) -> ApiVerdict:
     warnings: list[ApiNotice] = []
     for rule in rules.ordered:
         if not rule.applies_to.contains(grant):
@@ -505,6 +617,50 @@ rules:
     match:
       resources: [serviceaccounts/token]
 
+  - id: api.secret-read
+    priority: 1000
+    action: deny
+    description: >-
+      Secret data is never returned (only Helm's own release records); server dry runs,
+      helm lookup and server-side rendering read through the same requests.
+    match:
+      verbs: [read]
+      api_groups: [""]
+      resources: [secrets]
+
+  - id: api.secret-token-type
+    priority: 1100
+    action: deny
+    description: >-
+      A Secret of type kubernetes.io/service-account-token mints a token that works outside
+      Casemate.
+    match:
+      verbs: [create, update, patch]
+      api_groups: [""]
+      resources: [secrets]
+      secret_types: [kubernetes.io/service-account-token]
+
+  - id: api.pod-escape
+    priority: 1000
+    action: deny
+    description: >-
+      Privileged containers, host namespaces, hostPath volumes, added capabilities, privilege
+      escalation and host ports let a workload break out to its node.
+    match:
+      verbs: [create, update, patch]
+      resources:
+        - pods
+        - pods/ephemeralcontainers
+        - podtemplates
+        - deployments
+        - replicasets
+        - statefulsets
+        - daemonsets
+        - replicationcontrollers
+        - jobs
+        - cronjobs
+      pod_risks: ["*"]  # every risk, "unreadable" included
+
   - id: api.proxy-subresource
     priority: 1000
     action: deny
@@ -542,16 +698,87 @@ rules:
     match:
       verbs: [deletecollection]
 
-  # --- warn -------------------------------------------------------------------------------
-  - id: api.secret-read
-    priority: 500
-    action: warn
-    description: Reading secrets returns their data.
+  - id: api.rolebinding
+    priority: 900
+    action: review
+    description: >-
+      A RoleBinding to anything but the view ClusterRole can hand out escalate, bind,
+      impersonate or every verb (to a service account whose token works outside Casemate).
     match:
-      verbs: [read]
+      verbs: [create, update, patch]
+      api_groups: [rbac.authorization.k8s.io]
+      resources: [rolebindings]
+
+  - id: api.powerful-role
+    priority: 900
+    action: review
+    description: A Role granting escalate, bind, impersonate or every verb can grant anything.
+    match:
+      verbs: [create, update, patch]
+      api_groups: [rbac.authorization.k8s.io]
+      resources: [roles, clusterroles]
+      role_verbs: [escalate, bind, impersonate, "[*]"]
+
+  - id: api.scale-to-zero
+    priority: 900
+    action: review
+    description: Scaling a workload to zero replicas stops it.
+    match:
+      verbs: [update, patch]
+      api_groups: [apps, ""]
+      resources:
+        - deployments
+        - deployments/scale
+        - statefulsets
+        - statefulsets/scale
+        - replicasets
+        - replicasets/scale
+        - replicationcontrollers
+        - replicationcontrollers/scale
+      replicas: ["0"]
+
+  - id: api.secret-update
+    priority: 900
+    action: review
+    description: >-
+      Updating or patching a Secret answers with the whole Secret, its data included.
+    match:
+      verbs: [update, patch]
       api_groups: [""]
       resources: [secrets]
 
+  # --- allowed exceptions to the rules above ----------------------------------------------
+  - id: api.rolebinding-view
+    priority: 950
+    action: allow
+    description: Binding the read-only view ClusterRole.
+    match:
+      verbs: [create, update]
+      api_groups: [rbac.authorization.k8s.io]
+      resources: [rolebindings]
+      role_refs: [ClusterRole/view]
+
+  - id: api.helm-release-secrets
+    priority: 1010
+    action: allow
+    description: Helm's own release records (Secrets sh.helm.release.v1.NAME.vN, owner=helm).
+    match:
+      verbs: [get, create, update, patch, delete]
+      api_groups: [""]
+      resources: [secrets]
+      names: [sh.helm.release.v1.*]
+
+  - id: api.helm-release-secret-list
+    priority: 1010
+    action: allow
+    description: Helm listing its own release records (label selector owner=helm).
+    match:
+      verbs: [list, watch]
+      api_groups: [""]
+      resources: [secrets]
+      label_selectors: [owner=helm]
+
+  # --- warn -------------------------------------------------------------------------------
   - id: api.namespaced-rbac-write
     priority: 500
     action: warn
@@ -651,7 +878,14 @@ _MATCH_KEYS: Final = (
     "namespaces",
     "paths",
     "dry_run",
+    "label_selectors",
+    "secret_types",
+    "pod_risks",
+    "role_refs",
+    "role_verbs",
+    "replicas",
 )
+_LIST_KEYS: Final = tuple(key for key in _MATCH_KEYS if key != "dry_run")
 _RULE_KEYS: Final = ("id", "priority", "action", "match", "applies_to", "description", "enabled")
 _APPLIES_KEYS: Final = ("users", "groups", "clusters", "accounts")
 
@@ -699,10 +933,7 @@ def _read_rule(data: object, at: At) -> ApiRule:
 
 def _read_match(data: object, at: At) -> ApiMatch:
     body = _mapping(data, at, _MATCH_KEYS)
-    lists = {
-        key: _str_list(body.get(key), at / key)
-        for key in ("verbs", "api_groups", "resources", "scopes", "names", "namespaces", "paths")
-    }
+    lists = {key: _str_list(body.get(key), at / key) for key in _LIST_KEYS}
     for index, verb in enumerate(lists["verbs"]):
         if verb not in _KNOWN_VERBS:
             raise (at / "verbs" / index).error(

@@ -35,7 +35,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
@@ -55,6 +55,7 @@ __all__ = [
     "GENERIC_FAILURE",
     "KUBECONFIG_PREFIX",
     "MAX_KUBECONFIG_TTL",
+    "PREVIEW_SUFFIX",
     "SESSION_PREFIX",
     "Authenticator",
     "CredentialInfo",
@@ -134,7 +135,8 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ProxySession:
-    """What one credential resolves to. ``kind`` is ``session`` or ``kubeconfig``."""
+    """What one credential resolves to. ``kind`` is ``session``, ``preview`` (a session's
+    dry-run-only twin) or ``kubeconfig``."""
 
     session_id: str
     grant: SessionGrant
@@ -199,11 +201,18 @@ def session_for_access(
 
 @dataclass(frozen=True)
 class IssuedSession:
-    """A new session token; ``token`` is handed to the session's kubeconfig once."""
+    """A new session token; ``token`` is handed to the session's kubeconfig once.
+    ``preview_token`` is its dry-run-only twin (session id ``<id>.preview``, the same grant
+    with :attr:`~casemate.kubeproxy.rules.SessionGrant.dry_run_only`): review previews run
+    with it, so nothing they send can change the cluster whatever kubectl was told."""
 
     session_id: str
     token: str = field(repr=False)
     expires_at: datetime
+    preview_token: str = field(default="", repr=False)
+
+
+PREVIEW_SUFFIX: Final = ".preview"
 
 
 @dataclass
@@ -239,19 +248,29 @@ class SessionStore:
         sid = session_id or "kps_" + secrets.token_hex(8)
         if not sid or len(sid) > 100 or not sid.isprintable():
             raise InvalidInput("a session id is 1 to 100 printable characters")
+        if sid.endswith(PREVIEW_SUFFIX):
+            raise InvalidInput(f"a session id may not end with {PREVIEW_SUFFIX!r}")
         token = _new_token(SESSION_PREFIX)
         entry = _Entry(ProxySession(sid, grant, upstream, "session"), grant.expires_at, "")
         entry.token_hash = hash_token(token)
+        preview_token = _new_token(SESSION_PREFIX)
+        pid = sid + PREVIEW_SUFFIX
+        preview = _Entry(
+            ProxySession(pid, replace(grant, dry_run_only=True), upstream, "preview"),
+            grant.expires_at,
+            hash_token(preview_token),
+        )
         with self._lock:
             self._purge_locked(now)
-            if sid not in self._by_id and len(self._by_id) >= self._max:
+            if sid not in self._by_id and len(self._by_id) >= 2 * self._max:
                 raise InvalidInput(f"too many live proxy sessions (at most {self._max})")
-            old = self._by_id.pop(sid, None)
-            if old is not None:
-                self._by_hash.pop(old.token_hash, None)
-            self._by_id[sid] = entry
-            self._by_hash[entry.token_hash] = entry
-        return IssuedSession(sid, token, grant.expires_at)
+            for key, new in ((sid, entry), (pid, preview)):
+                old = self._by_id.pop(key, None)
+                if old is not None:
+                    self._by_hash.pop(old.token_hash, None)
+                self._by_id[key] = new
+                self._by_hash[new.token_hash] = new
+        return IssuedSession(sid, token, grant.expires_at, preview_token)
 
     def resolve(self, token: str) -> ProxySession:
         if not token.startswith(SESSION_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
@@ -277,6 +296,9 @@ class SessionStore:
             if entry is None:
                 return False
             self._drop_locked(entry)
+            preview = self._by_id.get(session_id + PREVIEW_SUFFIX)
+            if preview is not None:
+                self._drop_locked(preview)
             return True
 
     def revoke_user(self, user: str) -> int:
@@ -285,7 +307,7 @@ class SessionStore:
             entries = [e for e in self._by_id.values() if e.session.grant.user == user]
             for entry in entries:
                 self._drop_locked(entry)
-            return len(entries)
+            return sum(1 for e in entries if e.session.kind != "preview")
 
     def purge(self) -> int:
         """Forget expired sessions; returns how many."""
@@ -294,13 +316,13 @@ class SessionStore:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._by_id)
+            return sum(1 for key in self._by_id if not key.endswith(PREVIEW_SUFFIX))
 
     def _purge_locked(self, now: datetime) -> int:
         expired = [e for e in self._by_id.values() if e.expires_at <= now]
         for entry in expired:
             self._drop_locked(entry)
-        return len(expired)
+        return sum(1 for e in expired if e.session.kind != "preview")
 
     def _drop_locked(self, entry: _Entry) -> None:
         self._by_hash.pop(entry.token_hash, None)
