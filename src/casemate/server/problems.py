@@ -5,6 +5,7 @@ Validation errors never echo the submitted values: a body may hold a password.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -31,7 +32,29 @@ _TITLES = {
     429: "Too many requests",
     500: "Internal error",
     502: "Upstream error",
+    503: "Service unavailable",
 }
+FULL = "the data directory is full; nothing was done (free space, then try again)"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the disk is full: ENOSPC from
+    the kernel, SQLite's "database or disk is full", PostgreSQL's DiskFull (53100)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if "database or disk is full" in text or "No space left on device" in text:
+            return True
+        if getattr(current, "sqlstate", None) == "53100" or getattr(current, "pgcode", None) == (
+            "53100"
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def problem(
@@ -66,6 +89,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(CasemateError)
     async def casemate_error(_request: Request, exc: CasemateError) -> JSONResponse:
+        if exc.status >= 500 and disk_full(exc):
+            log.error("refused: the data directory is full (%s)", exc.message)
+            return problem(503, FULL)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         if exc.status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
@@ -93,5 +119,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if disk_full(exc):  # one line, not a traceback: the cause is known
+            log.error("refused: the data directory is full (%s: %s)", type(exc).__name__, exc)
+            return problem(503, FULL)
         log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
         return problem(500, "an unexpected error occurred; see the server log")
