@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from casemate.testenv.kube import ClusterError, LocalCluster
+from casemate.testenv.node import RealNode
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,25 @@ def kube_namespace(kube_cluster: LocalCluster, request: pytest.FixtureRequest) -
         yield name
     finally:
         kube_cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealNode]:
+    """A real node (kubelet on containerd) joined to the session's cluster, started on first
+    use. Tests that use it carry ``@pytest.mark.node``; pods meant for it carry
+    ``casemate.testenv.node.real_node_placement()``. A missing prerequisite fails the test
+    with its reason; it never skips."""
+    node = RealNode(kube_cluster, tmp_path_factory.mktemp("node"))
+    error = None
+    try:
+        node.start()
+    except ClusterError as e:
+        error = str(e)
+    if error is not None:
+        pytest.fail(f"the real test node did not start: {error}", pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -83,6 +83,7 @@ class KubeBinaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kubectl: Path
+    kubelet: Path
     etcd: Path
     kwok: Path
     helm: Path
@@ -97,6 +98,7 @@ def find_binaries(cache: Path | None = None) -> KubeBinaries:
         kube_controller_manager=k8s / "kube-controller-manager",
         kube_scheduler=k8s / "kube-scheduler",
         kubectl=k8s / "kubectl",
+        kubelet=k8s / "kubelet",
         etcd=root / f"etcd-{ETCD_VERSION}" / "etcd",
         kwok=root / f"kwok-{KWOK_VERSION}" / "kwok",
         helm=root / f"helm-{HELM_VERSION}" / "helm",
@@ -176,6 +178,12 @@ def _write_pki(pki: Path) -> bytes:
         for ip in ("127.0.0.1", "::1", _KUBERNETES_SERVICE_IP)
     ]
     serving = _cert("kube-apiserver", serving_key, (ca, ca_key), sans)
+    # The apiserver's client certificate towards kubelets (logs, exec, port-forward): a real
+    # node's kubelet authenticates it by the cluster CA and authorizes it by webhook.
+    kubelet_client_key = ec.generate_private_key(ec.SECP256R1())
+    kubelet_client = client_cert(
+        "kube-apiserver-kubelet-client", ("system:masters",), kubelet_client_key, (ca, ca_key)
+    )
     sa_key = ec.generate_private_key(ec.SECP256R1())
     ca_pem = ca.public_bytes(serialization.Encoding.PEM)
     files = {
@@ -184,6 +192,8 @@ def _write_pki(pki: Path) -> bytes:
         "apiserver.crt": serving.public_bytes(serialization.Encoding.PEM),
         "apiserver.key": _pem_key(serving_key),
         "sa.key": _pem_key(sa_key),
+        "kubelet-client.crt": kubelet_client.public_bytes(serialization.Encoding.PEM),
+        "kubelet-client.key": _pem_key(kubelet_client_key),
         "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
@@ -193,6 +203,30 @@ def _write_pki(pki: Path) -> bytes:
         path.write_bytes(data)
         path.chmod(0o600)
     return ca_pem
+
+
+def client_cert(
+    user: str,
+    groups: tuple[str, ...],
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+) -> x509.Certificate:
+    """A one-year client certificate for ``user`` in ``groups`` (O=), signed by ``issuer``."""
+    now = datetime.datetime.now(datetime.UTC)
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(issuer[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(issuer[1], hashes.SHA256())
+    )
 
 
 @dataclass(frozen=True)
@@ -576,7 +610,8 @@ class LocalCluster:
                 str(bins.kwok),
                 f"--config={stages}",
                 f"--kubeconfig={work / 'kwok.kubeconfig'}",
-                "--manage-all-nodes=true",
+                # Only the fake nodes: a real node (casemate.testenv.node) has its kubelet.
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",
                 f"--cidr={POD_CIDR}",
                 # kubelet-bound requests (logs, exec, port-forward) stay on this machine.
@@ -640,6 +675,10 @@ class LocalCluster:
                     f"--service-account-signing-key-file={pki / 'sa.key'}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
                     "--allow-privileged=true",
+                    f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                    f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+                    # A real node is reached on its InternalIP (no DNS for node names here).
+                    "--kubelet-preferred-address-types=InternalIP,Hostname",
                     # The kubernetes Service cannot point at a loopback address.
                     "--endpoint-reconciler-type=none",
                     "--profiling=false",
