@@ -207,7 +207,9 @@ def test_a_container_swapping_links_in_a_loop_never_gets_the_host_root(world: Wo
     )
     assert run.returncode == 0, run.stderr
     refused_create = world.stack.docker("create", "-v", f"{entry}/y:/h", world.image, *world.probe)
-    assert refused_create.returncode != 0 and "[host_path]" in refused_create.stderr
+    assert refused_create.returncode != 0
+    # too deep inside SHARE, or (if the swapper just made it one) a symlink to /
+    assert "[host_path]" in refused_create.stderr or "[docker_socket]" in refused_create.stderr
     victims = []
     with world.api() as api:
         for _ in range(3):
