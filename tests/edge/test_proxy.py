@@ -1315,3 +1315,43 @@ def test_audit_failure_cause() -> None:
         "the audit database is read-only"
     )
     assert audit_failure_cause(RuntimeError("closed")) == "the audit database is unavailable"
+
+
+async def test_a_tag_that_does_not_name_the_pulled_digest_is_removed(unit: Unit) -> None:
+    """After a pull by digest the proxy tags the image and checks the tag; if dockerd's tag
+    names other content (someone retagged in between), the tag is removed and it says so."""
+    name, digest = "registry.example/team/app", "sha256:" + "d" * 64
+    pulled, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+    def inspect(image_id: str) -> Any:
+        async def handler(seen: SeenRequest, r: Any, w: asyncio.StreamWriter, rest: bytes) -> None:
+            await respond(w, 200, json.dumps({"Id": image_id, "RepoDigests": []}).encode())
+
+        return handler
+
+    async def created(seen: SeenRequest, r: Any, w: asyncio.StreamWriter, rest: bytes) -> None:
+        await respond(w, 201, b"")
+
+    unit.docker.handlers[f"app@{digest}/json"] = inspect(pulled)
+    unit.docker.handlers["app:1/json"] = inspect(other)
+    unit.docker.handlers["/tag"] = created
+    ok, message, image_id = await unit.proxy.tag_pulled(name, digest, "1")
+    assert (ok, image_id) == (False, None)
+    assert "did not name the pulled" in message and "removed" in message
+    assert [(r.method, r.target.split("?")[0]) for r in unit.docker.seen][-1] == (
+        "DELETE",
+        f"/images/{name}:1",
+    )
+    unit.docker.handlers["app:1/json"] = inspect(pulled)
+    ok, message, image_id = await unit.proxy.tag_pulled(name, digest, "1")
+    assert (ok, image_id) == (True, pulled)
+
+
+def test_stream_errors_are_recognised() -> None:
+    from casemate.edge.proxy import _stream_error
+
+    assert _stream_error(b'{"error":"manifest unknown","errorDetail":{"message":"x"}}')
+    assert _stream_error(b' {"errorDetail":{"message":"x"}}\r')
+    assert not _stream_error(b'{"status":"Pull complete","id":"abc"}')
+    assert not _stream_error(b"not json")
+    assert not _stream_error(b"")

@@ -51,10 +51,17 @@ are held and sent once the hijack is established. A client that goes away (its s
 closed, seen through ``POLLHUP``) ends the upstream request at once; a mere half-close lets the
 response finish.
 
+**Pulls by tag** are judged by the digest the registry serves for the tag
+(:mod:`casemate.edge.registry`); the request is rewritten to pull that digest, the progress
+stream relayed, and before the answer ends the proxy tags the image, checks the tag on dockerd
+(removing it on a mismatch) and audits what arrived (``edge.pull``).
+
 Residual race: a tag is resolved (``GET /images/{ref}/json``) just before the create is
 forwarded, and dockerd resolves it again; whoever can retag images on the host between the
 two (only through dockerd's own socket, not through this proxy) could swap the content.
-Pinning by digest or image ID in the request removes the race.
+Pinning by digest or image ID in the request removes the race. Likewise a host user (not a
+container) who can write into an allowlisted directory could swap a bind source between the
+check at start and dockerd's mount (docs/edge.md).
 
 Connections to dockerd that fail give ``502`` in Docker's error format. No exception ends the
 server: each connection's task catches everything, logs it, answers ``400``/``500`` if nothing
