@@ -15,9 +15,10 @@ import logging
 import os
 import re
 import ssl
+import stat
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
-from casemate.edge.decide import RiskPolicy
+from casemate.edge.decide import RiskPolicy, canonical_host_path
 from casemate.edge.guard import GuardSettings, run_guard
 from casemate.edge.imageref import InvalidImageReference, split_repository
 from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, EdgeProxy, ProxyConfig, parse_unix_url
@@ -118,6 +119,38 @@ def _group_id(name: str | None) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"there is no group {name!r}") from None
+
+
+def allow_path_warnings(paths: Iterable[str]) -> list[str]:
+    """Check ``--allow-path`` values: each must be an existing directory named by its real,
+    canonical path (else ConfigError). Returns warnings for directories (the allowed one or any
+    above it) that users other than root could change: they could swap a bind source between
+    the guard's check and dockerd's mount (the residual risk in docs/edge.md)."""
+    warnings: list[str] = []
+    for path in paths:
+        if canonical_host_path(path) != path:
+            raise ConfigError(f"--allow-path {path!r} must be a canonical absolute path")
+        real = os.path.realpath(path)
+        if real != path or not os.path.isdir(path):
+            raise ConfigError(
+                f"--allow-path {path} must be an existing directory without symlinks"
+                + (f" (its real path is {real})" if real != path else "")
+            )
+        current = path
+        while True:
+            st = os.lstat(current)
+            writable = st.st_mode & 0o022
+            shielded = current != path and st.st_mode & stat.S_ISVTX  # sticky: /tmp-like
+            if st.st_uid != 0 or (writable and not shielded):
+                warnings.append(
+                    f"{current} (above or at --allow-path {path}) can be changed by users other "
+                    "than root: they could swap a bind source between the guard's check and "
+                    "dockerd's mount; make it root-owned and not group/other-writable"
+                )
+            if current == "/":
+                break
+            current = os.path.dirname(current)
+    return warnings
 
 
 class _LinkReporter:
@@ -219,6 +252,8 @@ def serve(
     """
     settings = load_settings(data_dir=data_dir, dev_mode=True if dev else None)
     logging.getLogger("casemate").setLevel(settings.log_level.upper())
+    for warning in allow_path_warnings(allow_path or ()):
+        err.print(f"warning: {warning}", markup=False)
     config = ProxyConfig(
         listen=parse_unix_url(listen),
         docker=parse_unix_url(docker),
