@@ -1301,6 +1301,28 @@ ISSUE_10_CASES: tuple[BypassCase, ...] = (
         "denied",
         "limits",
     ),
+    _b(
+        "create-legacy-pids-with-hostconfig",
+        "a legacy top-level PidsLimit beside a HostConfig: dockerd takes HostConfig's (none)",
+        _json(
+            "POST",
+            CREATE,
+            {"Image": PINNED_REF, "HostConfig": {"Memory": 1 << 26}, "PidsLimit": 100},
+        ),
+        "denied",
+        "limits",
+    ),
+    _b(
+        "create-legacy-memory-fills-hostconfig",
+        "positive control: HostConfig leaves Memory 0, the top level's is used (within limits)",
+        _json(
+            "POST",
+            CREATE,
+            {"Image": PINNED_REF, "HostConfig": {"Memory": 0, "PidsLimit": 100}, "Memory": 1 << 26},
+        ),
+        "cloud",
+        "cloud_required",
+    ),
     # control characters in JSON keys
     _b(
         "nul-in-key",

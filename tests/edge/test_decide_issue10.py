@@ -169,6 +169,10 @@ LIMITED = RiskPolicy(max_memory=1 << 30, max_pids=500)
         ({"PidsLimit": 100}, {"Memory": 1 << 34}, Code.LIMITS),
         ({"Memory": 1 << 28, "PidsLimit": 100}, {"Memory": 1 << 34}, Code.LIMITS),
         ({"memory": 1 << 28, "pidslimit": 100}, {}, CLOUD),
+        # with a HostConfig, dockerd ignores a legacy top-level PidsLimit
+        ({"Memory": 1 << 28}, {"PidsLimit": 100}, Code.LIMITS),
+        ({"Memory": 1 << 28, "PidsLimit": 100}, {"PidsLimit": 100000}, Code.LIMITS),
+        ({"Memory": 0, "PidsLimit": 100}, {"Memory": 1 << 28}, CLOUD),
     ],
 )
 def test_create_limits(host_config: dict[str, Any], top: dict[str, Any], code: Code):

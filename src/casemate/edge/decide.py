@@ -612,22 +612,25 @@ def _limit_problem(value: JsonValue | None, maximum: int, key: str, flag: str) -
 
 
 def _create_limit_findings(body: JsonObject, policy: RiskPolicy) -> list[Finding]:
-    """dockerd takes each limit from ``HostConfig``, or from the legacy top level when
-    ``HostConfig`` leaves it zero: every value given must be within the limit and the
-    effective one must exist."""
+    """Judge each limit as dockerd applies it: with a ``HostConfig`` object, dockerd uses it
+    and takes only ``Memory`` from the legacy top level when ``HostConfig`` leaves it zero;
+    without one, the top level. Every value given must be within the maximum too."""
     out: list[Finding] = []
     hc = body.get("HostConfig")
-    views = [v for v in (hc if isinstance(hc, JsonObject) else None, body) if v is not None]
+    inner = hc if isinstance(hc, JsonObject) else None
     for key, attr, flag in _LIMITS:
         maximum = getattr(policy, attr)
         if maximum is None:
             continue
-        given = [v.get(key) for v in views if v.get(key) not in (None, 0)]
-        for value in given or [None]:
-            problem = _limit_problem(value, maximum, key, flag)
-            if problem is not None:
-                out.append(Finding(Code.LIMITS, f"container create: {problem}"))
-                break
+        given = [v for v in (inner.get(key) if inner else None, body.get(key)) if v is not None]
+        effective = inner.get(key) if inner is not None else body.get(key)
+        if inner is not None and key == "Memory" and effective in (None, 0):
+            effective = body.get(key)
+        problems = [_limit_problem(v, maximum, key, flag) for v in given if v != 0]
+        problems.append(_limit_problem(effective, maximum, key, flag))
+        problem = next((p for p in problems if p is not None), None)
+        if problem is not None:
+            out.append(Finding(Code.LIMITS, f"container create: {problem}"))
     return out
 
 
