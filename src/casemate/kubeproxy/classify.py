@@ -190,6 +190,10 @@ class ApiRequest:
     verb_via_path: bool = False
     name_from_selector: bool = False
     body: BodyFacts | None = None
+    #: A DELETE's ``DeleteOptions.dryRun == ["All"]`` read from its body. The apiserver reads
+    #: a DELETE's options from its body when it has one and then ignores the query, so
+    #: ``?dryRun=All`` with a body that says otherwise is a real delete. None: no body.
+    delete_body_dry_run: bool | None = None
     _params: Mapping[str, tuple[str, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -233,7 +237,11 @@ class ApiRequest:
 
     @property
     def dry_run(self) -> bool:
-        """Whether the apiserver will not persist this write (``dryRun=All``)."""
+        """Whether the apiserver will not persist this write (``dryRun=All``; for a DELETE
+        with a body, what the body's ``DeleteOptions`` say: the apiserver ignores the query
+        then)."""
+        if self.delete_body_dry_run is not None:
+            return self.delete_body_dry_run
         return self.param("dryRun") == "All"
 
     @property
@@ -830,8 +838,25 @@ def inspect_body(api: ApiRequest, body: bytes, content_type: str | None) -> Body
     return _facts(api, doc)
 
 
+def delete_options_dry_run(body: bytes, content_type: str | None, api: ApiRequest) -> bool:
+    """Whether a DELETE body's ``DeleteOptions`` ask for ``dryRun: ["All"]``. Anything that
+    cannot be read for sure (protobuf, bad JSON, duplicate keys, another shape) is not a dry
+    run: the request is judged as the real delete it may be. Pure; never raises."""
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media == "application/vnd.kubernetes.protobuf":
+        return False
+    try:
+        doc = _decode(body, content_type, api)
+    except (ValueError, KeyError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("dryRun") == ["All"]
+
+
 def with_body(api: ApiRequest, body: bytes, content_type: str | None) -> ApiRequest:
     """``api`` with :attr:`ApiRequest.body` filled from the request body (see
-    :func:`inspect_body`)."""
+    :func:`inspect_body`), and for a DELETE with a body, :attr:`ApiRequest.dry_run` taken
+    from the body's options as the apiserver takes it."""
+    if api.is_resource and api.method == "DELETE" and body:
+        api = replace(api, delete_body_dry_run=delete_options_dry_run(body, content_type, api))
     facts = inspect_body(api, body, content_type)
     return api if facts is None else replace(api, body=facts)
