@@ -237,6 +237,14 @@ class _User:
 
 
 def _kubeconfig(server: str, ca_pem: bytes, user: _User) -> dict[str, Any]:
+    return kubeconfig_document(server, ca_pem, user.name, {"token": user.token})
+
+
+def kubeconfig_document(
+    server: str, ca_pem: bytes, user_name: str, credential: dict[str, str]
+) -> dict[str, Any]:
+    """A kubeconfig with one cluster (CA inline) and one user with ``credential`` (a token,
+    or client-certificate/client-key paths)."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -249,11 +257,11 @@ def _kubeconfig(server: str, ca_pem: bytes, user: _User) -> dict[str, Any]:
                 },
             }
         ],
-        "users": [{"name": user.name, "user": {"token": user.token}}],
+        "users": [{"name": user_name, "user": credential}],
         "contexts": [
             {
                 "name": "casemate-testenv",
-                "context": {"cluster": "casemate-testenv", "user": user.name},
+                "context": {"cluster": "casemate-testenv", "user": user_name},
             }
         ],
         "current-context": "casemate-testenv",

@@ -59,6 +59,7 @@ from casemate.testenv.kube import (
     _Process,
     _reserve_ports,
     client_cert,
+    kubeconfig_document,
 )
 
 log = logging.getLogger(__name__)
@@ -629,30 +630,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         (pki / "node.key").write_bytes(key)
         (pki / "node.key").chmod(0o600)
         (pki / "ca.crt").write_bytes(self.cluster.ca_pem)
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {
-                        "server": self.cluster.server_url,
-                        "certificate-authority": str(pki / "ca.crt"),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": "node",
-                    "user": {
-                        "client-certificate": str(pki / "node.crt"),
-                        "client-key": str(pki / "node.key"),
-                    },
-                }
-            ],
-            "contexts": [{"name": "node", "context": {"cluster": "local", "user": "node"}}],
-            "current-context": "node",
-        }
+        kubeconfig = kubeconfig_document(
+            self.cluster.server_url,
+            self.cluster.ca_pem,
+            f"system:node:{self.name}",
+            {"client-certificate": str(pki / "node.crt"), "client-key": str(pki / "node.key")},
+        )
         (work / "kubelet.kubeconfig").write_text(yaml.safe_dump(kubeconfig))
         (port,) = _reserve_ports(1)
         endpoint = f"unix://{self.containerd_socket}"
