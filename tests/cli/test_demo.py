@@ -62,6 +62,7 @@ def fake_testenv_cache(root: Path) -> Path:
         (f"kubernetes-{testenv.K8S_VERSION}", "kube-controller-manager"),
         (f"kubernetes-{testenv.K8S_VERSION}", "kube-scheduler"),
         (f"kubernetes-{testenv.K8S_VERSION}", "kubectl"),
+        (f"kubernetes-{testenv.K8S_VERSION}", "kubelet"),
         (f"etcd-{testenv.ETCD_VERSION}", "etcd"),
         (f"kwok-{testenv.KWOK_VERSION}", "kwok"),
         (f"helm-{testenv.HELM_VERSION}", "helm"),
@@ -167,6 +168,11 @@ def test_demo_up_serves_the_demo_user_and_stops_cleanly(tmp_path: Path) -> None:
             final, text = exec_line(client, "kubectl get pods -n demo")
             assert final.get("type") == "exit" and final.get("code") == 0, (final, text)
             assert "web-" in text
+            # the pods are real: they run on the real node and have logs
+            final, text = exec_line(client, "kubectl get pods -n demo -o wide")
+            assert text.count("real-node") == 2, text
+            final, text = exec_line(client, "kubectl logs -n demo deployment/web")
+            assert final.get("code") == 0 and "serving on :8080" in text, (final, text)
             final, text = exec_line(client, "kubectl delete namespace demo")
             assert final.get("code") == 126 and final.get("decision") == "reject", (final, text)
 

@@ -88,7 +88,9 @@ def _host_state(node: RealNode) -> dict[str, Any]:
             line.split()[4] for line in mounts.splitlines() if str(node.workdir) in line.split()[4]
         ],
         "cgroups": [str(d) for d in _cgroup_dirs(node.cgroup) if d.exists()],
-        "processes": _processes_mentioning(str(node.workdir)),
+        "processes": _processes_mentioning(str(node.workdir))
+        + _processes_mentioning(str(node.sockdir)),
+        "sockets": node.sockdir.exists(),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
     }
 
@@ -355,6 +357,7 @@ def test_stop_and_crash_recovery_leave_the_host_as_found(
         "mounts": [],
         "cgroups": [],
         "processes": [],
+        "sockets": False,
         "ip_forward": forward_before,
     }
     assert not state_path.exists()

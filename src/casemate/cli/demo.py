@@ -1,7 +1,10 @@
 """``casemate demo up``: try the bastion on this machine, with a disposable cluster.
 
 It starts the test environment's local Kubernetes control plane (``casemate.testenv``, the
-binaries ``scripts/build-testenv`` builds) and a Casemate installation in a demo data
+binaries ``scripts/build-testenv`` builds), with a real node (a kubelet on a containerd of its
+own, ``casemate.testenv.node``) where this machine allows one (root, containerd, runc, the CNI
+plugins: otherwise it says what is missing and the pods are kwok's, which never run), and a
+Casemate installation in a demo data
 directory: the cluster registered as ``demo``, a system account ``demo-ops`` (``edit`` in
 namespace ``demo``), a user ``demo`` (operator) granted it, the default command policy. Then it
 runs the gateway exactly as ``casemate serve`` does (HTTP API and Kubernetes API proxy, with the
@@ -40,6 +43,12 @@ from casemate.testenv.kube import (
     LocalCluster,
     find_binaries,
     testenv_cache_dir,
+)
+from casemate.testenv.node import (
+    BUSYBOX_IMAGE,
+    RealNode,
+    missing_prerequisites,
+    real_node_placement,
 )
 
 app = typer.Typer(
@@ -110,15 +119,77 @@ def _start_cluster(workdir: Path, binaries: KubeBinaries) -> LocalCluster:
     return cluster
 
 
-def _populate(cluster: LocalCluster) -> None:
+def _start_node(cluster: LocalCluster, workdir: Path) -> RealNode | None:
+    """A real node when this machine allows one; None (and why) otherwise."""
+    missing = missing_prerequisites()
+    if missing:
+        out.print(
+            "  no real node (pods will not really run): missing " + "; ".join(missing),
+            markup=False,
+        )
+        return None
+    node = RealNode(cluster, workdir)
+    started = time.monotonic()
+    node.start()
+    out.print(
+        f"  real node '{node.name}' (kubelet on containerd) ready in "
+        f"{time.monotonic() - started:.0f} s",
+        markup=False,
+    )
+    return node
+
+
+def _web_deployment() -> dict[str, object]:
+    """Two busybox web servers on the real node: real pods to exec into and read logs of."""
+    script = (
+        "mkdir -p /www && echo 'hello from a real pod' > /www/index.html && "
+        "echo serving on :8080 && exec httpd -f -v -p 8080 -h /www"
+    )
+    labels = {"app": DEPLOYMENT}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **real_node_placement(),
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": BUSYBOX_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", script],
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _populate(cluster: LocalCluster, node: RealNode | None) -> None:
     for ns in (NAMESPACE, OTHER_NAMESPACE):
         cluster.create_namespace(ns)
-    cluster.kubectl(
-        "create", "deployment", DEPLOYMENT, "--image=nginx:1.27", "--replicas=2", "-n", NAMESPACE
-    )
-    deadline = time.monotonic() + 20
+    if node is None:
+        cluster.kubectl(
+            "create", "deployment", DEPLOYMENT, "--image=nginx:1.27", "--replicas=2", "-n",
+            NAMESPACE,
+        )  # fmt: skip
+    else:
+        resp = cluster.http.post(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", json=_web_deployment()
+        )
+        if not resp.is_success:
+            raise ClusterError(f"creating the demo deployment: HTTP {resp.status_code}")
+    deadline = time.monotonic() + 60
     path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}"
-    while time.monotonic() < deadline:  # kwok makes the pods ready within seconds
+    while time.monotonic() < deadline:  # a few seconds on the real node, less on kwok
         resp = cluster.http.get(path)
         if resp.is_success and resp.json().get("status", {}).get("readyReplicas") == 2:
             break
@@ -195,6 +266,8 @@ def _guide(
         f"  casemate login --url {url} --user {USER}",
         f"  casemate exec {CLUSTER} -- kubectl get pods",
         f"  casemate connect {CLUSTER}                     # the restricted shell",
+        f"  casemate exec {CLUSTER} -- kubectl logs deployment/{DEPLOYMENT}"
+        "   # real pods where the machine allows a real node",
         f"  casemate exec {CLUSTER} -- kubectl delete namespace {NAMESPACE}"
         "         # refused by the command policy",
         f"  casemate exec {CLUSTER} -- kubectl scale deployment {DEPLOYMENT} --replicas=0"
@@ -242,11 +315,13 @@ def up(
     _prepare_data_dir(data_dir)
     signal.signal(signal.SIGTERM, _interrupt)
     cluster: LocalCluster | None = None
+    node: RealNode | None = None
     workdir = data_dir / "kube"
     interrupted = False
     try:
         cluster = _start_cluster(workdir, binaries)
-        _populate(cluster)
+        node = _start_node(cluster, workdir / "node")
+        _populate(cluster, node)
         settings = load_settings(
             data_dir=data_dir,
             database_url=f"sqlite:///{data_dir / 'casemate.db'}",  # never a real installation's
@@ -264,6 +339,8 @@ def up(
         except KeyboardInterrupt:
             interrupted = True
     finally:
+        if node is not None:
+            node.stop()
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)

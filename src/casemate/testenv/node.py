@@ -309,6 +309,7 @@ def _clean(state: dict[str, Any]) -> None:
     for top in _cgroup_dirs(state["cgroup"]):
         _kill_cgroup_tree(top)
     workdir = Path(state["workdir"])
+    sockdir = Path(state.get("sockdir") or workdir)
     for pid in state.get("pids", []):  # containerd shims outlive containerd: kill by pid group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
@@ -317,10 +318,13 @@ def _clean(state: dict[str, Any]) -> None:
             continue
         with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes()
-            if str(workdir).encode() in cmdline and b"containerd-shim" in cmdline:
+            named = str(workdir).encode() in cmdline or str(sockdir).encode() in cmdline
+            if named and b"containerd-shim" in cmdline:
                 os.kill(int(proc.name), signal.SIGKILL)
     if workdir.exists():
         _unmount_below(workdir)
+    if sockdir != workdir:
+        shutil.rmtree(sockdir, ignore_errors=True)
     if _run("ip", "link", "show", state["bridge"]).returncode == 0:
         _run("ip", "link", "del", state["bridge"])
     added = {tuple(c) for c in state.get("chains_added", [])}
@@ -399,6 +403,8 @@ class RealNode:
         self._procs: list[_Process] = []
         self._state: dict[str, Any] = {}
         self._state_path = _state_dir() / f"{self.id}.json"
+        # containerd's sockets: a short path (a unix socket path has at most 104 bytes)
+        self.sockdir = _state_dir().parent / f"sock-{self.id}"
         self._chains_before: set[tuple[str, str]] = set()
         self._env: dict[str, str] = {}
 
@@ -411,7 +417,7 @@ class RealNode:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self.sockdir / "containerd.sock"
 
     def ctr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run ``ctr`` against the node's containerd in the ``k8s.io`` namespace."""
@@ -497,6 +503,7 @@ class RealNode:
             "id": self.id,
             "owner": os.getpid(),
             "workdir": str(work),
+            "sockdir": str(self.sockdir),
             "bridge": self.bridge,
             "cgroup": self.cgroup,
             "ip_forward": _IP_FORWARD.read_text().strip(),
@@ -579,6 +586,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     max_conf_num = 1
 """
         base.mkdir(parents=True, exist_ok=True)
+        self.sockdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (base / "config.toml").write_text(config)
         proc = self._spawn(CONTAINERD, [CONTAINERD, "--config", str(base / "config.toml")])
         deadline = time.monotonic() + 30
