@@ -7,6 +7,7 @@ Hand-written cases live in ``bypass_corpus.yaml``; generated variations of high-
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casemate.bastion.kubectl import ResourceRef, parse_command
+from casemate.bastion.kubectl import CommandRefused, ResourceRef, parse_command
 from casemate.bastion.policy import (
     REFUSED,
     Action,
@@ -54,15 +55,26 @@ def _ref(text: str) -> ResourceRef:
 
 
 def outcome(
-    line: str, policy: Policy = POLICY, file_kinds: list[str] | None = None
+    line: str,
+    policy: Policy = POLICY,
+    file_kinds: list[str] | None = None,
+    risky_manifest: bool = False,
 ) -> tuple[str, str | None]:
-    """("shell", None) or (action, rule id); refusals by the parser are ("refused", ...)."""
+    """("shell", None) or (action, rule id); refusals by the parser are ("refused", ...).
+    ``risky_manifest``: the driver found pod escape risks in what the command reads."""
     try:
         parsed = parse_line(line)
     except ShellRefused:
         return "shell", None
-    if file_kinds is not None:
-        command = parse_command(parsed.first.argv).with_file_kinds(_ref(k) for k in file_kinds)
+    if file_kinds is not None or risky_manifest:
+        try:
+            command = parse_command(parsed.first.argv)
+        except CommandRefused:
+            return "refused", REFUSED
+        if risky_manifest:
+            command = replace(command, privileged=True)
+        if file_kinds is not None:
+            command = command.with_file_kinds(_ref(k) for k in file_kinds)
         verdict = decide(command, CTX, policy)
     else:
         verdict = decide(parsed, CTX, policy)
@@ -81,12 +93,15 @@ def test_corpus_is_large_enough():
 )
 def test_corpus_entry(entry: dict[str, Any]):
     line = entry["line"] + "a" * entry.get("pad", 0)
-    action, rule_id = outcome(line, file_kinds=entry.get("file_kinds"))
+    risky = bool(entry.get("risky_manifest"))
+    action, rule_id = outcome(line, file_kinds=entry.get("file_kinds"), risky_manifest=risky)
     assert action not in ("accept", "warn"), f"{line!r} was allowed by {rule_id}"
     assert action == entry["expect"], f"{line!r}: got {action} ({rule_id})"
     if "rule" in entry:
         assert rule_id == entry["rule"]
-    permissive, permissive_rule = outcome(line, PERMISSIVE, file_kinds=entry.get("file_kinds"))
+    permissive, permissive_rule = outcome(
+        line, PERMISSIVE, file_kinds=entry.get("file_kinds"), risky_manifest=risky
+    )
     assert permissive not in ("accept", "warn"), (
         f"{line!r} allowed on accept-all by {permissive_rule}"
     )

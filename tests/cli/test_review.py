@@ -143,7 +143,7 @@ def test_four_eyes_on_the_cli(data_dir: Path, rt: Runtime) -> None:
 
 
 def test_terminal_control_characters_are_shown_not_obeyed(data_dir: Path, rt: Runtime) -> None:
-    t = hold(rt, preview="\x1b]52;c;ZXZpbA==\x07- secret/x\x1b[2K\r+ looks harmless\n")
+    t = hold(rt, preview="\x1b]52;c;ZXZpbA==\x07- configmap/x\x1b[2K\r+ looks harmless\n")
     r = casemate("review", "show", str(t.id), data_dir=data_dir)
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout

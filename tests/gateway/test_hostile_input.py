@@ -126,6 +126,33 @@ def hostile_lines(ns: str) -> list[tuple[str, str]]:
         ("the namespace delete split across lines", f"kubectl delete \\\n namespace {ns}"),
         ("the namespace delete with quotes", f'kube""ctl "delete" names\'pace\' {ns}'),
         ("the namespace delete by type/name", f"kubectl delete namespace/{ns}"),
+        # issue 9: the ways around the first layer that the second one also closes
+        ("the namespace delete after --", f"kubectl delete -- namespace {ns}"),
+        ("the namespace delete as a raw DELETE", f"kubectl delete --raw /api/v1/namespaces/{ns}"),
+        ("the namespace delete with --dry-run=none", f"{kill} --dry-run=none"),
+        ("the namespace delete that would print the session path", f"{kill} -v=6"),
+        ("verbosity 6 prints the session directory", "kubectl get configmaps -v=6"),
+        ("verbosity 6 as a short flag", "kubectl -v6 get configmaps"),
+        (
+            "create --raw sends a chunked body (411)",
+            f"kubectl create --raw /api/v1/namespaces/{ns}/configmaps -f cm.json",
+        ),
+        (
+            "replace --raw sends a chunked body (411)",
+            f"kubectl replace --raw /api/v1/namespaces/{ns}/configmaps/x -f cm.json",
+        ),
+        (
+            "the preview's kubeconfig as a flag",
+            "kubectl --kubeconfig=../preview/kubeconfig get configmaps",
+        ),
+        (
+            "the preview's kubeconfig from the environment",
+            f"KUBECONFIG=../preview/kubeconfig {kill}",
+        ),
+        (
+            "a redirection onto the preview's kubeconfig",
+            "kubectl get configmaps > ../preview/kubeconfig",
+        ),
     ]
 
 
@@ -201,6 +228,14 @@ async def test_secret_data_is_not_printed_by_verbs_other_than_get(bastion: Basti
         f"kubectl patch secret {name} --type=merge -p {merge} --dry-run=server -o yaml",
         f"kubectl wait --for=create secret/{name} -o yaml",
         f"kubectl label secret {name} seen=yes -o 'jsonpath={{.data.p}}'",
+        # issue 9: reads the command layer lets through are refused at the API layer
+        f"kubectl describe secret {name}",
+        f"kubectl get secret {name}",
+        "kubectl get secrets -o custom-columns=NAME:.metadata.name",
+        f"kubectl get --raw /api/v1/namespaces/{b.ns_a}/secrets/{name}",
+        f"kubectl get secrets --field-selector metadata.name={name} -o name",
+        f"kubectl events --for secret/{name}",
+        f"kubectl create secret generic copy-{name} --from-literal=a=b --dry-run=server",
     ]
     session = await b.gateway.open_session(b.alice, b.cluster)
     shown = []

@@ -51,8 +51,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import yaml
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
@@ -290,6 +291,66 @@ def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
     return value
 
 
+SECRET_MASK: Final = "<redacted>"
+_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
+_WITHHELD: Final = "(preview withheld: it may hold Secret data, which is never shown)"
+_SECRET_WORDS: Final = re.compile(r"secret", re.IGNORECASE)
+
+
+def _mask_secret(doc: object, *, everywhere: bool) -> object:
+    """``doc`` with the values of Secret ``data``/``stringData`` masked (of objects of kind
+    Secret, or of every mapping when ``everywhere``: a patch carries no kind), JSON patch
+    operations on ``/data`` and ``/stringData`` masked, and kubectl's last-applied
+    annotation (a copy of the data) masked."""
+    if isinstance(doc, list):
+        out_list: list[Any] = []
+        for item in doc:
+            if (
+                everywhere
+                and isinstance(item, dict)
+                and isinstance(item.get("path"), str)
+                and item["path"].startswith(("/data", "/stringData", "/metadata/annotations"))
+                and "value" in item
+            ):
+                item = {**item, "value": SECRET_MASK}
+            out_list.append(_mask_secret(item, everywhere=everywhere))
+        return out_list
+    if not isinstance(doc, dict):
+        return doc
+    secret = everywhere or doc.get("kind") == "Secret"
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if secret and key in ("data", "stringData") and isinstance(value, dict):
+            out[key] = dict.fromkeys(value, SECRET_MASK)
+        elif key == "annotations" and isinstance(value, dict) and _LAST_APPLIED in value:
+            out[key] = {**value, _LAST_APPLIED: SECRET_MASK}
+        else:
+            out[key] = _mask_secret(value, everywhere=everywhere)
+    return out
+
+
+def redact_preview(command: str, preview: PreviewValue | None) -> PreviewValue | None:
+    """A preview as a ticket may show it: Secret data masked exactly as command output is
+    (:func:`_mask_secret`). JSON and YAML previews are parsed and masked; a text preview
+    that mentions Secrets and cannot be parsed is withheld altogether."""
+    if preview is None or not isinstance(preview, str | dict | list):
+        return preview  # refused by _encode_preview
+    about_secrets = bool(_SECRET_WORDS.search(command))
+    if isinstance(preview, dict | list):
+        return cast(PreviewValue, _mask_secret(preview, everywhere=about_secrets))
+    mentions = about_secrets or bool(_SECRET_WORDS.search(preview))
+    if not mentions and _LAST_APPLIED not in preview:
+        return preview
+    try:
+        docs = list(yaml.safe_load_all(preview))
+    except yaml.YAMLError:
+        return _WITHHELD
+    if not docs or not all(isinstance(d, dict | list) for d in docs):
+        return _WITHHELD if mentions else preview
+    masked = [_mask_secret(d, everywhere=about_secrets) for d in docs]
+    return yaml.safe_dump_all(masked, sort_keys=False, allow_unicode=True)
+
+
 def _encode_preview(preview: PreviewValue | None) -> tuple[str, str, str]:
     """(format, stored text, sha256 of the full preview)."""
     if preview is None:
@@ -415,6 +476,7 @@ class ReviewService:
             raise InvalidInput("expires_at must be in the future")
         if expires - current > MAX_TTL:
             raise InvalidInput(f"a ticket lives at most {MAX_TTL.days} days")
+        preview = redact_preview(command_display, preview)
         fmt, text, digest = _encode_preview(preview)
         with self.db.session() as s:
             row = ReviewTicket(

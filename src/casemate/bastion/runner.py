@@ -53,7 +53,7 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -68,6 +68,7 @@ from casemate.bastion.kubectl import (
     KubeCommand,
     ResourceRef,
     parse_command,
+    preview_argv,
     resolve_in_workspace,
 )
 from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
@@ -78,6 +79,7 @@ from casemate.bastion.workenv import WorkEnv
 from casemate.core.audit import AuditLog
 from casemate.errors import CasemateError, ConfigError
 from casemate.events import CommandDecided, CommandFinished
+from casemate.risks.pods import PodRisk, object_risks
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -91,6 +93,7 @@ __all__ = [
     "Writer",
     "check_real_paths",
     "manifest_refs",
+    "manifest_risks",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,9 +104,6 @@ EXIT_INTERRUPTED: Final = 130
 _AUDIT_OUTPUT_CHARS: Final = 4096
 _MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 _DIFF_VERBS: Final = frozenset({"delete", "scale", "patch", "label", "annotate", "set"})
-_DRY_RUN_VERBS: Final = frozenset(
-    {"delete", "scale", "patch", "create", "label", "annotate", "set", "replace", "apply"}
-)
 
 Writer = Callable[[bytes], Awaitable[None]]
 """Where a command's output goes (the terminal, the HTTP stream); gets redacted bytes."""
@@ -262,6 +262,25 @@ def manifest_refs(text: str) -> list[ResourceRef]:
             continue
         _collect(doc, refs, depth=0)
     return refs
+
+
+def manifest_risks(text: str) -> list[PodRisk]:
+    """The pod escape risks (:mod:`casemate.risks.pods`) of every workload in a manifest
+    stream. Raises ``yaml.YAMLError`` for text that is not YAML."""
+    found: list[PodRisk] = []
+    for doc in yaml.safe_load_all(text):
+        found += object_risks(doc)
+    return found
+
+
+def _risks_of(data: bytes) -> list[PodRisk]:
+    """:func:`manifest_risks` of raw bytes (none for text that is not YAML: its kinds stay
+    unknown and the policy assumes the worst of them; the API layer judges every object
+    kubectl would still send)."""
+    try:
+        return manifest_risks(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        return []
 
 
 def _collect(doc: object, refs: list[ResourceRef], depth: int) -> None:
@@ -491,6 +510,7 @@ class CommandRunner:
             return command, []
         digests: list[str] = []
         refs: list[ResourceRef] = []
+        risks: list[PodRisk] = []
         known = True
         recursive = command.has_flag("recursive") and command.flag("recursive") == "true"
         total = 0
@@ -506,6 +526,7 @@ class CommandRunner:
                 if total > self.limits.max_manifest_bytes:
                     raise _Refused("the manifests are larger than the gateway accepts")
                 digests.append(await asyncio.to_thread(self.artifacts.put, data, "manifest"))
+                risks += _risks_of(data)
                 try:
                     refs += manifest_refs(data.decode("utf-8"))
                 except (ValueError, yaml.YAMLError, UnicodeDecodeError):
@@ -516,10 +537,13 @@ class CommandRunner:
                 known = False
             else:
                 digests.append(await asyncio.to_thread(self.artifacts.put, rendered, "manifest"))
+                risks += _risks_of(rendered)
                 try:
                     refs += manifest_refs(rendered.decode("utf-8"))
                 except (ValueError, yaml.YAMLError, UnicodeDecodeError):
                     known = False
+        if risks:
+            command = replace(command, privileged=True)
         return (command.with_file_kinds(refs) if known else command), digests
 
     async def _render_chart(
@@ -528,10 +552,17 @@ class CommandRunner:
         chart = command.chart or ""
         if chart not in real:
             return None  # not a local chart: a repository chart is refused by the parser
-        argv = [self.tools.helm, "template", "casemate-inspect", str(real[chart])]
-        for flag in ("values", "set", "set-string"):
-            for value in command.flag_values(flag):
-                argv += [f"--{flag}", value]
+        # rendered as the install will be: the real release name and namespace, every
+        # values flag in the order given (a chart may branch on .Release.Name)
+        releases = [r.name for r in command.resources if r.kind == "releases" and r.name]
+        if len(releases) != 1:
+            return None  # --generate-name: the name is not known yet; assume the worst
+        argv = [self.tools.helm, "template", releases[0], str(real[chart])]
+        for name, value in command.flags:
+            if name in ("values", "set", "set-string", "set-json", "set-literal", "set-file"):
+                argv.append(f"--{name}={value}")
+            elif name == "namespace":
+                argv.append(f"--namespace={value}")
         code, out = await _capture(argv, env, self.limits.inspect_timeout)
         return out if code == 0 else None
 
@@ -634,14 +665,22 @@ class CommandRunner:
         return ticket.id, settled.decided_by
 
     async def _diff_preview(
-        self, command: KubeCommand, program: str, named: Sequence[ResourceRef], env: WorkEnv
+        self,
+        command: KubeCommand,
+        program: str,
+        named: Sequence[ResourceRef],
+        preview: Sequence[str],
+        environ: Mapping[str, str],
+        env: WorkEnv,
     ) -> str:
         """A unified diff of the named objects now and after a server-side dry run of the
         command (deleted objects diff against nothing)."""
-        ns = ["-n", command.namespace] if command.namespace else []
+        ns = [f"--namespace={command.namespace}"] if command.namespace else []
         names = [f"{r.kind}/{r.name}" for r in named]
         timeout = self.limits.preview_timeout
-        code, before = await _capture([program, "get", *names, *ns, "-o", "yaml"], env, timeout)
+        code, before = await _capture(
+            [program, "get", *names, *ns, "--output=yaml"], env, timeout, environ=environ
+        )
         if code != 0:
             return "(no preview: the objects cannot be read)\n" + before.decode("utf-8", "replace")
         after = b""
@@ -649,8 +688,7 @@ class CommandRunner:
             # kubectl prints the object as read before scaling: show the change itself
             return _scale_diff(before, command.replicas)
         if command.verb != "delete":
-            argv = [program, *command.argv[1:], "--dry-run=server", "-o", "yaml"]
-            code, after = await _capture(argv, env, timeout)
+            code, after = await _capture([program, *preview], env, timeout, environ=environ)
             if code != 0:
                 return "(dry run failed)\n" + after.decode("utf-8", "replace")
         diff = difflib.unified_diff(
@@ -663,29 +701,43 @@ class CommandRunner:
         return text or "(the server reports no change)"
 
     async def _preview(self, command: KubeCommand, env: WorkEnv) -> str:
-        """What the command would change, from the server (best effort, time-limited)."""
-        argv = list(command.argv)
-        program = self.tools.program(command.tool)
+        """What the command would change, from the server (best effort, time-limited).
+
+        Safe by construction: the argv is rebuilt from the parsed command
+        (:func:`preview_argv`, never the user's words with flags appended), and it runs with
+        the session's dry-run-only credential (:attr:`WorkEnv.preview_env`), for which the
+        API proxy refuses every request that could change the cluster."""
+        environ = env.preview_env
+        if environ is None:
+            return "(no preview: this session has no dry-run credential)"
+        if "secrets" in command.kinds or command.needs_inspection:
+            return "(no preview: Secret data is never shown, and a preview could show it)"
+        built = preview_argv(command, PurePosixPath(str(env.workspace)))
+        if isinstance(built, str):
+            return f"(no preview: {built})"
         try:
-            if command.tool == "kubectl" and command.verb == "apply" and command.files:
-                diff_argv = [program, "diff", *argv[2:]]
+            program = self.tools.program(command.tool)
+            if command.verb == "apply":
                 extra = {"KUBECTL_EXTERNAL_DIFF": shutil.which("diff") or "/usr/bin/diff"}
-                code, out = await _capture(diff_argv, env, self.limits.preview_timeout, extra)
+                code, out = await _capture(
+                    [program, *built],
+                    env,
+                    self.limits.preview_timeout,
+                    extra,
+                    environ=environ,
+                )
                 text = out.decode("utf-8", "replace")
                 return text if code in (0, 1) else f"(no preview: kubectl diff failed)\n{text}"
             named = [r for r in command.resources if r.name is not None]
-            if command.tool == "kubectl" and named and command.verb in _DIFF_VERBS:
-                return await self._diff_preview(command, program, named, env)
-            dry = command.tool == "kubectl" and command.verb in _DRY_RUN_VERBS
-            if dry and command.dry_run == "none":
-                code, out = await _capture(
-                    [program, *argv[1:], "--dry-run=server"], env, self.limits.preview_timeout
-                )
-                prefix = "server dry run:\n" if code == 0 else "(dry run failed)\n"
-                return prefix + out.decode("utf-8", "replace")
+            if named and command.verb in _DIFF_VERBS:
+                return await self._diff_preview(command, program, named, built, environ, env)
+            code, out = await _capture(
+                [program, *built], env, self.limits.preview_timeout, environ=environ
+            )
         except (OSError, ConfigError) as e:
             return f"(no preview: {e})"
-        return "(no server-side preview for this command)"
+        prefix = "server dry run:\n" if code == 0 else "(dry run failed)\n"
+        return prefix + out.decode("utf-8", "replace")
 
     # -- running
 
@@ -914,16 +966,23 @@ def _spawn_env(env: WorkEnv, extra: Mapping[str, str] | None = None) -> dict[str
 
 
 async def _capture(
-    argv: Sequence[str], env: WorkEnv, timeout: float, extra: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    env: WorkEnv,
+    timeout: float,
+    extra: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """Run one program in the session's environment; its combined output (at most 1 MiB)."""
+    """Run one program in the session's environment (or ``environ``, e.g. the preview's);
+    its combined output (at most 1 MiB)."""
+    merged = _spawn_env(env, extra) if environ is None else {**environ, **(extra or {})}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=env.workspace,
-        env=_spawn_env(env, extra),
+        env=merged,
         start_new_session=True,
     )
     try:

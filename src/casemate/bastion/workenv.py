@@ -5,6 +5,8 @@ directory::
 
     <root>/kubeconfig   0600: Casemate's API proxy, trusting only the proxy's CA, with this
                         session's proxy token (``cmk_…``) — never the system account's
+    <root>/preview/kubeconfig  0600: the same with the session's dry-run-only token, used
+                        only by review previews (the proxy refuses every change it sends)
     <root>/workspace/   the working directory: files the user uploads, ``kubectl cp`` targets,
                         manifests and charts for ``-f``/``-k``/helm
     <root>/home/        HOME (kubectl's kuberc and helm's defaults never come from elsewhere)
@@ -42,7 +44,8 @@ _SAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 @dataclass(frozen=True)
 class WorkEnvSpec:
-    """What a session's environment is made of. ``token`` is the session's proxy token."""
+    """What a session's environment is made of. ``token`` is the session's proxy token,
+    ``preview_token`` its dry-run-only twin for review previews (none: no previews)."""
 
     session_id: str
     proxy_url: str
@@ -52,6 +55,7 @@ class WorkEnvSpec:
     account: str
     namespace: str = "default"
     term: str = "dumb"
+    preview_token: str = field(default="", repr=False)
 
 
 def discovery_dir(data_dir: Path, cluster: str, account: str) -> Path:
@@ -63,6 +67,12 @@ def _mkdir(path: Path, mode: int = 0o700) -> Path:
     path.mkdir(mode=mode, parents=False, exist_ok=False)
     os.chmod(path, mode)
     return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class WorkEnv:
@@ -98,11 +108,19 @@ class WorkEnv:
                 name="casemate",
                 namespace=spec.namespace,
             )
-            fd = os.open(
-                root / "kubeconfig", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-            )
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            _write_private(root / "kubeconfig", text)
+            if spec.preview_token:
+                _mkdir(root / "preview")
+                _write_private(
+                    root / "preview" / "kubeconfig",
+                    render_kubeconfig(
+                        spec.proxy_url,
+                        spec.proxy_ca_pem,
+                        Credential.bearer(spec.preview_token),
+                        name="casemate-preview",
+                        namespace=spec.namespace,
+                    ),
+                )
             cache = discovery_dir(cache_root or base.parent, spec.cluster, spec.account)
             cache.mkdir(mode=0o700, parents=True, exist_ok=True)
             env = {
@@ -126,6 +144,15 @@ class WorkEnv:
             shutil.rmtree(root, ignore_errors=True)
             raise
         return cls(root, env, spec)
+
+    @property
+    def preview_env(self) -> Mapping[str, str] | None:
+        """The environment of review previews: the session's, with the dry-run-only
+        kubeconfig (None when the session has no preview credential)."""
+        kubeconfig = self.root / "preview" / "kubeconfig"
+        if not self.spec.preview_token or not kubeconfig.is_file():
+            return None
+        return MappingProxyType({**self.env, "KUBECONFIG": str(kubeconfig)})
 
     def remove(self) -> None:
         """Delete the session's directory (the shared discovery cache stays)."""

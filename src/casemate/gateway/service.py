@@ -446,7 +446,7 @@ class Gateway:
             namespaces=access.namespaces,
             source=source,
         )
-        secret_values = (*credential.secrets(), issued.token)
+        secret_values = (*credential.secrets(), issued.token, issued.preview_token)
         env: WorkEnv | None = None
         recording: RecordingWriter | None = None
         try:
@@ -458,6 +458,7 @@ class Gateway:
                     proxy_url=self.proxy_url,
                     proxy_ca_pem=self.certificates.ca_pem,
                     token=issued.token,
+                    preview_token=issued.preview_token,
                     cluster=access.cluster,
                     account=access.account,
                     namespace=ns,
