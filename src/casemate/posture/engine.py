@@ -1,0 +1,152 @@
+"""Run rules over objects: pick the rules, turn hits into findings, filter and summarise.
+
+Pure and streaming: :class:`Scanner` takes objects one at a time (object rules run at once, and
+only small per-namespace summaries are kept), then :meth:`Scanner.finish` runs the namespace
+rules. A rule that trips over a malformed field does not stop the scan: the object gets a
+finding of that rule saying it could not be checked (fail closed).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from casemate.errors import InvalidInput
+from casemate.posture.model import Finding, Hit, Rule, Settings, Severity, Subject, format_path
+from casemate.posture.namespaces import NamespaceFacts, NamespaceIndex
+from casemate.posture.rules import ALL_RULES
+
+__all__ = ["Scanner", "at_least", "scan", "select_rules"]
+
+
+def select_rules(
+    patterns: Sequence[str] = (), *, rules: Sequence[Rule] = ALL_RULES
+) -> tuple[Rule, ...]:
+    """The rules named by ids or glob patterns (``escape.*``, ``*secrets*``); every rule when
+    none are given. A pattern that matches no rule is an error, never a silent pass."""
+    if not patterns:
+        return tuple(rules)
+    chosen: dict[str, Rule] = {}
+    for pattern in patterns:
+        matched = [r for r in rules if fnmatch.fnmatchcase(r.id, pattern.strip())]
+        if not matched:
+            raise InvalidInput(
+                f"rule {pattern!r} matches no posture rule (see 'casemate posture rules')"
+            )
+        for r in matched:
+            chosen[r.id] = r
+    return tuple(r for r in rules if r.id in chosen)
+
+
+def at_least(findings: Iterable[Finding], severity: Severity) -> list[Finding]:
+    return [f for f in findings if f.severity.rank >= severity.rank]
+
+
+def _finding(rule: Rule, hit: Hit, subject: Subject, path: str | None = None) -> Finding:
+    source = subject.source
+    line = None
+    if source is not None and source.line_of is not None:
+        line = source.line_of(hit.path)
+    return Finding(
+        rule_id=rule.id,
+        severity=rule.severity,
+        title=rule.title,
+        message=hit.message,
+        explanation=rule.explanation,
+        fix=rule.fix,
+        kind=subject.kind,
+        api_version=subject.api_version,
+        namespace=subject.namespace,
+        name=subject.name,
+        path=format_path(hit.path) if path is None else path,
+        value=hit.value,
+        file=source.file if source else None,
+        line=line,
+        document=source.document if source else None,
+    )
+
+
+def _unchecked(rule: Rule, subject: Subject) -> Finding:
+    hit = Hit((), None, f"{rule.id} could not check this object: a field has an unexpected type")
+    return _finding(rule, hit, subject)
+
+
+class Scanner:
+    """One scan: feed :meth:`check` every object, then collect :meth:`finish`."""
+
+    def __init__(self, rules: Sequence[Rule] = ALL_RULES, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._object_rules = tuple(r for r in rules if r.scope == "object")
+        self._namespace_rules = tuple(r for r in rules if r.scope == "namespace")
+        self._index = NamespaceIndex()
+        self.objects = 0
+
+    def check(self, subject: Subject) -> list[Finding]:
+        self.objects += 1
+        out: list[Finding] = []
+        for rule in self._object_rules:
+            try:
+                hits = list(rule.check(subject, self.settings))
+            except (TypeError, ValueError, AttributeError, KeyError):
+                out.append(_unchecked(rule, subject))
+                continue
+            out.extend(_finding(rule, hit, subject) for hit in hits)
+        if self._namespace_rules:
+            self._index.add(subject)
+        return out
+
+    def finish(self) -> list[Finding]:
+        out: list[Finding] = []
+        for facts in self._index.facts():
+            for rule in self._namespace_rules:
+                hits = rule.check(facts, self.settings)
+                out.extend(_namespace_finding(rule, hit, facts) for hit in hits)
+        return out
+
+
+def _namespace_finding(rule: Rule, hit: Hit, facts: NamespaceFacts) -> Finding:
+    if hit.subject is not None:
+        return _finding(rule, hit, hit.subject)
+    anchor = facts.anchor
+    line = None
+    source = anchor.source if anchor is not None else None
+    if source is not None and source.line_of is not None:
+        line = source.line_of(("metadata", "namespace"))
+    return Finding(
+        rule_id=rule.id,
+        severity=rule.severity,
+        title=rule.title,
+        message=hit.message,
+        explanation=rule.explanation,
+        fix=rule.fix,
+        kind="Namespace",
+        api_version="v1",
+        namespace="",
+        name=facts.namespace,
+        path="",
+        value=None,
+        file=source.file if source else None,
+        line=line,
+        document=source.document if source else None,
+    )
+
+
+def scan(
+    subjects: Iterable[Subject],
+    rules: Sequence[Rule] = ALL_RULES,
+    settings: Settings | None = None,
+) -> Iterator[Finding]:
+    """Every finding of ``rules`` on ``subjects`` (object findings as they come, namespace
+    findings at the end)."""
+    scanner = Scanner(rules, settings)
+    for subject in subjects:
+        yield from scanner.check(subject)
+    yield from scanner.finish()
+
+
+def check_object(
+    obj: Any, settings: Settings | None = None, rules: Sequence[Rule] = ALL_RULES
+) -> list[Finding]:
+    """Object rules on one decoded object (no namespace rules): the admission webhook's view."""
+    return Scanner([r for r in rules if r.scope == "object"], settings).check(Subject(obj))

@@ -1,0 +1,147 @@
+"""Images: pinning (tag vs digest), the registry allowlist, pull policy, broken references.
+
+References are split the way the container runtimes read them (``registry/path:tag@digest``; no
+registry means Docker Hub). The edge guard has a full parser (``casemate.edge.imageref``); it
+lives in a feature, so these rules only read the three parts they need.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from casemate.posture.model import Hit, Settings, Severity, Subject
+from casemate.posture.podview import ContainerView
+from casemate.posture.rules.registry import Family
+
+FAMILY = Family("images")
+rule = FAMILY.rule
+
+_REFERENCE: Final = re.compile(
+    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$"
+)
+
+
+@dataclass(frozen=True)
+class ImageParts:
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+def split_image(ref: str) -> ImageParts | None:
+    """Registry, repository, tag and digest of a reference; ``None`` if it is malformed."""
+    if len(ref) > 4096 or not _REFERENCE.match(ref):
+        return None
+    name, _, digest = ref.partition("@")
+    head, _, last = name.rpartition("/")
+    tag = None
+    if ":" in last:
+        last, _, tag = last.partition(":")
+    path = f"{head}/{last}" if head else last
+    first, _, rest = path.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = "docker.io", path
+    return ImageParts(registry, repository, tag, digest or None)
+
+
+def _images(subject: Subject) -> Iterator[tuple[ContainerView, str | None]]:
+    for pod in subject.pods:
+        for c in pod.containers:
+            image = c.obj.get("image")
+            yield c, image if isinstance(image, str) else None
+
+
+@rule(
+    "images.invalid-reference",
+    Severity.HIGH,
+    "Missing or malformed image reference",
+    """The image reference is empty or not a valid reference: the runtime cannot pull it, or
+    it is read differently than intended.""",
+    "Write the image as registry/repository:tag@sha256:digest.",
+)
+def invalid_reference(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    for c, image in _images(subject):
+        if c.list_name == "ephemeralContainers" and image is None:
+            continue
+        if image is None or split_image(image) is None:
+            yield Hit((*c.path, "image"), image, f"{c.label} has no valid image reference")
+
+
+@rule(
+    "images.latest-tag",
+    Severity.MEDIUM,
+    "Image by the latest tag (or no tag)",
+    """`latest` (or no tag, which means latest) changes under the workload: two pods of one
+    Deployment can run different code, and a compromised push is picked up at the next
+    restart.""",
+    "Pin the image to a version tag and, better, to its digest (`@sha256:…`).",
+)
+def latest_tag(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    for c, image in _images(subject):
+        parts = split_image(image) if image else None
+        if parts is not None and parts.digest is None and parts.tag in (None, "latest"):
+            yield Hit((*c.path, "image"), image, f"{c.label} uses {image} (latest)")
+
+
+@rule(
+    "images.no-digest",
+    Severity.LOW,
+    "Image not pinned by digest",
+    """A tag can be moved to other content at any time; only a digest names exactly the image
+    that was reviewed and scanned.""",
+    "Append the digest: `image: repo:tag@sha256:…` (`crane digest repo:tag` prints it).",
+)
+def no_digest(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    for c, image in _images(subject):
+        parts = split_image(image) if image else None
+        if parts is not None and parts.digest is None:
+            yield Hit((*c.path, "image"), image, f"{c.label} uses {image} without a digest")
+
+
+@rule(
+    "images.registry-not-allowed",
+    Severity.HIGH,
+    "Image from a registry outside the allowlist",
+    """Only images from the registries the scan allows (--registry) may run; others bypass
+    the organisation's scanning and signing.""",
+    "Mirror the image into an allowed registry and reference it there.",
+)
+def registry_not_allowed(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    if not settings.registries:
+        return
+    for c, image in _images(subject):
+        parts = split_image(image) if image else None
+        if parts is None:
+            continue
+        full = f"{parts.registry}/{parts.repository}"
+        if not any(full == r or full.startswith(r.rstrip("/") + "/") for r in settings.registries):
+            yield Hit((*c.path, "image"), image, f"{c.label} pulls from {parts.registry}")
+
+
+@rule(
+    "images.pull-policy",
+    Severity.LOW,
+    "Mutable tag without imagePullPolicy: Always",
+    """With a tag and a pull policy other than Always, nodes keep whatever image they pulled
+    first under that tag; pods of one workload may differ from node to node.""",
+    "Pin by digest, or set `imagePullPolicy: Always`.",
+)
+def pull_policy(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    for c, image in _images(subject):
+        parts = split_image(image) if image else None
+        if parts is None or parts.digest is not None or parts.tag in (None, "latest"):
+            continue  # digests are immutable; latest defaults to Always
+        policy = c.obj.get("imagePullPolicy")
+        if policy != "Always":
+            yield Hit(
+                (*c.path, "imagePullPolicy"),
+                policy,
+                f"{c.label} may run a stale {image} (imagePullPolicy {policy or 'IfNotPresent'})",
+            )

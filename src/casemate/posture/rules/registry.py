@@ -1,0 +1,54 @@
+"""A family's list of rules, filled by a decorator on each rule's check function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
+
+from casemate.posture.model import Hit, Rule, Scope, Settings, Severity
+
+__all__ = ["Family"]
+
+F = TypeVar("F", bound=Callable[[Any, Settings], Iterable[Hit]])
+
+
+class Family:
+    """The rules of one family, in definition order; ids must start with ``<family>.``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rules: list[Rule] = []
+
+    def rule(
+        self,
+        id: str,
+        severity: Severity,
+        title: str,
+        explanation: str,
+        fix: str,
+        *,
+        scope: Scope = "object",
+        pss: Literal["baseline", "restricted"] | None = None,
+        controls: tuple[str, ...] = (),
+    ) -> Callable[[F], F]:
+        if not id.startswith(f"{self.name}."):
+            raise ValueError(f"rule id {id!r} must start with {self.name}.")
+
+        def register(check: F) -> F:
+            self.rules.append(
+                Rule(
+                    id=id,
+                    family=self.name,
+                    severity=severity,
+                    title=title,
+                    explanation=" ".join(explanation.split()),
+                    fix=" ".join(fix.split()),
+                    check=check,
+                    scope=scope,
+                    pss=pss,
+                    controls=controls,
+                )
+            )
+            return check
+
+        return register
