@@ -1,0 +1,1 @@
+"""Advisory data, offline: sources that parse the files users bring, and the local index."""
