@@ -1,0 +1,308 @@
+"""Manifest input: YAML/JSON files and folders to :class:`Subject` values with file and line.
+
+Parsing is libyaml's (PyYAML's C loader when present): the composed node tree gives each
+field's line, then the document is built as plain Python values. Every file is read as bytes
+and judged before parsing: too large, binary (NUL bytes), not UTF-8. A file is split at its
+``---`` document markers (a marker at column 0 can never be content in YAML), so one broken
+document does not hide the ones after it. Before a document is built its node tree is measured:
+alias expansion ("billion laughs"), recursive aliases and nesting depth have limits. ``List``
+kinds are unpacked into their items. Objects of kinds posture does not know (custom resources)
+are reported as not checked.
+
+Problems are values (:class:`LoadProblem`) yielded in order with the objects; the caller reports
+them and exits non-zero. :func:`parse_documents` is pure; :func:`iter_files` and
+:func:`load_paths` read the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any, Final
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from casemate.posture.model import Path, Source, Subject
+
+__all__ = [
+    "KNOWN_KINDS",
+    "Limits",
+    "LoadProblem",
+    "iter_files",
+    "load_paths",
+    "parse_documents",
+]
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Built-in kinds (and Casemate-known ones) whose objects are checked; others are reported.
+KNOWN_KINDS: Final = frozenset(
+    {
+        "Pod", "PodTemplate", "ReplicationController", "Deployment", "ReplicaSet",
+        "StatefulSet", "DaemonSet", "Job", "CronJob", "Namespace", "Service", "Endpoints",
+        "EndpointSlice", "ConfigMap", "Secret", "ServiceAccount", "PersistentVolume",
+        "PersistentVolumeClaim", "StorageClass", "VolumeAttachment", "CSIDriver", "CSINode",
+        "Ingress", "IngressClass", "NetworkPolicy", "Role", "ClusterRole", "RoleBinding",
+        "ClusterRoleBinding", "LimitRange", "ResourceQuota", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget", "PriorityClass", "RuntimeClass", "Lease", "Event", "Node",
+        "ControllerRevision", "CustomResourceDefinition", "APIService",
+        "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+        "CertificateSigningRequest", "FlowSchema", "PriorityLevelConfiguration",
+    }
+)  # fmt: skip
+
+_DOC_MARKER: Final = re.compile(rb"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 32 * 1024 * 1024
+    max_nodes: int = 200_000  # per document, aliases expanded
+    max_depth: int = 64
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """Something that could not be checked: a file, a document or an object."""
+
+    file: str
+    message: str
+    line: int | None = None
+
+    def describe(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _measure(root: Node, limits: Limits) -> str | None:
+    """Why this node tree must not be built (alias bombs, cycles, depth), or ``None``."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > limits.max_depth:
+            raise _TooBig(f"nested deeper than {limits.max_depth} levels")
+        if key in active:
+            raise _TooBig("an alias refers to a node that contains it (recursive YAML)")
+        active.add(key)
+        total = 1
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                total += size(k, depth + 1) + size(v, depth + 1)
+                if total > limits.max_nodes:
+                    break
+        elif isinstance(node, SequenceNode):
+            for item in node.value:
+                total += size(item, depth + 1)
+                if total > limits.max_nodes:
+                    break
+        active.discard(key)
+        if total > limits.max_nodes:
+            raise _TooBig(
+                f"expands to more than {limits.max_nodes} values (aliases); refused as a YAML bomb"
+            )
+        sizes[key] = total
+        return total
+
+    try:
+        size(root, 0)
+    except _TooBig as e:
+        return str(e)
+    return None
+
+
+def _line_finder(root: Node, offset: int, prefix: Path = ()) -> Any:
+    def line_of(path: Path) -> int | None:
+        node: Node = root
+        line = node.start_mark.line
+        for part in (*prefix, *path):
+            if isinstance(node, MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, ScalarNode) and key.value == str(part):
+                        line, node = key.start_mark.line, value
+                        break
+                else:
+                    break
+            elif isinstance(node, SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+                line = node.start_mark.line
+            else:
+                break
+        return line + offset + 1
+
+    return line_of
+
+
+def _chunks(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(first line, bytes) of each ``---``-separated part; directive-only parts join the next."""
+    starts = [0] + [m.start() for m in _DOC_MARKER.finditer(data) if m.start() > 0]
+    pending = b""
+    pending_line = 0
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(data)
+        chunk = data[start:end]
+        line = data.count(b"\n", 0, start)
+        meaningful = [
+            ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")
+        ]
+        if meaningful and all(ln.startswith(b"%") for ln in meaningful):
+            pending, pending_line = pending + chunk, pending_line or line
+            continue
+        if pending:
+            chunk, line, pending = pending + chunk, pending_line, b""
+        yield line, chunk
+    if pending:
+        yield pending_line, pending
+
+
+def _decode(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_documents(
+    data: bytes, file: str, limits: Limits = Limits()
+) -> Iterator[Subject | LoadProblem]:
+    """The objects of one file's bytes (with sources), and what could not be read."""
+    if len(data) > limits.max_bytes:
+        yield LoadProblem(
+            file, f"{len(data)} bytes, above the limit of {limits.max_bytes}; not read"
+        )
+        return
+    if b"\x00" in data[:65536]:
+        yield LoadProblem(file, "binary file (NUL bytes); not a YAML or JSON manifest")
+        return
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        yield LoadProblem(
+            file, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", line
+        )
+        return
+    document = 0
+    for first_line, chunk in _chunks(data):
+        text = _decode(chunk) or ""
+        loader = _Loader(text)
+        try:
+            while loader.check_node():
+                node = loader.get_node()
+                index, document = document, document + 1
+                yield from _document(loader, node, file, index, first_line, limits)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+            line = first_line + mark.line + 1 if mark is not None else first_line + 1
+            problem = " ".join(str(getattr(e, "problem", "") or e).split())
+            yield LoadProblem(file, f"invalid YAML: {problem}", line)
+        except RecursionError:
+            yield LoadProblem(file, "invalid YAML: nested too deeply", first_line + 1)
+        finally:
+            loader.dispose()
+
+
+def _document(
+    loader: Any, node: Node, file: str, index: int, offset: int, limits: Limits
+) -> Iterator[Subject | LoadProblem]:
+    line = offset + node.start_mark.line + 1
+    refusal = _measure(node, limits)
+    if refusal is not None:
+        yield LoadProblem(file, f"document {index + 1}: {refusal}", line)
+        return
+    value = loader.construct_document(node)
+    if value is None:
+        return
+    yield from _objects(value, node, file, index, offset, line, ())
+
+
+def _objects(
+    value: Any, root: Node, file: str, index: int, offset: int, line: int, prefix: Path
+) -> Iterator[Subject | LoadProblem]:
+    if not isinstance(value, Mapping):
+        yield LoadProblem(
+            file, f"document {index + 1} is not a Kubernetes object (a mapping)", line
+        )
+        return
+    kind = value.get("kind")
+    if not isinstance(kind, str) or not isinstance(value.get("apiVersion"), str):
+        yield LoadProblem(file, f"document {index + 1} has no kind and apiVersion", line)
+        return
+    if kind.endswith("List") and isinstance(value.get("items"), list):
+        for i, item in enumerate(value["items"]):
+            item_line = _line_finder(root, offset, prefix)(("items", i))
+            yield from _objects(
+                item, root, file, index, offset, item_line or line, (*prefix, "items", i)
+            )
+        return
+    source = Source(file, index, _line_finder(root, offset, prefix))
+    if kind not in KNOWN_KINDS:
+        yield LoadProblem(
+            file,
+            f"{kind} ({value['apiVersion']}) is not a kind posture knows (custom resource?): "
+            "not checked",
+            line,
+        )
+        return
+    yield Subject(value, source)
+
+
+# File system ------------------------------------------------------------------------------------
+
+_SUFFIXES: Final = (".yaml", ".yml", ".json")
+
+
+def iter_files(paths: Iterable[str]) -> Iterator[FsPath | LoadProblem]:
+    """The manifest files named, folders walked (sorted, hidden entries skipped, links not
+    followed into other folders)."""
+    for raw in paths:
+        path = FsPath(raw)
+        if path.is_dir():
+            found = False
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.endswith(_SUFFIXES) and not name.startswith("."):
+                        found = True
+                        yield FsPath(folder) / name
+            if not found:
+                yield LoadProblem(raw, "no .yaml, .yml or .json files in this folder")
+        elif path.is_file():
+            yield path
+        else:
+            yield LoadProblem(raw, "no such file or folder")
+
+
+def load_paths(paths: Iterable[str], limits: Limits = Limits()) -> Iterator[Subject | LoadProblem]:
+    """Every object of every manifest file under ``paths``, and every problem, in order."""
+    for item in iter_files(paths):
+        if isinstance(item, LoadProblem):
+            yield item
+            continue
+        name = str(item)
+        try:
+            size = item.stat().st_size
+            if size > limits.max_bytes:
+                yield LoadProblem(
+                    name, f"{size} bytes, above the limit of {limits.max_bytes}; not read"
+                )
+                continue
+            data = item.read_bytes()
+        except OSError as e:
+            yield LoadProblem(name, f"cannot read: {e.strerror or e}")
+            continue
+        yield from parse_documents(data, name, limits)
