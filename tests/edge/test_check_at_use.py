@@ -28,6 +28,9 @@ from tests.edge.test_proxy import ProxyStack, short_tmpdir
 pytestmark = pytest.mark.docker
 
 BUSYBOX_REPO = "casemate-test/busybox"
+#: A path swapped in a loop is refused as too deep, as a link to / or, when it changed while
+#: being resolved, as unresolved: whichever instant the guard looked at it.
+REFUSALS = ("host_path", "docker_socket", "host_path_unresolved")
 
 
 @dataclass
@@ -209,7 +212,7 @@ def test_a_container_swapping_links_in_a_loop_never_gets_the_host_root(world: Wo
     refused_create = world.stack.docker("create", "-v", f"{entry}/y:/h", world.image, *world.probe)
     assert refused_create.returncode != 0
     # too deep inside SHARE, or (if the swapper just made it one) a symlink to /
-    assert "[host_path]" in refused_create.stderr or "[docker_socket]" in refused_create.stderr
+    assert any(f"[{c}]" in refused_create.stderr for c in REFUSALS), refused_create.stderr
     victims = []
     with world.api() as api:
         for _ in range(3):
@@ -231,7 +234,7 @@ def test_a_container_swapping_links_in_a_loop_never_gets_the_host_root(world: Wo
             started = world.stack.docker("start", victim)
             # refused whatever the link is at that instant (too deep inside SHARE; a symlink)
             assert started.returncode != 0, started.stdout
-            assert "[host_path]" in started.stderr or "[docker_socket]" in started.stderr
+            assert any(f"[{c}]" in started.stderr for c in REFUSALS), started.stderr
             assert world.status(victim) == "created"
         ro = world.stack.docker("run", "--rm", "-v", f"{entry}:/h:ro", world.image, *world.probe)
         assert ro.returncode == 0, ro.stderr

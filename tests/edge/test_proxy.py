@@ -1355,3 +1355,27 @@ def test_stream_errors_are_recognised() -> None:
     assert not _stream_error(b'{"status":"Pull complete","id":"abc"}')
     assert not _stream_error(b"not json")
     assert not _stream_error(b"")
+
+
+def test_a_path_changing_while_resolved_is_left_unresolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casemate.edge import proxy as proxy_module
+
+    (tmp_path / "d").mkdir()
+    real = os.path.realpath
+
+    def racing(path: str) -> str:
+        if path.endswith("/swapped"):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real(path)
+
+    monkeypatch.setattr(proxy_module.os.path, "realpath", racing)
+    resolved, present = proxy_module.resolve_host_paths(
+        [str(tmp_path / "d"), str(tmp_path / "swapped"), str(tmp_path / "missing")]
+    )
+    assert resolved == {
+        str(tmp_path / "d"): str(tmp_path / "d"),
+        str(tmp_path / "missing"): str(tmp_path / "missing"),
+    }
+    assert present == frozenset({str(tmp_path / "d")})

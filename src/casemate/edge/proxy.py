@@ -859,8 +859,15 @@ def _json_answer(body: bytes, what: str) -> object:
 
 
 def resolve_host_paths(paths: Iterable[str]) -> tuple[dict[str, str], frozenset[str]]:
-    """Each path's ``realpath`` and which of them exist (blocking: call it in a thread)."""
-    resolved = {p: os.path.realpath(p) for p in paths}
+    """Each path's ``realpath`` and which of them exist (blocking: call it in a thread). A path
+    changing while it is resolved (``realpath`` reads a link another process just removed)
+    is left out: ``decide`` refuses it as unresolved."""
+    resolved: dict[str, str] = {}
+    for path in paths:
+        try:
+            resolved[path] = os.path.realpath(path)
+        except OSError as e:
+            log.info("edge proxy: %s changed while it was resolved: %s", path, _os_error(e))
     present = frozenset(p for p in resolved if os.path.lexists(p))
     return resolved, present
 
