@@ -816,15 +816,16 @@ class KubeProxy:
     """The proxy server (see the module docstring).
 
     ``authenticator`` resolves session tokens, ``audit`` stores request records, ``rules``
-    defaults to :func:`~casemate.kubeproxy.rules.default_rules`, ``reviewer`` answers
-    ``review`` verdicts (none: refused)."""
+    defaults to :func:`~casemate.kubeproxy.rules.default_rules` (or is a callable asked for
+    the rules in force at every request; if it fails, the request is refused with 503),
+    ``reviewer`` answers ``review`` verdicts (none: refused)."""
 
     def __init__(
         self,
         authenticator: Authenticator,
         audit: AuditSink,
         *,
-        rules: ApiRules | None = None,
+        rules: ApiRules | Callable[[], ApiRules] | None = None,
         reviewer: Reviewer | None = None,
         limits: ProxyLimits | None = None,
     ) -> None:
@@ -1002,7 +1003,12 @@ class KubeProxy:
         if inc.upgrade and not api.connect:
             raise _Refusal(400, "Upgrade is only accepted for exec, attach and port-forward")
         # 4. may they
-        verdict = decide(api, grant, self._rules)
+        try:
+            rules = self._rules() if callable(self._rules) else self._rules
+        except Exception:
+            log.exception("kubeproxy: the API rules cannot be loaded; refusing")
+            raise _Refusal(503, "no API rules could be loaded; refusing", close=False) from None
+        verdict = decide(api, grant, rules)
         record.verdict = verdict
         if verdict.action == ApiAction.REVIEW:
             token = REVIEWED_BODY.set(inc.body)
