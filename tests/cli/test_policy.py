@@ -174,3 +174,25 @@ def test_a_stored_policy_that_no_longer_validates_is_shown_as_unusable(data_dir:
     assert "does not match its digest" in r.stderr
     t = run_cli("policy", "test", "--line", "kubectl get pods", data_dir=data_dir)
     assert t.returncode == 1 and "does not match its digest" in t.stderr
+
+
+def test_api_rules_are_shown_and_imported_with_the_policy(data_dir: Path, tmp_path: Path) -> None:
+    r = run_cli("policy", "api-rules", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    assert "built-in;" not in r.stdout and "; built-in" in r.stdout
+    assert "api.secret-read" in r.stdout and "api.pod-escape" in r.stdout
+    site = POLICY + (
+        "api_rules:\n  version: 1\n  rules:\n"
+        "    - {id: site.x, priority: 2000, action: deny, match: {resources: [configmaps]}}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(site.replace("action: deny, match", "action: nope, match"))
+    r = run_cli("policy", "import", str(bad), data_dir=data_dir)
+    assert r.returncode == 1 and "nope" in r.stderr and "Traceback" not in r.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(site)
+    r = run_cli("policy", "import", str(good), data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("policy", "api-rules", data_dir=data_dir)
+    assert "built-in + api_rules" in r.stdout and "site.x" in r.stdout
+    assert "api.secret-read" in r.stdout

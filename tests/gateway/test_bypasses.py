@@ -563,3 +563,49 @@ async def test_the_shell_and_an_issued_kubeconfig_decide_alike(door: Door) -> No
         assert "Pod/breakout" not in objects and "Deployment/hp" not in objects
     finally:
         await session.close()
+
+
+SITE_API_RULES = """\
+version: 1
+default_action: reject
+rules: []
+api_rules:
+  version: 1
+  rules:
+    - id: site.no-configmap-reads
+      priority: 2000
+      action: deny
+      description: Configmaps are off limits here.
+      match: {verbs: [read], resources: [configmaps]}
+"""
+
+
+async def test_operators_change_the_api_rules_with_the_policy(door: Door) -> None:
+    """The API rules in force come from the policy's api_rules section, for both doors, and
+    change without a restart; an unusable section refuses every API request."""
+    d = door
+    d.reset()
+    d.kube.kubectl("-n", d.ns, "create", "configmap", "cm1", "--from-literal=a=b")
+    k = await d.kubeconfig()
+    r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")
+    assert r.returncode == 0 and "configmap/cm1" in r.stdout, r.stderr
+    d.policy[0] = default_policy().merged(Policy.from_yaml(SITE_API_RULES))
+    session = await d.gateway.open_session(d.alice, "test")
+    try:
+        r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")
+        assert r.returncode != 0 and "site.no-configmap-reads" in r.stderr, r.stderr
+        out = Collect()
+        await session.run("kubectl get configmaps -o name", out)
+        assert "site.no-configmap-reads" in out.text, out.text
+        r = await asyncio.to_thread(k, "get", "deployments", "-o", "name")
+        assert r.returncode == 0, r.stderr  # the built-in rules still apply
+        # an api_rules section that does not validate: every API request is refused
+        broken = SITE_API_RULES.replace("action: deny", "action: maybe")
+        d.policy[0] = default_policy().merged(Policy.from_yaml(broken))
+        r = await asyncio.to_thread(k, "get", "deployments", "-o", "name")
+        assert r.returncode != 0 and "no API rules could be loaded" in r.stderr, r.stderr
+        d.policy[0] = default_policy()
+        r = await asyncio.to_thread(k, "get", "configmaps", "-o", "name")
+        assert r.returncode == 0 and "configmap/cm1" in r.stdout, r.stderr
+    finally:
+        await session.close()

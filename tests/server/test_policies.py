@@ -340,3 +340,59 @@ def test_audit_search_by_cluster_and_decision(
         headers=people["audrey"],
     ).json()
     assert [i["details"]["cluster"] for i in rest["items"]] == ["prod"]
+
+
+# The API proxy's rules, versioned with the policy ----------------------------------------
+
+API_RULES_POLICY = """\
+version: 1
+default_action: reject
+rules:
+  - id: read
+    priority: 10
+    action: accept
+    match: {groups: [read-only]}
+api_rules:
+  version: 1
+  rules:
+    - id: site.no-configmap-reads
+      priority: 2000
+      action: deny
+      description: Not here.
+      match: {verbs: [read], resources: [configmaps]}
+    - id: api.namespaced-rbac-write
+      priority: 500
+      action: warn
+      enabled: false
+"""
+
+
+def test_api_rules_are_shown_and_changed_with_the_policy(
+    client: TestClient, people: dict[str, dict[str, str]]
+) -> None:
+    r = client.get(f"{URL}/api-rules", headers=people["audrey"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == 0 and body["site_rules"] is False
+    ids = {rule["id"]: rule for rule in body["rules"]["rules"]}
+    assert ids["api.secret-read"]["action"] == "deny"
+    assert ids["api.pod-escape"]["action"] == "deny"
+    assert client.get(f"{URL}/api-rules", headers=people["olga"]).status_code == 403
+    # an invalid api_rules section is refused before anything is stored
+    bad = API_RULES_POLICY.replace("action: deny", "action: maybe")
+    r = put(client, people["admin"], bad)
+    assert r.status_code == 422 and "maybe" in r.json()["detail"], r.text
+    assert client.get(f"{URL}/api-rules", headers=people["audrey"]).json()["version"] == 0
+    r = put(client, people["admin"], API_RULES_POLICY.replace("verbs: [read]", "verbs: [rd]"))
+    assert r.status_code == 422, r.text
+    # a valid one is versioned with the policy and merged over the built-in rules
+    r = put(client, people["admin"], API_RULES_POLICY)
+    assert r.status_code == 200, r.text
+    body = client.get(f"{URL}/api-rules", headers=people["audrey"]).json()
+    assert body["version"] == 1 and body["site_rules"] is True
+    ids = {rule["id"]: rule for rule in body["rules"]["rules"]}
+    assert ids["site.no-configmap-reads"]["action"] == "deny"
+    assert ids["api.namespaced-rbac-write"].get("enabled") is False
+    assert ids["api.secret-read"]["action"] == "deny"  # the built-in rules stay
+    text = client.get(f"{URL}/api-rules?format=yaml", headers=people["audrey"]).text
+    assert "site.no-configmap-reads" in text and text.startswith("version: 1")

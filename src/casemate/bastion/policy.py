@@ -515,6 +515,10 @@ class Policy:
     default_action: Action = Action.REJECT
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     version: int = CURRENT_VERSION
+    #: The site's API-level rules (a :mod:`casemate.kubeproxy.rules` document, merged over
+    #: the built-in ones by the gateway, which also validates them): versioned with the
+    #: command policy, opaque here (the bastion does not depend on the API proxy).
+    api_rules: Mapping[str, Any] | None = field(default=None, compare=False)
 
     _verb_paths: Mapping[str, Mapping[str, frozenset[tuple[str, ...]]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -545,7 +549,10 @@ class Policy:
                 raise PolicyError(f"groups.{name}: defined differently in merged policies")
             groups[name] = members
         return Policy(
-            rules=tuple(rules.values()), default_action=other.default_action, groups=groups
+            rules=tuple(rules.values()),
+            default_action=other.default_action,
+            groups=groups,
+            api_rules=other.api_rules if other.api_rules is not None else self.api_rules,
         )
 
     # Serialization ---------------------------------------------------------------------
@@ -569,6 +576,8 @@ class Policy:
         if self.groups:
             out["groups"] = {name: list(members) for name, members in self.groups.items()}
         out["rules"] = [_rule_to_dict(rule) for rule in self.rules]
+        if self.api_rules is not None:
+            out["api_rules"] = dict(self.api_rules)
         return out
 
     def to_yaml(self) -> str:
@@ -900,7 +909,12 @@ _RULE_KEYS = ("id", "priority", "action", "match", "applies_to", "description", 
 
 
 def _read_policy(data: dict[str, Any], at: At) -> Policy:
-    body = _mapping(data, at, ("version", "default_action", "groups", "rules"), ("version",))
+    body = _mapping(
+        data, at, ("version", "default_action", "groups", "rules", "api_rules"), ("version",)
+    )
+    api_rules = body.get("api_rules")
+    if api_rules is not None and not isinstance(api_rules, dict):
+        raise (at / "api_rules").error("expected a mapping (an API rule set, version 1)")
     groups: dict[str, tuple[str, ...]] = {}
     raw_groups = _mapping(body.get("groups") or {}, at / "groups", None)
     for name, members in raw_groups.items():
@@ -925,7 +939,7 @@ def _read_policy(data: dict[str, Any], at: At) -> Policy:
         seen.add(rule.id)
         rules.append(rule)
     default = _action(body.get("default_action", "reject"), at / "default_action")
-    return Policy(rules=tuple(rules), default_action=default, groups=groups)
+    return Policy(rules=tuple(rules), default_action=default, groups=groups, api_rules=api_rules)
 
 
 def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> Rule:

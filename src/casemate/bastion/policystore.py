@@ -491,15 +491,26 @@ class PolicyStore:
         comment: str = "",
         source: str = "",
         expected_version: int | None = None,
+        check: Callable[[Policy], None] | None = None,
     ) -> PolicyInfo:
         """Validate ``yaml_text`` and store it as the next version, audited in the same
         transaction; returns the version now in force. Text identical to the version in force
         stores nothing. With ``expected_version``, refuse (``Conflict``) if another version
-        is in force by now (no lost updates between editors). Raises :class:`InvalidPolicy`
-        (nothing stored) or ``InvalidInput``."""
+        is in force by now (no lost updates between editors). ``check`` validates what this
+        module cannot (the ``api_rules`` section: the gateway's
+        :func:`~casemate.gateway.apirules.check_api_rules`); a ``PolicyError`` from it is
+        refused like any other. Raises :class:`InvalidPolicy` (nothing stored) or
+        ``InvalidInput``."""
         _label(by, "by", MAX_BY_CHARS, required=True)
         _label(comment, "the comment", MAX_COMMENT_CHARS)
         policy = validate_yaml(yaml_text)
+        if check is not None:
+            try:
+                check(policy)
+            except InvalidPolicy:
+                raise
+            except PolicyError as e:
+                raise _located(e.message, yaml_text, "policy") from None
         return self._store(
             yaml_text,
             policy,

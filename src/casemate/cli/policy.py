@@ -28,7 +28,8 @@ from casemate.bastion.policystore import (
     validate_yaml,
 )
 from casemate.cli.common import DataDirOption, err, out, runtime
-from casemate.errors import InvalidInput
+from casemate.errors import CasemateError, InvalidInput
+from casemate.gateway.apirules import check_api_rules, effective_api_rules
 
 app = typer.Typer(help="The bastion's command policy.", no_args_is_help=True)
 
@@ -169,13 +170,30 @@ def import_(
     try:
         store = PolicyStore.from_runtime(rt)
         before = store.current_info()
-        info = store.put(text, by=_by(), comment=comment, source="cli")
+        info = store.put(text, by=_by(), comment=comment, source="cli", check=check_api_rules)
     finally:
         rt.close()
     if info.version == before.version:
         out.print(f"unchanged: {_describe(info)} is already this policy", markup=False)
     else:
         out.print(f"stored as version {info.version} (sha256 {info.digest})", markup=False)
+
+
+@app.command("api-rules")
+def api_rules(data_dir: DataDirOption = None) -> None:
+    """The API proxy's rules in force (YAML): the built-in set with the policy's api_rules
+    section merged over it. Change them with an api_rules section in 'policy import'."""
+    rt = runtime(data_dir)
+    try:
+        current = PolicyStore.from_runtime(rt).load()
+    finally:
+        rt.close()
+    if current.policy is None:
+        raise CasemateError("the stored policy is unusable: every request is refused")
+    rules = effective_api_rules(current.policy)
+    source = "built-in" if current.policy.api_rules is None else "built-in + api_rules"
+    out.print(f"# {_describe(current.info)}; {source}", markup=False)
+    out.print(rules.to_yaml().rstrip("\n"), markup=False)
 
 
 @app.command("history")

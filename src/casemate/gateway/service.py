@@ -56,6 +56,7 @@ from casemate.core.runtime import Runtime
 from casemate.core.settings import parse_listen
 from casemate.errors import AuthenticationFailed, ConfigError, Denied, InvalidInput, NotFound
 from casemate.events import BastionSessionEnded, BastionSessionShared, BastionSessionStarted
+from casemate.gateway.apirules import effective_api_rules
 from casemate.gateway.recovery import Recovery, recover
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
@@ -299,6 +300,7 @@ class Gateway:
         self.proxy = KubeProxy(
             TokenRouter([("cmk_", self.sessions), ("cmkc_", self.kubeconfigs)]),
             self._audit_writer,
+            rules=lambda: effective_api_rules(self._policy()),  # versioned with the policy
             reviewer=self._review_api,
         )
         self.certificates: ProxyCertificates | None = None

@@ -1,4 +1,5 @@
-"""The bastion's command policy: read, replace, history, try a command.
+"""The bastion's command policy: read, replace, history, try a command; and the API proxy's
+rules in force (``GET /api-rules``), versioned with it in its ``api_rules`` section.
 
 Admins replace the policy (``PUT``); auditors and admins read it and try commands against it.
 ``GET`` answers JSON, or the YAML text itself with ``Accept: application/yaml`` or
@@ -25,6 +26,8 @@ from casemate.bastion.policystore import (
     validate_yaml,
 )
 from casemate.core.runtime import Runtime
+from casemate.errors import PolicyError
+from casemate.gateway.apirules import check_api_rules, effective_api_rules
 from casemate.server.deps import AdminDep, AuditorDep, RuntimeDep, client_address
 from casemate.server.problems import problem
 
@@ -173,10 +176,38 @@ def put_policy(
             comment=body.comment,
             source=client_address(request),
             expected_version=body.base_version,
+            check=check_api_rules,
         )
     except InvalidPolicy as exc:
         return _invalid(exc)
     return PolicyInfoOut.of(info)
+
+
+@router.get("/api-rules", responses={200: {"content": {YAML_MEDIA_TYPE: {}}}})
+def get_api_rules(
+    _: AuditorDep, request: Request, runtime: RuntimeDep, format: FormatQuery = None
+) -> Response:
+    """The API proxy's rules in force: the built-in set with the policy's ``api_rules``
+    section merged over it (see :mod:`casemate.gateway.apirules`)."""
+    current = _store(request, runtime).load()
+    if current.policy is None:
+        return problem(409, "the stored policy is unusable: every request is refused")
+    try:
+        rules = effective_api_rules(current.policy)
+    except PolicyError as e:
+        return problem(
+            409, f"the api_rules section is invalid: every API request is refused: {e.message}"
+        )
+    if _wants_yaml(request, format):
+        return _yaml_response(rules.to_yaml(), current.info)
+    return JSONResponse(
+        {
+            "version": current.info.version,
+            "digest": current.info.digest,
+            "site_rules": current.policy.api_rules is not None,
+            "rules": rules.to_dict(),
+        }
+    )
 
 
 @router.get("/history", response_model=list[PolicyInfoOut])
