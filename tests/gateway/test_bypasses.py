@@ -609,3 +609,52 @@ async def test_operators_change_the_api_rules_with_the_policy(door: Door) -> Non
         assert r.returncode == 0 and "configmap/cm1" in r.stdout, r.stderr
     finally:
         await session.close()
+
+
+LOOKUP_CM = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-copy
+data:
+  copied: {{ (lookup "v1" "Secret" .Release.Namespace "db").data | toJson | quote }}
+"""
+
+
+async def test_helm_lookup_reads_no_secret_at_any_door(door: Door) -> None:
+    """helm's lookup (in template --dry-run=server, install --dry-run=server and a real
+    install) reads Secrets through the API: refused, so nothing of the Secret reaches the
+    output or a ConfigMap the user could read; helm's own release records still work."""
+    import base64
+
+    d = door
+    d.reset()
+    value = "lookup-" + secrets.token_hex(8)
+    encoded = base64.b64encode(value.encode()).decode()
+    d.kube.kubectl("-n", d.ns, "create", "secret", "generic", "db", f"--from-literal=pw={value}")
+    session = await d.gateway.open_session(d.alice, "test")
+    outputs: list[str] = []
+    try:
+        chart = session.env.workspace / "peek"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: peek\nversion: 0.1.0\n")
+        (chart / "templates" / "cm.yaml").write_text(LOOKUP_CM)
+        for line in (
+            "helm template peek ./peek --dry-run=server",
+            "helm install peek ./peek --dry-run=server",
+            "helm install peek ./peek",
+        ):
+            out = Collect()
+            await session.run(line, out)
+            outputs.append(out.text)
+        # helm itself still works where it reads only its own release records
+        out = Collect()
+        await session.run("helm list", out)
+        assert out.text.strip().startswith("NAME"), out.text
+    finally:
+        await session.close()
+    for text in outputs:
+        assert value not in text and encoded not in text, text
+    configmaps = d.kube.kubectl("-n", d.ns, "get", "configmaps", "-o", "json").stdout
+    assert value not in configmaps and encoded not in configmaps
+    assert any("api.secret-read" in text for text in outputs), outputs
