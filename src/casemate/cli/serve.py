@@ -26,6 +26,7 @@ from casemate.events import ServerStarted
 from casemate.gateway.service import Gateway
 from casemate.gateway.ssh import HOST_KEY_NAME, SshGateway, load_or_create_host_key
 from casemate.server.app import create_app
+from casemate.server.protocol import GuardedH11Protocol
 
 log = logging.getLogger(__name__)
 INITIAL_PASSWORD_FILE = "initial-admin-password"
@@ -184,6 +185,7 @@ def run_server(settings: Settings, *, ready: Callable[[str], None] | None = None
             # open streams (an exec held for review) must not keep the gateway from
             # ending its sessions: after this the requests are cancelled and it shuts down
             timeout_graceful_shutdown=10,
+            http=GuardedH11Protocol,  # read deadlines, connections per client address
         )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
