@@ -504,6 +504,8 @@ DIFFERENTIAL = [
     ("kubectl create clusterrolebinding x --clusterrole=cluster-admin --user=alice",
      ("create", "clusterrolebinding", "x", "--clusterrole=cluster-admin", "--user=alice"), None,
      "refused-or-held"),
+    ("kubectl create token default", ("create", "token", "default"), None, "refused"),
+    ("kubectl certificate approve csr-1", ("certificate", "approve", "csr-1"), None, "refused"),
     ("kubectl get configmaps", ("get", "configmaps"), None, "allowed"),
     ("kubectl scale deployment web --replicas=3", ("scale", "deployment", "web",
                                                    "--replicas=3"), None, "allowed"),

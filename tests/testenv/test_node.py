@@ -246,7 +246,11 @@ def test_port_forward_and_followed_logs(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"KUBECONFIG": str(kube_cluster.admin_kubeconfig), "PATH": os.environ["PATH"]}
+    env = {
+        "KUBECONFIG": str(kube_cluster.admin_kubeconfig),
+        "PATH": os.environ["PATH"],
+        "HOME": str(kube_cluster.workdir / "home"),  # kubectl's cache, never the work tree's
+    }
     kubectl = str(kube_cluster._bins().kubectl)
     forward = subprocess.Popen(
         [kubectl, "port-forward", "-n", kube_namespace, "pod/web", f"{port}:8080"],

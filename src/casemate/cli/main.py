@@ -57,6 +57,7 @@ def _full_app() -> typer.Typer:
         tokens,
         users,
         vault,
+        vuln,
     )
 
     app = _new_app()
@@ -73,6 +74,7 @@ def _full_app() -> typer.Typer:
     app.add_typer(recordings.app, name="recording")
     app.add_typer(policy.app, name="policy")
     app.add_typer(demo.app, name="demo")
+    app.add_typer(vuln.app, name="vuln")
     _add_remote(app)
     app.command("version")(version)
     return app

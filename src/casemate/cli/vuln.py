@@ -1,0 +1,219 @@
+"""``casemate vuln``: scan images for vulnerable packages against advisories loaded offline.
+
+Exit status: 0 clean; 1 a finding at or above ``--fail-on``; 2 bad input or a partial scan
+(every problem is printed on stderr, and whatever could be scanned is still reported).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from casemate.cli.common import DataDirOption, err, out
+from casemate.core.settings import load_settings
+from casemate.errors import InvalidInput
+from casemate.reports import cyclonedx, sarif
+from casemate.reports import json as json_report
+from casemate.reports.model import Component
+from casemate.vuln.advisories.index import SOURCES, AdvisoryIndex, IndexStore
+from casemate.vuln.inventory.cache import InventoryCache
+from casemate.vuln.inventory.sources import (
+    scan_docker_archive,
+    scan_docker_image,
+    scan_oci_layout,
+    scan_rootfs,
+)
+from casemate.vuln.match import match
+from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
+from casemate.vuln.report import components, report_findings
+
+app = typer.Typer(
+    help="Vulnerable packages in images, against advisories loaded offline.",
+    no_args_is_help=True,
+)
+db_app = typer.Typer(help="The local advisory index: import files, show what is loaded.",
+                     no_args_is_help=True)  # fmt: skip
+app.add_typer(db_app, name="db")
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+    cyclonedx = "cyclonedx"
+
+
+def _vuln_dir(data_dir: Path | None) -> Path:
+    return load_settings(data_dir=data_dir).data_dir / "vuln"
+
+
+def _load_index(data_dir: Path | None) -> AdvisoryIndex:
+    store = IndexStore(_vuln_dir(data_dir) / "db")
+    index = store.load()
+    if index.count == 0:
+        raise InvalidInput(
+            f"no advisories are loaded in {store.directory}: import some first with "
+            "'casemate vuln db import FILE' (nothing is fetched at scan time)"
+        )
+    return index
+
+
+def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: Path | None,
+                 cache: InventoryCache, docker_host: str | None) -> list[Inventory]:  # fmt: skip
+    chosen = [x for x in (image, tar, oci, rootfs) if x is not None]
+    if len(chosen) != 1:
+        raise InvalidInput("give exactly one of IMAGE, --tar FILE, --oci DIR or --rootfs DIR")
+    if tar is not None:
+        return scan_docker_archive(tar, cache=cache)
+    if oci is not None:
+        return scan_oci_layout(oci, cache=cache)
+    if rootfs is not None:
+        return [scan_rootfs(rootfs)]
+    assert image is not None
+    return [scan_docker_image(image, docker_host=docker_host, cache=cache)]
+
+
+def _table(inventories: list[Inventory], findings: list[Finding]) -> None:
+    for inventory in inventories:
+        os_name = inventory.os.pretty_name or inventory.os.id if inventory.os else "unknown OS"
+        mine = [f for f in findings if f.image == inventory.image]
+        fixable = sum(1 for f in mine if f.fixed)
+        out.print(
+            f"[bold]{inventory.image}[/bold]  {os_name}, {len(inventory.packages)} packages, "
+            f"{len(mine)} findings ({fixable} fixable)"
+        )
+        if not mine:
+            continue
+        table = Table(show_lines=False)
+        for column in ("Severity", "Package", "Installed", "Fixed", "Vulnerability", "Install"):
+            table.add_column(column, overflow="fold")
+        for f in mine:
+            ids = ", ".join(f.cves) or f.advisory
+            if f.cves and f.advisory not in f.cves:
+                ids = f"{ids} ({f.advisory})"
+            table.add_row(f.severity, f.package, f.installed, f.fixed or f.state, ids,
+                          " ".join(f.binaries))  # fmt: skip
+        out.print(table)
+
+
+ImageArg = Annotated[str | None, typer.Argument(help="An image of the local Docker engine.")]
+TarOption = Annotated[Path | None, typer.Option("--tar", help="A 'docker save' tarball.")]
+OciOption = Annotated[Path | None, typer.Option("--oci", help="An OCI image layout directory.")]
+RootfsOption = Annotated[Path | None, typer.Option("--rootfs", help="An unpacked root filesystem.")]
+FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
+FailOnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-on", help=f"Exit 1 on a finding this severe or worse ({', '.join(SEVERITIES)})."
+    ),
+]
+DockerHostOption = Annotated[
+    str | None,
+    typer.Option("--docker-host", envvar="DOCKER_HOST", help="The engine's socket (unix://…)."),
+]
+
+
+@app.command("scan")
+def scan(
+    image: ImageArg = None,
+    tar: TarOption = None,
+    oci: OciOption = None,
+    rootfs: RootfsOption = None,
+    output_format: FormatOption = Format.table,
+    fail_on: FailOnOption = None,
+    docker_host: DockerHostOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Scan one image (or every image of a tarball or OCI layout) for vulnerable packages."""
+    if fail_on is not None and fail_on not in SEVERITIES:
+        raise InvalidInput(f"--fail-on {fail_on!r}: one of {', '.join(SEVERITIES)}")
+    index = _load_index(data_dir)
+    cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
+    inventories = _inventories(image, tar, oci, rootfs, cache, docker_host)
+    findings: list[Finding] = []
+    problems: list[str] = []
+    for inventory in inventories:
+        problems += inventory.problems
+        result = match(inventory, index)
+        findings += result.findings
+        problems += result.problems
+    shared = report_findings(findings, inventories)
+    if output_format is Format.table:
+        _table(inventories, findings)
+    elif output_format is Format.json:
+        parts = [c for inv in inventories for c in components(inv)]
+        typer.echo(json_report.render(shared, components=parts, problems=problems))
+    elif output_format is Format.sarif:
+        typer.echo(sarif.render(shared))
+    else:
+        first = inventories[0]
+        subject = Component(first.image, first.digest or "", type="container")
+        typer.echo(cyclonedx.render(shared, components=components(first), subject=subject))
+    for problem in problems:
+        err.print(f"casemate: problem: {problem}", markup=False)
+    if problems:
+        err.print("casemate: the scan is partial (see the problems above)", markup=False)
+        raise typer.Exit(2)
+    if fail_on is not None and any(
+        Severity.rank(f.severity) >= Severity.rank(fail_on) for f in findings
+    ):
+        raise typer.Exit(1)
+
+
+PathArg = Annotated[
+    Path, typer.Argument(help="An advisory file, a directory of OSV files or an OSV zip.")
+]
+KindOption = Annotated[
+    str | None,
+    typer.Option("--kind", help=f"The format ({', '.join(SOURCES)}); detected if not given."),
+]
+
+
+@db_app.command("import")
+def db_import(path: PathArg, kind: KindOption = None, data_dir: DataDirOption = None) -> None:
+    """Load advisories into the local index (replacing an earlier import of the same path)."""
+    store = IndexStore(_vuln_dir(data_dir) / "db")
+    info = store.import_path(path, kind)
+    out.print(
+        f"imported {info.advisories} advisories ({info.kind}) for "
+        f"{', '.join(info.ecosystems) or 'no supported ecosystem'} from {info.origin}",
+        markup=False,
+    )
+    for problem in info.problems:
+        err.print(f"casemate: problem: {problem}", markup=False)
+    if info.problems:
+        raise typer.Exit(2)
+
+
+def _age(iso: str, now: datetime) -> str:
+    seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} days"
+
+
+@db_app.command("status")
+def db_status(data_dir: DataDirOption = None) -> None:
+    """What is loaded, from where, and how old it is."""
+    store = IndexStore(_vuln_dir(data_dir) / "db")
+    sources = store.sources()
+    if not sources:
+        out.print(f"no advisories loaded in {store.directory}", markup=False)
+        return
+    now = datetime.now(UTC)
+    table = Table()
+    for column in ("Kind", "Advisories", "Ecosystems", "Imported", "File age", "Problems",
+                   "Origin"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for s in sources:
+        table.add_row(s.kind, str(s.advisories), " ".join(s.ecosystems), s.imported_at,
+                      _age(s.modified_at, now), str(len(s.problems)), s.origin)  # fmt: skip
+    out.print(table)
+    out.print(f"{sum(s.advisories for s in sources)} advisories from {len(sources)} sources")
