@@ -51,6 +51,7 @@ def _full_app() -> typer.Typer:
         demo,
         edge,
         policy,
+        posture,
         recordings,
         review,
         serve,
@@ -73,6 +74,7 @@ def _full_app() -> typer.Typer:
     app.add_typer(cloud.app, name="cloud")
     app.add_typer(recordings.app, name="recording")
     app.add_typer(policy.app, name="policy")
+    app.add_typer(posture.app, name="posture")
     app.add_typer(demo.app, name="demo")
     app.add_typer(vuln.app, name="vuln")
     _add_remote(app)

@@ -123,6 +123,47 @@ def _measure(root: Node, limits: Limits) -> str | None:
     return None
 
 
+class _Duplicate(Exception):  # noqa: N818 - internal signal
+    def __init__(self, key: object, line: int) -> None:
+        self.key, self.line = key, line
+
+
+class _Unusual(Exception):  # noqa: N818 - internal signal: use PyYAML's own constructor
+    pass
+
+
+_STR: Final = "tag:yaml.org,2002:str"
+_MAP: Final = "tag:yaml.org,2002:map"
+_SEQ: Final = "tag:yaml.org,2002:seq"
+
+
+def _build(loader: Any, node: Node, depth: int) -> Any:
+    """The node's value, as PyYAML's safe constructor builds it but faster for the common
+    shapes, refusing duplicate keys (kubectl's parser does). Merge keys, complex keys, deep
+    trees and unusual tags go to PyYAML's constructor (:class:`_Unusual`)."""
+    if isinstance(node, ScalarNode):
+        if node.tag == _STR:
+            return node.value
+        return loader.construct_object(node)
+    if depth > 100:
+        raise _Unusual
+    if isinstance(node, MappingNode):
+        if node.tag != _MAP:
+            raise _Unusual
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Unusual
+            key = _build(loader, key_node, depth + 1)
+            if key in out:
+                raise _Duplicate(key, key_node.start_mark.line)
+            out[key] = _build(loader, value_node, depth + 1)
+        return out
+    if isinstance(node, SequenceNode) and node.tag == _SEQ:
+        return [_build(loader, item, depth + 1) for item in node.value]
+    raise _Unusual
+
+
 def _line_finder(root: Node, offset: int, prefix: Path = ()) -> Any:
     def line_of(path: Path) -> int | None:
         node: Node = root
@@ -152,14 +193,13 @@ def _chunks(data: bytes) -> Iterator[tuple[int, bytes]]:
     starts = [0] + [m.start() for m in _DOC_MARKER.finditer(data) if m.start() > 0]
     pending = b""
     pending_line = 0
+    line = 0
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(data)
         chunk = data[start:end]
-        line = data.count(b"\n", 0, start)
-        meaningful = [
-            ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")
-        ]
-        if meaningful and all(ln.startswith(b"%") for ln in meaningful):
+        if i:
+            line += data.count(b"\n", starts[i - 1], start)
+        if b"%" in chunk and _directives_only(chunk):
             pending, pending_line = pending + chunk, pending_line or line
             continue
         if pending:
@@ -167,6 +207,13 @@ def _chunks(data: bytes) -> Iterator[tuple[int, bytes]]:
         yield line, chunk
     if pending:
         yield pending_line, pending
+
+
+def _directives_only(chunk: bytes) -> bool:
+    meaningful = [
+        ln for ln in chunk.splitlines() if ln.strip() and not ln.lstrip().startswith(b"#")
+    ]
+    return bool(meaningful) and all(ln.startswith(b"%") for ln in meaningful)
 
 
 def _decode(data: bytes) -> str | None:
@@ -204,7 +251,9 @@ def parse_documents(
             while loader.check_node():
                 node = loader.get_node()
                 index, document = document, document + 1
-                yield from _document(loader, node, file, index, first_line, limits)
+                yield from _document(
+                    loader, node, file, index, first_line, limits, aliases=b"&" in chunk
+                )
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             line = first_line + mark.line + 1 if mark is not None else first_line + 1
@@ -217,14 +266,34 @@ def parse_documents(
 
 
 def _document(
-    loader: Any, node: Node, file: str, index: int, offset: int, limits: Limits
+    loader: Any,
+    node: Node,
+    file: str,
+    index: int,
+    offset: int,
+    limits: Limits,
+    *,
+    aliases: bool,
 ) -> Iterator[Subject | LoadProblem]:
     line = offset + node.start_mark.line + 1
-    refusal = _measure(node, limits)
+    # without an anchor there is no alias, so no expansion; libyaml bounds the depth (1000)
+    # and the constructor builds nested values without recursion
+    refusal = _measure(node, limits) if aliases else None
     if refusal is not None:
         yield LoadProblem(file, f"document {index + 1}: {refusal}", line)
         return
-    value = loader.construct_document(node)
+    try:
+        value = _build(loader, node, 0)
+    except _Duplicate as e:
+        yield LoadProblem(
+            file,
+            f"document {index + 1}: duplicate key {e.key!r} (kubectl refuses it; which value "
+            "wins differs between parsers)",
+            offset + e.line + 1,
+        )
+        return
+    except _Unusual:
+        value = loader.construct_document(node)
     if value is None:
         return
     yield from _objects(value, node, file, index, offset, line, ())

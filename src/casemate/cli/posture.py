@@ -1,0 +1,183 @@
+"""``casemate posture``: check manifests or a live cluster against the posture rules.
+
+Exit codes of ``scan``: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 3 some
+input could not be checked (a file, a document, a resource; named on stderr, the rest still
+reported), whatever the findings; 2 a usage error (an unknown rule, format or severity).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.errors import InvalidInput
+from casemate.posture.engine import Scanner, at_least, select_rules
+from casemate.posture.manifests import LoadProblem, load_paths
+from casemate.posture.model import LATEST_PSS, Finding, Settings, Severity, Subject
+from casemate.posture.output import FORMATS, render, render_table
+
+app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
+
+EXIT_FINDINGS = 1
+EXIT_UNCHECKED = 3
+
+RuleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rule",
+        "-r",
+        help="Only these rules: ids or globs (escape.*); repeatable. Matching none is an error.",
+    ),
+]
+
+
+def _severity(text: str) -> Severity:
+    try:
+        return Severity.parse(text)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def _pss_version(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"v?(\d+)\.(\d+)", text.strip())
+    if m is None:
+        raise InvalidInput(f"--pss-version {text!r} is not like v1.37")
+    version = (int(m.group(1)), int(m.group(2)))
+    return min(version, LATEST_PSS)
+
+
+def _scan_items(
+    items: Iterable[Subject | LoadProblem], scanner: Scanner
+) -> tuple[list[Finding], list[LoadProblem]]:
+    findings: list[Finding] = []
+    problems: list[LoadProblem] = []
+    for item in items:
+        if isinstance(item, Subject):
+            findings.extend(scanner.check(item))
+        else:
+            problems.append(item)
+    findings.extend(scanner.finish())
+    return findings, problems
+
+
+@app.command("scan")
+def scan(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Manifest files or folders.", show_default=False)
+    ] = None,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="Scan this registered cluster instead.")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="The cluster's system account to read as.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace (live scans).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")
+    ] = "table",
+    rules: RuleOption = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
+    ] = "high",
+    min_severity: Annotated[
+        str, typer.Option("--min-severity", help="Report only findings at least this severe.")
+    ] = "low",
+    registries: Annotated[
+        list[str] | None,
+        typer.Option("--registry", help="Allowed image registry prefix (repeatable)."),
+    ] = None,
+    pss_version: Annotated[
+        str, typer.Option("--pss-version", help="Pod Security Standards version.")
+    ] = f"v{LATEST_PSS[0]}.{LATEST_PSS[1]}",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Check manifests (PATH...) or a live cluster (--cluster NAME)."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
+    if bool(paths) == (cluster is not None):
+        raise InvalidInput("give manifest paths or --cluster NAME (one of them)")
+    if namespace is not None and cluster is None:
+        raise InvalidInput("--namespace applies to --cluster scans")
+    threshold, floor = _severity(fail_on), _severity(min_severity)
+    chosen = select_rules(rules or ())
+    settings = Settings(pss_version=_pss_version(pss_version), registries=tuple(registries or ()))
+    scanner = Scanner(chosen, settings)
+    if cluster is not None:
+        from casemate.k8s.clusters import Clusters
+        from casemate.posture.live import cluster_client, iter_cluster
+
+        rt = runtime(data_dir)
+        try:
+            clusters = Clusters(rt.db, rt.vault, rt.audit)
+            with cluster_client(clusters, cluster, account) as client:
+                findings, problems = _scan_items(
+                    iter_cluster(client, cluster=cluster, namespace=namespace), scanner
+                )
+        finally:
+            rt.close()
+    else:
+        findings, problems = _scan_items(load_paths(paths or []), scanner)
+    findings = at_least(findings, floor)
+    if fmt == "table" and output is None:
+        render_table(out, findings, problems, scanner.objects)
+    else:
+        text = render(fmt, findings, problems, chosen) if fmt != "table" else ""
+        if output is not None:
+            output.write_text(text if text.endswith("\n") else text + "\n")
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        for p in problems:
+            err.print(f"not checked: {p.describe()}", markup=False)
+    if problems:
+        raise typer.Exit(EXIT_UNCHECKED)
+    if at_least(findings, threshold):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command("rules")
+def list_rules(
+    rules: RuleOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """List the posture rules (id, severity, Pod Security level, title)."""
+    chosen = select_rules(rules or ())
+    if fmt == "json":
+        rows = [
+            {
+                "id": r.id,
+                "family": r.family,
+                "severity": r.severity.value,
+                "pss": r.pss,
+                "scope": r.scope,
+                "title": r.title,
+                "explanation": r.explanation,
+                "fix": r.fix,
+            }
+            for r in chosen
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if fmt != "table":
+        raise InvalidInput(f"unknown format {fmt!r} (table or json)")
+    from rich.table import Table
+
+    table = Table(highlight=False)
+    for column in ("Rule", "Severity", "PSS", "Title"):
+        table.add_column(column)
+    for r in chosen:
+        table.add_row(r.id, r.severity.value, r.pss or "", r.title)
+    out.print(table)
+    out.print(f"{len(chosen)} rules")

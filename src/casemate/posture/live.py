@@ -1,0 +1,143 @@
+"""Live input: a cluster's objects read through the API, page by page.
+
+Each resource is listed with ``limit``/``continue`` so memory stays one page deep whatever the
+cluster's size; objects are yielded as they arrive. List responses carry no kind on their
+items, so it is set from the resource. Objects a controller owns (a Deployment's ReplicaSets
+and their Pods, a CronJob's Jobs) are skipped when their owner's kind is scanned: their owner's
+template already carries the findings, once. A resource the credential may not list is a
+:class:`~casemate.posture.manifests.LoadProblem` (not checked), and the scan goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from casemate.errors import CasemateError, InvalidInput
+from casemate.k8s.client import KubeClient
+from casemate.k8s.clusters import Access, Clusters
+from casemate.posture.manifests import LoadProblem
+from casemate.posture.model import Subject
+
+__all__ = ["RESOURCES", "LiveResource", "cluster_client", "iter_cluster"]
+
+
+@dataclass(frozen=True)
+class LiveResource:
+    group_version: str  # "v1", "apps/v1"
+    resource: str
+    kind: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None) -> str:
+        base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+        if namespace is not None and self.namespaced:
+            return f"{base}/namespaces/{namespace}/{self.resource}"
+        return f"{base}/{self.resource}"
+
+
+RESOURCES: Final = (
+    LiveResource("v1", "pods", "Pod"),
+    LiveResource("apps/v1", "deployments", "Deployment"),
+    LiveResource("apps/v1", "statefulsets", "StatefulSet"),
+    LiveResource("apps/v1", "daemonsets", "DaemonSet"),
+    LiveResource("apps/v1", "replicasets", "ReplicaSet"),
+    LiveResource("batch/v1", "jobs", "Job"),
+    LiveResource("batch/v1", "cronjobs", "CronJob"),
+    LiveResource("v1", "replicationcontrollers", "ReplicationController"),
+    LiveResource("v1", "services", "Service"),
+    LiveResource("v1", "serviceaccounts", "ServiceAccount"),
+    LiveResource("v1", "configmaps", "ConfigMap"),
+    LiveResource("v1", "limitranges", "LimitRange"),
+    LiveResource("v1", "resourcequotas", "ResourceQuota"),
+    LiveResource("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+    LiveResource("rbac.authorization.k8s.io/v1", "roles", "Role"),
+    LiveResource("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+    LiveResource("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
+    LiveResource(
+        "rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False
+    ),
+)
+_SCANNED_KINDS: Final = frozenset(r.kind for r in RESOURCES)
+
+
+def _owned(obj: Mapping[str, Any]) -> bool:
+    meta = obj.get("metadata")
+    owners = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    if not isinstance(owners, list):
+        return False
+    return any(
+        isinstance(o, Mapping) and o.get("controller") is True and o.get("kind") in _SCANNED_KINDS
+        for o in owners
+    )
+
+
+def iter_cluster(
+    client: KubeClient,
+    *,
+    cluster: str,
+    namespace: str | None = None,
+    page_size: int = 500,
+    resources: tuple[LiveResource, ...] = RESOURCES,
+) -> Iterator[Subject | LoadProblem]:
+    """Every object of ``resources`` (in ``namespace``, or all; cluster-scoped ones only for a
+    whole-cluster scan), owned objects skipped, and what could not be listed."""
+    where = f"cluster {cluster}"
+    for res in resources:
+        if namespace is not None and not res.namespaced:
+            continue
+        token = ""
+        while True:
+            params = {"limit": str(page_size)}
+            if token:
+                params["continue"] = token
+            try:
+                page = client.get(res.path(namespace), what=f"list {res.resource}", params=params)
+            except CasemateError as e:
+                yield LoadProblem(where, f"{res.resource} not checked: {e.message}")
+                break
+            items = page.get("items")
+            for item in items if isinstance(items, list) else []:
+                if not isinstance(item, dict) or _owned(item):
+                    continue
+                item["kind"] = res.kind
+                item["apiVersion"] = res.group_version
+                yield Subject(item)
+            meta = page.get("metadata")
+            token = meta.get("continue", "") if isinstance(meta, Mapping) else ""
+            if not token:
+                break
+
+
+def cluster_client(clusters: Clusters, cluster: str, account: str | None = None) -> KubeClient:
+    """A client for ``cluster`` as one of its stored system accounts (the only one, or the one
+    named). The credential is decrypted from the vault into this client's memory only."""
+    info = clusters.get_cluster(cluster)
+    accounts = clusters.list_accounts(cluster)
+    if account is None:
+        if len(accounts) != 1:
+            names = ", ".join(a.name for a in accounts) or "none"
+            raise InvalidInput(
+                f"cluster {cluster} has {len(accounts)} system accounts ({names}): "
+                "name one with --account"
+            )
+        chosen = accounts[0]
+    else:
+        chosen = clusters.get_account(cluster, account)
+    access = Access(
+        cluster_id=info.id,
+        cluster=info.name,
+        server=info.server,
+        ca_pem=info.ca_pem,
+        account_id=chosen.id,
+        account=chosen.name,
+        credential_kind=chosen.kind,
+        can_impersonate=chosen.can_impersonate,
+        namespaces=chosen.namespaces,
+        expires_at=None,
+        grant_id=0,
+        via="posture scan",
+    )
+    credential = clusters.account_credential(access)
+    return KubeClient(info.server, info.ca_pem.encode("ascii"), credential, cluster=info.name)

@@ -1,0 +1,138 @@
+"""Live scans against the real test apiserver, with the credential stored in Casemate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from casemate.core.runtime import Runtime, open_runtime
+from casemate.core.settings import load_settings
+from casemate.k8s.client import Credential, KubeClient
+from casemate.k8s.clusters import Clusters
+from casemate.posture.engine import Scanner
+from casemate.posture.live import cluster_client, iter_cluster
+from casemate.posture.manifests import LoadProblem
+from casemate.posture.model import Subject
+from casemate.testenv.kube import LocalCluster
+
+pytestmark = pytest.mark.k8s
+
+PRIVILEGED = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "rooted"},
+    "spec": {
+        "containers": [
+            {"name": "c", "image": "busybox:1.36", "securityContext": {"privileged": True}}
+        ]
+    },
+}
+
+
+def deployment(name: str) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"hostPID": True, "containers": [{"name": "c", "image": "busybox:1.36"}]},
+            },
+        },
+    }
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    runtime = open_runtime(
+        load_settings(data_dir=tmp_path / "data", admin_password="Orchid-Falcon-Tundra-58"),
+        create=True,
+    )
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def clusters(rt: Runtime, kube_cluster: LocalCluster) -> Clusters:
+    c = Clusters(rt.db, rt.vault, rt.audit)
+    c.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
+    c.add_account("test", "reader", Credential.bearer(kube_cluster.admin_token), by=None)
+    return c
+
+
+@pytest.fixture
+def populated(kube_cluster: LocalCluster, kube_namespace: str) -> str:
+    admin = KubeClient(
+        kube_cluster.server_url,
+        kube_cluster.ca_pem,
+        Credential.bearer(kube_cluster.admin_token),
+        cluster="test",
+    )
+    with admin:
+        base = f"/api/v1/namespaces/{kube_namespace}"
+        admin.post(f"{base}/pods", PRIVILEGED, what="create pod")
+        for i in range(5):
+            admin.post(
+                f"/apis/apps/v1/namespaces/{kube_namespace}/deployments",
+                deployment(f"web{i}"),
+                what="create deployment",
+            )
+            admin.post(
+                f"{base}/configmaps",
+                {"metadata": {"name": f"cm{i}"}, "data": {"DB_PASSWORD": "hunter2"}},
+                what="create configmap",
+            )
+    return kube_namespace
+
+
+def test_live_scan_pages_through_a_namespace(clusters: Clusters, populated: str):
+    with cluster_client(clusters, "test") as client:
+        items = list(iter_cluster(client, cluster="test", namespace=populated, page_size=2))
+    problems = [i for i in items if isinstance(i, LoadProblem)]
+    assert problems == []
+    subjects = [i for i in items if isinstance(i, Subject)]
+    names = {(s.kind, s.name) for s in subjects}
+    assert ("Pod", "rooted") in names
+    assert {("Deployment", f"web{i}") for i in range(5)} <= names
+    assert {("ConfigMap", f"cm{i}") for i in range(5)} <= names  # 5+ items: 3 pages of 2
+    scanner = Scanner()
+    findings = [f for s in subjects for f in scanner.check(s)] + scanner.finish()
+    by_rule = {(f.rule_id, f.name) for f in findings}
+    assert ("escape.privileged", "rooted") in by_rule
+    assert ("escape.host-namespaces", "web3") in by_rule
+    assert ("secrets.configmap-credential", "cm4") in by_rule
+    assert ("network.namespace-no-policy", populated) in by_rule
+    privileged = next(f for f in findings if f.rule_id == "escape.privileged")
+    assert privileged.path == "spec.containers[0].securityContext.privileged"
+    assert privileged.file is None and privileged.namespace == populated
+
+
+def test_forbidden_resources_are_named(kube_cluster: LocalCluster, populated: str):
+    with KubeClient(kube_cluster.server_url, kube_cluster.ca_pem, None, cluster="test") as anon:
+        items = list(iter_cluster(anon, cluster="test", namespace=populated))
+    problems = [i for i in items if isinstance(i, LoadProblem)]
+    assert problems and all(p.file == "cluster test" for p in problems)
+    assert any("pods not checked" in p.message for p in problems)
+    assert not any(isinstance(i, Subject) for i in items)
+
+
+def test_cli_live_scan(clusters: Clusters, rt: Runtime, populated: str, tmp_path: Path):
+    env_dir = str(rt.settings.data_dir)
+    r = subprocess.run(
+        [sys.executable, "-m", "casemate.cli", "posture", "scan", "--cluster", "test",
+         "-n", populated, "-f", "json", "--rule", "escape.privileged"],
+        capture_output=True, text=True, timeout=120,
+        env={"CASEMATE_DATA_DIR": env_dir, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [dict(f["properties"])["object"] for f in doc["findings"]] == [f"Pod/{populated}/rooted"]
