@@ -41,7 +41,7 @@ rules:
     action: review
     description: every kubectl command is held (to preview each of them)
     match:
-      tools: [kubectl]
+      tools: [kubectl, helm]
 """
 )
 
@@ -241,6 +241,19 @@ PREVIEWED = [
     "kubectl create rolebinding rb --clusterrole=admin --serviceaccount=NS:default --",
     "kubectl create secret generic s1 --from-literal=a=b",
     "kubectl delete pods -l app=web -- podx",
+    # the rest of the pack's reviewed verbs
+    "kubectl exec web-0 -- id",
+    "kubectl cp web-0:/etc/hostname ./hostname",
+    "kubectl debug web-0 --image=registry.invalid/x:1 -- sh",
+    "kubectl port-forward pod/web-0 8080:80",
+    "kubectl run podo --image=registry.invalid/x:1 --overrides='{\"spec\":{}}'",
+    "kubectl drain node-1 --ignore-daemonsets --",
+    "kubectl taint nodes node-1 a=b:NoSchedule --",
+    "kubectl auth reconcile -f role.yaml --",
+    "kubectl apply -f web.yaml --prune -l app=web",
+    "kubectl delete clusterrole x --",
+    "helm uninstall web",
+    "helm rollback web 1",
 ]
 
 
@@ -250,11 +263,13 @@ async def test_previews_never_change_the_cluster(door: Door) -> None:
     d.kube.kubectl("-n", d.ns, "create", "deployment", "web", "--image=registry.invalid/web:1",
                    "--replicas=2")  # fmt: skip
     d.kube.kubectl("-n", d.ns, "create", "configmap", "keep", "--from-literal=k=v")
+    d.kube.kubectl("-n", d.ns, "run", "web-0", "--image=registry.invalid/x:1", "--restart=Never")
     d.policy[0] = default_policy().merged(REVIEW_EVERYTHING)
     session = await d.gateway.open_session(d.alice, "test")
     try:
         session.put_file("web.yaml", DEPLOY.encode())
         session.put_file("cm.yaml", CONFIGMAP.encode())
+        session.put_file("role.yaml", STAR_ROLE.encode())
         before = d.snapshot()
         assert "Deployment/web" in before and "ConfigMap/keep" in before
         for line in PREVIEWED:
