@@ -139,23 +139,35 @@ def _advisory(row: list[Any]) -> Advisory:
 
 
 class AdvisoryIndex:
-    """Advisories by (ecosystem, package), with the sources they came from."""
+    """Advisories by (ecosystem, package), with the sources they came from. Stored rows are
+    turned into :class:`Advisory` objects on first lookup (a scan touches a few hundred
+    packages of an index of 100,000 advisories)."""
 
     def __init__(self, advisories: Iterable[Advisory] = (),
                  sources: Sequence[SourceInfo] = ()) -> None:  # fmt: skip
         self.sources = tuple(sources)
         self._by_key: dict[tuple[str, str], list[Advisory]] = defaultdict(list)
+        self._rows: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
         self.count = 0
         for advisory in advisories:
             self._by_key[(advisory.ecosystem, advisory.package)].append(advisory)
             self.count += 1
 
+    def add_rows(self, rows: Iterable[list[Any]]) -> None:
+        for row in rows:
+            self._rows[(row[1], row[2])].append(row)
+            self.count += 1
+
     def lookup(self, ecosystem: str, package: str) -> Sequence[Advisory]:
-        return self._by_key.get((ecosystem, package), ())
+        key = (ecosystem, package)
+        rows = self._rows.pop(key, None)
+        if rows is not None:
+            self._by_key[key].extend(_advisory(row) for row in rows)
+        return self._by_key.get(key, ())
 
     @property
     def ecosystems(self) -> set[str]:
-        return {e for e, _ in self._by_key}
+        return {e for e, _ in self._by_key} | {e for e, _ in self._rows}
 
 
 class IndexStore:
@@ -214,15 +226,18 @@ class IndexStore:
 
     def load(self) -> AdvisoryIndex:
         sources = self.sources()
-        advisories: list[Advisory] = []
+        index = AdvisoryIndex(sources=sources)
         for source in sources:
             path = self.directory / f"{source.id}.json"
             try:
                 document = json.loads(path.read_bytes())
-                advisories += [_advisory(row) for row in document["rows"]]
+                rows = document["rows"]
+                if not all(isinstance(row, list) and len(row) == 9 for row in rows):
+                    raise ValueError("a row is not a stored advisory")
+                index.add_rows(rows)
             except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
                 raise AdvisoryError(
                     f"the advisory index file {path} ({source.origin}) is damaged ({e}); "
                     "import it again"
                 ) from e
-        return AdvisoryIndex(advisories, sources)
+        return index
