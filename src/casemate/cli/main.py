@@ -45,6 +45,7 @@ def _remote_app() -> typer.Typer:
 
 def _full_app() -> typer.Typer:
     from casemate.cli import (
+        admission,
         audit,
         cloud,
         clusters,
@@ -75,6 +76,7 @@ def _full_app() -> typer.Typer:
     app.add_typer(recordings.app, name="recording")
     app.add_typer(policy.app, name="policy")
     app.add_typer(posture.app, name="posture")
+    app.add_typer(admission.app, name="admission")
     app.add_typer(demo.app, name="demo")
     app.add_typer(vuln.app, name="vuln")
     _add_remote(app)

@@ -1,0 +1,71 @@
+"""``casemate admission serve``: the posture admission webhook over TLS.
+
+Register it with a ValidatingWebhookConfiguration (see docs/posture.md): its ``caBundle`` is
+the CA that signed ``--cert``, its URL ``https://HOST:PORT/validate``. ``failurePolicy: Fail``
+refuses everything the rules cover while the webhook is down or overloaded (fail closed);
+``Ignore`` admits it unchecked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from casemate.cli.common import err
+from casemate.errors import InvalidInput
+from casemate.posture.admission import AdmissionPolicy
+
+app = typer.Typer(help="The posture admission webhook.", no_args_is_help=True)
+
+Patterns = Annotated[list[str] | None, typer.Option(help="Rule ids or globs; repeatable.")]
+
+
+@app.command("serve")
+def serve(
+    cert: Annotated[Path, typer.Option("--cert", help="TLS certificate chain (PEM).")],
+    key: Annotated[Path, typer.Option("--key", help="TLS private key (PEM).")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on.")] = (
+        "127.0.0.1:8443"
+    ),
+    enforce: Patterns = None,
+    warn: Patterns = None,
+    audit: Patterns = None,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", help="Answer 503 beyond this many requests.")
+    ] = 200,
+) -> None:
+    """Answer AdmissionReview v1 requests with the posture rules (enforce / warn / audit).
+
+    With no --enforce/--warn/--audit: enforce the Pod Security Standards baseline and warn
+    about every other object rule."""
+    import uvicorn
+
+    from casemate.posture.webhook import webhook_app
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidInput(f"--listen {listen!r} is not HOST:PORT")
+    for path in (cert, key):
+        if not path.is_file():
+            raise InvalidInput(f"{path} is not a file")
+    policy = AdmissionPolicy.build(enforce or (), warn or (), audit or ())
+    counts = {
+        m: sum(1 for v in policy.modes.values() if v == m) for m in ("enforce", "warn", "audit")
+    }
+    err.print(
+        f"casemate admission: https://{listen}/validate "
+        f"({counts['enforce']} rules enforced, {counts['warn']} warned, {counts['audit']} audited)",
+        markup=False,
+    )
+    uvicorn.run(
+        webhook_app(policy),
+        host=host.strip("[]"),
+        port=int(port),
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        limit_concurrency=max_in_flight,
+        timeout_keep_alive=30,
+        log_level="warning",
+    )

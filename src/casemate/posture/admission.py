@@ -1,0 +1,144 @@
+"""Admission decisions: an AdmissionReview v1 request in, its response out. Pure.
+
+The object being created or updated is checked with the same object rules as manifests and
+live scans (:func:`casemate.posture.engine.check_object`); each rule is in one mode:
+
+* ``enforce`` - a finding refuses the request (HTTP 403 in the response status, the rule ids and
+  messages in its message, which kubectl prints);
+* ``warn`` - the request is admitted with one warning per finding (kubectl prints
+  ``Warning: …``);
+* ``audit`` - admitted; the findings go into the response's ``auditAnnotations`` (the API
+  server's audit log).
+
+A rule in several modes gets the strongest. DELETE and CONNECT, and requests without an
+object, are admitted. A body that is not an AdmissionReview v1 is an error the HTTP layer
+answers with 400 (there is no uid to answer to); the API server then applies the webhook's
+``failurePolicy``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from casemate.posture.engine import check_object, select_rules
+from casemate.posture.model import Finding, Rule, Settings
+
+__all__ = ["AdmissionPolicy", "BadReview", "decide", "review_response"]
+
+Mode = Literal["enforce", "warn", "audit"]
+_STRENGTH: Final = {"audit": 1, "warn": 2, "enforce": 3}
+MAX_WARNINGS: Final = 20
+MAX_MESSAGE: Final = 4000
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview v1 request."""
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    """Which rules run in which mode (rule ids after glob expansion)."""
+
+    modes: Mapping[str, Mode]
+    rules: tuple[Rule, ...]
+    settings: Settings = Settings()
+
+    @classmethod
+    def build(
+        cls,
+        enforce: Sequence[str] = (),
+        warn: Sequence[str] = (),
+        audit: Sequence[str] = (),
+        settings: Settings | None = None,
+    ) -> AdmissionPolicy:
+        """From rule patterns per mode (a pattern matching no rule is an error). With no
+        patterns at all: enforce the Pod Security Standards baseline, warn about every other
+        object rule."""
+        modes: dict[str, Mode] = {}
+        if not (enforce or warn or audit):
+            for r in select_rules():
+                if r.scope == "object":
+                    modes[r.id] = "enforce" if r.pss == "baseline" else "warn"
+        for mode, patterns in (("audit", audit), ("warn", warn), ("enforce", enforce)):
+            if not patterns:
+                continue
+            for r in select_rules(patterns):
+                if r.scope != "object":
+                    continue  # namespace rules need the whole namespace
+                current = modes.get(r.id)
+                if current is None or _STRENGTH[mode] > _STRENGTH[current]:
+                    modes[r.id] = mode  # type: ignore[assignment]
+        rules = tuple(r for r in select_rules() if r.id in modes)
+        return cls(modes, rules, settings or Settings())
+
+
+def _request(review: object) -> Mapping[str, Any]:
+    if not isinstance(review, Mapping):
+        raise BadReview("the body is not a JSON object")
+    if review.get("apiVersion") != "admission.k8s.io/v1" or review.get("kind") != "AdmissionReview":
+        raise BadReview("the body is not an admission.k8s.io/v1 AdmissionReview")
+    request = review.get("request")
+    if not isinstance(request, Mapping) or not isinstance(request.get("uid"), str):
+        raise BadReview("the AdmissionReview has no request with a uid")
+    return request
+
+
+def _line(f: Finding) -> str:
+    return f"{f.rule_id}: {f.message} ({f.path})" if f.path else f"{f.rule_id}: {f.message}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    refused: tuple[Finding, ...]
+    warned: tuple[Finding, ...]
+    audited: tuple[Finding, ...]
+
+
+def decide(obj: object, policy: AdmissionPolicy) -> Decision:
+    """The findings of one object sorted into the policy's modes."""
+    if not isinstance(obj, Mapping):
+        return Decision(True, (), (), ())
+    findings = check_object(obj, policy.settings, policy.rules)
+    by_mode: dict[str, list[Finding]] = {"enforce": [], "warn": [], "audit": []}
+    for f in findings:
+        by_mode[policy.modes.get(f.rule_id, "audit")].append(f)
+    refused = tuple(by_mode["enforce"])
+    return Decision(not refused, refused, tuple(by_mode["warn"]), tuple(by_mode["audit"]))
+
+
+def review_response(body: bytes, policy: AdmissionPolicy) -> dict[str, Any]:
+    """The AdmissionReview answering ``body`` (raises :class:`BadReview`)."""
+    try:
+        review = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadReview("the body is not JSON") from None
+    request = _request(review)
+    response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+    if request.get("operation") in ("CREATE", "UPDATE"):
+        decision = decide(request.get("object"), policy)
+        kind = request.get("kind")
+        what = kind.get("kind", "object") if isinstance(kind, Mapping) else "object"
+        if not decision.allowed:
+            lines = "; ".join(_line(f) for f in decision.refused)
+            message = f"casemate posture refused this {what}: {lines}"
+            response["allowed"] = False
+            response["status"] = {
+                "code": 403,
+                "reason": "Forbidden",
+                "message": message[:MAX_MESSAGE],
+            }
+        warnings = [f"casemate posture: {_line(f)}"[:256] for f in decision.warned]
+        if len(warnings) > MAX_WARNINGS:
+            more = len(warnings) - MAX_WARNINGS
+            warnings = [*warnings[:MAX_WARNINGS], f"casemate posture: {more} more warnings"]
+        if warnings:
+            response["warnings"] = warnings
+        if decision.audited:
+            response["auditAnnotations"] = {
+                "posture-findings": "; ".join(_line(f) for f in decision.audited)[:MAX_MESSAGE]
+            }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
