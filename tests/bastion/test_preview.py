@@ -4,10 +4,16 @@ appended), and commands without a safe dry run get none."""
 from __future__ import annotations
 
 import shlex
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from casemate.bastion.kubectl import parse_command, preview_argv
+from casemate.bastion.models import ReviewTicket
+from casemate.bastion.review import ReviewService, redact_preview
+from casemate.core.audit import AuditLog
+from casemate.core.db import Database
 
 # Built from the parse ---------------------------------------------
 
@@ -176,16 +182,47 @@ SECRET_VALUE = "c3VwZXItc2VjcmV0LXZhbHVl"  # base64 of a value that must never b
     ],
 )
 def test_ticket_previews_never_hold_secret_data(command: str, preview: object) -> None:
-    from casemate.bastion.review import redact_preview
-
     shown = redact_preview(command, preview)  # type: ignore[arg-type]
     assert SECRET_VALUE not in str(shown)
 
 
 def test_ticket_previews_of_other_objects_are_kept() -> None:
-    from casemate.bastion.review import redact_preview
-
     diff = "--- current\n+++ after\n-  replicas: 2\n+  replicas: 0\n"
     assert redact_preview("kubectl scale deploy web --replicas=0", diff) == diff
     doc = {"kind": "ConfigMap", "data": {"k": "v"}}
     assert redact_preview("kubectl apply -f cm.yaml", doc) == doc
+
+
+def test_tickets_stored_unmasked_are_masked_when_read(tmp_path: Path) -> None:
+    """A ticket written before previews were masked (straight into the table) shows no data."""
+    db = Database.open(f"sqlite:///{tmp_path / 'casemate.db'}")
+    try:
+        service = ReviewService(db, AuditLog(db))
+        now = datetime.now(UTC)
+        with db.session() as s:
+            row = ReviewTicket(
+                state="pending",
+                username="alice",
+                command_hash="a" * 64,
+                command_display="kubectl apply -f s.yaml",
+                cluster="c",
+                account="a",
+                namespace="n",
+                rule_id="r",
+                reason="",
+                preview_format="text",
+                preview=f"kind: Secret\ndata:\n  k: {SECRET_VALUE}\n",
+                preview_sha256="",
+                created_at=now,
+                expires_at=now + timedelta(hours=1),
+                decided_by="",
+                decision_note="",
+                self_approved=False,
+            )
+            s.add(row)
+            s.flush()
+            ticket_id = row.id
+        shown = service.get(ticket_id).preview_text()
+        assert SECRET_VALUE not in shown and "<redacted>" in shown
+    finally:
+        db.dispose()

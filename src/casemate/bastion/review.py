@@ -396,7 +396,12 @@ def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
         reason=row.reason,
         created_at=_utc(row.created_at),
         expires_at=_utc(row.expires_at),
-        preview=_decode_preview(row.preview_format, row.preview) if with_preview else None,
+        # masked again when read: tickets stored before previews were masked show no data
+        preview=(
+            redact_preview(row.command_display, _decode_preview(row.preview_format, row.preview))
+            if with_preview
+            else None
+        ),
         preview_format=row.preview_format,
         preview_sha256=row.preview_sha256,
         decided_at=None if row.decided_at is None else _utc(row.decided_at),
