@@ -69,7 +69,7 @@ from casemate.core.db import Database, is_postgres
 from casemate.core.models import AuditHead, AuditRecord
 from casemate.core.settings import parse_listen
 from casemate.errors import ConfigError, IntegrityError, InvalidInput, UpstreamError
-from casemate.events import Event
+from casemate.events import Event, migrate_details
 
 log = logging.getLogger(__name__)
 
@@ -694,6 +694,54 @@ class AuditBacklog:
                 return
             if not self.flush():
                 self._stop.wait(self._retry_interval)
+
+
+# Closing what a previous run left open ------------------------------------------------------
+
+
+def entries_between(
+    audit: AuditLog, after: int, through: int, **filters: Any
+) -> Iterator[AuditEntry]:
+    """The records with ``after < seq <= through`` matching ``filters`` (the keyword filters
+    of :meth:`AuditLog.query`), oldest first, read page by page: what a recovery at start
+    scans."""
+    cursor = after
+    while True:
+        page = audit.query(after_seq=cursor, limit=_PAGE, **filters)
+        for entry in page:
+            if entry.seq > through:
+                return
+            yield entry
+        if len(page) < _PAGE:
+            return
+        cursor = page[-1].seq
+
+
+def left_open(
+    entries: Iterable[AuditEntry],
+    *,
+    opened: str,
+    closed: str,
+    key: str,
+    opens: Callable[[AuditEntry], bool] | None = None,
+) -> list[AuditEntry]:
+    """The records of kind ``opened`` (those ``opens`` accepts, and that carry ``key``) that
+    no later record of kind ``closed`` answers, matched by ``details[key]`` (details migrated
+    to their event's current version), in ``seq`` order. ``entries`` must be in ``seq``
+    order. The pure part of a recovery at start ("a decided record without its outcome"):
+    each feature then writes its own closing record for each one."""
+    found: dict[str, AuditEntry] = {}
+    for entry in entries:
+        if entry.kind not in (opened, closed):
+            continue
+        value = migrate_details(entry.kind, entry.event_version, entry.details).get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if entry.kind == closed:
+            found.pop(value, None)
+        elif opens is None or opens(entry):
+            found[value] = entry
+    return sorted(found.values(), key=lambda e: e.seq)
 
 
 def _filters(
