@@ -125,3 +125,17 @@ def test_folders(tmp_path):
     assert "b.yml:" in described[2] and "invalid YAML" in described[2]
     assert described[3].endswith("missing.yaml: no such file or folder")
     assert len(items) == 4
+
+
+def test_duplicate_keys_are_refused_like_kubectl():
+    data = POD.replace(
+        b"      privileged: true\n", b"      privileged: true\n      privileged: false\n"
+    )
+    (problem,) = _parse(data)
+    assert isinstance(problem, LoadProblem)
+    assert "duplicate key 'privileged'" in problem.message and problem.line == 13
+
+
+def test_yaml_1_1_booleans_as_kubectl_reads_them():
+    (subject,) = _parse(POD.replace(b"privileged: true", b"privileged: yes"))
+    assert subject.obj["spec"]["containers"][0]["securityContext"]["privileged"] is True

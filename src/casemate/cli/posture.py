@@ -181,3 +181,89 @@ def list_rules(
         table.add_row(r.id, r.severity.value, r.pss or "", r.title)
     out.print(table)
     out.print(f"{len(chosen)} rules")
+
+
+@app.command("fix")
+def fix(
+    files: Annotated[list[Path], typer.Argument(help="Manifest files to fix in place.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the changes as a diff; write nothing.")
+    ] = False,
+    network_policies: Annotated[
+        bool,
+        typer.Option(
+            "--network-policies/--no-network-policies",
+            help="Write a default-deny NetworkPolicy file for namespaces without a policy.",
+        ),
+    ] = True,
+) -> None:
+    """Write the minimal fix for every finding that needs no value only you know, keeping
+    comments, order and formatting; re-scan to see what is left."""
+    import difflib
+
+    import yaml
+
+    from casemate.posture.engine import select_rules as pick
+    from casemate.posture.fixes import default_deny_policies, fix_text
+
+    failed = False
+    for path in files:
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            err.print(f"not fixed: {path}: {getattr(e, 'strerror', None) or e}", markup=False)
+            failed = True
+            continue
+        result = fix_text(text, str(path))
+        for p in result.problems:
+            err.print(f"not fixed: {p.describe()}", markup=False)
+            failed = True
+        if not result.applied:
+            out.print(f"{path}: nothing to fix", markup=False)
+            continue
+        if dry_run:
+            diff = difflib.unified_diff(
+                text.splitlines(keepends=True),
+                result.text.splitlines(keepends=True),
+                f"a/{path}",
+                f"b/{path}",
+            )
+            sys.stdout.writelines(diff)
+        else:
+            path.write_text(result.text)
+        rules = sorted({p.rule_id for p in result.applied})
+        out.print(
+            f"{path}: {len(result.applied)} fixes ({', '.join(rules)})"
+            + (" [dry run]" if dry_run else ""),
+            markup=False,
+        )
+    if network_policies:
+        scanner = Scanner(pick(["network.namespace-no-policy"]))
+        services: dict[str, list[Subject]] = {}
+        anchors: dict[str, str] = {}
+        for item in load_paths([str(p) for p in files]):
+            if isinstance(item, Subject):
+                scanner.check(item)
+                if item.kind == "Service":
+                    services.setdefault(item.namespace or "default", []).append(item)
+        for finding in scanner.finish():
+            anchors[finding.name] = finding.file or str(files[0])
+        for namespace, anchor in sorted(anchors.items()):
+            target = Path(anchor).parent / f"casemate-netpol-{namespace}.yaml"
+            if target.exists():
+                err.print(f"not written: {target} exists", markup=False)
+                failed = True
+                continue
+            docs = default_deny_policies(namespace, services.get(namespace, []))
+            text = yaml.safe_dump_all(docs, sort_keys=False)
+            if dry_run:
+                sys.stdout.write(f"# {target}\n{text}")
+            else:
+                target.write_text(text)
+            out.print(
+                f"{target}: default deny and {len(docs) - 1} allow policies for namespace "
+                f"{namespace}" + (" [dry run]" if dry_run else ""),
+                markup=False,
+            )
+    if failed:
+        raise typer.Exit(EXIT_UNCHECKED)

@@ -64,6 +64,7 @@ def _finding(rule: Rule, hit: Hit, subject: Subject, path: str | None = None) ->
         file=source.file if source else None,
         line=line,
         document=source.document if source else None,
+        parts=hit.path,
     )
 
 

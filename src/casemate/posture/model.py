@@ -189,6 +189,8 @@ class Finding:
     file: str | None = None
     line: int | None = None
     document: int | None = None
+    #: the field path as keys and indexes (``path`` is its text)
+    parts: Path = field(default=(), compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str:

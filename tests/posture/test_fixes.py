@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from casemate.posture.engine import Scanner
+from casemate.posture.fixes import FIXES, default_deny_policies, fix_text
+from casemate.posture.manifests import parse_documents
+from casemate.posture.model import Subject
+
+SHOP = """# the shop's web tier
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web   # keep me
+  namespace: shop
+  annotations:
+    container.apparmor.security.beta.kubernetes.io/web: unconfined
+spec:
+  template:
+    metadata:
+      labels: {app: web}
+      annotations:
+        container.apparmor.security.beta.kubernetes.io/web: unconfined
+    spec:
+      hostPID: yes
+      containers:
+      - name: web
+        image: "nginx:1.25"
+        securityContext:
+          privileged: true  # why?
+          procMount: Unmasked
+          capabilities:
+            add: [NET_ADMIN]
+            drop: [NET_RAW]
+      - name: side
+        image: busybox:1
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p, namespace: shop}
+  spec:
+    containers: [{name: a, image: "x:1"}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sa, namespace: shop}
+"""
+
+
+def findings(text: str) -> set[tuple[str, str, str]]:
+    scanner = Scanner()
+    out = set()
+    for item in parse_documents(text.encode(), "x.yaml"):
+        assert isinstance(item, Subject), item
+        out |= {(f.rule_id, f.name, f.path) for f in scanner.check(item)}
+    return out
+
+
+def test_fixes_clear_their_findings_and_add_none():
+    before = findings(SHOP)
+    result = fix_text(SHOP, "x.yaml")
+    after = findings(result.text)
+    assert after - before == set()
+    assert [f for f in after if f[0] in FIXES] == [
+        ("escape.capabilities-restricted", "web",
+         "spec.template.spec.containers[0].securityContext.capabilities.add[0]"),
+    ]  # fmt: skip
+    fixed = before - after
+    assert (
+        "escape.privileged",
+        "web",
+        "spec.template.spec.containers[0].securityContext.privileged",
+    ) in fixed
+    assert {p.rule_id for p in result.applied} >= {
+        "escape.privileged", "escape.host-namespaces", "escape.run-as-non-root",
+        "escape.seccomp-required", "escape.apparmor", "escape.proc-mount", "rbac.automount-token",
+        "rbac.serviceaccount-automount",
+    }  # fmt: skip
+
+
+def test_fixes_keep_comments_order_and_untouched_lines():
+    text = fix_text(SHOP, "x.yaml").text
+    assert text.startswith("# the shop's web tier\napiVersion: apps/v1\nkind: Deployment\n")
+    assert "  name: web   # keep me\n" in text
+    assert 'image: "nginx:1.25"' in text
+    assert "privileged: false" in text and "# why?" in text
+    assert "drop: [NET_RAW, ALL]" in text
+    assert "add: [NET_ADMIN]" in text  # which capabilities are needed is the user's call
+    assert "container.apparmor.security.beta.kubernetes.io/web: runtime/default" in text
+    assert "labels: {app: web}" in text
+    # the metadata annotation of the Deployment itself is not a pod's: left alone
+    assert text.count("unconfined") == 1
+
+
+def test_nothing_to_fix_leaves_the_text_identical():
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}  # x\ndata: {a: b}\n"
+    result = fix_text(text, "c.yaml")
+    assert result.text == text and result.applied == ()
+
+
+def test_a_file_with_a_broken_document_is_reported_and_left_alone():
+    text = "kind: Pod\nmetadata: {name: x\n---\n" + SHOP
+    result = fix_text(text, "x.yaml")
+    messages = [p.message for p in result.problems]
+    assert "invalid YAML" in messages[0] and "cannot rewrite the file" in messages[1]
+    assert result.text == text and result.applied == ()
+
+
+def _ns_findings(objs):
+    scanner = Scanner()
+    for o in objs:
+        scanner.check(Subject(o))
+    return {(f.rule_id, f.name) for f in scanner.finish()} | {
+        (f.rule_id, f.name) for o in objs for f in Scanner().check(Subject(o))
+        if f.rule_id.startswith("network.")
+    }  # fmt: skip
+
+
+def test_default_deny_policies_clear_the_network_findings():
+    workload = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "a:1"}]}}},
+    }  # fmt: skip
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }  # fmt: skip
+    before = _ns_findings([workload, service])
+    assert ("network.namespace-no-policy", "shop") in before
+    policies = default_deny_policies("shop", [Subject(service)])
+    assert [p["metadata"]["name"] for p in policies] == [
+        "default-deny", "allow-dns", "allow-to-web", "allow-from-web",
+    ]  # fmt: skip
+    assert policies[2]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    after = _ns_findings([workload, service, *policies])
+    assert {f for f in after if f[0].startswith("network.")} == set()
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    from casemate.cli import common, main
+
+    monkeypatch.setattr(common.out, "width", 300)
+
+    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setattr(sys, "argv", ["casemate", *args])
+        capsys.readouterr()
+        code = 0
+        try:
+            main.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return invoke
+
+
+def test_cli_fix_then_rescan(cli, tmp_path):
+    path = tmp_path / "shop.yaml"
+    path.write_text(SHOP)
+    r = cli("posture", "fix", str(path), "--dry-run")
+    assert r.returncode == 0 and "-          privileged: true  # why?" in r.stdout
+    assert path.read_text() == SHOP and not (tmp_path / "casemate-netpol-shop.yaml").exists()
+    assert cli("posture", "scan", str(path), "--rule", "escape.privileged").returncode == 1
+    r = cli("posture", "fix", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "casemate-netpol-shop.yaml: default deny" in r.stdout
+    assert (tmp_path / "casemate-netpol-shop.yaml").exists()
+    r = cli("posture", "scan", str(tmp_path), "--rule", "escape.privileged", "--rule", "network.*",
+            "--fail-on", "low")  # fmt: skip
+    assert r.returncode == 0, r.stdout
+    r = cli("posture", "fix", str(path))
+    assert "nothing to fix" in r.stdout and "exists" in r.stderr and r.returncode == 3
