@@ -179,4 +179,4 @@ def test_cli_fix_then_rescan(cli, tmp_path):
             "--fail-on", "low")  # fmt: skip
     assert r.returncode == 0, r.stdout
     r = cli("posture", "fix", str(path))
-    assert "nothing to fix" in r.stdout and "exists" in r.stderr and r.returncode == 3
+    assert "nothing to fix" in r.stdout and "exists" in r.stderr and r.returncode == 2

@@ -1,8 +1,8 @@
 """``casemate posture``: check manifests or a live cluster against the posture rules.
 
-Exit codes of ``scan``: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 3 some
+Exit codes of ``scan``: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 some
 input could not be checked (a file, a document, a resource; named on stderr, the rest still
-reported), whatever the findings; 2 a usage error (an unknown rule, format or severity).
+reported), whatever the findings; or a usage error (an unknown rule, format or severity).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from casemate.posture.output import FORMATS, render, render_table
 app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
 
 EXIT_FINDINGS = 1
-EXIT_UNCHECKED = 3
+EXIT_UNCHECKED = 2  # as the vulnerability scan: bad input or a partial scan
 
 RuleOption = Annotated[
     list[str] | None,

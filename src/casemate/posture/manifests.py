@@ -165,17 +165,27 @@ def _build(loader: Any, node: Node, depth: int) -> Any:
 
 
 def _line_finder(root: Node, offset: int, prefix: Path = ()) -> Any:
+    keys: dict[int, dict[str, tuple[int, Node]]] = {}  # per mapping node: key → (line, value)
+
+    def child(node: MappingNode, part: str) -> tuple[int, Node] | None:
+        index = keys.get(id(node))
+        if index is None:
+            index = {}
+            for key, value in node.value:
+                if isinstance(key, ScalarNode):
+                    index.setdefault(key.value, (key.start_mark.line, value))
+            keys[id(node)] = index
+        return index.get(part)
+
     def line_of(path: Path) -> int | None:
         node: Node = root
         line = node.start_mark.line
         for part in (*prefix, *path):
             if isinstance(node, MappingNode):
-                for key, value in node.value:
-                    if isinstance(key, ScalarNode) and key.value == str(part):
-                        line, node = key.start_mark.line, value
-                        break
-                else:
+                found = child(node, str(part))
+                if found is None:
                     break
+                line, node = found
             elif isinstance(node, SequenceNode) and isinstance(part, int):
                 if not 0 <= part < len(node.value):
                     break

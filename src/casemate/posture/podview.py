@@ -25,6 +25,8 @@ _EMPTY: Final[Mapping[str, Any]] = {}
 
 
 def mapping(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without the abstract-class check
+        return value
     return value if isinstance(value, Mapping) else _EMPTY
 
 
