@@ -101,9 +101,23 @@ def scan(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
     ] = None,
+    values: Annotated[
+        list[Path] | None,
+        typer.Option("--values", help="Values file for the Helm charts found (repeatable)."),
+    ] = None,
+    release: Annotated[
+        str, typer.Option("--release", help="Release name charts are rendered with.")
+    ] = "release",
+    helm: Annotated[
+        str | None, typer.Option("--helm", help="The helm program (default: on PATH).")
+    ] = None,
+    kubectl: Annotated[
+        str | None, typer.Option("--kubectl", help="The kubectl program (default: on PATH).")
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Check manifests (PATH...) or a live cluster (--cluster NAME)."""
+    """Check manifests (PATH...: files, folders, Helm charts, Kustomize directories) or a live
+    cluster (--cluster NAME)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
     if bool(paths) == (cluster is not None):
@@ -128,7 +142,14 @@ def scan(
         finally:
             rt.close()
     else:
-        findings, problems = _scan_items(load_paths(paths or []), scanner)
+        from casemate.posture.rendered import Renderers
+        from casemate.posture.rendered import render as render_input
+
+        renderers = Renderers(
+            helm=helm, kubectl=kubectl, release=release, values=tuple(map(str, values or ()))
+        )
+        items = load_paths(paths or [], render=lambda item: render_input(item, renderers))
+        findings, problems = _scan_items(items, scanner)
     findings = at_least(findings, floor)
     if fmt == "table" and output is None:
         render_table(out, findings, problems, scanner.objects)

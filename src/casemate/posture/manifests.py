@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Final
@@ -32,6 +32,7 @@ __all__ = [
     "KNOWN_KINDS",
     "Limits",
     "LoadProblem",
+    "Renderable",
     "iter_files",
     "load_paths",
     "parse_documents",
@@ -345,15 +346,43 @@ def _objects(
 _SUFFIXES: Final = (".yaml", ".yml", ".json")
 
 
-def iter_files(paths: Iterable[str]) -> Iterator[FsPath | LoadProblem]:
+@dataclass(frozen=True)
+class Renderable:
+    """A Helm chart (a folder with ``Chart.yaml``) or a Kustomize directory."""
+
+    kind: str  # "helm" or "kustomize"
+    path: FsPath
+
+
+_KUSTOMIZATIONS: Final = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def _renderable(folder: FsPath, files: Iterable[str]) -> Renderable | None:
+    names = set(files)
+    if "Chart.yaml" in names:
+        return Renderable("helm", folder)
+    if names & set(_KUSTOMIZATIONS):
+        return Renderable("kustomize", folder)
+    return None
+
+
+def iter_files(paths: Iterable[str]) -> Iterator[FsPath | Renderable | LoadProblem]:
     """The manifest files named, folders walked (sorted, hidden entries skipped, links not
-    followed into other folders)."""
+    followed into other folders); a folder holding a Helm chart or a kustomization is one
+    :class:`Renderable` (its files are templates, not manifests)."""
     for raw in paths:
         path = FsPath(raw)
         if path.is_dir():
             found = False
             for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs.sort()
+                renderable = _renderable(FsPath(folder), files)
+                if renderable is not None:
+                    dirs[:] = []
+                    found = True
+                    yield renderable
+                    continue
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in sorted(files):
                     if name.endswith(_SUFFIXES) and not name.startswith("."):
                         found = True
@@ -366,11 +395,23 @@ def iter_files(paths: Iterable[str]) -> Iterator[FsPath | LoadProblem]:
             yield LoadProblem(raw, "no such file or folder")
 
 
-def load_paths(paths: Iterable[str], limits: Limits = Limits()) -> Iterator[Subject | LoadProblem]:
-    """Every object of every manifest file under ``paths``, and every problem, in order."""
+Render = Callable[[Renderable], Iterable[Subject | LoadProblem]]
+
+
+def load_paths(
+    paths: Iterable[str], limits: Limits = Limits(), render: Render | None = None
+) -> Iterator[Subject | LoadProblem]:
+    """Every object of every manifest file under ``paths``, and every problem, in order.
+    Charts and kustomizations go through ``render`` (without one they are not checked)."""
     for item in iter_files(paths):
         if isinstance(item, LoadProblem):
             yield item
+            continue
+        if isinstance(item, Renderable):
+            if render is None:
+                yield LoadProblem(str(item.path), f"a {item.kind} folder; not rendered")
+            else:
+                yield from render(item)
             continue
         name = str(item)
         try:
