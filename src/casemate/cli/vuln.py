@@ -16,7 +16,7 @@ from rich.table import Table
 
 from casemate.cli.common import DataDirOption, err, out
 from casemate.core.settings import load_settings
-from casemate.errors import InvalidInput
+from casemate.errors import CasemateError, InvalidInput
 from casemate.reports import cyclonedx, sarif
 from casemate.reports import json as json_report
 from casemate.reports.model import Component
@@ -30,6 +30,13 @@ from casemate.vuln.inventory.sources import (
 )
 from casemate.vuln.match import match
 from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
+from casemate.vuln.remediate.manifest import Change, diff, load, remediate, sites
+from casemate.vuln.remediate.plan import (
+    SECURITY_MIRROR,
+    fetch_script,
+    install_script,
+    plan_container,
+)
 from casemate.vuln.report import components, report_findings
 
 app = typer.Typer(
@@ -172,6 +179,104 @@ KindOption = Annotated[
     str | None,
     typer.Option("--kind", help=f"The format ({', '.join(SOURCES)}); detected if not given."),
 ]
+
+
+ManifestOption = Annotated[
+    Path, typer.Option("--manifest", help="The workload manifest (never modified).")
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("-o", "--output", help="Where to write the second manifest "
+                 "(default: FILE.remediated.yaml beside it)."),
+]  # fmt: skip
+MirrorOption = Annotated[
+    str | None,
+    typer.Option("--security-mirror", help="The security archive the init container downloads "
+                 "from (default: Debian's or Ubuntu's)."),
+]  # fmt: skip
+UBUNTU_SECURITY = "http://security.ubuntu.com/ubuntu"
+
+
+def _read_manifest(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > 8 * 1024 * 1024:
+        raise InvalidInput(f"{path} is larger than 8 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text") from None
+
+
+@app.command("fix")
+def fix(
+    manifest: ManifestOption,
+    output: OutOption = None,
+    security_mirror: MirrorOption = None,
+    docker_host: DockerHostOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write a second manifest whose containers download and install their fixed packages
+    (init container + postStart), or say why a container cannot be fixed that way."""
+    text = _read_manifest(manifest)
+    where = str(manifest)
+    found = [site for site in sites(load(text, where)) if site.facts.image]
+    if not found:
+        raise InvalidInput(f"{where}: no workload with containers")
+    index = _load_index(data_dir)
+    cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
+    inventories: dict[str, Inventory] = {}
+    problems: list[str] = []
+    for image in dict.fromkeys(site.facts.image for site in found if not site.init):
+        try:
+            inventories[image] = scan_docker_image(image, docker_host=docker_host, cache=cache)
+        except CasemateError as e:
+            problems.append(f"{image}: {e}")
+    changes: dict[tuple[int, str], Change] = {}
+    table = Table()
+    for column in ("Workload", "Container", "Plan"):
+        table.add_column(column, overflow="fold")
+    for site in found:
+        label = f"{site.facts.name} ({site.facts.image})"
+        inventory = inventories.get(site.facts.image)
+        if site.init:
+            table.add_row(site.workload, label, "init container: not remediated in place")
+            continue
+        if inventory is None:
+            table.add_row(site.workload, label, "not scanned (see the problems)")
+            continue
+        problems += inventory.problems
+        plan = plan_container(site.facts, inventory, match(inventory, index).findings)
+        lines = (
+            [f"install {f.binary} >= {f.minimum}" for f in plan.fixes] if plan.applicable else []
+        )
+        lines += [f"refused: {r}" for r in plan.refusals]
+        lines += [f"not fixed: {s}" for s in plan.skipped] + [f"note: {n}" for n in plan.notes]
+        table.add_row(site.workload, label, "\n".join(lines) or "nothing to fix")
+        if plan.applicable and inventory.os is not None:
+            mirror = security_mirror or (
+                UBUNTU_SECURITY if inventory.os.id == "ubuntu" else SECURITY_MIRROR
+            )
+            changes[(site.document, site.facts.name)] = Change(
+                plan, fetch_script(plan, inventory.os.codename, mirror), install_script(plan)
+            )
+    out.print(table)
+    if changes:
+        target = output or manifest.with_name(f"{manifest.stem}.remediated{manifest.suffix}")
+        if target.resolve() == manifest.resolve():
+            raise InvalidInput(f"{target} is the original manifest: it is never modified")
+        remediated = remediate(text, where, changes)
+        target.write_text(remediated)
+        typer.echo(diff(text, remediated, manifest.name), nl=False)
+        out.print(f"wrote {target}", markup=False)
+    else:
+        out.print("nothing to remediate in place: no manifest written", markup=False)
+    for problem in problems:
+        err.print(f"casemate: problem: {problem}", markup=False)
+    if problems:
+        raise typer.Exit(2)
 
 
 @db_app.command("import")

@@ -8,6 +8,7 @@ from typing import Literal
 Manager = Literal["dpkg", "apk"]
 State = Literal["fixed", "not-affected", "no-fix", "end-of-support"]
 SEVERITIES = ("critical", "high", "medium", "low", "unknown")
+TOOLS = ("bin/sh", "usr/bin/dpkg", "usr/bin/apt-get", "sbin/apk")
 
 
 class Severity:
@@ -79,6 +80,8 @@ class Inventory:
     os: OsRelease | None
     packages: tuple[Package, ...]
     problems: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # which of TOOLS the image has (remediation needs them)
+    user: str = ""  # the image config's User ("" is root)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ def test_rootfs_agrees_with_dpkg_query(debian12_dir: Path) -> None:
     expected = dpkg_query(debian12_dir)
     assert len(expected) > 80
     assert rows(inventory) == expected
+    assert inventory.tools == ("bin/sh", "usr/bin/dpkg", "usr/bin/apt-get")
+    assert inventory.user == ""
     bsdutils = next(p for p in inventory.packages if p.name == "bsdutils")
     assert bsdutils.version.startswith("1:") and bsdutils.source == "util-linux"
     assert not bsdutils.source_version.startswith("1:")

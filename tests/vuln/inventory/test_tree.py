@@ -103,6 +103,8 @@ def test_hard_links_share_data() -> None:
     )
     assert problems == []
     assert tree.read("etc/os-release") == OS_RELEASE
+    assert tree.exists("etc/os-release") and not tree.exists("bin/sh")
+    assert inventory_of(tree, "img").tools == ()
 
 
 def test_symlink_loop_is_an_error() -> None:

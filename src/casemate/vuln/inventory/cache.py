@@ -13,7 +13,7 @@ from typing import Any
 
 from casemate.vuln.model import Inventory, OsRelease, Package
 
-_VERSION = 1
+_VERSION = 2
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
@@ -35,6 +35,8 @@ def inventory_from_json(data: dict[str, Any]) -> Inventory:
         ),
         packages=tuple(Package(**p) for p in data["packages"]),
         problems=tuple(data["problems"]),
+        tools=tuple(data["tools"]),
+        user=str(data["user"]),
     )
 
 

@@ -9,7 +9,7 @@ from casemate.vuln.inventory.parsers import (
     parse_os_release,
 )
 from casemate.vuln.inventory.tree import FileView
-from casemate.vuln.model import Inventory, OsRelease, Package
+from casemate.vuln.model import TOOLS, Inventory, OsRelease, Package
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d"
@@ -32,7 +32,7 @@ def read_os(files: FileView, image: str) -> OsRelease:
 
 
 def inventory_of(files: FileView, image: str, digest: str | None = None,
-                 problems: tuple[str, ...] = ()) -> Inventory:  # fmt: skip
+                 problems: tuple[str, ...] = (), user: str = "") -> Inventory:  # fmt: skip
     """Read the OS and package databases. What cannot be read becomes a problem; whatever
     could be read is still returned (a partial inventory)."""
     found: list[str] = list(problems)
@@ -71,4 +71,6 @@ def inventory_of(files: FileView, image: str, digest: str | None = None,
         os=os_release,
         packages=tuple(sorted(unique.values(), key=lambda p: (p.name, p.arch))),
         problems=tuple(found),
+        tools=tuple(tool for tool in TOOLS if files.exists(tool)),
+        user=user,
     )

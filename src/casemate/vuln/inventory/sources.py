@@ -14,7 +14,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -53,7 +53,14 @@ def _json(data: bytes | None, where: str) -> Any:
         raise InventoryError(f"{where} is not valid JSON: {e}") from None
 
 
-def _apply(name: str, digest: str | None, layers: list[_Layer]) -> Inventory:
+def _user(config: Any) -> str:
+    """The image config's ``config.User`` ("" when unset or unreadable)."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    user = inner.get("User") if isinstance(inner, dict) else None
+    return user if isinstance(user, str) else ""
+
+
+def _apply(name: str, digest: str | None, layers: list[_Layer], user: str = "") -> Inventory:
     tree = LayeredTree()
     problems: list[str] = []
     for layer in layers:
@@ -71,7 +78,7 @@ def _apply(name: str, digest: str | None, layers: list[_Layer]) -> Inventory:
                     problems += tree.apply_layer(archive, layer.where)
         except InventoryError as e:
             problems.append(str(e))
-    return inventory_of(tree, name, digest, tuple(problems))
+    return inventory_of(tree, name, digest, tuple(problems), user)
 
 
 # -- docker save ---------------------------------------------------------------------------
@@ -128,7 +135,7 @@ def scan_docker_archive(path: Path, name: str | None = None,
                 result.append(cached)
                 continue
             layers = [_archive_layer(archive, str(layer), where) for layer in entry["Layers"]]
-            inventory = _apply(image, digest, layers)
+            inventory = _apply(image, digest, layers, _user(_json(config, f"{where}: config")))
             if cache:
                 cache.put(inventory)
             result.append(inventory)
@@ -219,7 +226,8 @@ def scan_oci_layout(path: Path, cache: InventoryCache | None = None) -> list[Inv
         for layer in manifest["layers"]:
             blob = _blob_path(path, (layer or {}).get("digest"), where)
             layers.append(_file_layer(blob, f"{where}: layer {blob.name[:12]}"))
-        inventory = _apply(image, digest, layers)
+        config_json = _json(_read_blob(path, digest, where), f"{where}: config")
+        inventory = _apply(image, digest, layers, _user(config_json))
         if cache:
             cache.put(inventory)
         result.append(inventory)
@@ -292,11 +300,7 @@ def scan_docker_image(reference: str, *, docker_host: str | None = None,
                 inventories = scan_docker_archive(export, reference)
     except httpx.HTTPError as e:
         raise InventoryError(f"Docker engine at {socket_path}: {e}") from None
-    inventory = inventories[0]
-    inventory = Inventory(
-        inventory.image, digest or inventory.digest, inventory.os, inventory.packages,
-        inventory.problems,
-    )  # fmt: skip
+    inventory = replace(inventories[0], digest=digest or inventories[0].digest)
     if cache:
         cache.put(inventory)
     return inventory

@@ -47,6 +47,10 @@ class FileView(Protocol):
         """Names in a directory; empty if it does not exist."""
         ...
 
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` (links followed inside the image) names anything."""
+        ...
+
 
 @dataclass(eq=False)
 class Node:
@@ -115,6 +119,12 @@ class LayeredTree:
         if node.size > limit or node.data is None:
             raise InventoryError(f"{path} is larger than {limit} bytes")
         return node.data
+
+    def exists(self, path: str) -> bool:
+        try:
+            return self._lookup(path.split("/")) is not None
+        except InventoryError:
+            return False
 
     def listdir(self, path: str) -> list[str]:
         node = self._lookup(path.split("/"))
@@ -275,6 +285,13 @@ class RootDir:
         if len(data) > limit:
             raise InventoryError(f"{path} in {self.root} is larger than {limit} bytes")
         return data
+
+    def exists(self, path: str) -> bool:
+        try:
+            real = self._resolve(path)
+        except InventoryError:
+            return False
+        return real is not None and os.path.lexists(real)
 
     def listdir(self, path: str) -> list[str]:
         real = self._resolve(path)

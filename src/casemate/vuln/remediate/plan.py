@@ -1,0 +1,177 @@
+"""The remediation planner: for one container, which fixed packages an init container can
+download and a ``postStart`` hook can install, or why that cannot work. Pure.
+
+Refused, with the reason (the image path is proposed instead):
+* no shell or no package manager in the image (distroless, scratch);
+* a non-root user (``runAsUser``, ``runAsNonRoot``, or the image's ``USER``): postStart runs
+  as the container's user and cannot install packages;
+* ``readOnlyRootFilesystem``;
+* a container that already has a ``postStart`` hook;
+* per package: an upgrade that only takes effect when the main process restarts (the C library,
+  OpenSSL, …: the running process keeps the old library mapped until it restarts).
+Every plan notes the race: postStart runs concurrently with the entrypoint.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from casemate.vuln.model import Finding, Inventory
+from casemate.vuln.versions import compare
+
+FIXES_DIR = "/casemate-fixes"
+#: Source packages whose fix needs the main process to restart to take effect.
+RESTART_SOURCES = frozenset(
+    {"glibc", "musl", "openssl", "gnutls28", "libgcrypt20", "nss", "libssh", "krb5",
+     "systemd", "dbus"}
+)  # fmt: skip
+IMAGE_PATH = "patch or rebuild the image instead (casemate vuln patch-image is not built yet)"
+RACE = (
+    "postStart runs concurrently with the entrypoint: the main process may start, and load "
+    "the old libraries, before the upgrade is installed"
+)
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    """What the manifest says about a container (pod-level security context merged in)."""
+
+    name: str
+    image: str
+    run_as_user: int | None = None
+    run_as_non_root: bool = False
+    read_only_root: bool = False
+    has_post_start: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PackageFix:
+    binary: str
+    source: str
+    installed: str
+    minimum: str  # the binary version the fix has at least (epoch of the binary + fixed source)
+    vulnerabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPlan:
+    container: str
+    image: str
+    manager: str
+    fixes: tuple[PackageFix, ...] = ()
+    refusals: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def applicable(self) -> bool:
+        return bool(self.fixes) and not self.refusals
+
+
+def _minimum(installed_binary: str, installed_source: str, fixed_source: str) -> str:
+    """A lower bound of the fixed binary version: a binary-only epoch kept, a binNMU dropped
+    (a new source upload resets it)."""
+    if ":" in installed_binary and ":" not in installed_source:
+        return f"{installed_binary.split(':', 1)[0]}:{fixed_source}"
+    return fixed_source
+
+
+def plan_container(facts: ContainerFacts, inventory: Inventory,
+                   findings: Sequence[Finding]) -> ContainerPlan:  # fmt: skip
+    manager = inventory.os.manager if inventory.os else None
+    refusals: list[str] = []
+    if manager is None:
+        refusals.append(f"{facts.image}: no supported OS with a package manager")
+    if "bin/sh" not in inventory.tools:
+        refusals.append(f"{facts.image} has no shell (distroless or scratch): {IMAGE_PATH}")
+    needed = ("usr/bin/dpkg", "usr/bin/apt-get") if manager == "dpkg" else ("sbin/apk",)
+    if manager and any(tool not in inventory.tools for tool in needed):
+        refusals.append(f"{facts.image} has no package manager ({manager}): {IMAGE_PATH}")
+    user = inventory.user.split(":")[0]
+    if facts.run_as_user not in (None, 0):
+        refusals.append(f"runs as uid {facts.run_as_user}: postStart cannot install packages")
+    elif facts.run_as_non_root:
+        refusals.append("runAsNonRoot is set: postStart cannot install packages")
+    elif facts.run_as_user is None and user not in ("", "0", "root"):
+        refusals.append(f"the image runs as user {user!r}: postStart cannot install packages")
+    if facts.read_only_root:
+        refusals.append("readOnlyRootFilesystem is set: packages cannot be installed")
+    if facts.has_post_start:
+        refusals.append("the container already has a postStart hook")
+    fixes: dict[str, PackageFix] = {}
+    skipped: list[str] = []
+    for finding in findings:
+        ids = tuple(finding.cves) or (finding.advisory,)
+        if finding.fixed is None:
+            skipped.append(f"{finding.package}: {', '.join(ids)} has no fix ({finding.state})")
+            continue
+        if finding.package in RESTART_SOURCES:
+            skipped.append(
+                f"{finding.package}: the running process keeps the old library until it "
+                f"restarts, so a postStart install does not fix {', '.join(ids)}: {IMAGE_PATH}"
+            )
+            continue
+        for binary in finding.binaries:
+            installed = next(
+                (p for p in inventory.packages if p.name == binary and p.source == finding.package),
+                None,
+            )
+            if installed is None:
+                continue
+            minimum = _minimum(installed.version, installed.source_version, finding.fixed)
+            earlier = fixes.get(binary)
+            vulns = ids if earlier is None else tuple(dict.fromkeys(earlier.vulnerabilities + ids))
+            if earlier is not None and compare(finding.manager, earlier.minimum, minimum) > 0:
+                minimum = earlier.minimum
+            fixes[binary] = PackageFix(binary, finding.package, installed.version, minimum, vulns)
+    return ContainerPlan(
+        container=facts.name,
+        image=facts.image,
+        manager=manager or "",
+        fixes=tuple(sorted(fixes.values(), key=lambda f: f.binary)),
+        refusals=tuple(refusals),
+        skipped=tuple(skipped),
+        notes=(RACE,) if fixes and not refusals else (),
+    )
+
+
+def fixes_dir(plan: ContainerPlan) -> str:
+    """Where this container's packages wait (one directory per container of the pod)."""
+    return f"{FIXES_DIR}/{plan.container}"
+
+
+def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRROR) -> str:
+    """The init container's command: download exactly the fixed packages into its directory,
+    check each is at least the fixed version, and record their SHA-256 for the install step."""
+    names = " ".join(shlex.quote(f.binary) for f in plan.fixes)
+    directory = shlex.quote(fixes_dir(plan))
+    if plan.manager == "apk":
+        return (
+            f"set -eu; mkdir -p {directory}; cd {directory}; "
+            f"apk fetch --no-cache -o {directory} {names}; sha256sum *.apk > SHA256SUMS"
+        )
+    checks = "; ".join(
+        f"v=$(dpkg-deb -f {shlex.quote(f.binary)}_*.deb Version); "
+        f'dpkg --compare-versions "$v" ge {shlex.quote(f.minimum)} || '
+        f'{{ echo "casemate: {f.binary} $v is older than the fix {f.minimum}" >&2; exit 1; }}'
+        for f in plan.fixes
+    )
+    source = shlex.quote(f"deb {mirror} {codename}-security main")
+    return (
+        f"set -eu; echo {source} > /etc/apt/sources.list.d/casemate-security.list; "
+        f"apt-get -q update; mkdir -p {directory}; cd {directory}; "
+        f"apt-get -q download {names}; {checks}; "
+        "sha256sum *.deb > SHA256SUMS"
+    )
+
+
+def install_script(plan: ContainerPlan) -> str:
+    """The postStart command: verify the downloaded files and install them; any failure fails
+    the hook (FailedPostStartHook), loudly."""
+    directory = shlex.quote(fixes_dir(plan))
+    if plan.manager == "apk":
+        return f"set -eu; cd {directory}; sha256sum -c SHA256SUMS; apk add --no-network *.apk"
+    return f"set -eu; cd {directory}; sha256sum -c SHA256SUMS; dpkg -i *.deb"
