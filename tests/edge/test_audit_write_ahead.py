@@ -12,36 +12,18 @@ import contextlib
 import errno
 import os
 import sqlite3
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from casemate.testenv.docker import DockerEngine
 from tests.edge.test_conformance import dockerd_state
-from tests.edge.test_proxy import ProxyStack, short_tmpdir
+from tests.edge.test_proxy import ProxyStack
 
 pytestmark = pytest.mark.docker
 
 BUSYBOX_REPO = "casemate-test/busybox"
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    mount = short_tmpdir("cmw-")
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(mount)],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
-        with contextlib.suppress(OSError):
-            mount.rmdir()
 
 
 def fill(disk: Path, database: Path) -> Path:

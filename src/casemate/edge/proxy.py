@@ -27,7 +27,10 @@ add their Casemate token to the CLI's ``HttpHeaders`` (``~/.docker/config.json``
    answer in time, or any error: blocked).
 5. **Audit.** One :class:`DockerCallDecided` record (kind ``edge.docker``) per decision,
    parser refusals included, committed *before* anything is answered or forwarded. If the
-   record cannot be written, the call is refused (503).
+   record cannot be written, the call is refused (503). An allowed call that can change
+   something carries a ``call_id``; its outcome (dockerd's status, the duration) follows as
+   an ``edge.docker.finished`` record, kept by an audit backlog while it cannot be written
+   and closed as ``unknown`` at the next start if it was lost (:mod:`casemate.edge.auditing`).
 6. **Answer.** Refused calls get ``403`` (or the parser's status) with ``{"message": …}``, which
    the docker CLI prints as ``Error response from daemon: casemate: … [code]``. Allowed calls
    are forwarded on a new connection to dockerd (opened while the audit record commits;
@@ -95,9 +98,16 @@ from urllib.parse import quote
 
 import h11
 
-from casemate.core.audit import AuditLog
+from casemate.core.audit import AuditBacklog, AuditEntry, AuditLog
 from casemate.core.identity import Identity
 from casemate.edge import messages as m
+from casemate.edge.auditing import (
+    DockerCallDecided,
+    DockerCallFinished,
+    call_outcome,
+    new_call_id,
+    recover,
+)
 from casemate.edge.decide import (
     Caller,
     Code,
@@ -182,34 +192,6 @@ def parse_unix_url(text: str) -> Path:
 
 
 # --- audit event ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerCallDecided(Event):
-    """One decision of the edge proxy. Never carries tokens or registry credentials.
-
-    ``code`` is the decision's stable code (``decide``'s codes, the parser's refusal codes, or
-    ``cloud_denied``/``cloud_unavailable``/``audit_failed``); ``cloud_rule`` the rule the cloud
-    applied (``gateway:…`` for local denials by the cloud link).
-    """
-
-    KIND: ClassVar[str] = "edge.docker"
-    user: str = ""
-    uid: int = -1
-    role: str = ""
-    method: str = ""
-    path: str = ""
-    api_version: str = ""
-    action: str = ""
-    route: str = ""
-    image: str | None = None
-    digest: str | None = None
-    container: str | None = None
-    allowed: bool = False
-    reason: str = ""
-    code: str = ""
-    cloud_rule: str | None = None
-    cloud_request: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,12 +407,15 @@ class EdgeProxy:
         audit: AuditLog,
         cloud: CloudAuthorizer | None = None,
         clock: Callable[[], datetime] = utc_now,
+        backlog: AuditBacklog | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.identity = identity
         self.audit = audit
         self.cloud = cloud
+        self.backlog = backlog if backlog is not None else AuditBacklog(audit)
+        """Outcome records that could not be written yet (written when the log is back)."""
         self._clock = clock
         self._snapshot = ProxySnapshot()
         self._server: asyncio.Server | None = None
@@ -466,6 +451,14 @@ class EdgeProxy:
         if self._server is not None:
             raise ConfigError("the edge proxy is already started")
         await self.reload()
+        try:
+            await asyncio.to_thread(recover, self.audit)
+        except Exception as e:  # the calls then fail with 503 until the audit log is back
+            log.error(
+                "edge proxy: cannot close calls a previous run left open (%s); the next start "
+                "tries again",
+                audit_failure_cause(e),
+            )
         sock = _bind_unix_socket(
             self.config.listen, self.config.socket_mode, self.config.socket_group
         )
@@ -500,6 +493,7 @@ class EdgeProxy:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.lstat(self.config.listen).st_mode):
                     os.unlink(self.config.listen)
+        await asyncio.to_thread(self.backlog.close)
 
     async def serve_forever(self) -> None:
         if self._server is None:
@@ -826,10 +820,31 @@ class EdgeProxy:
             cloud_request.request_id,
         )
 
-    async def record(self, event: Event) -> None:
+    async def record(self, event: Event) -> AuditEntry:
         """Commit the audit record (raises if it cannot be written)."""
-        await asyncio.to_thread(self.audit.append, event)
+        entry = await asyncio.to_thread(self.audit.append, event)
         self.decisions += 1
+        return entry
+
+    async def record_outcome(self, event: DockerCallFinished) -> None:
+        """Commit a call's outcome; one that cannot be written now is kept by the backlog and
+        written when the audit log is back. Finishes even when the caller is cancelled."""
+        write = asyncio.ensure_future(asyncio.to_thread(self.audit.append, event))
+
+        def written(done: asyncio.Future[AuditEntry]) -> None:
+            error = None if done.cancelled() else done.exception()
+            if done.cancelled() or error is not None:
+                log.error(
+                    "edge proxy: cannot write the outcome of call %s (%s); kept until the "
+                    "audit log is back",
+                    event.call_id,
+                    audit_failure_cause(error) if error is not None else "cancelled",
+                )
+                self.backlog.add(event)
+
+        write.add_done_callback(written)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(write)
 
 
 def audit_failure_cause(error: BaseException) -> str:
@@ -942,6 +957,10 @@ class _Connection:
         self.pid = 0
         self.sent_anything = False
         self.token: str | None = None
+        self.forwarded = False
+        """The current request was (at least partly) written to dockerd."""
+        self.upstream_status = 0
+        """dockerd's status for the current request (101 for a hijack; 0: none yet)."""
 
     # Entry -------------------------------------------------------------------------------------
 
@@ -1069,7 +1088,8 @@ class _Connection:
             outcome = await self.proxy.authorize(evaluation)
         except UpstreamError as e:
             return await self._fail(ex, request, 502, f"casemate: {e.message}", "upstream")
-        event = self._event(evaluation, outcome)
+        call_id = new_call_id() if outcome.allowed and not request.action.read_only else ""
+        event = self._event(evaluation, outcome, call_id)
         # Connecting to dockerd sends nothing, so it may overlap the audit commit; the
         # request itself is written only once the record is committed.
         connecting = (
@@ -1078,7 +1098,7 @@ class _Connection:
             else None
         )
         try:
-            await self.proxy.record(event)
+            decided = await self.proxy.record(event)
         except Exception as e:
             cause = audit_failure_cause(e)
             log.error("edge proxy: cannot write the audit record (%s): %s", cause, e)
@@ -1108,9 +1128,38 @@ class _Connection:
                 await self._linger()
             return keep, b""
         assert connecting is not None
-        if evaluation.pull_digest is not None:
-            return await self._pull_by_digest(ex, request, evaluation.pull_digest, connecting)
-        return await self._forward(ex, request, connecting)
+        self.forwarded, self.upstream_status = False, 0
+        started = time.monotonic()
+        try:
+            if evaluation.pull_digest is not None:
+                return await self._pull_by_digest(ex, request, evaluation.pull_digest, connecting)
+            return await self._forward(ex, request, connecting)
+        finally:
+            if call_id:
+                await self.proxy.record_outcome(
+                    self._finished(event, decided.seq, time.monotonic() - started)
+                )
+
+    def _finished(
+        self, decided: DockerCallDecided, seq: int, duration: float
+    ) -> DockerCallFinished:
+        word, reason = call_outcome(forwarded=self.forwarded, status=self.upstream_status)
+        return DockerCallFinished(
+            actor=decided.actor,
+            source=decided.source,
+            outcome=word,
+            call_id=decided.call_id,
+            decided_seq=seq,
+            user=decided.user,
+            uid=decided.uid,
+            method=decided.method,
+            path=decided.path,
+            action=decided.action,
+            container=decided.container,
+            status=self.upstream_status,
+            duration_ms=round(duration * 1000),
+            reason=reason,
+        )
 
     async def _pull_by_digest(
         self,
@@ -1135,6 +1184,7 @@ class _Connection:
             await self._linger()
             return False, b""
         try:
+            self.forwarded = True
             up_w.write(upstream_head(pinned) + upstream_body(pinned))
             await up_w.drain()
             conn = h11.Connection(h11.CLIENT)
@@ -1148,7 +1198,7 @@ class _Connection:
                 if event is h11.NEED_DATA:
                     conn.receive_data(await up_r.read(READ_SIZE))
                 elif isinstance(event, h11.Response):
-                    status = event.status_code
+                    status = self.upstream_status = event.status_code
                     await self._send(
                         f"HTTP/1.1 {status} {event.reason.decode('latin-1') or 'OK'}\r\n"
                         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
@@ -1241,7 +1291,9 @@ class _Connection:
             await self._linger()
         return keep, b""
 
-    def _event(self, evaluation: Evaluation, outcome: Outcome) -> DockerCallDecided:
+    def _event(
+        self, evaluation: Evaluation, outcome: Outcome, call_id: str = ""
+    ) -> DockerCallDecided:
         request = evaluation.request
         caller = evaluation.caller
         return DockerCallDecided(
@@ -1264,6 +1316,7 @@ class _Connection:
             code=outcome.code,
             cloud_rule=outcome.cloud_rule,
             cloud_request=outcome.cloud_request,
+            call_id=call_id,
         )
 
     # Forwarding --------------------------------------------------------------------------------
@@ -1377,6 +1430,7 @@ class _Relay:
         head = upstream_head(
             request, stream_length=request.body_length if request.is_stream else None
         )
+        self.conn.forwarded = True
         if request.is_stream:
             self.up_w.write(head)
             if request.expects_continue:
@@ -1503,11 +1557,13 @@ class _Relay:
                         break
                     if isinstance(event, h11.InformationalResponse):
                         if event.status_code == 101:
+                            self.conn.upstream_status = 101
                             hijacked = True
                             break
                         continue
                     if isinstance(event, h11.Response):
                         self.response_started = True
+                        self.conn.upstream_status = event.status_code
                         if _until_close(self.request.method, event):
                             keep = False
                         ctype = (_header(event.headers, b"content-type") or "").split(";")[0]

@@ -1,0 +1,214 @@
+"""The edge proxy's audit records of a call, and closing at start what a previous run left open.
+
+Every decision is one :class:`DockerCallDecided` record (kind ``edge.docker``), committed before
+anything is forwarded to dockerd. An allowed call that can change something (every action but
+the read-only ones) carries a ``call_id`` (``ec-…``), and once dockerd's answer is relayed (for
+attach and exec: once the hijacked stream ends) a second record, :class:`DockerCallFinished`
+(kind ``edge.docker.finished``), gives its outcome: dockerd's status, the duration, and the
+``call_id`` and ``decided_seq`` of the decided record.
+
+An outcome that cannot be written (a full data directory, a broken database) is kept by an
+:class:`~casemate.core.audit.AuditBacklog` and written when the audit log takes records again.
+What a crash (or a stop while the audit log was still failing) loses is closed at the next
+start by :func:`recover`: each decided record with a ``call_id`` and no outcome gets an
+``edge.docker.finished`` with outcome ``unknown`` (status 0), then an ``edge.recovered`` marker
+names the range read; the next start reads only what came after it. :func:`closing_events` is
+the pure decision; :func:`recover` the thin driver. Run one edge proxy per database.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from casemate.core.audit import AuditEntry, AuditLog, entries_between, left_open
+from casemate.events import Event
+
+__all__ = [
+    "CALL_ID_PREFIX",
+    "DockerCallDecided",
+    "DockerCallFinished",
+    "EdgeRecovered",
+    "EdgeRecovery",
+    "call_outcome",
+    "closing_events",
+    "new_call_id",
+    "recover",
+]
+
+log = logging.getLogger(__name__)
+
+CALL_ID_PREFIX: Final = "ec-"
+#: Without anything to close, a marker is still written once this many records were read.
+_MARKER_AFTER: Final = 50_000
+
+
+def new_call_id() -> str:
+    return CALL_ID_PREFIX + uuid.uuid4().hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerCallDecided(Event):
+    """One decision of the edge proxy. Never carries tokens or registry credentials.
+
+    ``code`` is the decision's stable code (``decide``'s codes, the parser's refusal codes, or
+    ``cloud_denied``/``cloud_unavailable``/``audit_failed``); ``cloud_rule`` the rule the cloud
+    applied (``gateway:…`` for local denials by the cloud link). Version 2 added ``call_id``:
+    set on allowed calls that can change something, whose :class:`DockerCallFinished` follows
+    (empty on refusals, reads and version 1 records).
+    """
+
+    KIND: ClassVar[str] = "edge.docker"
+    VERSION: ClassVar[int] = 2
+    user: str = ""
+    uid: int = -1
+    role: str = ""
+    method: str = ""
+    path: str = ""
+    api_version: str = ""
+    action: str = ""
+    route: str = ""
+    image: str | None = None
+    digest: str | None = None
+    container: str | None = None
+    allowed: bool = False
+    reason: str = ""
+    code: str = ""
+    cloud_rule: str | None = None
+    cloud_request: str | None = None
+    call_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerCallFinished(Event):
+    """What became of a forwarded call (``outcome``: :func:`call_outcome`'s words).
+
+    ``status`` is dockerd's HTTP status (101 for a hijacked attach/exec; 0 when there was
+    none), ``duration_ms`` the time from forwarding to the end of the answer (or of the
+    hijacked stream), ``decided_seq`` the decided record's ``seq`` (0 when unknown)."""
+
+    KIND: ClassVar[str] = "edge.docker.finished"
+    call_id: str = ""
+    decided_seq: int = 0
+    user: str = ""
+    uid: int = -1
+    method: str = ""
+    path: str = ""
+    action: str = ""
+    container: str | None = None
+    status: int = 0
+    duration_ms: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeRecovered(Event):
+    """The edge proxy's recovery at start read records ``scanned_from..scanned_through`` and
+    closed ``calls`` calls left without an outcome."""
+
+    KIND: ClassVar[str] = "edge.recovered"
+    scanned_from: int = 0
+    scanned_through: int = 0
+    calls: int = 0
+
+
+def call_outcome(*, forwarded: bool, status: int) -> tuple[str, str]:
+    """The outcome word and reason of a call: ``not_forwarded`` (dockerd could not be reached:
+    it saw nothing), ``no_answer`` (sent, but dockerd gave no status), ``failed`` (4xx/5xx),
+    ``completed`` otherwise."""
+    if not forwarded:
+        return "not_forwarded", "dockerd could not be reached; nothing was sent"
+    if status <= 0:
+        return "no_answer", "the call was sent but dockerd gave no status"
+    if status >= 400:
+        return "failed", f"dockerd answered {status}"
+    return "completed", f"dockerd answered {status}"
+
+
+def _is_call(entry: AuditEntry) -> bool:
+    return bool(entry.details.get("allowed"))
+
+
+@dataclass(frozen=True)
+class EdgeRecovery:
+    """What :func:`closing_events` decided: the outcome records to write."""
+
+    events: tuple[DockerCallFinished, ...] = ()
+
+    @property
+    def calls(self) -> int:
+        return len(self.events)
+
+
+def closing_events(entries: Iterable[AuditEntry]) -> EdgeRecovery:
+    """An ``unknown`` outcome for each decided call in ``entries`` (``seq`` order) without
+    one."""
+    unfinished = left_open(
+        entries,
+        opened=DockerCallDecided.KIND,
+        closed=DockerCallFinished.KIND,
+        key="call_id",
+        opens=_is_call,
+    )
+    return EdgeRecovery(tuple(_unknown(e) for e in unfinished))
+
+
+def _unknown(entry: AuditEntry) -> DockerCallFinished:
+    d: dict[str, Any] = entry.details
+    container = d.get("container")
+    return DockerCallFinished(
+        actor=entry.actor,
+        source=entry.source,
+        outcome="unknown",
+        call_id=str(d.get("call_id", "")),
+        decided_seq=entry.seq,
+        user=str(d.get("user", "")),
+        uid=int(d.get("uid", -1)) if isinstance(d.get("uid"), int) else -1,
+        method=str(d.get("method", "")),
+        path=str(d.get("path", "")),
+        action=str(d.get("action", "")),
+        container=container if isinstance(container, str) else None,
+        status=0,
+        duration_ms=0,
+        reason=f"outcome unknown: the edge proxy stopped before recording it (decided at "
+        f"record {entry.seq})",
+    )
+
+
+def recover(audit: AuditLog) -> EdgeRecovery:
+    """Read the records since the last ``edge.recovered`` (all on the first start), write an
+    ``unknown`` outcome for every call left without one and a new marker, in one
+    transaction. Raises what the audit log raises."""
+    last = audit.query(kind=EdgeRecovered.KIND, newest_first=True, limit=1)
+    start = int(last[0].details.get("scanned_through", 0)) if last else 0
+    through = audit.head_seq()
+    if through <= start:
+        return EdgeRecovery()
+    found = list(
+        entries_between(audit, start, through, kind=DockerCallDecided.KIND, text=CALL_ID_PREFIX)
+    )
+    decided = [e.seq for e in found if e.details.get("call_id")]
+    if decided:
+        found += entries_between(
+            audit, min(decided) - 1, through, kind=DockerCallFinished.KIND, text=CALL_ID_PREFIX
+        )
+    found.sort(key=lambda e: e.seq)
+    result = closing_events(found)
+    if not result.calls and through - start < _MARKER_AFTER:
+        return result
+    marker = EdgeRecovered(
+        actor="system",
+        outcome="recovered",
+        scanned_from=start + 1,
+        scanned_through=through,
+        calls=result.calls,
+    )
+    audit.append_many([*result.events, marker])
+    if result.calls:
+        log.warning(
+            "edge recovery: %d forwarded calls had no outcome; recorded as unknown", result.calls
+        )
+    return result
