@@ -1,30 +1,51 @@
-"""Posture manifest scan: seconds and peak memory for 10,000 objects.
+"""Posture: manifest scan seconds and peak memory for 10,000 objects; admission webhook
+latency at 50 concurrent requests.
 
 Writes a corpus of manifests (100 files of 100 documents across 50 namespaces: Deployments,
 StatefulSets, CronJobs, Pods, Services, ConfigMaps, Roles, RoleBindings, NetworkPolicies), then
 reads and checks them with every rule, as ``casemate posture scan DIR`` does (findings kept,
 namespace rules at the end). Peak memory is the process's maximum resident set (ru_maxrss),
-interpreter included. Aims (issue 13): under 5 s and under 300 MB.
+interpreter included. Then the admission webhook (``casemate admission serve`` in its own process,
+TLS on loopback) answers ``--requests`` AdmissionReviews of a Deployment from ``--concurrency``
+clients; p50 and p99 are per request, client side. Aims (issue 13): under 5 s and under
+300 MB for the scan, p99 under 20 ms for the webhook.
 
     .venv/bin/python bench/posture.py [--objects 10000] [--per-file 100]
+        [--requests 2000] [--concurrency 50] [--no-webhook]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import ipaddress
+import json
 import resource
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from casemate.posture.admission import AdmissionPolicy, review_response
 from casemate.posture.engine import Scanner
 from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import Subject
 
 AIM_SECONDS = 5.0
 AIM_MB = 300.0
+AIM_P99_MS = 20.0
 
 
 def _container(i: int) -> dict[str, object]:
@@ -97,10 +118,112 @@ def write_corpus(folder: Path, objects: int, per_file: int) -> int:
     return total
 
 
+def _tls(folder: Path) -> tuple[Path, Path, ssl.SSLContext]:
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, ssl.create_default_context(cadata=pem.decode())
+
+
+def bench_webhook(requests: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="casemate-webhook-bench-") as tmp:
+        cert, key, client_ctx = _tls(Path(tmp))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
+             "--key", str(key), "--listen", f"127.0.0.1:{port}",
+             "--max-in-flight", str(concurrency * 4)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"https://127.0.0.1:{port}/healthz", verify=client_ctx, timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the webhook did not start") from None
+                time.sleep(0.2)
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "bench",
+                    "operation": "CREATE",
+                    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                    "object": _object(0),
+                },
+            }
+        ).encode()
+        latencies: list[float] = []
+
+        async def client(count: int) -> None:
+            async with httpx.AsyncClient(verify=client_ctx, timeout=30) as http:
+                for _ in range(count):
+                    start = time.perf_counter()
+                    r = await http.post(f"https://127.0.0.1:{port}/validate", content=body)
+                    latencies.append(time.perf_counter() - start)
+                    if r.status_code != 200:
+                        raise SystemExit(f"webhook answered {r.status_code}: {r.text}")
+
+        async def run() -> float:
+            start = time.perf_counter()
+            per_client = max(1, requests // concurrency)
+            await asyncio.gather(*(client(per_client) for _ in range(concurrency)))
+            return time.perf_counter() - start
+
+        try:
+            elapsed = asyncio.run(run())
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    rate = len(latencies) / elapsed
+    print(f"webhook: {len(latencies)} reviews from {concurrency} concurrent clients in "
+          f"{elapsed:.1f} s ({rate:,.0f}/s); p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
+    policy = AdmissionPolicy.build()
+    start = time.process_time()
+    for _ in range(500):
+        review_response(body, policy)
+    per_review = (time.process_time() - start) / 500 * 1000
+    print(f"webhook decision alone (in process): {per_review:.2f} ms CPU per review")
+    print(f"ratio to aim: webhook p99 {p99 / AIM_P99_MS:.2f}x of {AIM_P99_MS:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--per-file", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--no-webhook", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="casemate-posture-bench-") as tmp:
         folder = Path(tmp)
@@ -126,6 +249,8 @@ def main() -> None:
     print(f"peak memory (max RSS): {peak:.0f} MB (before the scan: {rss_before:.0f} MB)")
     print(f"ratio to aim: time {seconds / AIM_SECONDS:.2f}x of {AIM_SECONDS:.0f} s, "
           f"memory {peak / AIM_MB:.2f}x of {AIM_MB:.0f} MB")  # fmt: skip
+    if not args.no_webhook:
+        bench_webhook(args.requests, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -180,3 +180,33 @@ def test_cli_fix_then_rescan(cli, tmp_path):
     assert r.returncode == 0, r.stdout
     r = cli("posture", "fix", str(path))
     assert "nothing to fix" in r.stdout and "exists" in r.stderr and r.returncode == 2
+
+
+def test_strategic_patch_addresses_containers_by_name():
+    from casemate.posture.fixes import kubectl_patch, live_patches, strategic_patch
+
+    obj = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"template": {"spec": {"hostPID": True, "automountServiceAccountToken": False,
+            "containers": [
+                {"name": "web", "image": "a@sha256:" + "a" * 64, "securityContext": {
+                    "privileged": True, "capabilities": {"drop": ["NET_RAW"]},
+                    "allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                    "readOnlyRootFilesystem": True}},
+                {"name": "side", "image": "b@sha256:" + "b" * 64, "securityContext": {
+                    "allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}},
+            ],
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}},
+    }  # fmt: skip
+    patch = strategic_patch(obj, live_patches(Subject(obj)))
+    assert patch == {
+        "spec": {"template": {"spec": {
+            "containers": [{"name": "web", "securityContext": {
+                "privileged": False, "capabilities": {"drop": ["NET_RAW", "ALL"]}}}],
+            "hostPID": False,
+        }}}
+    }  # fmt: skip
+    command = kubectl_patch(obj, live_patches(Subject(obj)))
+    assert command.startswith("kubectl patch deployment.apps web -n shop --type=strategic -p '")

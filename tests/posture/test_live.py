@@ -136,3 +136,35 @@ def test_cli_live_scan(clusters: Clusters, rt: Runtime, populated: str, tmp_path
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     assert [dict(f["properties"])["object"] for f in doc["findings"]] == [f"Pod/{populated}/rooted"]
+
+
+def test_cli_prints_kubectl_patches_that_fix_live_objects(
+    clusters: Clusters, rt: Runtime, kube_cluster: LocalCluster, populated: str
+):
+    import shlex
+
+    from casemate.posture.fixes import FIXES
+
+    env = {"CASEMATE_DATA_DIR": str(rt.settings.data_dir), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(
+        [sys.executable, "-m", "casemate.cli", "posture", "fix", "--cluster", "test",
+         "-n", populated],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    header = next(
+        i for i, line in enumerate(lines) if line.startswith("# Deployment/") and "web3" in line
+    )
+    argv = shlex.split(lines[header + 1])
+    assert argv[:4] == ["kubectl", "patch", "deployment.apps", "web3"]
+    kube_cluster.kubectl(*argv[1:])
+    with cluster_client(clusters, "test") as client:
+        items = list(iter_cluster(client, cluster="test", namespace=populated))
+    web3 = next(i for i in items if isinstance(i, Subject) and i.name == "web3")
+    left = [f.rule_id for f in Scanner().check(web3) if f.rule_id in FIXES]
+    assert left == []
+    assert web3.obj["spec"]["template"]["spec"].get("hostPID") is not True  # false is omitted
+    assert web3.obj["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }

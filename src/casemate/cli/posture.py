@@ -206,7 +206,20 @@ def list_rules(
 
 @app.command("fix")
 def fix(
-    files: Annotated[list[Path], typer.Argument(help="Manifest files to fix in place.")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Manifest files to fix in place.")
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option("--cluster", help="Print kubectl patch commands for this cluster's objects."),
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="The cluster's system account to read as.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace (--cluster).")
+    ] = None,
+    data_dir: DataDirOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the changes as a diff; write nothing.")
     ] = False,
@@ -227,6 +240,12 @@ def fix(
     from casemate.posture.engine import select_rules as pick
     from casemate.posture.fixes import default_deny_policies, fix_text
 
+    if bool(files) == (cluster is not None):
+        raise InvalidInput("give manifest files or --cluster NAME (one of them)")
+    if cluster is not None:
+        _print_live_patches(cluster, account, namespace, data_dir)
+        return
+    files = files or []
     failed = False
     for path in files:
         try:
@@ -287,4 +306,40 @@ def fix(
                 markup=False,
             )
     if failed:
+        raise typer.Exit(EXIT_UNCHECKED)
+
+
+def _print_live_patches(
+    cluster: str, account: str | None, namespace: str | None, data_dir: Path | None
+) -> None:
+    from casemate.k8s.clusters import Clusters
+    from casemate.posture.fixes import kubectl_patch, live_patches
+    from casemate.posture.live import cluster_client as client_for
+    from casemate.posture.live import iter_cluster
+
+    rt = runtime(data_dir)
+    unchecked = False
+    count = 0
+    try:
+        clusters = Clusters(rt.db, rt.vault, rt.audit)
+        with client_for(clusters, cluster, account) as client:
+            for item in iter_cluster(client, cluster=cluster, namespace=namespace):
+                if isinstance(item, LoadProblem):
+                    err.print(f"not checked: {item.describe()}", markup=False)
+                    unchecked = True
+                    continue
+                patches = live_patches(item)
+                if not patches:
+                    continue
+                count += 1
+                rules = ", ".join(sorted({p.rule_id for p in patches}))
+                note = (
+                    " (a Pod cannot change these fields: recreate it)" if item.kind == "Pod" else ""
+                )
+                sys.stdout.write(f"# {item.kind}/{item.namespace}/{item.name}: {rules}{note}\n")
+                sys.stdout.write(kubectl_patch(item.obj, patches) + "\n")
+    finally:
+        rt.close()
+    err.print(f"{count} objects to patch", markup=False)
+    if unchecked:
         raise typer.Exit(EXIT_UNCHECKED)

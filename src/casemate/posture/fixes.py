@@ -245,3 +245,66 @@ def default_deny_policies(namespace: str, services: Sequence[Subject]) -> list[d
             )
         )
     return policies
+
+
+# Live objects: kubectl patch ---------------------------------------------------------------------
+
+_NAMED_LISTS: Final = frozenset({"containers", "initContainers", "ephemeralContainers"})
+
+
+def strategic_patch(obj: Mapping[str, Any], patches: Sequence[Patch]) -> dict[str, Any]:
+    """One strategic merge patch applying ``patches`` to a live object: containers are
+    addressed by name (their merge key), other lists are written whole."""
+    out: dict[str, Any] = {}
+    for patch in patches:
+        node: Any = obj
+        target = out
+        parts = patch.path
+        i = 0
+        while i < len(parts) - 1:
+            key = parts[i]
+            nxt = parts[i + 1]
+            current = node.get(key) if isinstance(node, Mapping) else None
+            if key in _NAMED_LISTS and isinstance(nxt, int) and isinstance(current, list):
+                container = current[nxt] if 0 <= nxt < len(current) else {}
+                name = mapping(container).get("name")
+                entries = target.setdefault(str(key), [])
+                entry = next((e for e in entries if e.get("name") == name), None)
+                if entry is None:
+                    entry = {"name": name}
+                    entries.append(entry)
+                target, node = entry, container
+                i += 2
+                continue
+            target = target.setdefault(str(key), {})
+            node = current
+            i += 1
+        last = str(parts[-1])
+        value: object = patch.value
+        if value is _DROP_ALL:
+            existing = seq(mapping(node).get(last))
+            value = [*existing, "ALL"]
+        target[last] = value
+    return out
+
+
+def kubectl_patch(obj: Mapping[str, Any], patches: Sequence[Patch]) -> str:
+    """The ``kubectl patch`` command line applying ``patches`` to a live object."""
+    import json
+    import shlex
+
+    meta = mapping(obj.get("metadata"))
+    kind = str(obj.get("kind", "")).lower()
+    group = str(obj.get("apiVersion", "")).partition("/")
+    resource = f"{kind}.{group[0]}" if group[1] and group[0] else kind
+    argv = ["kubectl", "patch", resource, str(meta.get("name", ""))]
+    if meta.get("namespace"):
+        argv += ["-n", str(meta["namespace"])]
+    body = json.dumps(strategic_patch(obj, patches), separators=(",", ":"))
+    return " ".join(shlex.quote(a) for a in argv) + " --type=strategic -p " + shlex.quote(body)
+
+
+def live_patches(subject: Subject, settings: Settings | None = None) -> list[Patch]:
+    """The fixes for one live object's fixable findings."""
+    found = Scanner(fixable_rules(), settings).check(subject)
+    return [p for f in found if (p := _patch(f.rule_id, f.parts)) is not None]
