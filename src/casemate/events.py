@@ -126,14 +126,17 @@ class ServerStarted(Event):
 @dataclass(frozen=True, kw_only=True)
 class LoginAttempted(Event):
     """A login attempt. Version 2 added ``key_fingerprint``: the SHA-256 fingerprint of the
-    SSH key a ``publickey`` login used (empty for other methods; version 1 records lack it)."""
+    SSH key a ``publickey`` login used (empty for other methods; version 1 records lack it).
+    Version 3 added ``provider``: the single sign-on provider of an ``ldap`` or ``oidc`` login
+    (empty for local logins and in older records)."""
 
     KIND: ClassVar[str] = "auth.login"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     username: str = ""
     method: str = "password"
     reason: str = ""
     key_fingerprint: str = ""
+    provider: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

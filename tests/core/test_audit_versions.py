@@ -40,8 +40,9 @@ def test_version_1_request_records_read_as_version_2() -> None:
     current = {"request_id": "kr-1", "status": 201}
     assert migrate_details("kubeproxy.request", 2, current) == current
     login = migrate_details("auth.login", 1, {"username": "alice"})
-    assert login["key_fingerprint"] == ""
-    assert LoginAttempted.VERSION == 2
+    assert login["key_fingerprint"] == "" and login["provider"] == ""
+    assert migrate_details("auth.login", 2, {"key_fingerprint": "SHA256:x"})["provider"] == ""
+    assert LoginAttempted.VERSION == 3
 
 
 def test_migration_runs_each_step_in_order() -> None:

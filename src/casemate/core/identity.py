@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyotp
 from argon2 import PasswordHasher
@@ -76,6 +76,10 @@ from casemate.events import (
     TokenChanged,
     UserChanged,
 )
+
+if TYPE_CHECKING:
+    from casemate.core.sso.ldap import LdapDirectory
+    from casemate.core.sso.mapping import ExternalIdentity
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +401,7 @@ class Identity:
         self._clock = now or (lambda: datetime.now(UTC))
         self._hasher = hasher or PasswordHasher()  # argon2id (RFC 9106 low-memory profile)
         self._dummy_hash: str | None = None
+        self._ldap: LdapDirectory | None | Literal[False] = False  # False: not built yet
 
     # Login -------------------------------------------------------------------------------
 
@@ -409,11 +414,198 @@ class Identity:
         with its real reason (and any lock-out) has been committed to the audit log.
         """
         name = _login_name(username)
+        directory = self.ldap_directory()
+        if directory is not None and not self._has_local_password(name):
+            return self._directory_login(directory, username, password, totp_code, source[:100])
         with self.db.session() as s:
             result = self._login(s, name, password, totp_code, source[:100])
         if result is None:
             raise AuthenticationFailed(GENERIC_FAILURE)
         return result
+
+    # Single sign-on (core/sso; docs/sso.md) ----------------------------------------------
+
+    def ldap_directory(self) -> LdapDirectory | None:
+        """The configured LDAP directory, or ``None`` without ``ldap_url``."""
+        if self._ldap is False:
+            from casemate.core.sso.ldap import directory_from_settings
+
+            self._ldap = directory_from_settings(self.settings)
+        return self._ldap
+
+    def _has_local_password(self, name: str) -> bool:
+        with self.db.reader() as s:
+            pw = s.scalars(select(User.password_hash).where(User.username == name)).first()
+            return pw is not None
+
+    def _directory_login(
+        self,
+        directory: LdapDirectory,
+        username: str,
+        password: str,
+        totp_code: str | None,
+        source: str,
+    ) -> LoginResult:
+        from casemate.core.sso.ldap import DirectoryUnavailable
+
+        name = _login_name(username)[:64]
+        try:
+            ext = directory.authenticate(username, password)
+        except DirectoryUnavailable:
+            with self.db.session() as s:
+                event = LoginAttempted(
+                    actor=name,
+                    source=source,
+                    outcome="failure",
+                    username=name,
+                    method="ldap",
+                    reason="directory unavailable",
+                    provider=directory.provider,
+                )
+                self._audit(s, event)
+            raise
+        if ext is None:
+            with self.db.session() as s:
+                event = LoginAttempted(
+                    actor=name,
+                    source=source,
+                    outcome="failure",
+                    username=name,
+                    method="ldap",
+                    reason="refused by the directory",
+                    provider=directory.provider,
+                )
+                self._credential_failed(s, event, self._linked_user(s, directory.provider, name))
+            raise AuthenticationFailed(GENERIC_FAILURE)
+        return self.external_login(ext, totp_code, source)
+
+    def _linked_user(self, s: Session, provider: str, name: str) -> User | None:
+        """The user ``name`` if an SSO link of ``provider`` holds it (failures count then)."""
+        from casemate.core.sso.links import SsoLink
+
+        user = self._lookup_for_login(s, name)
+        if user is None:
+            return None
+        link = s.scalars(
+            select(SsoLink.id).where(SsoLink.user_id == user.id, SsoLink.provider == provider)
+        ).first()
+        return user if link is not None else None
+
+    def external_login(
+        self, ext: ExternalIdentity, totp_code: str | None, source: str
+    ) -> LoginResult:
+        """Start a session for an identity a directory or an OpenID provider vouched for.
+
+        The subject is linked to a Casemate user (created at the first login; see
+        :mod:`casemate.core.sso.links`), the user's roles and mapped groups follow the
+        identity's groups (:func:`casemate.core.sso.mapping.entitlements`), and then the
+        same checks as for a password apply: disabled, locked, TOTP when enrolled.
+        """
+        with self.db.session() as s:
+            result = self._external_login(s, ext, totp_code, source[:100])
+        if result is None:
+            raise AuthenticationFailed(GENERIC_FAILURE)
+        return result
+
+    def needs_totp(self, ext: ExternalIdentity) -> bool:
+        """Whether the user this identity is linked to has TOTP enabled."""
+        from casemate.core.sso.links import SsoLink
+
+        with self.db.reader() as s:
+            link = s.scalars(
+                select(SsoLink).where(
+                    SsoLink.provider == ext.provider, SsoLink.subject == ext.subject
+                )
+            ).first()
+            user = s.get(User, link.user_id) if link is not None else None
+            if user is None:
+                user = s.scalars(select(User).where(User.username == ext.username)).first()
+            return user is not None and user.totp_enabled
+
+    def _external_login(
+        self, s: Session, ext: ExternalIdentity, totp_code: str | None, source: str
+    ) -> LoginResult | None:
+        from casemate.core.sso.links import SsoLink
+        from casemate.core.sso.mapping import entitlements
+
+        now = self._now()
+        method = ext.method
+
+        def failed(reason: str, counts: User | None) -> None:
+            event = LoginAttempted(
+                actor=ext.username,
+                source=source,
+                outcome="failure",
+                username=ext.username,
+                method=method,
+                reason=reason,
+                provider=ext.provider,
+            )
+            self._credential_failed(s, event, counts)
+
+        link = s.scalars(
+            select(SsoLink)
+            .where(SsoLink.provider == ext.provider, SsoLink.subject == ext.subject)
+            .with_for_update()
+        ).first()
+        user = s.get(User, link.user_id, with_for_update=True) if link is not None else None
+        if user is None:
+            user = self._lookup_for_login(s, ext.username)
+            if user is not None:
+                other = s.scalars(select(SsoLink.id).where(SsoLink.user_id == user.id)).first()
+                if user.password_hash is not None or other is not None:
+                    failed("the username belongs to another account", None)
+                    return None
+            else:
+                user = _new_user(ext.username, None, [], now, ext.display_name, ext.email)
+                s.add(user)
+                s.flush()
+                self._user_event(s, None, "created", user.username, {"sso": ext.provider})
+            s.add(
+                SsoLink(user_id=user.id, provider=ext.provider, subject=ext.subject, created_at=now)
+            )
+            s.flush()
+        self._sync_entitlements(
+            s,
+            user,
+            entitlements(ext.groups, self.settings.sso_group_roles, self.settings.sso_group_map),
+            ext.provider,
+        )
+
+        if user.totp_enabled:
+            method += "+totp"
+        reason, counts_user = "", True
+        if user.disabled:
+            reason, counts_user = "account disabled", False
+        elif user.locked_until is not None and _utc(user.locked_until) > now:
+            reason, counts_user = "account locked", False
+        elif user.totp_enabled:
+            reason = self._use_totp(s, user, totp_code, now) if totp_code else "TOTP code missing"
+        if reason:
+            failed(reason, user if counts_user else None)
+            return None
+        return self._start_session(s, user, now, source, method, ext.provider)
+
+    def _sync_entitlements(self, s: Session, user: User, ent: Any, provider: str) -> None:
+        """Set the user's direct roles and mapped groups from the provider's groups."""
+        changes: dict[str, Any] = {}
+        roles = _store_roles(ent.roles)
+        if roles != list(user.roles):
+            user.roles = roles
+            changes["roles"] = roles
+        if ent.managed_groups:
+            groups = s.scalars(select(Group).where(Group.name.in_(sorted(ent.managed_groups))))
+            for g in groups:
+                member = user in g.members
+                if g.name in ent.groups and not member:
+                    g.members.append(user)
+                    changes.setdefault("groups_added", []).append(g.name)
+                elif g.name not in ent.groups and member:
+                    g.members.remove(user)
+                    changes.setdefault("groups_removed", []).append(g.name)
+        if changes:
+            changes["sso"] = provider
+            self._user_event(s, None, "sso_sync", user.username, changes)
 
     def _login(
         self, s: Session, name: str, password: str, totp_code: str | None, source: str
@@ -436,6 +628,8 @@ class Identity:
             reason, counts = "account locked", None
         elif not password_ok:
             reason = "wrong password"
+        elif not self._local_password_allowed(user.username):
+            reason, counts = "single sign-on required", None
         elif user.totp_enabled:
             reason = self._use_totp(s, user, totp_code, now) if totp_code else "TOTP code missing"
         if reason:
@@ -444,6 +638,11 @@ class Identity:
 
         if self._hasher.check_needs_rehash(user.password_hash):
             user.password_hash = self._hasher.hash(password)
+        return self._start_session(s, user, now, source, method, "")
+
+    def _start_session(
+        self, s: Session, user: User, now: datetime, source: str, method: str, provider: str
+    ) -> LoginResult:
         user.failed_logins = 0
         user.locked_until = None
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
@@ -464,9 +663,20 @@ class Identity:
             outcome="success",
             username=user.username,
             method=method,
+            provider=provider,
         )
         self._audit(s, event)
         return LoginResult(token=token, expires_at=expires, principal=self._principal(user))
+
+    def _local_password_allowed(self, username: str) -> bool:
+        from casemate.core.sso.mapping import password_login_allowed
+
+        st = self.settings
+        return password_login_allowed(
+            username,
+            sso_required=st.sso_required,
+            break_glass=(st.admin_username, *st.sso_break_glass_users),
+        )
 
     def _lookup_for_login(self, s: Session, name: str) -> User | None:
         try:

@@ -77,6 +77,36 @@ class Settings(BaseSettings):
     ssh_listen: str | None = None
     ssh_idle_timeout_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
 
+    # single sign-on (docs/sso.md): who may still use a local password, and what groups grant
+    sso_required: bool = False  # local passwords only for the break-glass accounts
+    sso_break_glass_users: tuple[str, ...] = ()  # besides admin_username
+    sso_group_roles: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    sso_group_map: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # LDAP: simple bind over ldaps:// or ldap:// with StartTLS; off unless ldap_url is set
+    ldap_url: str | None = None
+    ldap_starttls: bool = False
+    ldap_ca_file: Path | None = None
+    ldap_bind_dn: str | None = None
+    ldap_bind_password: SecretStr | None = None
+    ldap_user_base: str = ""
+    ldap_user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    ldap_username_attribute: str = "uid"
+    ldap_group_base: str = ""  # empty: no group search
+    ldap_group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"
+    ldap_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    ldap_provider_name: str = "ldap"
+    # OpenID Connect: authorization code flow with PKCE; off unless oidc_issuer is set
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_url: str | None = None  # https://GATEWAY/api/v1/auth/oidc/callback
+    oidc_scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_ca_file: Path | None = None
+    oidc_provider_name: str = "oidc"
+    oidc_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _sync_mode(cls, v: str) -> str:

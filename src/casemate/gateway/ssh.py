@@ -58,7 +58,7 @@ from casemate.bastion.review import Ticket
 from casemate.core.files import write_atomic
 from casemate.core.identity import Principal, Scope
 from casemate.core.settings import parse_listen
-from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
+from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, UpstreamError
 from casemate.gateway.service import BastionSession, Gateway
 from casemate.gateway.sshkeys import KeyLogin, SshKeys
 from casemate.gateway.terminal import TerminalShell
@@ -329,6 +329,10 @@ class _Connection(asyncssh.SSHServer):
                 self.identity.authenticate, login, password, code, self.source
             )
         except AuthenticationFailed:
+            await self._failed()
+            return False
+        except UpstreamError as e:  # e.g. the LDAP directory is down: fail closed, say why
+            log.warning("SSH password login from %s refused: %s", self.source, e)
             await self._failed()
             return False
         self._set_pending(_Login(result.principal, token=result.token))

@@ -1,4 +1,4 @@
-"""pytest fixtures for the real Docker engine, test images, mosquitto, PostgreSQL and Redis.
+"""pytest fixtures for the real Docker engine, test images, mosquitto, PostgreSQL, Redis and slapd.
 
 Registered through ``pytest_plugins`` in tests/conftest.py. Every component is started by the
 fixture, from a temporary directory under /tmp, on a free loopback port or a private socket. A
@@ -19,6 +19,7 @@ import pytest
 from casemate.testenv.docker import DockerEngine
 from casemate.testenv.images import ensure_busybox_image, ensure_debian12_image
 from casemate.testenv.services import MosquittoBroker, PostgresServer, RedisServer, Server
+from casemate.testenv.sso import SlapdServer
 
 S = TypeVar("S", bound=Server)
 
@@ -93,3 +94,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 def redis_server(_services_dir: Path) -> Iterator[RedisServer]:
     """A Redis server without persistence; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
     yield from _serve(RedisServer(_services_dir / "redis"))
+
+
+@pytest.fixture(scope="session")
+def slapd_server(_services_dir: Path) -> Iterator[SlapdServer]:
+    """OpenLDAP's slapd with a small directory (casemate.testenv.sso): ``.starttls_url``,
+    ``.ldaps_url`` and ``.ca_file``."""
+    yield from _serve(SlapdServer(_services_dir / "slapd"))
