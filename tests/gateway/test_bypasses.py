@@ -435,6 +435,18 @@ async def test_no_credential_can_be_minted_through_the_shell(door: Door) -> None
         assert result.exit_code != 0
         assert "api.secret-token-type" in out.text, out.text
         assert "Secret/minted" not in d.snapshot()
+        # a binding to a powerful role goes through only once a reviewer approved it
+        line = (
+            "kubectl create rolebinding sa-admin --clusterrole=admin"
+            f" --serviceaccount={d.ns}:default"
+        )
+        ticket_id, task, out = await hold(session, line)
+        assert "RoleBinding/sa-admin" not in d.snapshot()
+        d.gateway.reviews.approve(ticket_id, d.bob)
+        result = await asyncio.wait_for(task, 60)
+        assert result.exit_code == 0, out.text
+        assert "RoleBinding/sa-admin" in d.snapshot()
+        d.kube.kubectl("-n", d.ns, "delete", "rolebinding", "sa-admin")
     finally:
         await session.close()
 
@@ -519,6 +531,11 @@ DIFFERENTIAL = [
     ("kubectl create clusterrolebinding x --clusterrole=cluster-admin --user=alice",
      ("create", "clusterrolebinding", "x", "--clusterrole=cluster-admin", "--user=alice"), None,
      "refused-or-held"),
+    ("kubectl create rolebinding rb1 --clusterrole=admin --serviceaccount=NS:default",
+     ("create", "rolebinding", "rb1", "--clusterrole=admin", "--serviceaccount=NS:default"),
+     None, "held"),
+    ("kubectl create role r1 '--verb=*' --resource=pods",
+     ("create", "role", "r1", "--verb=*", "--resource=pods"), None, "held"),
     ("kubectl create token default", ("create", "token", "default"), None, "refused"),
     ("kubectl certificate approve csr-1", ("certificate", "approve", "csr-1"), None, "refused"),
     ("kubectl get configmaps", ("get", "configmaps"), None, "allowed"),
