@@ -3,7 +3,8 @@ latency at 50 concurrent requests.
 
 Writes a corpus of manifests (100 files of 100 documents across 50 namespaces: Deployments,
 StatefulSets, CronJobs, Pods, Services, ConfigMaps, Roles, RoleBindings, NetworkPolicies), then
-reads and checks them with every rule, as ``casemate posture scan DIR`` does (findings kept,
+reads and checks them with every rule, as ``casemate posture scan DIR`` does (its own
+``scan_items``) (findings kept,
 namespace rules at the end). Peak memory is the process's maximum resident set (ru_maxrss),
 interpreter included. Then the admission webhook (``casemate admission serve`` in its own process,
 TLS on loopback) answers ``--requests`` AdmissionReviews of a Deployment from ``--concurrency``
@@ -38,10 +39,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from casemate.cli.posture import scan_items
 from casemate.posture.admission import AdmissionPolicy, review_response
 from casemate.posture.engine import Scanner
-from casemate.posture.manifests import LoadProblem, load_paths
-from casemate.posture.model import Subject
+from casemate.posture.manifests import load_paths
 
 AIM_SECONDS = 5.0
 AIM_MB = 300.0
@@ -232,14 +233,8 @@ def main() -> None:
         start = time.perf_counter()
         cpu_start = time.process_time()
         scanner = Scanner()
-        findings = []
-        problems = 0
-        for item in load_paths([str(folder)]):
-            if isinstance(item, Subject):
-                findings.extend(scanner.check(item))
-            elif isinstance(item, LoadProblem):
-                problems += 1
-        findings.extend(scanner.finish())
+        findings, problem_list = scan_items(load_paths([str(folder)]), scanner)
+        problems = len(problem_list)
         seconds = time.perf_counter() - start
         cpu = time.process_time() - cpu_start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -43,7 +43,20 @@ def at_least(findings: Iterable[Finding], severity: Severity) -> list[Finding]:
     return [f for f in findings if f.severity.rank >= severity.rank]
 
 
-def _finding(rule: Rule, hit: Hit, subject: Subject, path: str | None = None) -> Finding:
+_PATHS: dict[tuple[str | int, ...], str] = {}
+
+
+def _path_text(path: tuple[str | int, ...]) -> str:
+    """:func:`format_path`, remembered: the same few hundred paths recur on every object."""
+    text = _PATHS.get(path)
+    if text is None:
+        text = format_path(path)
+        if len(_PATHS) < 50_000:
+            _PATHS[path] = text
+    return text
+
+
+def _finding(rule: Rule, hit: Hit, subject: Subject, ident: tuple[str, str, str, str]) -> Finding:
     source = subject.source
     line = None
     if source is not None and source.line_of is not None:
@@ -55,11 +68,11 @@ def _finding(rule: Rule, hit: Hit, subject: Subject, path: str | None = None) ->
         message=hit.message,
         explanation=rule.explanation,
         fix=rule.fix,
-        kind=subject.kind,
-        api_version=subject.api_version,
-        namespace=subject.namespace,
-        name=subject.name,
-        path=format_path(hit.path) if path is None else path,
+        kind=ident[0],
+        api_version=ident[1],
+        namespace=ident[2],
+        name=ident[3],
+        path=_path_text(hit.path),
         value=hit.value,
         file=source.file if source else None,
         line=line,
@@ -68,9 +81,13 @@ def _finding(rule: Rule, hit: Hit, subject: Subject, path: str | None = None) ->
     )
 
 
+def _ident(subject: Subject) -> tuple[str, str, str, str]:
+    return subject.kind, subject.api_version, subject.namespace, subject.name
+
+
 def _unchecked(rule: Rule, subject: Subject) -> Finding:
     hit = Hit((), None, f"{rule.id} could not check this object: a field has an unexpected type")
-    return _finding(rule, hit, subject)
+    return _finding(rule, hit, subject, _ident(subject))
 
 
 class Scanner:
@@ -86,13 +103,14 @@ class Scanner:
     def check(self, subject: Subject) -> list[Finding]:
         self.objects += 1
         out: list[Finding] = []
+        ident = _ident(subject)
         for rule in self._object_rules:
             try:
                 hits = list(rule.check(subject, self.settings))
             except (TypeError, ValueError, AttributeError, KeyError):
                 out.append(_unchecked(rule, subject))
                 continue
-            out.extend(_finding(rule, hit, subject) for hit in hits)
+            out.extend(_finding(rule, hit, subject, ident) for hit in hits)
         if self._namespace_rules:
             self._index.add(subject)
         return out
@@ -108,7 +126,7 @@ class Scanner:
 
 def _namespace_finding(rule: Rule, hit: Hit, facts: NamespaceFacts) -> Finding:
     if hit.subject is not None:
-        return _finding(rule, hit, hit.subject)
+        return _finding(rule, hit, hit.subject, _ident(hit.subject))
     anchor = facts.anchor
     line = None
     source = anchor.source if anchor is not None else None
