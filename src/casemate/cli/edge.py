@@ -9,8 +9,10 @@ and put their Casemate token in ``~/.docker/config.json``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import grp
+import json
 import logging
 import os
 import re
@@ -20,6 +22,7 @@ import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,13 +32,19 @@ from rich.table import Table
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
-from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
+from casemate.edge.cloudlink import (
+    BrokerConfig,
+    CloudLink,
+    CloudLinkConfig,
+    LinkState,
+    waiting_for,
+)
 from casemate.edge.decide import RiskPolicy, canonical_host_path
 from casemate.edge.guard import GuardSettings, run_guard
 from casemate.edge.imageref import InvalidImageReference, split_repository
 from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, EdgeProxy, ProxyConfig, parse_unix_url
 from casemate.edge.store import ProxyStore, parse_role
-from casemate.errors import CasemateError, ConfigError, InvalidInput
+from casemate.errors import ConfigError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ app.add_typer(signature_app, name="signature")
 
 ENROL_TOKEN_ENV = "CASEMATE_EDGE_ENROL_TOKEN"
 BROKER_PASSWORD_ENV = "CASEMATE_BROKER_PASSWORD"
+STATUS_FILE = "edge-status.json"
+STATUS_INTERVAL = 1.0
 
 
 def _by() -> str:
@@ -200,6 +211,16 @@ def serve(
     authz_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the cloud's decision.")
     ] = 3.0,
+    register_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait for the cloud's answer to a registration; unanswered "
+            "registrations are retried with backoff (1 s doubling up to --register-retry-max)."
+        ),
+    ] = 10.0,
+    register_retry_max: Annotated[
+        float, typer.Option(help="Longest wait (seconds) between registration attempts.")
+    ] = 60.0,
     socket_mode: Annotated[str, typer.Option(help="Mode of the listening socket.")] = "0660",
     socket_group: Annotated[
         str | None, typer.Option(help="Group of the listening socket.", show_default=False)
@@ -283,6 +304,9 @@ def serve(
         extra: dict[str, Any] = {
             "authz_timeout": authz_timeout,
             "cloud_fingerprint": cloud_fingerprint,
+            "register_timeout": register_timeout,
+            "register_retry_min": min(1.0, register_retry_max),
+            "register_retry_max": register_retry_max,
         }
         if gateway_id is None:
             link_config = CloudLinkConfig.for_mac(mac_address, broker_config, **extra)
@@ -323,6 +347,8 @@ async def _run_proxy(
 ) -> None:
     link: CloudLink | None = None
     guard_task: asyncio.Task[None] | None = None
+    status_task: asyncio.Task[None] | None = None
+    status_path = rt.settings.data_dir / STATUS_FILE
     proxy = EdgeProxy(
         config, store=ProxyStore(rt.db, rt.audit), identity=rt.identity, audit=rt.audit
     )
@@ -331,8 +357,11 @@ async def _run_proxy(
             link = CloudLink(rt.db, rt.vault, link_config)
             await link.start()
             proxy.cloud = link
-            await _register(link, link_config)
+            link.keep_registering(os.environ.get(ENROL_TOKEN_ENV) or None)
         await proxy.start()
+        status_task = asyncio.create_task(
+            _keep_status(status_path, config, proxy, link), name="edge-status"
+        )
         if guard_settings is not None:
             reporter = _LinkReporter(link) if link is not None else None
             guard_task = asyncio.create_task(
@@ -350,11 +379,23 @@ async def _run_proxy(
                 f"fingerprint {link.fingerprint()}",
                 markup=False,
             )
+            waiting = waiting_for(link.state())
+            if waiting:
+                out.print(
+                    f"  waiting for {waiting}; privileged calls are refused until then "
+                    "(casemate edge status)",
+                    markup=False,
+                )
         else:
             out.print("  no cloud link: privileged calls are refused", markup=False)
         sys.stdout.flush()
         await stop.wait()
     finally:
+        if status_task is not None:
+            status_task.cancel()
+            await asyncio.gather(status_task, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            status_path.unlink()
         if guard_task is not None:
             guard_task.cancel()
             await bounded(
@@ -365,16 +406,148 @@ async def _run_proxy(
             await bounded(link.stop(), what="stopping the cloud link")
 
 
-async def _register(link: CloudLink, config: CloudLinkConfig) -> None:
-    if not await link.wait_connected(min(config.broker.timeout, 10.0)):
-        log.warning("the MQTT broker is unreachable; privileged calls are refused until it is")
-        return
-    if link.registered and link.status == "approved":
-        return
+def status_document(
+    *,
+    pid: int,
+    listen: str,
+    docker: str,
+    started_at: datetime,
+    decisions: int,
+    outcomes_pending: int,
+    link: LinkState | None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """What ``edge serve`` publishes in its status file (no secrets): who it is, and what it
+    waits for before privileged calls can be decided (``waiting_for``; empty: nothing)."""
+    doc: dict[str, Any] = {
+        "pid": pid,
+        "listen": listen,
+        "docker": docker,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "decisions": decisions,
+        "outcomes_pending": outcomes_pending,
+    }
+    if link is None:
+        doc["gateway"] = None
+        doc["waiting_for"] = "nothing: no cloud link is configured (--broker)"
+        doc["privileged_calls"] = "refused"
+        return doc
+    waiting = waiting_for(link)
+    doc["gateway"] = {
+        "id": link.gateway_id,
+        "broker": link.broker,
+        "connected": link.connected,
+        "status": link.status,
+        "fingerprint": fingerprint,
+        "registration_failures": link.failures,
+        "last_error": link.last_error,
+        "next_attempt": link.retry_at.isoformat(timespec="seconds") if link.retry_at else None,
+    }
+    doc["waiting_for"] = waiting
+    doc["privileged_calls"] = "refused" if waiting else "decided by the cloud"
+    return doc
+
+
+def _write_status(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+async def _keep_status(
+    path: Path, config: ProxyConfig, proxy: EdgeProxy, link: CloudLink | None
+) -> None:
+    """Rewrite the status file whenever what it says changes (checked every second)."""
+    started = datetime.now(UTC)
+    fingerprint = link.fingerprint() if link is not None else None
+    last: dict[str, Any] | None = None
+    failing = False
+    while True:
+        doc = status_document(
+            pid=os.getpid(),
+            listen=f"unix://{config.listen}",
+            docker=f"unix://{config.docker}",
+            started_at=started,
+            decisions=proxy.decisions,
+            outcomes_pending=proxy.backlog.pending,
+            link=link.state() if link is not None else None,
+            fingerprint=fingerprint,
+        )
+        if doc != last:
+            try:
+                await asyncio.to_thread(_write_status, path, doc)
+            except OSError as e:
+                if not failing:
+                    log.warning("cannot write the status file %s: %s", path, e.strerror)
+                failing = True
+            else:
+                last, failing = doc, False
+        await asyncio.sleep(STATUS_INTERVAL)
+
+
+def _alive(pid: int) -> bool:
     try:
-        await link.register(os.environ.get(ENROL_TOKEN_ENV) or None)
-    except CasemateError as e:
-        log.warning("registration with the cloud failed: %s", e.message)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@app.command("status")
+def status(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show whether ``edge serve`` runs on this data directory and what it waits for.
+
+    Exit status: 0 serving and deciding privileged calls, 2 serving but waiting (privileged
+    calls are refused until then), 1 not running."""
+    settings = load_settings(data_dir=data_dir)
+    path = settings.data_dir / STATUS_FILE
+    try:
+        doc = json.loads(path.read_text())
+        pid = int(doc["pid"])
+    except FileNotFoundError:
+        doc, pid = None, 0
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"cannot read the edge status file {path}: {e}") from None
+    running = doc is not None and _alive(pid)
+    if as_json:
+        out.print_json(data={"running": running, **(doc or {})})
+    elif doc is None:
+        out.print("edge proxy: not running (no status file)", markup=False)
+    elif not running:
+        out.print(f"edge proxy: not running (pid {pid} of the status file is gone)", markup=False)
+    else:
+        lines = [
+            f"edge proxy: running (pid {pid}) since {doc['started_at']}",
+            f"  listening on {doc['listen']} in front of {doc['docker']}",
+            f"  decisions since start: {doc['decisions']}",
+        ]
+        gateway = doc.get("gateway")
+        if gateway:
+            lines.append(
+                f"  gateway {gateway['id']}: {gateway['status']}, broker {gateway['broker']} "
+                f"{'connected' if gateway['connected'] else 'unreachable'}"
+            )
+        if doc.get("outcomes_pending"):
+            lines.append(
+                f"  audit: {doc['outcomes_pending']} call outcome(s) waiting for the audit log"
+            )
+        waiting = doc.get("waiting_for") or ""
+        lines.append(f"  waiting for: {waiting}" if waiting else "  waiting for: nothing")
+        lines.append(f"  privileged calls: {doc['privileged_calls']}")
+        for line in lines:
+            out.print(line, markup=False)
+    if not running:
+        raise typer.Exit(1)
+    if doc is not None and doc.get("waiting_for"):
+        raise typer.Exit(2)
 
 
 # Users ----------------------------------------------------------------------------------------

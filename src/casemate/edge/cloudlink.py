@@ -17,7 +17,12 @@
   Requests without a digest are never served from the cache.
 
 Registration (:meth:`CloudLink.register`) sends a signed ``Register`` with fresh or stored keys
-and waits for the cloud's signed ``Registered``. The cloud's keys are pinned on first use
+and waits for the cloud's signed ``Registered``. :meth:`CloudLink.keep_registering` does it in
+the background until the cloud answers: after the broker is reachable, and again with backoff
+(``register_retry_min`` doubling up to ``register_retry_max``) while the cloud does not answer,
+so a gateway started before its cloud registers once the cloud is up. Until then privileged
+calls are refused, and :meth:`CloudLink.state` / :func:`waiting_for` say what the link waits
+for (``casemate edge status``). The cloud's keys are pinned on first use
 (TOFU) unless ``cloud_fingerprint`` is set, in which case only a cloud whose keys have that
 fingerprint (``casemate cloud serve`` prints it) is accepted. Once pinned, a different cloud
 key is refused until the gateway's identity row is deleted.
@@ -183,6 +188,8 @@ class CloudLinkConfig:
     client_id: str | None = None
     reconnect_min: float = 0.2
     reconnect_max: float = 5.0
+    register_retry_min: float = 1.0
+    register_retry_max: float = 60.0
     outbox_retention: timedelta = timedelta(days=7)
 
     def __post_init__(self) -> None:
@@ -192,6 +199,10 @@ class CloudLinkConfig:
             raise ConfigError("authz_timeout must be > 0 and manual_timeout >= authz_timeout")
         if self.grant_cache_ttl < 0:
             raise ConfigError("grant_cache_ttl must be >= 0 (0 turns the cache off)")
+        if self.register_timeout <= 0 or not 0 < self.register_retry_min <= self.register_retry_max:
+            raise ConfigError(
+                "register_timeout must be > 0 and 0 < register_retry_min <= register_retry_max"
+            )
         if self.cloud_fingerprint is not None and not self.cloud_fingerprint.startswith("sha256:"):
             raise ConfigError("cloud_fingerprint must look like sha256:<64 hex digits>")
 
@@ -202,6 +213,58 @@ class CloudLinkConfig:
         return cls(
             gateway_id="gw-" + mac.replace(":", ""), mac_address=mac, broker=broker, **kwargs
         )
+
+
+# What the link waits for -----------------------------------------------------------------------
+
+
+def retry_delay(failures: int, minimum: float, maximum: float) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row: ``minimum`` doubling, at
+    most ``maximum``."""
+    return min(maximum, minimum * 2.0 ** max(0, min(failures - 1, 32)))
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A snapshot of the link for status output (no key material)."""
+
+    gateway_id: str
+    broker: str
+    connected: bool
+    status: str
+    """``unregistered``, ``pending``, ``approved`` or ``rejected`` (as the cloud last said)."""
+    registered: bool
+    registering: bool
+    """A background registration is running (:meth:`CloudLink.keep_registering`)."""
+    failures: int = 0
+    last_error: str = ""
+    retry_at: datetime | None = None
+
+
+def waiting_for(state: LinkState) -> str:
+    """What the link waits for before privileged calls can be decided, in words; ``""`` when
+    it waits for nothing (connected and approved)."""
+    if state.status == "rejected":
+        return f"nothing: the cloud rejected this gateway ({state.last_error})"
+    if not state.connected:
+        return f"the MQTT broker at {state.broker} (connecting, retried with backoff)"
+    if not state.registered or state.status == "unregistered":
+        if not state.registering:
+            return "registration with the cloud (not attempted: restart to register)"
+        if state.failures == 0:
+            return "registration with the cloud (first attempt in progress)"
+        retry = (
+            f"; next attempt at {state.retry_at.strftime('%H:%M:%S')} UTC"
+            if state.retry_at is not None
+            else ""
+        )
+        return (
+            f"registration with the cloud ({state.failures} attempt(s) failed, last: "
+            f"{state.last_error}{retry})"
+        )
+    if state.status == "pending":
+        return "approval of this gateway by a cloud administrator"
+    return ""
 
 
 # Identity ---------------------------------------------------------------------------------------
@@ -306,6 +369,10 @@ class CloudLink:
         self._last_prune = 0.0
         self.on_push: list[Callable[[m.Push], None]] = []
         self._threads = ThreadRunner()
+        self._registering: asyncio.Task[None] | None = None
+        self._reg_failures = 0
+        self._reg_error = ""
+        self._reg_retry_at: datetime | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -331,6 +398,9 @@ class CloudLink:
         self._task = asyncio.create_task(self._run(), name=f"cloudlink-{self.config.gateway_id}")
 
     async def stop(self) -> None:
+        registering, self._registering = self._registering, None
+        if registering is not None:
+            await cancel_and_wait(registering)
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
@@ -358,6 +428,67 @@ class CloudLink:
     def status(self) -> str:
         """``unregistered``, ``pending`` or ``approved`` (as the cloud last said)."""
         return "unregistered" if self._identity is None else self._identity.status
+
+    def state(self) -> LinkState:
+        """What the link is doing now (:func:`waiting_for` puts it in words)."""
+        broker = self.config.broker
+        return LinkState(
+            gateway_id=self.config.gateway_id,
+            broker=f"{broker.host}:{broker.port}",
+            connected=self.connected,
+            status=self.status,
+            registered=self.registered,
+            registering=self._registering is not None and not self._registering.done(),
+            failures=self._reg_failures,
+            last_error=self._reg_error,
+            retry_at=self._reg_retry_at,
+        )
+
+    def keep_registering(self, enrolment_token: str | None = None) -> None:
+        """Register in the background unless already approved: once the broker is reachable,
+        and again with backoff while the cloud does not answer (or cannot be reached); stops
+        once the cloud answered (``pending`` is then refreshed every ``pending_refresh``
+        seconds) or rejected the gateway. Needs :meth:`start` first."""
+        self._require_identity()
+        if self._registering is not None and not self._registering.done():
+            return
+        if self.registered and self.status == "approved":
+            return
+        self._registering = asyncio.create_task(
+            self._keep_registering(enrolment_token), name=f"register-{self.config.gateway_id}"
+        )
+
+    async def _keep_registering(self, enrolment_token: str | None) -> None:
+        cfg = self.config
+        while True:
+            await self._connected.wait()
+            try:
+                status = await self.register(enrolment_token)
+            except Denied as e:
+                self._reg_error = e.message
+                self._reg_retry_at = None
+                ident = self._require_identity()
+                ident.status = "rejected"
+                log.error("registration with the cloud: %s; not retrying", e.message)
+                return
+            except CasemateError as e:
+                self._reg_failures += 1
+                self._reg_error = e.message
+                delay = retry_delay(
+                    self._reg_failures, cfg.register_retry_min, cfg.register_retry_max
+                )
+                self._reg_retry_at = self._clock() + timedelta(seconds=delay)
+                log.warning(
+                    "registration with the cloud failed (%s); attempt %d, retrying in %.1f s",
+                    e.message,
+                    self._reg_failures + 1,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._reg_error, self._reg_retry_at = "", None
+            log.info("gateway %s is %s by the cloud", cfg.gateway_id, status)
+            return
 
     @property
     def image_records(self) -> m.Push | None:
@@ -589,8 +720,12 @@ class CloudLink:
             return cached
         ident = self._identity
         if ident is None or ident.link_key is None or ident.cloud_ed25519_public is None:
+            waiting = waiting_for(self.state())
             return _local_decision(
-                request, "this gateway is not registered with the cloud", "gateway:unregistered"
+                request,
+                "this gateway is not registered with the cloud"
+                + (f"; waiting for {waiting}" if waiting else ""),
+                "gateway:unregistered",
             )
         if not self.connected:
             return _local_decision(request, "the cloud broker is unreachable", "gateway:offline")
