@@ -32,7 +32,7 @@ from casemate.core.db import Database
 from casemate.core.vault import Keyring, MasterKey, Vault, write_key_file
 from casemate.edge import messages as m
 from casemate.edge.cloud import CloudRegistry, CloudService, Effect
-from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
+from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig, waiting_for
 from casemate.edge.models import EdgeOutbox, EdgeReport
 from casemate.testenv.services import MosquittoBroker
 
@@ -399,6 +399,57 @@ async def test_broker_stopped_is_denied(tmp_path: Path, own_broker: RestartableB
         assert not offline.allowed and offline.reason == "the cloud broker is unreachable"
     finally:
         await env.close()
+
+
+async def test_broker_restart_heals_the_same_link(
+    tmp_path: Path, own_broker: RestartableBroker
+) -> None:
+    """Issue 16: during a broker restart the link refuses at once (fail closed); afterwards
+    the same link and cloud service reconnect by themselves and decide again."""
+    env = Env(tmp_path, own_broker)
+    try:
+        env.allow_all()
+        _, link = await env.started(authz_timeout=2.0)
+        assert (await link.authorize(request_for(link))).allowed
+        own_broker.stop()
+        await _wait(lambda: not link.connected)
+        assert waiting_for(link.state()).startswith(f"the MQTT broker at {own_broker.host}:")
+        started = time.monotonic()
+        offline = await link.authorize(request_for(link))
+        assert not offline.allowed and offline.rule == "gateway:offline"
+        assert time.monotonic() - started < 0.5
+        own_broker.start()
+        assert await link.wait_connected(15)
+        assert waiting_for(link.state()) == ""
+        decision = offline
+        for _ in range(50):  # the cloud service reconnects on its own schedule
+            decision = await link.authorize(request_for(link))
+            if decision.allowed:
+                break
+            await asyncio.sleep(0.2)
+        assert decision.allowed, decision.reason
+    finally:
+        await env.close()
+
+
+async def test_registration_is_retried_until_the_cloud_answers(env: Env) -> None:
+    """Issue 16: started before its cloud, the link keeps registering with backoff; calls are
+    refused saying so, and it registers once the cloud service is up."""
+    env.allow_all()
+    link = env.link(register_timeout=0.5, register_retry_min=0.2, register_retry_max=0.4)
+    await link.start()
+    link.keep_registering(env.registry.create_enrolment_token(by="test"))
+    await _wait(lambda: link.state().failures >= 2)
+    state = link.state()
+    assert state.registering and not state.registered and state.retry_at is not None
+    assert "did not answer the registration within 0.5 s" in state.last_error
+    refused = await link.authorize(request_for(link))
+    assert not refused.allowed and refused.rule == "gateway:unregistered"
+    assert "waiting for registration with the cloud (" in refused.reason
+    await env.service().start()
+    await _wait(lambda: link.status == "approved")
+    assert waiting_for(link.state()) == "" and not link.state().registering
+    assert (await link.authorize(request_for(link))).allowed
 
 
 async def test_forged_decision_is_denied(env: Env) -> None:
