@@ -70,19 +70,43 @@ def _load_index(data_dir: Path | None) -> AdvisoryIndex:
     return index
 
 
+def _manifest_images(manifest: Path, cache: InventoryCache, docker_host: str | None,
+                     ) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+    """Every container and init container image of the manifest's workloads, each read once
+    (the cache is keyed by digest); an image that cannot be read is a problem, not the end."""
+    where = str(manifest)
+    images = dict.fromkeys(s.facts.image for s in sites(load(_read_manifest(manifest), where)))
+    images.pop("", None)
+    if not images:
+        raise InvalidInput(f"{where}: no workload with containers")
+    inventories: list[Inventory] = []
+    problems: list[str] = []
+    for image in images:
+        try:
+            inventories.append(scan_docker_image(image, docker_host=docker_host, cache=cache))
+        except CasemateError as e:
+            problems.append(f"{where}: {image}: {e}")
+    return inventories, problems
+
+
 def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: Path | None,
-                 cache: InventoryCache, docker_host: str | None) -> list[Inventory]:  # fmt: skip
-    chosen = [x for x in (image, tar, oci, rootfs) if x is not None]
+                 manifest: Path | None, cache: InventoryCache,
+                 docker_host: str | None) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+    chosen = [x for x in (image, tar, oci, rootfs, manifest) if x is not None]
     if len(chosen) != 1:
-        raise InvalidInput("give exactly one of IMAGE, --tar FILE, --oci DIR or --rootfs DIR")
+        raise InvalidInput(
+            "give exactly one of IMAGE, --tar FILE, --oci DIR, --rootfs DIR or --manifest FILE"
+        )
+    if manifest is not None:
+        return _manifest_images(manifest, cache, docker_host)
     if tar is not None:
-        return scan_docker_archive(tar, cache=cache)
+        return scan_docker_archive(tar, cache=cache), []
     if oci is not None:
-        return scan_oci_layout(oci, cache=cache)
+        return scan_oci_layout(oci, cache=cache), []
     if rootfs is not None:
-        return [scan_rootfs(rootfs)]
+        return [scan_rootfs(rootfs)], []
     assert image is not None
-    return [scan_docker_image(image, docker_host=docker_host, cache=cache)]
+    return [scan_docker_image(image, docker_host=docker_host, cache=cache)], []
 
 
 def _table(inventories: list[Inventory], findings: list[Finding]) -> None:
@@ -112,6 +136,10 @@ ImageArg = Annotated[str | None, typer.Argument(help="An image of the local Dock
 TarOption = Annotated[Path | None, typer.Option("--tar", help="A 'docker save' tarball.")]
 OciOption = Annotated[Path | None, typer.Option("--oci", help="An OCI image layout directory.")]
 RootfsOption = Annotated[Path | None, typer.Option("--rootfs", help="An unpacked root filesystem.")]
+ScanManifestOption = Annotated[
+    Path | None,
+    typer.Option("--manifest", help="Every image of a manifest's workloads (local engine)."),
+]
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
 FailOnOption = Annotated[
     str | None,
@@ -131,19 +159,20 @@ def scan(
     tar: TarOption = None,
     oci: OciOption = None,
     rootfs: RootfsOption = None,
+    manifest: ScanManifestOption = None,
     output_format: FormatOption = Format.table,
     fail_on: FailOnOption = None,
     docker_host: DockerHostOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Scan one image (or every image of a tarball or OCI layout) for vulnerable packages."""
+    """Scan one image (or every image of a tarball, an OCI layout or a manifest) for vulnerable
+    packages."""
     if fail_on is not None and fail_on not in SEVERITIES:
         raise InvalidInput(f"--fail-on {fail_on!r}: one of {', '.join(SEVERITIES)}")
     index = _load_index(data_dir)
     cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
-    inventories = _inventories(image, tar, oci, rootfs, cache, docker_host)
+    inventories, problems = _inventories(image, tar, oci, rootfs, manifest, cache, docker_host)
     findings: list[Finding] = []
-    problems: list[str] = []
     for inventory in inventories:
         problems += inventory.problems
         result = match(inventory, index)
@@ -157,10 +186,13 @@ def scan(
         typer.echo(json_report.render(shared, components=parts, problems=problems))
     elif output_format is Format.sarif:
         typer.echo(sarif.render(shared))
-    else:
-        first = inventories[0]
-        subject = Component(first.image, first.digest or "", type="container")
-        typer.echo(cyclonedx.render(shared, components=components(first), subject=subject))
+    else:  # one image: it is the SBOM's subject; several: their packages side by side
+        parts = list({c.ref: c for inv in inventories for c in components(inv)}.values())
+        subject = None
+        if len(inventories) == 1:
+            only = inventories[0]
+            subject = Component(only.image, only.digest or "", type="container")
+        typer.echo(cyclonedx.render(shared, components=parts, subject=subject))
     for problem in problems:
         err.print(f"casemate: problem: {problem}", markup=False)
     if problems:

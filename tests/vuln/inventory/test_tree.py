@@ -215,3 +215,36 @@ def test_oci_layout_refuses_bad_digests(tmp_path: Path) -> None:
         scan_oci_layout(directory)
     with pytest.raises(InventoryError, match="not an OCI image layout"):
         scan_oci_layout(tmp_path)
+
+
+def test_alpine_layer_reads_origins_and_matches_secdb() -> None:
+    from casemate.vuln.advisories.alpine import AlpineSecdbSource
+    from casemate.vuln.advisories.index import AdvisoryIndex
+    from casemate.vuln.match import match
+    from tests.vuln.advisories.samples import SECDB, dumps
+
+    installed = (
+        b"P:musl\nV:1.2.5-r0\nA:x86_64\no:musl\n\n"
+        b"P:libcrypto3\nV:3.3.1-r0\nA:x86_64\no:openssl\n\n"
+        b"P:busybox\nV:1.36.1-r29\nA:x86_64\no:busybox\n"
+    )
+    tree, problems = tree_of(
+        layer(
+            ("etc/os-release", "file", b"ID=alpine\nVERSION_ID=3.20.3\n"),
+            ("lib/apk/db/installed", "file", installed),
+            ("bin/sh", "sym", "/bin/busybox"),
+            ("bin/busybox", "file", b"\x7fELF"),
+            ("sbin/apk", "file", b"\x7fELF"),
+        )
+    )
+    inventory = inventory_of(tree, "alpine:3.20")
+    assert problems == [] and inventory.problems == ()
+    assert inventory.tools == ("bin/sh", "sbin/apk")
+    assert {(p.name, p.source) for p in inventory.packages} == {
+        ("musl", "musl"), ("libcrypto3", "openssl"), ("busybox", "busybox")}  # fmt: skip
+    index = AdvisoryIndex(AlpineSecdbSource().parse(dumps(SECDB), "main.json").advisories)
+    found = {(f.package, f.advisory, f.binaries) for f in match(inventory, index).findings}
+    assert found == {
+        ("openssl", "CVE-2024-6119", ("libcrypto3",)),
+        ("openssl", "CVE-2024-5535", ("libcrypto3",)),
+    }  # busybox 1.36.1-r29 is the fixed version itself

@@ -134,3 +134,42 @@ def test_fix_refuses_templated_manifests(tmp_path: Path) -> None:
     done = casemate(tmp_path / "data", "vuln", "fix", "--manifest", str(bad))
     assert done.returncode == 2
     assert f"{bad} line 3: templating left in" in done.stderr
+
+
+def test_scan_manifest_reads_each_image_once_and_reports_partially(
+    docker_engine: DockerEngine, debian12_image: str, busybox_image: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    advisories(tmp_path / "feed")
+    assert casemate(data, "vuln", "db", "import", str(tmp_path / "feed")).returncode == 0
+    text = (
+        manifest(debian12_image)
+        + f"""\
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: once
+spec:
+  template:
+    spec:
+      initContainers:
+      - name: tools
+        image: {busybox_image}
+      containers:
+      - name: gone
+        image: casemate-test/none:1
+"""
+    )
+    path = tmp_path / "all.yaml"
+    path.write_text(text)
+    done = casemate(data, "vuln", "scan", "--manifest", str(path), "--format", "json",
+                    env={"DOCKER_HOST": docker_engine.host})  # fmt: skip
+    assert done.returncode == 2
+    report = json.loads(done.stdout)
+    assert {(f["target"], f["component"]["name"]) for f in report["findings"]} == {
+        (debian12_image, "zlib"), (debian12_image, "glibc")}  # fmt: skip
+    assert any(p.startswith(f"{busybox_image}: no /etc/os-release") for p in report["problems"])
+    assert any("'casemate-test/none:1' is not in the Docker engine" in p
+               for p in report["problems"])  # fmt: skip
+    assert len(list((data / "vuln" / "inventories").glob("*.json"))) == 1  # debian12, once
