@@ -79,13 +79,16 @@ def _create_ready(cluster: LocalCluster, pod: dict[str, Any], timeout: str = "60
 
 def _host_state(node: RealNode) -> dict[str, Any]:
     mounts = Path("/proc/self/mountinfo").read_text()
+    places = (str(node.workdir), str(node.sockdir))
     return {
         "bridge": subprocess.run(
             ["ip", "link", "show", node.bridge], capture_output=True, check=False
         ).returncode
         == 0,
         "mounts": [
-            line.split()[4] for line in mounts.splitlines() if str(node.workdir) in line.split()[4]
+            line.split()[4]
+            for line in mounts.splitlines()
+            if any(place in line.split()[4] for place in places)
         ],
         "cgroups": [str(d) for d in _cgroup_dirs(node.cgroup) if d.exists()],
         "processes": _processes_mentioning(str(node.workdir))

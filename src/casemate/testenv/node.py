@@ -323,7 +323,8 @@ def _clean(state: dict[str, Any]) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
     if workdir.exists():
         _unmount_below(workdir)
-    if sockdir != workdir:
+    if sockdir != workdir and sockdir.exists():
+        _unmount_below(sockdir)  # the kubelet's root (pod volumes) lives there
         shutil.rmtree(sockdir, ignore_errors=True)
     if _run("ip", "link", "show", state["bridge"]).returncode == 0:
         _run("ip", "link", "del", state["bridge"])
@@ -403,7 +404,8 @@ class RealNode:
         self._procs: list[_Process] = []
         self._state: dict[str, Any] = {}
         self._state_path = _state_dir() / f"{self.id}.json"
-        # containerd's sockets: a short path (a unix socket path has at most 104 bytes)
+        # containerd's sockets and the kubelet's root (which holds the kubelet's own sockets):
+        # a short path, as a unix socket path has at most 104 bytes
         self.sockdir = _state_dir().parent / f"sock-{self.id}"
         self._chains_before: set[tuple[str, str]] = set()
         self._env: dict[str, str] = {}
@@ -699,7 +701,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 str(kubelet),
                 f"--config={work / 'kubelet.yaml'}",
                 f"--kubeconfig={work / 'kubelet.kubeconfig'}",
-                f"--root-dir={work / 'kubelet'}",
+                f"--root-dir={self.sockdir / 'kubelet'}",
                 f"--cert-dir={work / 'kubelet-pki'}",
                 f"--hostname-override={self.name}",
                 f"--node-ip={self.gateway}",
