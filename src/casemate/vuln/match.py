@@ -78,7 +78,10 @@ def match(inventory: Inventory, index: Lookup) -> MatchResult:
                 cves=advisory.cves,
                 severity=advisory.severity,
                 evidence=f"{advisory.origin}: {advisory.id} ({ecosystem} {source}"
-                + (f" fixed in {span.fixed})" if span.fixed else f": {state})"),
+                + (f" fixed in {span.fixed})" if span.fixed else f": {state})")
+                + (
+                    f" {advisory.summary}" if state == "end-of-support" and advisory.summary else ""
+                ),
                 binaries=tuple(sorted({b.name for b in binaries})),
                 ecosystem=ecosystem,
                 manager=manager,

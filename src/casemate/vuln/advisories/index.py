@@ -24,14 +24,17 @@ from casemate.vuln.advisories.alpine import AlpineSecdbSource
 from casemate.vuln.advisories.debian import DebianTrackerSource
 from casemate.vuln.advisories.interface import AdvisoryError, AdvisorySource, Parsed
 from casemate.vuln.advisories.osv import OsvSource
+from casemate.vuln.advisories.support import DebianSupportEndedSource, release_of
 from casemate.vuln.model import Advisory, Range
 
 SOURCES: dict[str, AdvisorySource] = {
-    s.kind: s for s in (OsvSource(), DebianTrackerSource(), AlpineSecdbSource())
+    s.kind: s
+    for s in (OsvSource(), DebianTrackerSource(), AlpineSecdbSource(), DebianSupportEndedSource())
 }
 MAX_FILE = 1024 * 1024 * 1024
 MAX_FILES = 2_000_000
 _FORMAT = 1
+_PATTERN = re.compile(r"[*?\[\]()|^$\\]")
 _OSV_HEAD = re.compile(rb'^\s*(\[|\{\s*"(id|schema_version|modified|published|aliases)")')
 
 
@@ -59,7 +62,7 @@ def _files(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of every JSON document in a file, a directory or a zip archive."""
     if path.is_dir():
         count = 0
-        for file in sorted(path.rglob("*.json")):
+        for file in sorted(p for p in path.rglob("*") if p.suffix == ".json" or release_of(p.name)):
             count += 1
             if count > MAX_FILES:
                 raise AdvisoryError(f"{path}: more than {MAX_FILES} files")
@@ -96,7 +99,7 @@ def parse_path(path: Path, kind: str | None = None) -> tuple[str, Parsed]:
     problems: list[str] = []
     kinds: set[str] = set()
     for where, data in _files(path):
-        chosen = kind or detect(data[:4096])
+        chosen = kind or ("debian-support-ended" if release_of(where) else detect(data[:4096]))
         kinds.add(chosen)
         parsed = SOURCES[chosen].parse(data, where)
         advisories += parsed.advisories
@@ -148,13 +151,21 @@ class AdvisoryIndex:
         self.sources = tuple(sources)
         self._by_key: dict[tuple[str, str], list[Advisory]] = defaultdict(list)
         self._rows: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+        self._patterns: list[tuple[str, re.Pattern[str], Advisory]] = []
         self.count = 0
         for advisory in advisories:
-            self._by_key[(advisory.ecosystem, advisory.package)].append(advisory)
+            if _PATTERN.search(advisory.package):
+                self._patterns.append((advisory.ecosystem, re.compile(advisory.package), advisory))
+            else:
+                self._by_key[(advisory.ecosystem, advisory.package)].append(advisory)
             self.count += 1
 
     def add_rows(self, rows: Iterable[list[Any]]) -> None:
         for row in rows:
+            if _PATTERN.search(row[2]):  # debian-security-support names such as php-horde.*
+                self._patterns.append((row[1], re.compile(row[2]), _advisory(row)))
+                self.count += 1
+                continue
             self._rows[(row[1], row[2])].append(row)
             self.count += 1
 
@@ -163,7 +174,9 @@ class AdvisoryIndex:
         rows = self._rows.pop(key, None)
         if rows is not None:
             self._by_key[key].extend(_advisory(row) for row in rows)
-        return self._by_key.get(key, ())
+        found = self._by_key.get(key, ())
+        extra = [a for e, p, a in self._patterns if e == ecosystem and p.fullmatch(package)]
+        return [*found, *extra] if extra else found
 
     @property
     def ecosystems(self) -> set[str]:
