@@ -1,4 +1,5 @@
-"""pytest fixtures for the real Docker engine, test images, mosquitto, PostgreSQL, Redis and slapd.
+"""pytest fixtures for the real Docker engine, test images and services (mosquitto, PostgreSQL,
+Redis, slapd, Dex).
 
 Registered through ``pytest_plugins`` in tests/conftest.py. Every component is started by the
 fixture, from a temporary directory under /tmp, on a free loopback port or a private socket. A
@@ -18,8 +19,14 @@ import pytest
 
 from casemate.testenv.docker import DockerEngine
 from casemate.testenv.images import ensure_busybox_image, ensure_debian12_image
-from casemate.testenv.services import MosquittoBroker, PostgresServer, RedisServer, Server
-from casemate.testenv.sso import SlapdServer
+from casemate.testenv.services import (
+    MosquittoBroker,
+    PostgresServer,
+    RedisServer,
+    Server,
+    free_port,
+)
+from casemate.testenv.sso import DexServer, SlapdServer
 
 S = TypeVar("S", bound=Server)
 
@@ -101,3 +108,19 @@ def slapd_server(_services_dir: Path) -> Iterator[SlapdServer]:
     """OpenLDAP's slapd with a small directory (casemate.testenv.sso): ``.starttls_url``,
     ``.ldaps_url`` and ``.ca_file``."""
     yield from _serve(SlapdServer(_services_dir / "slapd"))
+
+
+@pytest.fixture(scope="session")
+def sso_gateway_port() -> int:
+    """The loopback port the single sign-on tests serve Casemate on: Dex's static client
+    needs its redirect URI before Dex starts."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def dex_server(_services_dir: Path, sso_gateway_port: int) -> Iterator[DexServer]:
+    """Dex (built by scripts/build-testenv dex): ``.issuer``, ``.ca_file``, one static client
+    redirecting to ``http://127.0.0.1:{sso_gateway_port}/api/v1/auth/oidc/callback`` and one
+    static password user."""
+    redirect = f"http://127.0.0.1:{sso_gateway_port}/api/v1/auth/oidc/callback"
+    yield from _serve(DexServer(_services_dir / "dex", (redirect,)))

@@ -18,14 +18,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
+import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from casemate.testenv.kube import _cert, _pem_key
+from casemate.testenv.kube import _cert, _pem_key, testenv_cache_dir
 from casemate.testenv.services import (
     LOOPBACK,
     ComponentError,
@@ -44,7 +46,6 @@ LDAP_PASSWORDS = {
     "carol": "carol-Sings-3",
 }
 LDAP_GROUPS = {"admins": ("alice",), "staff": ("alice", "bob")}
-DEX_VERSION = "v2.41.1"
 
 
 def write_tls(directory: Path, name: str) -> tuple[Path, Path, Path]:
@@ -153,3 +154,89 @@ class SlapdServer(Server):
 
     def _ready(self) -> bool:
         return tcp_answers(self.port) and tcp_answers(self.ldaps_port)
+
+
+DEX_VERSION = "v2.41.1"
+
+
+def dex_binary() -> Path:
+    """The Dex binary ``scripts/build-testenv dex`` built."""
+    path = testenv_cache_dir() / f"dex-{DEX_VERSION}" / "dex"
+    if not os.access(path, os.X_OK):
+        raise ComponentError(f"{path} is missing; run scripts/build-testenv dex")
+    return path
+
+
+class DexServer(Server):
+    """Dex, an OpenID provider: in-memory storage, one static client (``client_id``,
+    ``client_secret``, ``redirect_uris``) and one static password user (``user_email`` /
+    ``user_password``, username ``user_name``), HTTPS with a test CA (``ca_file``)."""
+
+    name = "dex"
+    account_name = "nobody"
+    client_id = "casemate"
+    client_secret = "dex-client-Secret-0815"
+    user_email = "dora@casemate.test"
+    user_name = "dora"
+    user_password = "dora-Explorer-5"
+    user_id = "0b1f6c38-4f0a-4c43-9a5f-6ad1e0d1c0de"
+
+    def __init__(self, directory: Path, redirect_uris: tuple[str, ...]) -> None:
+        super().__init__(directory)
+        self.redirect_uris = list(redirect_uris)
+        self.ca_file = self.dir / "tls" / "ca.crt"
+
+    @property
+    def issuer(self) -> str:
+        return f"https://{self.host}:{self.port}/dex"
+
+    def _prepare(self, account: pwd.struct_passwd | None) -> None:
+        write_tls(self.dir / "tls", "dex")
+        # a copy the service account can reach (the test cache may be under /root)
+        shutil.copy2(dex_binary(), self.dir / "dex")
+        if account is not None:
+            for root, dirs, files in os.walk(self.dir):
+                for n in dirs + files:
+                    os.chown(Path(root) / n, account.pw_uid, account.pw_gid)
+        self.ca_file.chmod(0o644)
+
+    def _argv(self) -> list[str]:
+        import bcrypt  # a test dependency: Dex keeps static passwords as bcrypt hashes
+
+        pw_hash = bcrypt.hashpw(self.user_password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        config = {
+            "issuer": self.issuer,
+            "storage": {"type": "memory"},
+            "web": {
+                "https": f"{self.host}:{self.port}",
+                "tlsCert": str(self.dir / "tls" / "dex.crt"),
+                "tlsKey": str(self.dir / "tls" / "dex.key"),
+            },
+            "logger": {"level": "debug"},
+            "oauth2": {"skipApprovalScreen": True, "passwordConnector": "local"},
+            "expiry": {"idTokens": "10m"},
+            "enablePasswordDB": True,
+            "staticClients": [
+                {
+                    "id": self.client_id,
+                    "secret": self.client_secret,
+                    "name": "Casemate",
+                    "redirectURIs": self.redirect_uris,
+                }
+            ],
+            "staticPasswords": [
+                {
+                    "email": self.user_email,
+                    "hash": pw_hash,
+                    "username": self.user_name,
+                    "userID": self.user_id,
+                }
+            ],
+        }
+        path = self.dir / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o644)
+        return [str(self.dir / "dex"), "serve", str(path)]
+
+    def _ready(self) -> bool:
+        return tcp_answers(self.port)

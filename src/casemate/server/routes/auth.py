@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from casemate.server import schemas
 from casemate.server.deps import PrincipalDep, RuntimeDep, bearer_token, client_address
+from casemate.server.routes import auth_oidc
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -55,3 +56,7 @@ def confirm_totp(body: schemas.TotpCode, principal: PrincipalDep, runtime: Runti
 def disable_totp(principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     runtime.identity.disable_totp(principal.user_id, by=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# OpenID Connect login (/auth/oidc/...), defined in its own module
+router.include_router(auth_oidc.router)
