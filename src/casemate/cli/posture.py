@@ -12,7 +12,7 @@ import gc
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +22,7 @@ from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.errors import InvalidInput
 from casemate.posture.engine import Scanner, at_least, select_rules
 from casemate.posture.manifests import LoadProblem, load_paths
-from casemate.posture.model import LATEST_PSS, Finding, Settings, Severity, Subject
+from casemate.posture.model import LATEST_PSS, Finding, Rule, Settings, Severity, Subject
 from casemate.posture.output import FORMATS, render, render_table
 
 app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
@@ -81,6 +81,27 @@ def scan_items(
                 problems.append(item)
         findings.extend(scanner.finish())
     return findings, problems
+
+
+def _emit(
+    fmt: str,
+    findings: list[Finding],
+    problems: list[LoadProblem],
+    chosen: Sequence[Rule],
+    objects: int,
+    output: Path | None,
+) -> None:
+    if fmt == "table" and output is None:
+        render_table(out, findings, problems, objects)
+        return
+    text = render(fmt, findings, problems, chosen) if fmt != "table" else ""
+    if output is not None:
+        output.write_text(text if text.endswith("\n") else text + "\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    for p in problems:
+        err.print(f"not checked: {p.describe()}", markup=False)
 
 
 @app.command("scan")
@@ -167,17 +188,42 @@ def scan(
         items = load_paths(paths or [], render=lambda item: render_input(item, renderers))
         findings, problems = scan_items(items, scanner)
     findings = at_least(findings, floor)
-    if fmt == "table" and output is None:
-        render_table(out, findings, problems, scanner.objects)
-    else:
-        text = render(fmt, findings, problems, chosen) if fmt != "table" else ""
-        if output is not None:
-            output.write_text(text if text.endswith("\n") else text + "\n")
-        else:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
-            sys.stdout.flush()
-        for p in problems:
-            err.print(f"not checked: {p.describe()}", markup=False)
+    _emit(fmt, findings, problems, chosen, scanner.objects, output)
+    if problems:
+        raise typer.Exit(EXIT_UNCHECKED)
+    if at_least(findings, threshold):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command("docker")
+def docker(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", "-H", help="Docker host (unix://PATH; default DOCKER_HOST)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")
+    ] = "table",
+    rules: RuleOption = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
+    ] = "high",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+    ] = None,
+) -> None:
+    """Check a Docker host (daemon and running containers) with the engine rules."""
+    from casemate.posture.docker import docker_socket, read_docker_host
+
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
+    threshold = _severity(fail_on)
+    chosen = [r for r in select_rules(rules or ["engine.*"]) if r.family == "engine"]
+    if not chosen:
+        raise InvalidInput("no engine rule selected (see 'casemate posture rules --rule engine.*')")
+    scanner = Scanner(chosen)
+    findings, problems = scan_items(read_docker_host(docker_socket(host)), scanner)
+    _emit(fmt, findings, problems, chosen, scanner.objects, output)
     if problems:
         raise typer.Exit(EXIT_UNCHECKED)
     if at_least(findings, threshold):

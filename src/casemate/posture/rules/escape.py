@@ -564,7 +564,9 @@ _SENSITIVE_PATHS: Final = (
 )
 
 
-def _sensitive(path: str) -> bool:
+def is_sensitive_host_path(path: str) -> bool:
+    """A host path whose mount hands the node to the container (shared with the Docker host
+    rules)."""
     clean = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
     if clean.endswith(".sock"):
         return True
@@ -583,7 +585,7 @@ def sensitive_host_path(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for pod in _pods(subject):
         for i, volume in enumerate(seq(pod.spec.get("volumes"))):
             path = mapping(mapping(volume).get("hostPath")).get("path")
-            if isinstance(path, str) and _sensitive(path):
+            if isinstance(path, str) and is_sensitive_host_path(path):
                 yield Hit(
                     pod.at("volumes", i, "hostPath", "path"), path, f"mounts the node's {path}"
                 )
