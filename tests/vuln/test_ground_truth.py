@@ -100,3 +100,24 @@ def test_scan_reports_exactly_what_apt_upgrades(apt_root: Path, tmp_path: Path) 
         for binary in binaries:
             reported[binary] = (finding["component"]["name"], finding["fixed_version"])
     assert reported == truth
+
+
+def test_security_suite_feed_agrees_with_apt(apt_root: Path, tmp_path: Path) -> None:
+    """``casemate vuln db update`` reads the same security suite from the same mirror; the scan
+    must then report exactly what apt would upgrade, at the versions apt would install."""
+    truth = apt_truth(apt_root)
+    env = {**os.environ, "CASEMATE_DATA_DIR": str(tmp_path / "data")}
+    cli = [sys.executable, "-m", "casemate.cli"]
+    mirror = debian_mirror("bookworm-security")
+    updated = subprocess.run([*cli, "vuln", "db", "update", "--mirror", mirror], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert "security updates of bookworm-security (Debian:12)" in updated.stdout
+    scanned = subprocess.run([*cli, "vuln", "scan", "--rootfs", str(apt_root), "--format", "json"],
+                             env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert scanned.returncode == 0, scanned.stderr
+    reported: dict[str, tuple[str, str]] = {}
+    for finding in json.loads(scanned.stdout)["findings"]:
+        for binary in dict(finding["properties"])["binaries"].split():
+            reported[binary] = (finding["component"]["name"], finding["fixed_version"])
+    assert reported == truth

@@ -21,6 +21,7 @@ from casemate.reports import cyclonedx, sarif
 from casemate.reports import json as json_report
 from casemate.reports.model import Component
 from casemate.vuln.advisories.index import SOURCES, AdvisoryIndex, IndexStore
+from casemate.vuln.advisories.mirror import fetch_security_index, parse_packages
 from casemate.vuln.inventory.cache import InventoryCache
 from casemate.vuln.inventory.sources import (
     scan_docker_archive,
@@ -319,6 +320,37 @@ def db_import(path: PathArg, kind: KindOption = None, data_dir: DataDirOption = 
     out.print(
         f"imported {info.advisories} advisories ({info.kind}) for "
         f"{', '.join(info.ecosystems) or 'no supported ecosystem'} from {info.origin}",
+        markup=False,
+    )
+    for problem in info.problems:
+        err.print(f"casemate: problem: {problem}", markup=False)
+    if info.problems:
+        raise typer.Exit(2)
+
+
+SuiteOption = Annotated[str, typer.Option("--suite", help="The security suite to read.")]
+UpdateMirrorOption = Annotated[
+    str, typer.Option("--mirror", help="The Debian security archive (a mirror of it).")
+]
+ArchOption = Annotated[str, typer.Option("--arch", help="Architecture of the package index.")]
+
+
+@db_app.command("update")
+def db_update(
+    mirror: UpdateMirrorOption = SECURITY_MIRROR,
+    suite: SuiteOption = "bookworm-security",
+    arch: ArchOption = "amd64",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Read a Debian security suite's package index from a mirror: each source package it
+    offers is "fixed in" that version (the CVE ids are not collected yet)."""
+    origin, text, date = fetch_security_index(mirror, suite, arch)
+    parsed = parse_packages(text, suite, origin)
+    store = IndexStore(_vuln_dir(data_dir) / "db")
+    info = store.store(origin, "debian-security-suite", parsed, date)
+    out.print(
+        f"imported {info.advisories} security updates of {suite} "
+        f"({', '.join(info.ecosystems)}) from {origin}",
         markup=False,
     )
     for problem in info.problems:

@@ -215,17 +215,20 @@ class IndexStore:
     def import_path(self, path: Path, kind: str | None = None,
                     now: datetime | None = None) -> SourceInfo:  # fmt: skip
         """Parse ``path`` and store it, replacing an earlier import of the same origin."""
-        origin = str(path.absolute())
         found_kind, parsed = parse_path(path, kind)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        return self.store(str(path.absolute()), found_kind, parsed, modified, now)
+
+    def store(self, origin: str, kind: str, parsed: Parsed, modified: datetime,
+              now: datetime | None = None) -> SourceInfo:  # fmt: skip
+        """Store parsed advisories under ``origin``, replacing an earlier import of it."""
         ident = hashlib.sha256(origin.encode()).hexdigest()[:16]
         info = SourceInfo(
             id=ident,
-            kind=found_kind,
+            kind=kind,
             origin=origin,
             imported_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-            modified_at=datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(
-                timespec="seconds"
-            ),
+            modified_at=modified.isoformat(timespec="seconds"),
             advisories=len(parsed.advisories),
             ecosystems=tuple(sorted({a.ecosystem for a in parsed.advisories})),
             problems=parsed.problems[:1000],

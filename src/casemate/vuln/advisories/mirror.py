@@ -1,0 +1,116 @@
+"""A feed from a Debian mirror's security suite: its package index says, per source package,
+which version the security archive offers, so any installed source version below it has a
+security fix waiting ("fixed in" that version, and the version really is installable).
+
+Only the index is read (``dists/SUITE/main/binary-ARCH/Packages.xz``): the CVE ids that each
+upload fixes (from its ``changelog.Debian``) are not collected yet, so these advisories name the
+upload, not the CVEs. The index's SHA-256 is checked against ``InRelease``; InRelease's own
+OpenPGP signature is **not** verified here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+from debian.deb822 import Packages
+
+from casemate.vuln.advisories.debian import RELEASES
+from casemate.vuln.advisories.interface import AdvisoryError, Parsed
+from casemate.vuln.model import Advisory, Range
+from casemate.vuln.versions import compare_dpkg, valid
+
+MAX_INDEX = 256 * 1024 * 1024
+_SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^()\s]+)\))?$")
+
+
+def parse_packages(text: str, suite: str, where: str) -> Parsed:
+    """Advisories from a Packages index: the highest source version per source package."""
+    codename = suite.split("-")[0]
+    release = RELEASES.get(codename)
+    if release is None:
+        raise AdvisoryError(f"{where}: unknown Debian suite {suite!r}")
+    best: dict[str, tuple[str, list[str]]] = {}
+    problems: list[str] = []
+    for paragraph in Packages.iter_paragraphs(text, use_apt_pkg=False):
+        name, version = paragraph.get("Package"), paragraph.get("Version")
+        if not name or not version:
+            problems.append(f"{where}: a paragraph without Package or Version")
+            continue
+        m = _SOURCE.match(paragraph.get("Source", name))
+        if not m:
+            problems.append(f"{where}: {name}: invalid Source")
+            continue
+        source, source_version = m["name"], m["version"] or version
+        if not valid("dpkg", source_version):
+            problems.append(f"{where}: {name}: invalid version {source_version!r}")
+            continue
+        known = best.get(source)
+        if known is None or compare_dpkg(source_version, known[0]) > 0:
+            best[source] = (source_version, [name])
+        elif compare_dpkg(source_version, known[0]) == 0:
+            known[1].append(name)
+    advisories = tuple(
+        Advisory(
+            id=f"DEBIAN-{suite.upper()}-{source}-{version}",
+            ecosystem=f"Debian:{release}",
+            package=source,
+            state="fixed",
+            ranges=(Range(fixed=version),),
+            summary=f"security update {version} in {suite} ({', '.join(sorted(binaries)[:8])})",
+            origin=where,
+        )
+        for source, (version, binaries) in sorted(best.items())
+    )
+    return Parsed(advisories, tuple(problems))
+
+
+def _get(client: httpx.Client, url: str) -> httpx.Response:
+    try:
+        answer = client.get(url)
+    except httpx.HTTPError as e:
+        raise AdvisoryError(f"{url}: {e}") from None
+    if answer.status_code != 200:
+        raise AdvisoryError(f"{url}: HTTP {answer.status_code}")
+    if len(answer.content) > MAX_INDEX:
+        raise AdvisoryError(f"{url} is larger than {MAX_INDEX} bytes")
+    return answer
+
+
+def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
+                         timeout: float = 120) -> tuple[str, str, datetime]:  # fmt: skip
+    """(origin URL, Packages text, the suite's Date) from the mirror; the Packages file's
+    SHA-256 must be the one InRelease lists."""
+    base = f"{mirror.rstrip('/')}/dists/{suite}"
+    member = f"main/binary-{arch}/Packages.xz"
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        release = _get(client, f"{base}/InRelease").text
+        packed = _get(client, f"{base}/{member}").content
+    expected = None
+    in_sha256 = False
+    for line in release.splitlines():
+        if line and not line[0].isspace():
+            in_sha256 = line.startswith("SHA256:")
+            continue
+        fields = line.split()
+        if in_sha256 and len(fields) == 3 and fields[2] == member:
+            expected = fields[0]
+    if expected is None or hashlib.sha256(packed).hexdigest() != expected:
+        raise AdvisoryError(f"{base}/{member} does not match the SHA-256 in {base}/InRelease")
+    try:
+        text = lzma.decompress(packed).decode("utf-8")
+    except (lzma.LZMAError, UnicodeDecodeError) as e:
+        raise AdvisoryError(f"{base}/{member} cannot be decompressed: {e}") from None
+    date = datetime.now(UTC)
+    for line in release.splitlines():
+        if line.startswith("Date:"):
+            try:
+                date = parsedate_to_datetime(line[5:].strip())
+            except (TypeError, ValueError):
+                pass
+            break
+    return f"{base}/{member}", text, date
