@@ -246,3 +246,31 @@ def test_unsafe_ldap_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         LdapConfig.from_settings(ldap_settings(tmp_path, slapd_server, **extra))
+
+
+def test_a_locked_account_does_not_reach_the_directory(ident: Identity) -> None:
+    ident.authenticate("bob", BOB, None, "x")  # linked now
+    for _ in range(3):  # login_max_failures
+        with pytest.raises(AuthenticationFailed):
+            ident.authenticate("bob", ALICE, None, "x")
+    assert ident.get_user("bob").locked_until is not None
+    with pytest.raises(AuthenticationFailed):
+        ident.authenticate("bob", BOB, None, "x")
+    assert logins(ident)[-1]["reason"] == "account locked or disabled"
+    reasons = [r.get("reason") for r in logins(ident)]
+    assert reasons.count("refused by the directory") == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"sso_group_roles": {"admins": ["root"]}}, "unknown role"),
+        ({"sso_group_map": {"staff": ["Not A Group"]}}, "group name"),
+        ({"ldap_starttls": False}, "cleartext"),
+    ],
+)
+def test_bad_sso_settings_stop_the_start(
+    make_ident: MakeIdent, extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_ident(**extra)

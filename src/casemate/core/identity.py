@@ -402,6 +402,8 @@ class Identity:
         self._hasher = hasher or PasswordHasher()  # argon2id (RFC 9106 low-memory profile)
         self._dummy_hash: str | None = None
         self._ldap: LdapDirectory | None | Literal[False] = False  # False: not built yet
+        if settings.ldap_url or settings.oidc_issuer or settings.sso_group_roles:
+            self._check_sso_settings()
 
     # Login -------------------------------------------------------------------------------
 
@@ -424,6 +426,20 @@ class Identity:
         return result
 
     # Single sign-on (core/sso; docs/sso.md) ----------------------------------------------
+
+    def _check_sso_settings(self) -> None:
+        """Refuse unusable single sign-on settings at start, not at someone's first login."""
+        from casemate.core.sso.ldap import directory_from_settings
+        from casemate.core.sso.mapping import check_mapping
+        from casemate.core.sso.oidc import OidcConfig
+
+        st = self.settings
+        try:
+            check_mapping(st.sso_group_roles, st.sso_group_map)
+        except InvalidInput as e:
+            raise ConfigError(f"sso_group_roles / sso_group_map: {e}") from None
+        self._ldap = directory_from_settings(st)
+        OidcConfig.from_settings(st)
 
     def ldap_directory(self) -> LdapDirectory | None:
         """The configured LDAP directory, or ``None`` without ``ldap_url``."""
@@ -449,6 +465,20 @@ class Identity:
         from casemate.core.sso.ldap import DirectoryUnavailable
 
         name = _login_name(username)[:64]
+        if self._linked_and_barred(directory.provider, name):
+            # no password guessing against the directory through a locked or disabled account
+            with self.db.session() as s:
+                event = LoginAttempted(
+                    actor=name,
+                    source=source,
+                    outcome="failure",
+                    username=name,
+                    method="ldap",
+                    reason="account locked or disabled",
+                    provider=directory.provider,
+                )
+                self._audit(s, event)
+            raise AuthenticationFailed(GENERIC_FAILURE)
         try:
             ext = directory.authenticate(username, password)
         except DirectoryUnavailable:
@@ -479,11 +509,24 @@ class Identity:
             raise AuthenticationFailed(GENERIC_FAILURE)
         return self.external_login(ext, totp_code, source)
 
-    def _linked_user(self, s: Session, provider: str, name: str) -> User | None:
+    def _linked_and_barred(self, provider: str, name: str) -> bool:
+        with self.db.reader() as s:
+            user = self._linked_user(s, provider, name, lock=False)
+            if user is None:
+                return False
+            locked = _opt_utc(user.locked_until)
+            return user.disabled or (locked is not None and locked > self._now())
+
+    def _linked_user(
+        self, s: Session, provider: str, name: str, *, lock: bool = True
+    ) -> User | None:
         """The user ``name`` if an SSO link of ``provider`` holds it (failures count then)."""
         from casemate.core.sso.links import SsoLink
 
-        user = self._lookup_for_login(s, name)
+        if lock:
+            user = self._lookup_for_login(s, name)
+        else:
+            user = s.scalars(select(User).where(User.username == name)).first()
         if user is None:
             return None
         link = s.scalars(
