@@ -279,7 +279,13 @@ def scan_docker_image(reference: str, *, docker_host: str | None = None,
                 raise InventoryError(f"image {reference!r} is not in the Docker engine")
             if answer.status_code != 200:
                 raise InventoryError(f"Docker engine: {answer.status_code} {answer.text[:200]}")
-            digest = str(answer.json().get("Id", ""))
+            try:
+                described = answer.json()
+            except ValueError:
+                described = None
+            if not isinstance(described, dict):
+                raise InventoryError(f"Docker engine: an unreadable description of {reference!r}")
+            digest = str(described.get("Id", ""))
             cached = cache.get(digest, reference) if cache else None
             if cached is not None:
                 return cached
