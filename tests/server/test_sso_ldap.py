@@ -120,3 +120,52 @@ async def test_ssh_password_login_with_the_directory_password(
         (r["outcome"], r["details"]["method"], r["details"]["username"]) for r in login_records(rt)
     ]
     assert ("success", "ldap", "bob") in records and ("failure", "ldap", "bob") in records
+
+
+def test_the_web_ui_logs_in_with_the_directory_password(
+    tmp_path: Path, slapd_server: SlapdServer
+) -> None:
+    from tests.server.test_web import chromium, serve
+
+    rt = open_ldap_runtime(tmp_path, slapd_server)
+    try:
+        with serve(create_app(rt)) as base, chromium(tmp_path / "profile") as cdp:
+            cdp.call("Page.navigate", url=base + "/")
+            cdp.wait_for("document.querySelector('form.login') !== null")
+            assert cdp.evaluate("document.querySelector('.sso button')") is None  # no OIDC
+            cdp.evaluate(
+                "(() => { const f = document.querySelector('form.login');"
+                " f.username.value = 'alice';"
+                f" f.password.value = {json.dumps(ALICE)};"
+                " f.requestSubmit(); })()"
+            )
+            cdp.wait_for("location.hash === '#/clusters'")
+            assert cdp.evaluate("document.getElementById('whoami').textContent").startswith("alice")
+            assert cdp.problems() == []
+    finally:
+        rt.close()
+    assert login_records(rt)[-1]["details"]["method"] == "ldap"
+
+
+async def test_ssh_password_login_fails_closed_when_the_directory_is_down(
+    tmp_path: Path, slapd_server: SlapdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = open_ldap_runtime(
+        tmp_path,
+        slapd_server,
+        kubeproxy_listen="127.0.0.1:0",
+        ldap_url=f"ldaps://127.0.0.1:{free_port()}",
+    )
+    ssh = SshGateway(Gateway(rt), host_key_path=rt.settings.data_dir / HOST_KEY_NAME)
+    await ssh.start("127.0.0.1", 0)
+    options: dict[str, Any] = {"known_hosts": None, "client_keys": None, "agent_path": None}
+    try:
+        with pytest.raises(asyncssh.PermissionDenied):
+            await asyncssh.connect(
+                "127.0.0.1", ssh.address[1], username="bob", password=BOB, **options
+            )
+    finally:
+        await ssh.close()
+        rt.close()
+    assert "is unavailable" in caplog.text and READER_PASSWORD not in caplog.text
+    assert login_records(rt)[-1]["details"]["reason"] == "directory unavailable"

@@ -561,8 +561,10 @@ class Identity:
                 )
             ).first()
             user = s.get(User, link.user_id) if link is not None else None
-            if user is None:
+            if user is None:  # a passwordless account made beforehand, linked at this login
                 user = s.scalars(select(User).where(User.username == ext.username)).first()
+                if user is not None and user.password_hash is not None:
+                    return False  # a local account: the login will be refused anyway
             return user is not None and user.totp_enabled
 
     def _external_login(
