@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,30 @@ def test_cli_prints_kubectl_patches_that_fix_live_objects(
     assert web3.obj["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
         "type": "RuntimeDefault"
     }
+
+
+def test_anonymous_access_probe(clusters: Clusters, kube_cluster: LocalCluster):
+    from casemate.posture.live import anonymous_client, probe_anonymous
+
+    with anonymous_client(clusters, "test") as anonymous:
+        before = probe_anonymous(anonymous, cluster="test")
+    assert isinstance(before, Subject)
+    assert before.obj["anonymous"]["/version"] is True  # Kubernetes' default
+    assert [f.rule_id for f in Scanner().check(before)] == []
+    name = "posture-test-anonymous-view"
+    kube_cluster.kubectl(
+        "create", "clusterrolebinding", name, "--clusterrole=view", "--user=system:anonymous"
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with anonymous_client(clusters, "test") as anonymous:
+                after = probe_anonymous(anonymous, cluster="test")
+            assert isinstance(after, Subject)
+            found = {(f.rule_id, f.path) for f in Scanner().check(after)}
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ("engine.cluster-anonymous-read", "anonymous['/api/v1/pods?limit=1']") in found
+    finally:
+        kube_cluster.kubectl("delete", "clusterrolebinding", name, check=False)

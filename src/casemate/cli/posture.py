@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import re
 import sys
@@ -167,15 +168,25 @@ def scan(
     scanner = Scanner(chosen, settings)
     if cluster is not None:
         from casemate.k8s.clusters import Clusters
-        from casemate.posture.live import cluster_client, iter_cluster
+        from casemate.posture.live import (
+            anonymous_client,
+            cluster_client,
+            iter_cluster,
+            probe_anonymous,
+        )
 
         rt = runtime(data_dir)
         try:
             clusters = Clusters(rt.db, rt.vault, rt.audit)
-            with cluster_client(clusters, cluster, account) as client:
-                findings, problems = scan_items(
-                    iter_cluster(client, cluster=cluster, namespace=namespace), scanner
+            with (
+                cluster_client(clusters, cluster, account) as client,
+                anonymous_client(clusters, cluster) as anonymous,
+            ):
+                objects = itertools.chain(
+                    iter_cluster(client, cluster=cluster, namespace=namespace),
+                    [probe_anonymous(anonymous, cluster=cluster)],
                 )
+                findings, problems = scan_items(objects, scanner)
         finally:
             rt.close()
     else:

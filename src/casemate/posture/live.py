@@ -14,13 +14,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from casemate.errors import CasemateError, InvalidInput
-from casemate.k8s.client import KubeClient
+from casemate.errors import CasemateError, InvalidInput, NotFound
+from casemate.k8s.client import ClusterForbidden, CredentialRejected, KubeClient
 from casemate.k8s.clusters import Access, Clusters
 from casemate.posture.manifests import LoadProblem
 from casemate.posture.model import Subject
 
-__all__ = ["RESOURCES", "LiveResource", "cluster_client", "iter_cluster"]
+__all__ = [
+    "ANONYMOUS_PROBES",
+    "RESOURCES",
+    "LiveResource",
+    "anonymous_client",
+    "cluster_client",
+    "iter_cluster",
+    "probe_anonymous",
+]
 
 
 @dataclass(frozen=True)
@@ -141,3 +149,44 @@ def cluster_client(clusters: Clusters, cluster: str, account: str | None = None)
     )
     credential = clusters.account_credential(access)
     return KubeClient(info.server, info.ca_pem.encode("ascii"), credential, cluster=info.name)
+
+
+#: What an anonymous caller is asked (read-only), and whether Kubernetes' defaults answer it.
+ANONYMOUS_PROBES: Final = (
+    ("/version", True),
+    ("/api", False),
+    ("/apis", False),
+    ("/api/v1/namespaces?limit=1", False),
+    ("/api/v1/pods?limit=1", False),
+    ("/api/v1/secrets?limit=1", False),
+    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?limit=1", False),
+)
+
+
+def probe_anonymous(client: KubeClient, *, cluster: str) -> Subject | LoadProblem:
+    """A ``ClusterAccess`` fact object: which of :data:`ANONYMOUS_PROBES` the API server
+    answers without credentials (``client`` must carry none)."""
+    answered: dict[str, bool] = {}
+    for path, _default in ANONYMOUS_PROBES:
+        base, _, query = path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&")) if query else None
+        try:
+            client.get(base, what=f"read {base} anonymously", params=params)
+            answered[path] = True
+        except (CredentialRejected, ClusterForbidden, NotFound):
+            answered[path] = False
+        except CasemateError as e:
+            return LoadProblem(f"cluster {cluster}", f"anonymous access not checked: {e.message}")
+    return Subject(
+        {
+            "apiVersion": "casemate.io/v1",
+            "kind": "ClusterAccess",
+            "metadata": {"name": cluster},
+            "anonymous": answered,
+        }
+    )
+
+
+def anonymous_client(clusters: Clusters, cluster: str) -> KubeClient:
+    info = clusters.get_cluster(cluster)
+    return KubeClient(info.server, info.ca_pem.encode("ascii"), None, cluster=info.name)

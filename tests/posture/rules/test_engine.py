@@ -89,3 +89,18 @@ def test_engine_rules_ignore_kubernetes_objects():
            "spec": {"containers": [{"name": "c", "image": "a:1"}]}}  # fmt: skip
     for rule_id in ENGINE_RULES:
         assert hits(rule_id, obj) == []
+
+
+def access(**answered):
+    return {"apiVersion": "casemate.io/v1", "kind": "ClusterAccess", "metadata": {"name": "k"},
+            "anonymous": {"/version": True, "/api": False, **answered}}  # fmt: skip
+
+
+def test_cluster_anonymous_access():
+    assert hits("engine.cluster-anonymous-read", access()) == []
+    assert hits("engine.cluster-anonymous-discovery", access()) == []
+    opened = access(**{"/api": True, "/api/v1/secrets?limit=1": True})
+    assert hits("engine.cluster-anonymous-read", opened) == [
+        ("anonymous['/api/v1/secrets?limit=1']", True)
+    ]
+    assert hits("engine.cluster-anonymous-discovery", opened) == [("anonymous['/api']", True)]

@@ -254,3 +254,55 @@ def container_capabilities(subject: Subject, settings: Settings) -> Iterator[Hit
         name = str(cap).upper().removeprefix("CAP_")
         if name not in _DOCKER_DEFAULT_CAPS:
             yield Hit(("inspect", "HostConfig", "CapAdd", i), cap, f"{subject.name} adds {cap}")
+
+
+_ANONYMOUS_READS: Final = (
+    "/api/v1/namespaces?limit=1",
+    "/api/v1/pods?limit=1",
+    "/api/v1/secrets?limit=1",
+    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?limit=1",
+)
+
+
+def _anonymous(subject: Subject) -> Mapping[str, Any] | None:
+    if subject.kind != "ClusterAccess":
+        return None
+    return mapping(subject.obj.get("anonymous"))
+
+
+@rule(
+    "engine.cluster-anonymous-read",
+    Severity.CRITICAL,
+    "Cluster objects readable without credentials",
+    """The API server lists namespaces, pods, Secrets or RBAC bindings to anonymous callers:
+    someone bound system:anonymous or system:unauthenticated to a reading role.""",
+    "Remove the binding (`casemate posture scan --cluster … --rule rbac.anonymous-binding` "
+    "names it), or start the API server with --anonymous-auth=false.",
+)
+def cluster_anonymous_read(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    answered = _anonymous(subject)
+    if answered is None:
+        return
+    for path in _ANONYMOUS_READS:
+        if answered.get(path) is True:
+            yield Hit(
+                ("anonymous", path), True, f"GET {path.partition('?')[0]} answers anonymously"
+            )
+
+
+@rule(
+    "engine.cluster-anonymous-discovery",
+    Severity.MEDIUM,
+    "API discovery open to anonymous callers",
+    """Kubernetes answers /api and /apis only to authenticated users by default (since 1.14);
+    anonymous discovery tells anyone which versions and resources (and so which CVEs) the
+    cluster has.""",
+    "Remove anonymous bindings to system:discovery, or use --anonymous-auth=false.",
+)
+def cluster_anonymous_discovery(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    answered = _anonymous(subject)
+    if answered is None:
+        return
+    for path in ("/api", "/apis"):
+        if answered.get(path) is True:
+            yield Hit(("anonymous", path), True, f"GET {path} answers anonymously")
