@@ -403,7 +403,9 @@ class Identity:
         self._dummy_hash: str | None = None
         self._ldap: LdapDirectory | None | Literal[False] = False  # False: not built yet
         if settings.ldap_url or settings.oidc_issuer or settings.sso_group_roles:
-            self._check_sso_settings()
+            from casemate.core.sso import login
+
+            self._ldap = login.check_settings(self)  # at start, not at someone's first login
 
     # Login -------------------------------------------------------------------------------
 
@@ -417,29 +419,20 @@ class Identity:
         """
         name = _login_name(username)
         directory = self.ldap_directory()
-        if directory is not None and not self._has_local_password(name):
-            return self._directory_login(directory, username, password, totp_code, source[:100])
+        if directory is not None:
+            from casemate.core.sso import login
+
+            if not login.has_local_password(self, name):
+                return login.directory_login(
+                    self, directory, username, password, totp_code, source[:100]
+                )
         with self.db.session() as s:
             result = self._login(s, name, password, totp_code, source[:100])
         if result is None:
             raise AuthenticationFailed(GENERIC_FAILURE)
         return result
 
-    # Single sign-on (core/sso; docs/sso.md) ----------------------------------------------
-
-    def _check_sso_settings(self) -> None:
-        """Refuse unusable single sign-on settings at start, not at someone's first login."""
-        from casemate.core.sso.ldap import directory_from_settings
-        from casemate.core.sso.mapping import check_mapping
-        from casemate.core.sso.oidc import OidcConfig
-
-        st = self.settings
-        try:
-            check_mapping(st.sso_group_roles, st.sso_group_map)
-        except InvalidInput as e:
-            raise ConfigError(f"sso_group_roles / sso_group_map: {e}") from None
-        self._ldap = directory_from_settings(st)
-        OidcConfig.from_settings(st)
+    # Single sign-on (the logins live in core/sso/login.py; docs/sso.md) ---------------------
 
     def ldap_directory(self) -> LdapDirectory | None:
         """The configured LDAP directory, or ``None`` without ``ldap_url``."""
@@ -449,208 +442,20 @@ class Identity:
             self._ldap = directory_from_settings(self.settings)
         return self._ldap
 
-    def _has_local_password(self, name: str) -> bool:
-        with self.db.reader() as s:
-            pw = s.scalars(select(User.password_hash).where(User.username == name)).first()
-            return pw is not None
-
-    def _directory_login(
-        self,
-        directory: LdapDirectory,
-        username: str,
-        password: str,
-        totp_code: str | None,
-        source: str,
-    ) -> LoginResult:
-        from casemate.core.sso.ldap import DirectoryUnavailable
-
-        name = _login_name(username)[:64]
-        if self._linked_and_barred(directory.provider, name):
-            # no password guessing against the directory through a locked or disabled account
-            with self.db.session() as s:
-                event = LoginAttempted(
-                    actor=name,
-                    source=source,
-                    outcome="failure",
-                    username=name,
-                    method="ldap",
-                    reason="account locked or disabled",
-                    provider=directory.provider,
-                )
-                self._audit(s, event)
-            raise AuthenticationFailed(GENERIC_FAILURE)
-        try:
-            ext = directory.authenticate(username, password)
-        except DirectoryUnavailable:
-            with self.db.session() as s:
-                event = LoginAttempted(
-                    actor=name,
-                    source=source,
-                    outcome="failure",
-                    username=name,
-                    method="ldap",
-                    reason="directory unavailable",
-                    provider=directory.provider,
-                )
-                self._audit(s, event)
-            raise
-        if ext is None:
-            with self.db.session() as s:
-                event = LoginAttempted(
-                    actor=name,
-                    source=source,
-                    outcome="failure",
-                    username=name,
-                    method="ldap",
-                    reason="refused by the directory",
-                    provider=directory.provider,
-                )
-                self._credential_failed(s, event, self._linked_user(s, directory.provider, name))
-            raise AuthenticationFailed(GENERIC_FAILURE)
-        return self.external_login(ext, totp_code, source)
-
-    def _linked_and_barred(self, provider: str, name: str) -> bool:
-        with self.db.reader() as s:
-            user = self._linked_user(s, provider, name, lock=False)
-            if user is None:
-                return False
-            locked = _opt_utc(user.locked_until)
-            return user.disabled or (locked is not None and locked > self._now())
-
-    def _linked_user(
-        self, s: Session, provider: str, name: str, *, lock: bool = True
-    ) -> User | None:
-        """The user ``name`` if an SSO link of ``provider`` holds it (failures count then)."""
-        from casemate.core.sso.links import SsoLink
-
-        if lock:
-            user = self._lookup_for_login(s, name)
-        else:
-            user = s.scalars(select(User).where(User.username == name)).first()
-        if user is None:
-            return None
-        link = s.scalars(
-            select(SsoLink.id).where(SsoLink.user_id == user.id, SsoLink.provider == provider)
-        ).first()
-        return user if link is not None else None
-
     def external_login(
         self, ext: ExternalIdentity, totp_code: str | None, source: str
     ) -> LoginResult:
-        """Start a session for an identity a directory or an OpenID provider vouched for.
+        """Start a session for an identity a directory or an OpenID provider vouched for
+        (:func:`casemate.core.sso.login.external_login`)."""
+        from casemate.core.sso import login
 
-        The subject is linked to a Casemate user (created at the first login; see
-        :mod:`casemate.core.sso.links`), the user's roles and mapped groups follow the
-        identity's groups (:func:`casemate.core.sso.mapping.entitlements`), and then the
-        same checks as for a password apply: disabled, locked, TOTP when enrolled.
-        """
-        with self.db.session() as s:
-            result = self._external_login(s, ext, totp_code, source[:100])
-        if result is None:
-            raise AuthenticationFailed(GENERIC_FAILURE)
-        return result
+        return login.external_login(self, ext, totp_code, source)
 
     def needs_totp(self, ext: ExternalIdentity) -> bool:
-        """Whether the user this identity is linked to has TOTP enabled."""
-        from casemate.core.sso.links import SsoLink
+        """Whether the user this identity logs in as has TOTP enabled."""
+        from casemate.core.sso import login
 
-        with self.db.reader() as s:
-            link = s.scalars(
-                select(SsoLink).where(
-                    SsoLink.provider == ext.provider, SsoLink.subject == ext.subject
-                )
-            ).first()
-            user = s.get(User, link.user_id) if link is not None else None
-            if user is None:  # a passwordless account made beforehand, linked at this login
-                user = s.scalars(select(User).where(User.username == ext.username)).first()
-                if user is not None and user.password_hash is not None:
-                    return False  # a local account: the login will be refused anyway
-            return user is not None and user.totp_enabled
-
-    def _external_login(
-        self, s: Session, ext: ExternalIdentity, totp_code: str | None, source: str
-    ) -> LoginResult | None:
-        from casemate.core.sso.links import SsoLink
-        from casemate.core.sso.mapping import entitlements
-
-        now = self._now()
-        method = ext.method
-
-        def failed(reason: str, counts: User | None) -> None:
-            event = LoginAttempted(
-                actor=ext.username,
-                source=source,
-                outcome="failure",
-                username=ext.username,
-                method=method,
-                reason=reason,
-                provider=ext.provider,
-            )
-            self._credential_failed(s, event, counts)
-
-        link = s.scalars(
-            select(SsoLink)
-            .where(SsoLink.provider == ext.provider, SsoLink.subject == ext.subject)
-            .with_for_update()
-        ).first()
-        user = s.get(User, link.user_id, with_for_update=True) if link is not None else None
-        if user is None:
-            user = self._lookup_for_login(s, ext.username)
-            if user is not None:
-                other = s.scalars(select(SsoLink.id).where(SsoLink.user_id == user.id)).first()
-                if user.password_hash is not None or other is not None:
-                    failed("the username belongs to another account", None)
-                    return None
-            else:
-                user = _new_user(ext.username, None, [], now, ext.display_name, ext.email)
-                s.add(user)
-                s.flush()
-                self._user_event(s, None, "created", user.username, {"sso": ext.provider})
-            s.add(
-                SsoLink(user_id=user.id, provider=ext.provider, subject=ext.subject, created_at=now)
-            )
-            s.flush()
-        self._sync_entitlements(
-            s,
-            user,
-            entitlements(ext.groups, self.settings.sso_group_roles, self.settings.sso_group_map),
-            ext.provider,
-        )
-
-        if user.totp_enabled:
-            method += "+totp"
-        reason, counts_user = "", True
-        if user.disabled:
-            reason, counts_user = "account disabled", False
-        elif user.locked_until is not None and _utc(user.locked_until) > now:
-            reason, counts_user = "account locked", False
-        elif user.totp_enabled:
-            reason = self._use_totp(s, user, totp_code, now) if totp_code else "TOTP code missing"
-        if reason:
-            failed(reason, user if counts_user else None)
-            return None
-        return self._start_session(s, user, now, source, method, ext.provider)
-
-    def _sync_entitlements(self, s: Session, user: User, ent: Any, provider: str) -> None:
-        """Set the user's direct roles and mapped groups from the provider's groups."""
-        changes: dict[str, Any] = {}
-        roles = _store_roles(ent.roles)
-        if roles != list(user.roles):
-            user.roles = roles
-            changes["roles"] = roles
-        if ent.managed_groups:
-            groups = s.scalars(select(Group).where(Group.name.in_(sorted(ent.managed_groups))))
-            for g in groups:
-                member = user in g.members
-                if g.name in ent.groups and not member:
-                    g.members.append(user)
-                    changes.setdefault("groups_added", []).append(g.name)
-                elif g.name not in ent.groups and member:
-                    g.members.remove(user)
-                    changes.setdefault("groups_removed", []).append(g.name)
-        if changes:
-            changes["sso"] = provider
-            self._user_event(s, None, "sso_sync", user.username, changes)
+        return login.needs_totp(self, ext)
 
     def _login(
         self, s: Session, name: str, password: str, totp_code: str | None, source: str
