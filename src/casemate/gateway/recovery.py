@@ -26,11 +26,11 @@ processes on the same database are not known here: run one gateway per database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from casemate.core.audit import AuditEntry, AuditLog
+from casemate.core.audit import AuditEntry, AuditLog, entries_between, left_open
 from casemate.events import (
     BastionSessionEnded,
     BastionSessionStarted,
@@ -48,7 +48,6 @@ __all__ = ["CRASHED", "Recovery", "closing_events", "recover"]
 log = logging.getLogger(__name__)
 
 CRASHED: Final = "gateway crashed"
-_PAGE: Final = 5_000
 #: Without anything to close, a marker is still written once this many records were read
 #: (so the next start does not read them again).
 _MARKER_AFTER: Final = 50_000
@@ -72,13 +71,6 @@ class Recovery:
         return not self.events
 
 
-@dataclass
-class _Open:
-    sessions: dict[str, AuditEntry] = field(default_factory=dict)
-    commands: dict[str, AuditEntry] = field(default_factory=dict)
-    requests: dict[str, AuditEntry] = field(default_factory=dict)
-
-
 def _details(entry: AuditEntry) -> dict[str, Any]:
     return migrate_details(entry.kind, entry.event_version, entry.details)
 
@@ -91,23 +83,19 @@ def closing_events(
 ) -> Recovery:
     """The records that close what ``entries`` (in ``seq`` order) leave open, skipping the
     sessions in ``live_sessions`` (and their commands) and the requests in ``in_flight``."""
-    state = _Open()
-    for entry in entries:
-        d = _details(entry)
-        kind = entry.kind
-        if kind == BastionSessionStarted.KIND:
-            state.sessions[str(d.get("session_id", ""))] = entry
-        elif kind == BastionSessionEnded.KIND:
-            state.sessions.pop(str(d.get("session_id", "")), None)
-        elif kind == CommandDecided.KIND:
-            if entry.outcome in ("allowed", "held"):  # a refusal is complete in itself
-                state.commands[str(d.get("command_id", ""))] = entry
-        elif kind == CommandFinished.KIND:
-            state.commands.pop(str(d.get("command_id", "")), None)
-        elif kind == KubeApiRequestDecided.KIND:
-            state.requests[str(d.get("request_id", ""))] = entry
-        elif kind == KubeApiRequestAudited.KIND and d.get("request_id"):
-            state.requests.pop(str(d["request_id"]), None)
+    entries = list(entries)
+    open_sessions = left_open(
+        entries, opened=BastionSessionStarted.KIND, closed=BastionSessionEnded.KIND,
+        key="session_id",
+    )  # fmt: skip
+    open_commands = left_open(
+        entries, opened=CommandDecided.KIND, closed=CommandFinished.KIND, key="command_id",
+        opens=lambda e: e.outcome in ("allowed", "held"),  # a refusal is complete in itself
+    )  # fmt: skip
+    open_requests = left_open(
+        entries, opened=KubeApiRequestDecided.KIND, closed=KubeApiRequestAudited.KIND,
+        key="request_id",
+    )  # fmt: skip
     skipped: list[int] = []
 
     def dead(entry: AuditEntry, live: bool) -> bool:
@@ -116,12 +104,14 @@ def closing_events(
         return not live
 
     commands = [
-        e
-        for e in state.commands.values()
-        if dead(e, str(e.details.get("session_id", "")) in live_sessions)
+        e for e in open_commands if dead(e, str(_details(e).get("session_id", "")) in live_sessions)
     ]
-    requests = [e for rid, e in state.requests.items() if dead(e, rid in in_flight)]
-    sessions = [e for sid, e in state.sessions.items() if dead(e, sid in live_sessions)]
+    requests = [
+        e for e in open_requests if dead(e, str(_details(e).get("request_id", "")) in in_flight)
+    ]
+    sessions = [
+        e for e in open_sessions if dead(e, str(_details(e).get("session_id", "")) in live_sessions)
+    ]
     events: list[Event] = [_interrupted(e, _details(e)) for e in commands]
     events += [_unknown(e, _details(e)) for e in requests]
     events += [_crashed(e, _details(e)) for e in sessions]
@@ -203,19 +193,6 @@ _KINDS: Final = (
 )
 
 
-def _all(audit: AuditLog, after: int, through: int, **filters: Any) -> Iterator[AuditEntry]:
-    cursor = after
-    while True:
-        page = audit.query(after_seq=cursor, limit=_PAGE, **filters)
-        for entry in page:
-            if entry.seq > through:
-                return
-            yield entry
-        if len(page) < _PAGE:
-            return
-        cursor = page[-1].seq
-
-
 def recover(
     audit: AuditLog,
     *,
@@ -234,10 +211,10 @@ def recover(
         return Recovery()
     found: list[AuditEntry] = []
     for kind in _KINDS:
-        found += _all(audit, start, through, kind=kind)
+        found += entries_between(audit, start, through, kind=kind)
     decided = [e.seq for e in found if e.kind == KubeApiRequestDecided.KIND]
     if decided:  # the outcomes of forwarded requests (reads carry no request id: skipped)
-        found += _all(
+        found += entries_between(
             audit, min(decided), through, kind=KubeApiRequestAudited.KIND, text=_REQUEST_TAG
         )
     found.sort(key=lambda e: e.seq)
