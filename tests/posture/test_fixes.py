@@ -210,3 +210,16 @@ def test_strategic_patch_addresses_containers_by_name():
     }  # fmt: skip
     command = kubectl_patch(obj, live_patches(Subject(obj)))
     assert command.startswith("kubectl patch deployment.apps web -n shop --type=strategic -p '")
+
+
+def test_cli_fix_refuses_namespace_names_that_are_paths(cli, tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ../../escape}\n"
+        "spec:\n  automountServiceAccountToken: false\n"
+        "  containers: [{name: c, image: 'a@sha256:" + "a" * 64 + "'}]\n"
+    )
+    r = cli("posture", "fix", str(path))
+    assert r.returncode == 2 and "is not a namespace name" in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["evil.yaml"]
+    assert not list(tmp_path.parent.glob("escape*"))

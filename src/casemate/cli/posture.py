@@ -362,6 +362,10 @@ def fix(
         for finding in scanner.finish():
             anchors[finding.name] = finding.file or str(files[0])
         for namespace, anchor in sorted(anchors.items()):
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+                err.print(f"not written: {namespace!r} is not a namespace name", markup=False)
+                failed = True
+                continue
             target = Path(anchor).parent / f"casemate-netpol-{namespace}.yaml"
             if target.exists():
                 err.print(f"not written: {target} exists", markup=False)

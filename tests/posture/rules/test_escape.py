@@ -75,6 +75,8 @@ def test_host_path_and_sensitive_paths():
                 {"name": "b", "hostPath": {"path": "/var/run/docker.sock"}},
                 {"name": "c", "hostPath": {"path": "//etc/./kubernetes"}},
                 {"name": "d", "emptyDir": {}},
+                {"name": "e", "hostPath": {"path": "/data/../etc"}},
+                {"name": "f", "hostPath": {"path": "data"}},
             ]
         }
     )
@@ -82,10 +84,14 @@ def test_host_path_and_sensitive_paths():
         "spec.volumes[0].hostPath",
         "spec.volumes[1].hostPath",
         "spec.volumes[2].hostPath",
+        "spec.volumes[4].hostPath",
+        "spec.volumes[5].hostPath",
     ]
     assert [v for _, v in hits("escape.sensitive-host-path", obj)] == [
         "/var/run/docker.sock",
         "//etc/./kubernetes",
+        "/data/../etc",
+        "data",
     ]
 
 

@@ -566,8 +566,11 @@ _SENSITIVE_PATHS: Final = (
 
 def is_sensitive_host_path(path: str) -> bool:
     """A host path whose mount hands the node to the container (shared with the Docker host
-    rules)."""
-    clean = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    rules). A relative path or one with ``..`` cannot be judged and counts as sensitive."""
+    parts = path.split("/")
+    if not path.startswith("/") or ".." in parts:
+        return True
+    clean = "/" + "/".join(p for p in parts if p not in ("", "."))
     if clean.endswith(".sock"):
         return True
     return any(clean == s or (s != "/" and clean.startswith(s + "/")) for s in _SENSITIVE_PATHS)
