@@ -31,7 +31,7 @@ from casemate.core.settings import load_settings
 from casemate.core.sso.oidc import OidcConfig, OidcLogins, OidcProvider
 from casemate.server.app import create_app
 from casemate.testenv.services import free_port
-from casemate.testenv.sso import DexServer
+from casemate.testenv.sso import LDAP_PASSWORDS, DexServer
 from tests.server.conftest import ADMIN_PASSWORD, problem_of
 from tests.server.test_web import chromium
 
@@ -68,16 +68,20 @@ def client(rt: Runtime) -> Iterator[TestClient]:
         yield c
 
 
-def dex_login(dex: DexServer, url: str, password: str | None = None) -> str:
-    """Log in at Dex's login form like a browser; returns where Dex sends the browser back."""
+def dex_login(
+    dex: DexServer, url: str, login: str | None = None, password: str | None = None
+) -> str:
+    """Log in at Dex's login form like a browser; returns where Dex sends the browser back.
+    The static user by default (connector ``local``), or a directory user (``ldap``)."""
+    connector = "local" if login is None else "ldap"
     ctx = ssl.create_default_context(cafile=str(dex.ca_file))
     with httpx.Client(verify=ctx, follow_redirects=False, timeout=20) as c:
-        r = c.get(url)
+        r = c.get(f"{url}&connector_id={connector}")
         while r.is_redirect and r.headers["location"].startswith(("/dex", dex.issuer)):
             r = c.get(urljoin(str(r.url), r.headers["location"]))
         assert r.status_code == 200 and 'name="password"' in r.text, r.text[:500]
-        login = {"login": dex.user_email, "password": password or dex.user_password}
-        r = c.post(str(r.url), data=login)
+        form = {"login": login or dex.user_email, "password": password or dex.user_password}
+        r = c.post(str(r.url), data=form)
         while r.is_redirect and r.headers["location"].startswith(("/dex", dex.issuer)):
             r = c.get(urljoin(str(r.url), r.headers["location"]))
         assert r.is_redirect, f"Dex did not redirect: {r.status_code} {r.text[:300]}"
@@ -142,6 +146,37 @@ def test_the_api_flow_logs_in_through_dex(
     _, fresh = start(client)
     assert finish(client, state=fresh, code=code).status_code == 401
     assert logins(rt)[-1]["reason"] == "code refused by the provider"
+
+
+def test_directory_groups_reach_casemate_through_dex(
+    tmp_path: Path, dex_server: DexServer, sso_gateway_port: int
+) -> None:
+    """Dex's LDAP connector to the test slapd: the ID token's groups claim carries alice's
+    directory groups, and sso_group_roles / sso_group_map turn them into roles and groups."""
+    rt = oidc_runtime(
+        tmp_path,
+        dex_server,
+        sso_gateway_port,
+        sso_group_roles={"admins": ["auditor"], "staff": ["operator"]},
+        sso_group_map={"staff": ["ops"]},
+    )
+    rt.identity.create_group("ops", by=None)
+    try:
+        with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+            url, state = start(c)
+            code, _ = code_of(dex_login(dex_server, url, "alice", LDAP_PASSWORDS["alice"]))
+            r = finish(c, state=state, code=code)
+            assert r.status_code == 200, r.text
+            user = r.json()["user"]
+            assert user["username"] == "alice"
+            assert sorted(user["roles"]) == ["auditor", "operator"]
+            assert rt.identity.get_user("alice").groups == {"ops"}
+            # bob is in staff only
+            url, state = start(c)
+            code, _ = code_of(dex_login(dex_server, url, "bob", LDAP_PASSWORDS["bob"]))
+            assert finish(c, state=state, code=code).json()["user"]["roles"] == ["operator"]
+    finally:
+        rt.close()
 
 
 @pytest.mark.parametrize(
@@ -398,6 +433,9 @@ def test_the_web_ui_logs_in_through_dex_in_chromium(
             "Log in with dex"
         )
         cdp.evaluate("document.querySelector('.sso button').click()")
+        # Dex has two connectors (its password database and the LDAP directory): choose
+        cdp.wait_for("!!document.querySelector('a[href*=\"/auth/local\"]')")
+        cdp.evaluate("document.querySelector('a[href*=\"/auth/local\"]').click()")
         cdp.wait_for("location.href.includes('/dex/auth') && !!document.querySelector('#login')")
         cdp.evaluate(
             "(() => { document.querySelector('#login').value ="

@@ -118,9 +118,11 @@ def sso_gateway_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def dex_server(_services_dir: Path, sso_gateway_port: int) -> Iterator[DexServer]:
+def dex_server(
+    _services_dir: Path, sso_gateway_port: int, slapd_server: SlapdServer
+) -> Iterator[DexServer]:
     """Dex (built by scripts/build-testenv dex): ``.issuer``, ``.ca_file``, one static client
-    redirecting to ``http://127.0.0.1:{sso_gateway_port}/api/v1/auth/oidc/callback`` and one
-    static password user."""
+    redirecting to ``http://127.0.0.1:{sso_gateway_port}/api/v1/auth/oidc/callback``, one
+    static password user, and an LDAP connector to ``slapd_server``."""
     redirect = f"http://127.0.0.1:{sso_gateway_port}/api/v1/auth/oidc/callback"
-    yield from _serve(DexServer(_services_dir / "dex", (redirect,)))
+    yield from _serve(DexServer(_services_dir / "dex", (redirect,), slapd_server))

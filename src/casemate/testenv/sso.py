@@ -21,6 +21,7 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -170,7 +171,12 @@ def dex_binary() -> Path:
 class DexServer(Server):
     """Dex, an OpenID provider: in-memory storage, one static client (``client_id``,
     ``client_secret``, ``redirect_uris``) and one static password user (``user_email`` /
-    ``user_password``, username ``user_name``), HTTPS with a test CA (``ca_file``)."""
+    ``user_password``, username ``user_name``, no groups), HTTPS with a test CA (``ca_file``).
+
+    With ``slapd``, Dex also has an LDAP connector (id ``ldap``) to that directory: its people
+    log in with their uid and password and their ID tokens carry their groups (``cn``). Two
+    connectors make Dex show a chooser first; ``connector_id=local`` or ``=ldap`` in the
+    authorization request skips it."""
 
     name = "dex"
     account_name = "nobody"
@@ -181,9 +187,12 @@ class DexServer(Server):
     user_password = "dora-Explorer-5"
     user_id = "0b1f6c38-4f0a-4c43-9a5f-6ad1e0d1c0de"
 
-    def __init__(self, directory: Path, redirect_uris: tuple[str, ...]) -> None:
+    def __init__(
+        self, directory: Path, redirect_uris: tuple[str, ...], slapd: SlapdServer | None = None
+    ) -> None:
         super().__init__(directory)
         self.redirect_uris = list(redirect_uris)
+        self.slapd = slapd
         self.ca_file = self.dir / "tls" / "ca.crt"
 
     @property
@@ -194,6 +203,8 @@ class DexServer(Server):
         write_tls(self.dir / "tls", "dex")
         # a copy the service account can reach (the test cache may be under /root)
         shutil.copy2(dex_binary(), self.dir / "dex")
+        if self.slapd is not None:  # slapd's own directory is private to its account
+            shutil.copy2(self.slapd.ca_file, self.dir / "tls" / "ldap-ca.crt")
         if account is not None:
             for root, dirs, files in os.walk(self.dir):
                 for n in dirs + files:
@@ -233,6 +244,8 @@ class DexServer(Server):
                 }
             ],
         }
+        if self.slapd is not None:
+            config["connectors"] = [self._ldap_connector(self.slapd)]
         path = self.dir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o644)
@@ -240,3 +253,32 @@ class DexServer(Server):
 
     def _ready(self) -> bool:
         return tcp_answers(self.port)
+
+    def _ldap_connector(self, slapd: SlapdServer) -> dict[str, Any]:
+        return {
+            "type": "ldap",
+            "id": "ldap",
+            "name": "LDAP",
+            "config": {
+                "host": f"{slapd.host}:{slapd.ldaps_port}",
+                "rootCA": str(self.dir / "tls" / "ldap-ca.crt"),
+                "bindDN": READER_DN,
+                "bindPW": READER_PASSWORD,
+                "usernamePrompt": "Username",
+                "userSearch": {
+                    "baseDN": f"ou=people,{BASE_DN}",
+                    "filter": "(objectClass=inetOrgPerson)",
+                    "username": "uid",
+                    "idAttr": "uid",
+                    "emailAttr": "mail",
+                    "nameAttr": "cn",
+                    "preferredUsernameAttr": "uid",
+                },
+                "groupSearch": {
+                    "baseDN": f"ou=groups,{BASE_DN}",
+                    "filter": "(objectClass=groupOfNames)",
+                    "userMatchers": [{"userAttr": "DN", "groupAttr": "member"}],
+                    "nameAttr": "cn",
+                },
+            },
+        }
