@@ -3,6 +3,7 @@ Debian's slapd (casemate.testenv.sso.SlapdServer)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -113,6 +114,13 @@ async def test_ssh_password_login_with_the_directory_password(
             assert conn.get_extra_info("username") == "bob"
         with pytest.raises(asyncssh.PermissionDenied):
             await asyncssh.connect("127.0.0.1", port, username="bob", password=ALICE, **options)
+        # the directory user registers an SSH key and logs in with it, no password asked
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        public = key.export_public_key().decode()
+        await asyncio.to_thread(ssh.keys.add_key, "bob", public, by=None, name="laptop")
+        keyed = {**options, "client_keys": [key], "password": None}
+        async with asyncssh.connect("127.0.0.1", port, username="bob", **keyed) as conn:
+            assert conn.get_extra_info("username") == "bob"
     finally:
         await ssh.close()
         rt.close()
@@ -120,6 +128,7 @@ async def test_ssh_password_login_with_the_directory_password(
         (r["outcome"], r["details"]["method"], r["details"]["username"]) for r in login_records(rt)
     ]
     assert ("success", "ldap", "bob") in records and ("failure", "ldap", "bob") in records
+    assert records[-1] == ("success", "publickey", "bob")
 
 
 def test_the_web_ui_logs_in_with_the_directory_password(
