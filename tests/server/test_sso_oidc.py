@@ -451,3 +451,19 @@ def test_the_web_ui_logs_in_through_dex_in_chromium(
         assert stored["token"] and "code" not in stored["url"] and "state" not in stored["url"]
     rec = logins(rt)[-1]
     assert (rec["outcome"], rec["method"], rec["username"]) == ("success", "oidc", "dora")
+
+
+def test_a_flood_of_starts_evicts_the_oldest_and_never_blocks(
+    fake: tuple[TestClient, Runtime, FakeIdp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casemate.core.sso import oidc
+
+    c, rt, idp = fake
+    monkeypatch.setattr(oidc, "MAX_PENDING", 3)
+    first = start(c)
+    for _ in range(5):
+        start(c)
+    idp.nonce = parse_qs(urlsplit(first[0]).query)["nonce"][0]
+    assert finish(c, state=first[1], code="any").status_code == 401
+    assert logins(rt)[-1]["reason"] == "unknown, used or expired state"
+    assert fake_finish(c, idp).status_code == 200

@@ -151,6 +151,9 @@ class LdapDirectory:
             return None
         try:
             return self._authenticate(name, password)
+        except InvalidInput as e:  # e.g. more groups than Casemate takes: refuse, say why
+            log.warning("LDAP entry for a login is unusable: %s", e)
+            return None
         except (ldap_exc.LDAPException, OSError) as e:
             # The message names the failure class only: ldap3 messages can echo the bind DN
             # and, for some errors, request details.

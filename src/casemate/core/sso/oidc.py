@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -347,8 +347,8 @@ class OidcLogins:
         now = self._clock()
         with self._lock:
             self._expire(now)
-            if len(self._pending) >= MAX_PENDING:
-                raise ProviderUnavailable("too many logins in progress; try again later")
+            while len(self._pending) >= MAX_PENDING:  # a flood evicts the oldest, never blocks
+                del self._pending[next(iter(self._pending))]
             self._pending[state] = _Pending(verifier, nonce, now + PENDING_SECONDS)
         return url, state
 
@@ -368,7 +368,6 @@ class OidcLogins:
         pending = self._take(state)
         if pending is None:
             self._refuse("unknown, used or expired state", source)
-        assert pending is not None
         ext = pending.identity
         if ext is None:
             if not code or len(code) > _MAX_CODE:
@@ -388,7 +387,6 @@ class OidcLogins:
                 )
             except InvalidInput as e:
                 self._refuse(f"unusable claims: {e}", source)
-        assert ext is not None
         if not totp and self.identity.needs_totp(ext):
             with self._lock:
                 self._pending[state] = _Pending(
@@ -416,7 +414,7 @@ class OidcLogins:
             )
         return check
 
-    def _refuse(self, reason: str, source: str) -> None:
+    def _refuse(self, reason: str, source: str) -> NoReturn:
         event = LoginAttempted(
             actor="",
             source=source[:100],
