@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from casemate.cli.common import err
+from casemate.cli.posture import PolicyOption, load_policy_files
 from casemate.errors import InvalidInput
 from casemate.posture.admission import AdmissionPolicy
 
@@ -32,14 +33,15 @@ def serve(
     enforce: Patterns = None,
     warn: Patterns = None,
     audit: Patterns = None,
+    policies: PolicyOption = None,
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", help="Answer 503 beyond this many requests.")
     ] = 200,
 ) -> None:
     """Answer AdmissionReview v1 requests with the posture rules (enforce / warn / audit).
 
-    With no --enforce/--warn/--audit: enforce the Pod Security Standards baseline and warn
-    about every other object rule."""
+    With no --enforce/--warn/--audit: enforce the Pod Security Standards baseline and the
+    --policy rules, and warn about every other object rule."""
     import uvicorn
 
     from casemate.posture.webhook import webhook_app
@@ -50,7 +52,8 @@ def serve(
     for path in (cert, key):
         if not path.is_file():
             raise InvalidInput(f"{path} is not a file")
-    policy = AdmissionPolicy.build(enforce or (), warn or (), audit or ())
+    custom = load_policy_files(policies or [])
+    policy = AdmissionPolicy.build(enforce or (), warn or (), audit or (), custom=custom)
     counts = {
         m: sum(1 for v in policy.modes.values() if v == m) for m in ("enforce", "warn", "audit")
     }

@@ -20,11 +20,12 @@ from typing import Annotated
 import typer
 
 from casemate.cli.common import DataDirOption, err, out, runtime
-from casemate.errors import InvalidInput
+from casemate.errors import InvalidInput, PolicyError
 from casemate.posture.engine import Scanner, at_least, select_rules
 from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Settings, Severity, Subject
 from casemate.posture.output import FORMATS, render, render_table
+from casemate.posture.rules import ALL_RULES
 
 app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
 
@@ -39,6 +40,36 @@ RuleOption = Annotated[
         help="Only these rules: ids or globs (escape.*); repeatable. Matching none is an error.",
     ),
 ]
+
+
+PolicyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--policy",
+        help="File of ValidatingAdmissionPolicy objects: their CEL validations become rules "
+        "cel.NAME.N (repeatable).",
+    ),
+]
+
+
+def load_policy_files(paths: Sequence[Path]) -> list[Rule]:
+    """The CEL rules of ValidatingAdmissionPolicy files; any file problem is an error."""
+    if not paths:
+        return []
+    from casemate.posture.cel import load_cel_rules
+
+    objects = []
+    for item in load_paths([str(p) for p in paths]):
+        if isinstance(item, LoadProblem):
+            raise InvalidInput(f"policy file {item.describe()}")
+        objects.append(item.obj)
+    try:
+        rules = load_cel_rules(objects)
+    except PolicyError as e:
+        raise InvalidInput(e.message) from None  # bad input: exit 2 like any other
+    if not rules:
+        raise InvalidInput("the --policy files hold no ValidatingAdmissionPolicy")
+    return rules
 
 
 def _severity(text: str) -> Severity:
@@ -143,6 +174,7 @@ def scan(
         list[Path] | None,
         typer.Option("--values", help="Values file for the Helm charts found (repeatable)."),
     ] = None,
+    policies: PolicyOption = None,
     release: Annotated[
         str, typer.Option("--release", help="Release name charts are rendered with.")
     ] = "release",
@@ -163,7 +195,8 @@ def scan(
     if namespace is not None and cluster is None:
         raise InvalidInput("--namespace applies to --cluster scans")
     threshold, floor = _severity(fail_on), _severity(min_severity)
-    chosen = select_rules(rules or ())
+    custom = load_policy_files(policies or [])
+    chosen = select_rules(rules or (), rules=(*ALL_RULES, *custom))
     settings = Settings(pss_version=_pss_version(pss_version), registries=tuple(registries or ()))
     scanner = Scanner(chosen, settings)
     if cluster is not None:

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 
 from casemate.posture.engine import check_object, select_rules
 from casemate.posture.model import Finding, Rule, Settings
+from casemate.posture.rules import ALL_RULES
 
 __all__ = ["AdmissionPolicy", "BadReview", "decide", "review_response"]
 
@@ -53,25 +54,27 @@ class AdmissionPolicy:
         warn: Sequence[str] = (),
         audit: Sequence[str] = (),
         settings: Settings | None = None,
+        custom: Sequence[Rule] = (),
     ) -> AdmissionPolicy:
         """From rule patterns per mode (a pattern matching no rule is an error). With no
-        patterns at all: enforce the Pod Security Standards baseline, warn about every other
-        object rule."""
+        patterns at all: enforce the Pod Security Standards baseline and the ``custom`` rules
+        (CEL policies), warn about every other object rule."""
+        universe = (*ALL_RULES, *custom)
         modes: dict[str, Mode] = {}
         if not (enforce or warn or audit):
-            for r in select_rules():
+            for r in universe:
                 if r.scope == "object":
-                    modes[r.id] = "enforce" if r.pss == "baseline" else "warn"
+                    modes[r.id] = "enforce" if r.pss == "baseline" or r.family == "cel" else "warn"
         for mode, patterns in (("audit", audit), ("warn", warn), ("enforce", enforce)):
             if not patterns:
                 continue
-            for r in select_rules(patterns):
+            for r in select_rules(patterns, rules=universe):
                 if r.scope != "object":
                     continue  # namespace rules need the whole namespace
                 current = modes.get(r.id)
                 if current is None or _STRENGTH[mode] > _STRENGTH[current]:
                     modes[r.id] = mode  # type: ignore[assignment]
-        rules = tuple(r for r in select_rules() if r.id in modes)
+        rules = tuple(r for r in universe if r.id in modes)
         return cls(modes, rules, settings or Settings())
 
 
