@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Manager = Literal["dpkg", "apk"]
 State = Literal["fixed", "not-affected", "no-fix", "end-of-support"]
@@ -84,8 +84,7 @@ class Inventory:
     user: str = ""  # the image config's User ("" is root)
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
+class Range(NamedTuple):
     """Affected from ``introduced`` (``None``: from the start) until ``fixed`` (exclusive) or
     through ``last_affected``; neither: no fix yet."""
 
