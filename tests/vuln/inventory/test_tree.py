@@ -111,6 +111,13 @@ def test_symlink_loop_is_an_error() -> None:
     tree, _ = tree_of(layer(("etc/os-release", "sym", "os-release")))
     with pytest.raises(InventoryError, match="too many levels"):
         tree.read("etc/os-release")
+    looped, _ = tree_of(
+        BASE, layer(("var/lib/dpkg/status.d", "sym", "status.d"), ("var/lib/dpkg/status", "sym",
+                                                                     "../dpkg/status"))
+    )  # fmt: skip
+    inventory = inventory_of(looped, "img")  # problems, not an exception
+    assert any("status.d: too many levels" in p for p in inventory.problems)
+    assert any("/var/lib/dpkg/status: too many levels" in p for p in inventory.problems)
 
 
 def test_ten_gigabyte_sparse_file_costs_nothing(tmp_path: Path) -> None:

@@ -51,7 +51,10 @@ def inventory_of(files: FileView, image: str, digest: str | None = None,
         sources: list[str] = []
         if os_release is None or os_release.manager == "dpkg":
             sources += [DPKG_STATUS]
-            sources += [f"{DPKG_STATUS_D}/{n}" for n in files.listdir(DPKG_STATUS_D)]
+            try:
+                sources += [f"{DPKG_STATUS_D}/{n}" for n in files.listdir(DPKG_STATUS_D)]
+            except InventoryError as e:
+                found.append(f"{image}: /{DPKG_STATUS_D}: {e}")
         if os_release is None or os_release.manager == "apk":
             sources.append(APK_INSTALLED)
         for path in sources:
