@@ -101,6 +101,9 @@ def test_ranges_introduced_and_last_affected() -> None:
 
     assert [hit(v) for v in ("0.9-1", "1.0-1", "1.0-2", "1.0-3", "2.0-1", "2.0-2", "2.0-3")] == [
         False, True, True, False, True, True, False]  # fmt: skip
+    last = Inventory("i", None, DEBIAN, (deb("p", "2.0-1", "p", "2.0-1"),))
+    (finding,) = match(last, idx).findings
+    assert (finding.state, finding.fixed) == ("no-fix", None)
 
 
 def test_unknown_os_and_invalid_versions_are_problems() -> None:

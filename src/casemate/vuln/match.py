@@ -67,7 +67,12 @@ def match(inventory: Inventory, index: Lookup) -> MatchResult:
                 continue
             if span is None:
                 continue
-            state = advisory.state if span.fixed is None else "fixed"
+            # a range that ends at last_affected has no fixed version to install yet
+            state = (
+                "fixed"
+                if span.fixed
+                else ("no-fix" if advisory.state == "fixed" else advisory.state)
+            )
             finding = Finding(
                 image=inventory.image,
                 package=source,
