@@ -253,6 +253,7 @@ def test_key_logins_refuse_other_users_unknown_keys_disabled_and_locked_accounts
         "method": "publickey",
         "reason": "",
         "key_fingerprint": parsed.fingerprint,
+        "provider": "",
     }
 
     rt.identity.update_user("alice", by=None, disabled=True)
