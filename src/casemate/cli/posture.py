@@ -274,6 +274,98 @@ def docker(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+@app.command("watch")
+def watch(
+    cluster: Annotated[str, typer.Option("--cluster", help="The registered cluster to follow.")],
+    account: Annotated[
+        str | None, typer.Option("--account", help="The cluster's system account to read as.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace.")
+    ] = None,
+    rules: RuleOption = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option("--metrics-listen", help="HOST:PORT for Prometheus metrics (/metrics)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Follow a cluster's changes and report each new finding at once: a line on stdout, an
+    audit record (posture.finding; forwarded to syslog when the audit log forwards), and the
+    casemate_posture_findings gauge."""
+    import queue
+    import threading
+
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from casemate.events import GenericEvent
+    from casemate.k8s.clusters import Clusters
+    from casemate.posture.live import cluster_access
+    from casemate.posture.watch import WATCHED, FindingTracker, WatchEvent, watch_resource
+
+    chosen = tuple(r for r in select_rules(rules or ()) if r.scope == "object")
+    registry = CollectorRegistry()
+    gauge = Gauge(
+        "casemate_posture_findings",
+        "Current posture findings of the watched cluster",
+        ["rule", "severity"],
+        registry=registry,
+    )
+    if metrics_listen is not None:
+        host, _, port = metrics_listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidInput(f"--metrics-listen {metrics_listen!r} is not HOST:PORT")
+        start_http_server(int(port), addr=host, registry=registry)
+    rt = runtime(data_dir)
+    try:
+        server, ca_pem, credential = cluster_access(
+            Clusters(rt.db, rt.vault, rt.audit), cluster, account
+        )
+        events: queue.Queue[WatchEvent] = queue.Queue()
+        stop = threading.Event()
+        resources = [r for r in WATCHED if namespace is None or r.namespaced]
+        for resource in resources:
+            threading.Thread(
+                target=watch_resource,
+                args=(server, ca_pem, credential, resource, namespace, events, stop),
+                daemon=True,
+                name=f"watch-{resource.resource}",
+            ).start()
+        tracker = FindingTracker(chosen)
+        synced = 0
+        try:
+            while True:
+                event = events.get()
+                if event.type == "SYNCED":
+                    synced += 1
+                    if synced == len(resources):
+                        err.print(f"watching cluster {cluster}", markup=False)
+                    continue
+                if event.type == "ERROR":
+                    err.print(f"watch: {event.obj.get('message')}", markup=False)
+                    continue
+                for f in tracker.update(event):
+                    where = f"{f.object_ref} {f.path}".strip()
+                    sys.stdout.write(f"{f.severity.value} {f.rule_id} {where}: {f.message}\n")
+                    sys.stdout.flush()
+                    rt.audit.append(
+                        GenericEvent(
+                            name="posture.finding",
+                            actor="casemate posture watch",
+                            source=f"cluster {cluster}",
+                            outcome=f.severity.value,
+                            data={"cluster": cluster, **f.to_json()},
+                        )
+                    )
+                gauge.clear()
+                for (rule_id, severity), count in tracker.counts().items():
+                    gauge.labels(rule=rule_id, severity=severity).set(count)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:
+        rt.close()
+
+
 @app.command("rules")
 def list_rules(
     rules: RuleOption = None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from casemate.errors import CasemateError, InvalidInput, NotFound
-from casemate.k8s.client import ClusterForbidden, CredentialRejected, KubeClient
+from casemate.k8s.client import ClusterForbidden, Credential, CredentialRejected, KubeClient
 from casemate.k8s.clusters import Access, Clusters
 from casemate.posture.manifests import LoadProblem
 from casemate.posture.model import Subject
@@ -25,6 +25,7 @@ __all__ = [
     "RESOURCES",
     "LiveResource",
     "anonymous_client",
+    "cluster_access",
     "cluster_client",
     "iter_cluster",
     "probe_anonymous",
@@ -118,9 +119,11 @@ def iter_cluster(
                 break
 
 
-def cluster_client(clusters: Clusters, cluster: str, account: str | None = None) -> KubeClient:
-    """A client for ``cluster`` as one of its stored system accounts (the only one, or the one
-    named). The credential is decrypted from the vault into this client's memory only."""
+def cluster_access(
+    clusters: Clusters, cluster: str, account: str | None = None
+) -> tuple[str, bytes, Credential]:
+    """(server, CA bundle, credential) of one of ``cluster``'s stored system accounts (the
+    only one, or the one named). The credential is decrypted from the vault into memory only."""
     info = clusters.get_cluster(cluster)
     accounts = clusters.list_accounts(cluster)
     if account is None:
@@ -147,8 +150,14 @@ def cluster_client(clusters: Clusters, cluster: str, account: str | None = None)
         grant_id=0,
         via="posture scan",
     )
-    credential = clusters.account_credential(access)
-    return KubeClient(info.server, info.ca_pem.encode("ascii"), credential, cluster=info.name)
+    return info.server, info.ca_pem.encode("ascii"), clusters.account_credential(access)
+
+
+def cluster_client(clusters: Clusters, cluster: str, account: str | None = None) -> KubeClient:
+    """A client for ``cluster`` as one of its stored system accounts (see
+    :func:`cluster_access`)."""
+    server, ca_pem, credential = cluster_access(clusters, cluster, account)
+    return KubeClient(server, ca_pem, credential, cluster=cluster)
 
 
 #: What an anonymous caller is asked (read-only), and whether Kubernetes' defaults answer it.

@@ -1,0 +1,119 @@
+"""``casemate posture watch``: the tracker (pure) and the command on the real test cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from casemate.posture.engine import select_rules
+from casemate.posture.watch import FindingTracker, WatchEvent
+from tests.posture.helpers import pod
+
+
+def privileged(name="p"):
+    obj = pod(
+        {"containers": [{"name": "c", "image": "a:1", "securityContext": {"privileged": True}}]}
+    )
+    obj["metadata"]["name"] = name
+    return obj
+
+
+def test_tracker_reports_only_new_findings():
+    tracker = FindingTracker(select_rules(["escape.privileged", "escape.host-namespaces"]))
+    assert tracker.update(WatchEvent("ADDED", privileged(), initial=True)) == []
+    assert tracker.counts() == {("escape.privileged", "critical"): 1}
+    assert tracker.update(WatchEvent("MODIFIED", privileged())) == []  # already known
+    worse = privileged()
+    worse["spec"]["hostPID"] = True
+    (new,) = tracker.update(WatchEvent("MODIFIED", worse))
+    assert new.rule_id == "escape.host-namespaces"
+    assert [f.rule_id for f in tracker.update(WatchEvent("ADDED", privileged("q")))] == [
+        "escape.privileged"
+    ]
+    tracker.update(WatchEvent("DELETED", worse))
+    assert tracker.counts() == {("escape.privileged", "critical"): 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.k8s
+def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namespace, tmp_path):
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import load_settings
+    from casemate.k8s.client import Credential
+    from casemate.k8s.clusters import Clusters
+
+    data_dir = tmp_path / "data"
+    rt = open_runtime(
+        load_settings(data_dir=data_dir, admin_password="Orchid-Falcon-Tundra-58"), create=True
+    )
+    clusters = Clusters(rt.db, rt.vault, rt.audit)
+    clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
+    clusters.add_account("test", "reader", Credential.bearer(kube_cluster.admin_token), by=None)
+    rt.close()
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CASEMATE_")},
+           "CASEMATE_DATA_DIR": str(data_dir)}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casemate.cli", "posture", "watch", "--cluster", "test",
+         "-n", kube_namespace, "--metrics-listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "watching cluster test" in line:
+                ready.set()
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        lines.extend(f"OUT {line}" for line in proc.stdout)
+
+    threads = [
+        threading.Thread(target=read_err, daemon=True),
+        threading.Thread(target=read_out, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        assert ready.wait(60), "".join(lines)
+        obj = privileged("rooted")
+        obj["metadata"]["namespace"] = kube_namespace
+        kube_cluster.kubectl("create", "-f", "-", input=json.dumps(obj))
+        created = time.monotonic()
+        wanted = f"critical escape.privileged Pod/{kube_namespace}/rooted"
+        while not any(wanted in line for line in lines):
+            assert time.monotonic() - created < 15, "".join(lines)
+            time.sleep(0.2)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert (
+            'casemate_posture_findings{rule="escape.privileged",severity="critical"} 1.0' in metrics
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    rt = open_runtime(load_settings(data_dir=data_dir))
+    try:
+        (entry,) = rt.audit.query(kind="posture.finding", text="escape.privileged")
+        assert entry.details["object"]["name"] == "rooted" and entry.outcome == "critical"
+    finally:
+        rt.close()
