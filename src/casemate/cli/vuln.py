@@ -21,7 +21,12 @@ from casemate.reports import cyclonedx, sarif
 from casemate.reports import json as json_report
 from casemate.reports.model import Component
 from casemate.vuln.advisories.index import SOURCES, AdvisoryIndex, IndexStore
-from casemate.vuln.advisories.mirror import fetch_security_index, parse_packages
+from casemate.vuln.advisories.interface import Parsed
+from casemate.vuln.advisories.mirror import (
+    fetch_changelog_advisories,
+    fetch_security_index,
+    parse_packages,
+)
 from casemate.vuln.inventory.cache import InventoryCache
 from casemate.vuln.inventory.sources import (
     scan_docker_archive,
@@ -333,6 +338,14 @@ UpdateMirrorOption = Annotated[
     str, typer.Option("--mirror", help="The Debian security archive (a mirror of it).")
 ]
 ArchOption = Annotated[str, typer.Option("--arch", help="Architecture of the package index.")]
+ChangelogsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--changelogs-for",
+        help="Source packages (comma-separated) whose CVE ids to read from the changelog of "
+        "their update (one small .deb each, cached).",
+    ),
+]
 
 
 @db_app.command("update")
@@ -340,12 +353,19 @@ def db_update(
     mirror: UpdateMirrorOption = SECURITY_MIRROR,
     suite: SuiteOption = "bookworm-security",
     arch: ArchOption = "amd64",
+    changelogs_for: ChangelogsOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Read a Debian security suite's package index from a mirror: each source package it
-    offers is "fixed in" that version (the CVE ids are not collected yet)."""
+    offers is "fixed in" that version; with --changelogs-for, the CVE ids those updates fix."""
     origin, text, date = fetch_security_index(mirror, suite, arch)
     parsed = parse_packages(text, suite, origin)
+    wanted = {s.strip() for s in (changelogs_for or "").split(",") if s.strip()}
+    if wanted:
+        cves = fetch_changelog_advisories(
+            mirror, text, suite, wanted, _vuln_dir(data_dir) / "changelogs"
+        )
+        parsed = Parsed(parsed.advisories + cves.advisories, parsed.problems + cves.problems)
     store = IndexStore(_vuln_dir(data_dir) / "db")
     info = store.store(origin, "debian-security-suite", parsed, date)
     out.print(

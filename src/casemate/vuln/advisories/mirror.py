@@ -2,10 +2,11 @@
 which version the security archive offers, so any installed source version below it has a
 security fix waiting ("fixed in" that version, and the version really is installable).
 
-Only the index is read (``dists/SUITE/main/binary-ARCH/Packages.xz``): the CVE ids that each
-upload fixes (from its ``changelog.Debian``) are not collected yet, so these advisories name the
-upload, not the CVEs. The index's SHA-256 is checked against ``InRelease``; InRelease's own
-OpenPGP signature is **not** verified here.
+The index (``dists/SUITE/main/binary-ARCH/Packages.xz``) gives one advisory per source package,
+named after the upload; for the source packages asked for, the CVE ids each upload fixes are
+read from its ``changelog.Debian`` (:mod:`casemate.vuln.advisories.changelog`). The index's
+SHA-256 is checked against ``InRelease``; InRelease's own OpenPGP signature is **not**
+verified here.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import lzma
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 from debian.deb822 import Packages
 
+from casemate.vuln.advisories.changelog import (
+    changelog_advisories,
+    changelog_from_deb,
+    smallest_binaries,
+)
 from casemate.vuln.advisories.debian import RELEASES
 from casemate.vuln.advisories.interface import AdvisoryError, Parsed
 from casemate.vuln.model import Advisory, Range
@@ -114,3 +121,45 @@ def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
                 pass
             break
     return f"{base}/{member}", text, date
+
+
+def fetch_changelog_advisories(mirror: str, text: str, suite: str, sources: set[str],
+                               cache_dir: Path, timeout: float = 300) -> Parsed:  # fmt: skip
+    """CVE advisories from the changelogs of ``sources`` (one binary each, smallest first),
+    downloaded from ``mirror`` unless cached; each file's SHA-256 checked against the index."""
+    release = RELEASES.get(suite.split("-")[0])
+    if release is None:
+        raise AdvisoryError(f"unknown Debian suite {suite!r}")
+    binaries = smallest_binaries(text, sources)
+    problems = [f"{suite}: no security update of {s} to read a changelog from"
+                for s in sorted(sources - set(binaries))]  # fmt: skip
+    advisories: list[Advisory] = []
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        for source, candidates in sorted(binaries.items()):
+            version = candidates[0].source_version
+            cached = cache_dir / f"{source}_{version.replace(':', '%3a')}.txt"
+            changelog = cached.read_text() if cached.is_file() else None
+            errors: list[str] = []
+            for binary in candidates[:3]:
+                if changelog is not None:
+                    break
+                url = f"{mirror.rstrip('/')}/{binary.filename}"
+                try:
+                    data = _get(client, url).content
+                    if hashlib.sha256(data).hexdigest() != binary.sha256:
+                        raise AdvisoryError(f"{url} does not match the SHA-256 of the index")
+                    changelog = changelog_from_deb(data, binary.package, url)
+                    cached.write_text(changelog)
+                except AdvisoryError as e:
+                    errors.append(str(e))
+            if changelog is None:
+                problems += errors
+                continue
+            try:
+                parsed = changelog_advisories(changelog, source, release, f"{mirror} {source}")
+            except AdvisoryError as e:
+                problems.append(str(e))
+                continue
+            advisories += parsed.advisories
+    return Parsed(tuple(advisories), tuple(problems))
