@@ -27,6 +27,7 @@ __all__ = [
     "anonymous_client",
     "cluster_access",
     "cluster_client",
+    "controller_owned",
     "iter_cluster",
     "probe_anonymous",
 ]
@@ -71,7 +72,7 @@ RESOURCES: Final = (
 _SCANNED_KINDS: Final = frozenset(r.kind for r in RESOURCES)
 
 
-def _owned(obj: Mapping[str, Any]) -> bool:
+def controller_owned(obj: Mapping[str, Any]) -> bool:
     meta = obj.get("metadata")
     owners = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
     if not isinstance(owners, list):
@@ -108,7 +109,7 @@ def iter_cluster(
                 break
             items = page.get("items")
             for item in items if isinstance(items, list) else []:
-                if not isinstance(item, dict) or _owned(item):
+                if not isinstance(item, dict) or controller_owned(item):
                     continue
                 item["kind"] = res.kind
                 item["apiVersion"] = res.group_version

@@ -22,7 +22,7 @@ import httpx
 
 from casemate.k8s.client import Credential, tls_context
 from casemate.posture.engine import Scanner
-from casemate.posture.live import LiveResource, _owned
+from casemate.posture.live import LiveResource, controller_owned
 from casemate.posture.model import Finding, Rule, Settings, Subject
 
 __all__ = ["WATCHED", "FindingTracker", "WatchEvent", "watch_resource"]
@@ -119,7 +119,7 @@ def watch_resource(
                     stop.wait(5)
                     continue
                 for item in page.get("items") or []:
-                    if isinstance(item, dict) and not _owned(item):
+                    if isinstance(item, dict) and not controller_owned(item):
                         item["kind"], item["apiVersion"] = resource.kind, resource.group_version
                         events.put(WatchEvent("ADDED", item, initial=True))
                 version = str((page.get("metadata") or {}).get("resourceVersion", ""))
@@ -145,7 +145,7 @@ def watch_resource(
                             continue
                         meta = obj.get("metadata") or {}
                         version = str(meta.get("resourceVersion") or version)
-                        if kind in ("ADDED", "MODIFIED", "DELETED") and not _owned(obj):
+                        if kind in ("ADDED", "MODIFIED", "DELETED") and not controller_owned(obj):
                             obj["kind"], obj["apiVersion"] = resource.kind, resource.group_version
                             events.put(WatchEvent(str(kind), obj))
             except (httpx.HTTPError, ValueError) as e:
