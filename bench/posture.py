@@ -8,7 +8,9 @@ reads and checks them with every rule, as ``casemate posture scan DIR`` does (it
 namespace rules at the end). Peak memory is the process's maximum resident set (ru_maxrss),
 interpreter included. Then the admission webhook (``casemate admission serve`` in its own process,
 TLS on loopback) answers ``--requests`` AdmissionReviews of a Deployment from ``--concurrency``
-clients; p50 and p99 are per request, client side. Aims (issue 13): under 5 s and under
+clients; p50 and p99 are per request, client side. As a peer, kube-score (built from its Go
+module: ``go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0``; found on PATH or in
+~/go/bin) scores the same files, and the time ratio is printed. Aims (issue 13): under 5 s and under
 300 MB for the scan, p99 under 20 ms for the webhook.
 
     .venv/bin/python bench/posture.py [--objects 10000] [--per-file 100]
@@ -23,6 +25,7 @@ import datetime
 import ipaddress
 import json
 import resource
+import shutil
 import socket
 import ssl
 import statistics
@@ -148,6 +151,22 @@ def _tls(folder: Path) -> tuple[Path, Path, ssl.SSLContext]:
     return cert_path, key_path, ssl.create_default_context(cadata=pem.decode())
 
 
+def bench_kube_score(folder: Path) -> float | None:
+    """Seconds kube-score takes to score every file of ``folder`` (None if not installed)."""
+    program = shutil.which("kube-score") or str(Path.home() / "go" / "bin" / "kube-score")
+    if not Path(program).is_file():
+        return None
+    files = sorted(str(p) for p in folder.glob("*.yaml"))
+    start = time.perf_counter()
+    done = subprocess.run(
+        [program, "score", "--output-format", "ci", *files], capture_output=True, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if not done.stdout:
+        raise SystemExit(f"kube-score failed: {done.stderr.decode(errors='replace')[:500]}")
+    return elapsed
+
+
 def bench_webhook(requests: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory(prefix="casemate-webhook-bench-") as tmp:
         cert, key, client_ctx = _tls(Path(tmp))
@@ -238,12 +257,20 @@ def main() -> None:
         seconds = time.perf_counter() - start
         cpu = time.process_time() - cpu_start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peer = bench_kube_score(folder)
     print(f"corpus: {scanner.objects} objects, {size / 1e6:.1f} MB of YAML, {problems} problems")
     print(f"manifest scan: {seconds:.2f} s wall, {cpu:.2f} s CPU, {len(findings)} findings "
           f"({scanner.objects / seconds:,.0f} objects/s)")  # fmt: skip
     print(f"peak memory (max RSS): {peak:.0f} MB (before the scan: {rss_before:.0f} MB)")
     print(f"ratio to aim: time {seconds / AIM_SECONDS:.2f}x of {AIM_SECONDS:.0f} s, "
           f"memory {peak / AIM_MB:.2f}x of {AIM_MB:.0f} MB")  # fmt: skip
+    if peer is None:
+        print(
+            "kube-score: not found (go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0)"
+        )
+    else:
+        print(f"kube-score on the same files: {peer:.2f} s wall; casemate/kube-score time ratio "
+              f"{seconds / peer:.2f}")  # fmt: skip
     if not args.no_webhook:
         bench_webhook(args.requests, args.concurrency)
 
