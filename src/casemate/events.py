@@ -527,6 +527,26 @@ class CommandFinished(Event):
     output_truncated: bool = False
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContainerInput(Event):
+    """A line the user entered inside an interactive container terminal (``kubectl exec
+    -it`` and the like, run by ``command_id``), best effort: ``line`` is assembled from the
+    keystrokes (editing keys applied, escape sequences dropped), ``echo`` is the line the
+    terminal showed for it (the container shell's echo: evidence of what it received, e.g. a
+    line recalled from its history; empty where nothing was echoed). Secrets masked. The
+    whole exchange is in the session recording."""
+
+    KIND: ClassVar[str] = "bastion.container.input"
+    command_id: str = ""
+    session_id: str = ""
+    cluster: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+    line: str = ""
+    echo: str = ""
+
+
 # Bastion command policy events ------------------------------------------------------------
 
 

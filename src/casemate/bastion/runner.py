@@ -72,13 +72,22 @@ from casemate.bastion.kubectl import (
     resolve_in_workspace,
 )
 from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
+from casemate.bastion.ptyrun import (
+    IDLE_FLUSH,
+    ApiRelease,
+    PtyTerminal,
+    api_release,
+    run_on_pty,
+    tty_requested,
+    wants_terminal,
+)
 from casemate.bastion.recording import Redactor
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.shell import ParsedLine, Redirect, ShellRefused, parse_line
 from casemate.bastion.workenv import WorkEnv
 from casemate.core.audit import AuditLog
 from casemate.errors import CasemateError, ConfigError
-from casemate.events import CommandDecided, CommandFinished
+from casemate.events import CommandDecided, CommandFinished, ContainerInput
 from casemate.risks.pods import PodRisk, object_risks
 
 __all__ = [
@@ -345,13 +354,16 @@ class CommandRunner:
         *,
         secrets: Iterable[str] = (),
         on_ticket: Callable[[Ticket], Awaitable[None]] | None = None,
-        on_release: Callable[[bool], None] | None = None,
+        on_release: Callable[[ApiRelease | None], None] | None = None,
+        terminal: PtyTerminal | None = None,
     ) -> CommandResult:
         """Run one command line; see the module docstring. ``secrets`` are masked in the
         output, the audit record and the stored output. ``on_ticket`` is told about a held
-        command; ``on_release(True)`` is called just before an *approved* command runs and
-        ``on_release(False)`` when it has finished (the gateway lets the API proxy pass that
-        command's review-level requests meanwhile)."""
+        command; ``on_release(release)`` is called just before an *approved* command runs and
+        ``on_release(None)`` when it has finished (the gateway lets the API proxy pass what
+        ``release`` names of that command's review-level requests meanwhile). ``terminal``:
+        the user's interactive terminal, on which ``kubectl exec -it`` and the like run
+        (:mod:`casemate.bastion.ptyrun`); without one, ``-t`` is refused."""
         secret_list = [s for s in secrets if s]
         redactor = Redactor(secret_list)
         command_id = "cmd_" + _secrets.token_hex(8)
@@ -370,6 +382,7 @@ class CommandRunner:
             if parsed.redirect is not None:
                 check_redirect(parsed.redirect, env.workspace)
             first, digests = await self._inspect(first, real, env)
+            interactive = _interactive(first, parsed, terminal, info.namespace, info.namespaces)
         except CommandRefused as e:
             return await self._refuse(command_id, info, display, argvs, e.reason, "", write)
         except _Refused as e:
@@ -429,7 +442,7 @@ class CommandRunner:
                 command_id, info, display, argvs, verdict, digests, "allowed", 0
             )
         if on_release is not None and ticket_id:
-            on_release(True)
+            on_release(api_release(first, namespace))
         try:
             return await self._execute(
                 command_id,
@@ -442,10 +455,11 @@ class CommandRunner:
                 approver,
                 write,
                 secret_list,
+                interactive=(first, terminal) if interactive and terminal is not None else None,
             )
         finally:
             if on_release is not None and ticket_id:
-                on_release(False)
+                on_release(None)
 
     # -- refusals and audit
 
@@ -753,6 +767,8 @@ class CommandRunner:
         approver: str,
         write: Writer,
         secrets: Sequence[str],
+        *,
+        interactive: tuple[KubeCommand, PtyTerminal] | None = None,
     ) -> CommandResult:
         start = time.monotonic()
         redactor = Redactor(secrets)
@@ -801,19 +817,24 @@ class CommandRunner:
                 target = check_redirect(redirect, env.workspace)
                 mode = os.O_APPEND if redirect.append else os.O_TRUNC
                 file_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | mode, 0o600)
-            code = await asyncio.wait_for(
-                _pipeline(
-                    [
-                        [self.tools.program(stage.program), *stage.argv[1:]]
-                        for stage in parsed.stages
-                    ],
-                    env,
-                    sink,
-                    self.limits.output_chunk,
-                    out_sink=file_sink if redirect is not None else None,
-                ),
-                self.limits.timeout,
-            )
+            if interactive is not None:
+                code = await self._on_pty(
+                    command_id, parsed, info, env, interactive, sink, redactor, keep, write
+                )
+            else:
+                code = await asyncio.wait_for(
+                    _pipeline(
+                        [
+                            [self.tools.program(stage.program), *stage.argv[1:]]
+                            for stage in parsed.stages
+                        ],
+                        env,
+                        sink,
+                        self.limits.output_chunk,
+                        out_sink=file_sink if redirect is not None else None,
+                    ),
+                    self.limits.timeout,
+                )
             if redirect is not None and (rest := file_redactor.flush()):
                 to_file(rest)
         except _OutputTooLarge:
@@ -887,6 +908,88 @@ class CommandRunner:
             size,
         )
 
+    async def _on_pty(
+        self,
+        command_id: str,
+        parsed: ParsedLine,
+        info: SessionInfo,
+        env: WorkEnv,
+        interactive: tuple[KubeCommand, PtyTerminal],
+        sink: Writer,
+        redactor: Redactor,
+        keep: Callable[[bytes], None],
+        write: Writer,
+    ) -> int:
+        """Run an approved interactive command on a pty (no command timeout: the session's
+        lifetime bounds it); each line the user enters is audited as
+        :class:`~casemate.events.ContainerInput` (best effort). Output held back by the masking
+        of secrets is shown after :data:`IDLE_FLUSH` of quiet (an echo must not wait)."""
+        command, terminal = interactive
+        lock = asyncio.Lock()
+        later: asyncio.Task[None] | None = None
+
+        async def flush_later() -> None:
+            await asyncio.sleep(IDLE_FLUSH)
+            async with lock:
+                if rest := redactor.flush():
+                    keep(rest)
+                    await write(rest)
+
+        async def pty_sink(chunk: bytes) -> None:
+            nonlocal later
+            if later is not None:
+                later.cancel()
+            terminal.shown(chunk)
+            async with lock:
+                await sink(chunk)
+            if redactor.pending:
+                later = asyncio.ensure_future(flush_later())
+
+        pod = next((r.name for r in command.resources if r.name), "") or ""
+
+        async def audit_lines() -> None:
+            while True:
+                line, echo = await terminal.entered.get()
+                event = ContainerInput(
+                    actor=info.user,
+                    source=info.source,
+                    outcome="entered",
+                    command_id=command_id,
+                    session_id=info.session_id,
+                    cluster=info.cluster,
+                    namespace=command.namespace or info.namespace,
+                    pod=pod,
+                    container=command.flag("container") or "",
+                    line=redactor.redact(line),
+                    echo=redactor.redact(echo),
+                )
+                try:
+                    await asyncio.to_thread(self.audit.append, event)
+                except Exception as e:  # noqa: BLE001 - best effort, said in the docs
+                    log.warning("bastion: a container input line was not audited: %s", e)
+
+        auditor = asyncio.ensure_future(audit_lines())
+        try:
+            return await run_on_pty(
+                [self.tools.program(parsed.first.program), *parsed.first.argv[1:]],
+                cwd=env.workspace,
+                environ=_spawn_env(env),
+                terminal=terminal,
+                sink=pty_sink,
+                chunk=self.limits.output_chunk,
+            )
+        finally:
+            if later is not None:
+                later.cancel()
+            # the lines entered up to the end are audited before the command's end
+            for _ in range(500):
+                if terminal.entered.empty() or auditor.done():
+                    break
+                await asyncio.sleep(0.01)
+            auditor.cancel()
+            with contextlib.suppress(BaseException):
+                await auditor
+
     def _finish(
         self,
         command_id: str,
@@ -929,6 +1032,37 @@ class CommandRunner:
                 stored = self.artifacts.put(kept, "output", digest=sha, size=size, session=s)
             self.audit.append(event, session=s)
         return stored
+
+
+def _interactive(
+    command: KubeCommand,
+    parsed: ParsedLine,
+    terminal: PtyTerminal | None,
+    namespace: str,
+    namespaces: Sequence[str],
+) -> bool:
+    """Whether ``command`` runs on the user's terminal (a pty); refuses ``-t`` where there is
+    no terminal, or where its output would not reach one, and an interactive command into a
+    namespace outside the grant (early: the API proxy refuses it anyway)."""
+    tty = tty_requested(command)
+    if wants_terminal(command) and namespaces and "*" not in namespaces:
+        ns = command.namespace or namespace
+        if ns not in namespaces:
+            raise _Refused(
+                f"namespace {ns!r} is outside your grant (namespaces: {', '.join(namespaces)})"
+            )
+    if tty and terminal is None:
+        raise _Refused(
+            f"kubectl {command.verb} -t needs an interactive terminal: use the web terminal, "
+            "SSH with a terminal or 'casemate connect' (without -t, standard input is empty here)"
+        )
+    if terminal is None or not wants_terminal(command):
+        return False
+    if len(parsed.stages) > 1 or parsed.redirect is not None:
+        if tty:
+            raise _Refused(f"kubectl {command.verb} -t cannot be piped or redirected")
+        return False
+    return True
 
 
 def _scale_diff(before: bytes, replicas: int) -> str:

@@ -45,6 +45,7 @@ from typing import Final
 
 from casemate.bastion.artifacts import ArtifactStore
 from casemate.bastion.policy import Policy, default_policy
+from casemate.bastion.ptyrun import ApiRelease, PtyTerminal
 from casemate.bastion.recording import RecordingStore, RecordingWriter
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.runner import CommandResult, CommandRunner, RunnerLimits, SessionInfo, Tools
@@ -156,6 +157,12 @@ class BastionSession:
         self.commands = 0
         self.shared_with: set[str] = set()
         self.releasing = False
+        #: what of the released command's review-level API requests may still pass
+        self.release: ApiRelease | None = None
+        self._connects: list[tuple[str, str, str]] = []
+        #: the user's terminal (interactive channels): ``kubectl exec -it`` runs on it
+        self.terminal: PtyTerminal | None = None
+        self.size = (80, 24)
         self.closed = False
         self.ended_reason = ""
         self.terminated = asyncio.Event()
@@ -179,8 +186,11 @@ class BastionSession:
             self.recording.input(data)
 
     def resize(self, width: int, height: int) -> None:
+        self.size = (width, height)
         if self.recording is not None and not self.recording.closed:
             self.recording.resize(width, height)
+        if self.terminal is not None:
+            self.terminal.resize(width, height)
 
     def watch(self) -> asyncio.Queue[bytes | None]:
         q: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -210,8 +220,10 @@ class BastionSession:
         if self._running is not None:
             raise InvalidInput("a command is already running in this session")
 
+        tty = self.terminal if terminal else None
+
         async def out(data: bytes) -> None:
-            if terminal:
+            if terminal and not (tty is not None and tty.attached):
                 data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             self.output(data)
             await write(data)
@@ -228,6 +240,7 @@ class BastionSession:
                 secrets=self._secrets,
                 on_ticket=on_ticket,
                 on_release=self._release,
+                terminal=tty,
             )
         )
         try:
@@ -247,8 +260,25 @@ class BastionSession:
             return True
         return False
 
-    def _release(self, on: bool) -> None:
-        self.releasing = on
+    def _release(self, release: ApiRelease | None) -> None:
+        self.releasing = release is not None
+        self.release = release
+        self._connects = list(release.connects) if release is not None else []
+
+    def release_api(self, api: ApiRequest) -> bool:
+        """Whether the released command may make this review-level request: a connection
+        into a pod only if the command names it (each once: an approval releases exactly that
+        exec), anything else only if the command needs more than its connection."""
+        if not self.releasing or self.release is None:
+            return False
+        if api.connect:
+            for allowed in self._connects:
+                sub, ns, pod = allowed
+                if sub == api.connect and ns == api.namespace and pod in ("*", api.name):
+                    self._connects.remove(allowed)
+                    return True
+            return False
+        return self.release.others
 
     async def close(self, reason: str = "exit") -> None:
         await self.gateway.close_session(self.id, reason=reason)
@@ -516,6 +546,7 @@ class Gateway:
             secrets_=secret_values,
             grant_id=access.grant_id,
         )
+        session.size = (width, height)
         self._live[session_id] = session
         _LIVE_HERE.add(session_id)
         return session
@@ -689,7 +720,7 @@ class Gateway:
         """
         if session.kind == "session":
             live = self._live.get(session.session_id)
-            if live is not None and live.releasing:
+            if live is not None and live.release_api(api):
                 return True
             return f"{verdict.reason}: this needs a reviewed command in the bastion session"
         body = REVIEWED_BODY.get()

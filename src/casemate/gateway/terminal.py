@@ -10,6 +10,10 @@ command runner (policy, review, audit); Ctrl-C while a command runs stops it and
 terminal's driver, discards what was typed ahead. Commands have no standard input: bytes typed
 while one runs are kept (up to :data:`MAX_TYPE_AHEAD`) and edited into the next line once it
 ends, and the further lines of a multi-line paste run one after another, as in a shell.
+An approved interactive command (``kubectl exec -it POD -- sh``, ``attach -it``, ``run -it``,
+``debug -it``) runs on a pty (:mod:`casemate.bastion.ptyrun`) and has the terminal while it
+runs: every byte typed (Ctrl-C and Ctrl-D included) goes to it, resizes follow; what was typed
+during its review or after it ended is discarded, never run by the restricted shell.
 Built-ins: ``exit`` (also ``logout`` and Ctrl-D on an empty line), ``help``, ``clear``.
 """
 
@@ -23,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from casemate.bastion.lineedit import EndOfInput, Interrupt, LineEditor, Submit, kube_completer
+from casemate.bastion.ptyrun import PtyTerminal
 from casemate.errors import CasemateError
 from casemate.gateway.service import BastionSession
 
@@ -58,6 +63,8 @@ class TerminalShell:
         self._lock = asyncio.Lock()
         self._ahead = bytearray()  # typed while a command ran
         self._lines: deque[str | None] = deque()  # submitted ahead (None: Ctrl-D, log out)
+        self.tty = PtyTerminal(*session.size)
+        session.terminal = self.tty
 
     async def show(self, data: bytes) -> None:
         self.session.output(data)
@@ -82,6 +89,8 @@ class TerminalShell:
             return
         self.session.input(data)
         if self.running:
+            if self.tty.feed(data):
+                return  # an interactive command (kubectl exec -it) has the terminal
             if b"\x03" in data:
                 self._ahead.clear()
                 self._lines.clear()
@@ -153,6 +162,7 @@ class TerminalShell:
         self._task = asyncio.ensure_future(self._run(line))
 
     async def _run(self, line: str) -> None:
+        self.tty.used = False
         try:
             result = await self.session.run(line, self._send, terminal=True)
             if result.exit_code not in (0, 126):
@@ -168,6 +178,11 @@ class TerminalShell:
         except Exception:
             log.exception("terminal: command failed in session %s", self.session.id)
             await self.show(b"casemate: internal error (logged)\r\n")
+        if self.tty.used:
+            # what was typed for the container (during its review, or after it ended) never
+            # reaches the restricted shell
+            self._ahead.clear()
+            self._lines.clear()
         if self._task is asyncio.current_task():
             self._task = None  # this command is over: the next may start from here
         if not self.session.closed:
