@@ -97,8 +97,9 @@ def test_append_returns_committed_entries_and_the_chain_verifies(
         "method": "password",
         "reason": "",
         "key_fingerprint": "",
+        "provider": "",
     }
-    assert first.event_version == 2
+    assert first.event_version == 3
     assert first.ts.tzinfo is not None and abs(datetime.now(UTC) - first.ts) < timedelta(1)
     rest = fill(audit, 9)
     assert [e.seq for e in rest] == list(range(2, 11))
