@@ -17,6 +17,7 @@ from casemate.bastion.review import TicketState
 from casemate.gateway.service import BastionSession
 from casemate.gateway.terminal import TerminalShell
 from casemate.kubeproxy.classify import classify
+from casemate.testenv.kube import LocalCluster
 from casemate.testenv.node import BUSYBOX_IMAGE, RealNode, real_node_placement
 from tests.gateway.conftest import Bastion, principal
 from tests.gateway.helpers import (
@@ -49,8 +50,11 @@ class Screen:
 
 def busybox_pod(b: Bastion, node: RealNode, namespace: str | None = None) -> str:
     """A running busybox pod on the real node in ``namespace`` (default: the granted one)."""
+    return make_pod(b.kube, node, namespace or b.ns_a)
+
+
+def make_pod(kube: LocalCluster, node: RealNode, ns: str) -> str:
     del node  # started by the fixture
-    ns = namespace or b.ns_a
     name = f"box-{secrets.token_hex(3)}"
     pod: dict[str, Any] = {
         "apiVersion": "v1",
@@ -69,9 +73,9 @@ def busybox_pod(b: Bastion, node: RealNode, namespace: str | None = None) -> str
             ],
         },
     }
-    resp = b.kube.http.post(f"/api/v1/namespaces/{ns}/pods", json=pod)
+    resp = kube.http.post(f"/api/v1/namespaces/{ns}/pods", json=pod)
     assert resp.status_code == 201, resp.text
-    b.kube.kubectl("wait", "-n", ns, "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    kube.kubectl("wait", "-n", ns, "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
     return name
 
 
