@@ -131,6 +131,15 @@ async def test_exec_it_after_review_types_resizes_interrupts_and_exits(
     await shell.feed(b"echo back-$((2+3))\r")
     await screen.wait_for(b"back-5", start=mark)
     assert b"\nNOT-INTERRUPTED" not in screen.data[mark:]  # only its echo
+    # a secret typed or shown inside the container is masked in the screen, recording, audit
+    # (on a terminal wide enough that the shell's echo does not wrap the line: a secret
+    # broken by the wrapping is not recognised, as anywhere else)
+    session.resize(1000, 33)
+    await asyncio.sleep(0.3)
+    mark = len(screen.data)
+    await shell.feed(f"echo {b.token} | wc -c\r".encode())
+    await screen.wait_for(f"{len(b.token) + 1}\r\n".encode(), start=mark)
+    assert b"***" in screen.data[mark:]
     # the exit status comes back; the restricted shell prompt returns
     await shell.feed(b"exit 3\r")
     await asyncio.wait_for(shell.wait_idle(), 30)

@@ -819,7 +819,7 @@ class CommandRunner:
                 file_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | mode, 0o600)
             if interactive is not None:
                 code = await self._on_pty(
-                    command_id, parsed, info, env, interactive, sink, redactor, keep, write
+                    command_id, parsed, info, env, interactive, secrets, redactor, keep, write
                 )
             else:
                 code = await asyncio.wait_for(
@@ -915,7 +915,7 @@ class CommandRunner:
         info: SessionInfo,
         env: WorkEnv,
         interactive: tuple[KubeCommand, PtyTerminal],
-        sink: Writer,
+        secrets: Sequence[str],
         redactor: Redactor,
         keep: Callable[[bytes], None],
         write: Writer,
@@ -923,16 +923,18 @@ class CommandRunner:
         """Run an approved interactive command on a pty (no command timeout: the session's
         lifetime bounds it); each line the user enters is audited as
         :class:`~casemate.events.ContainerInput` (best effort). Output held back by the masking
-        of secrets is shown after :data:`IDLE_FLUSH` of quiet (an echo must not wait)."""
+        of secrets is shown on the screen after :data:`IDLE_FLUSH` of quiet (an echo must not
+        wait); the audited copy of the output is masked by a stream of its own that never
+        releases early (as the recording's)."""
         command, terminal = interactive
         lock = asyncio.Lock()
         later: asyncio.Task[None] | None = None
+        kept = Redactor(secrets)
 
         async def flush_later() -> None:
             await asyncio.sleep(IDLE_FLUSH)
             async with lock:
                 if rest := redactor.flush():
-                    keep(rest)
                     await write(rest)
 
         async def pty_sink(chunk: bytes) -> None:
@@ -940,8 +942,11 @@ class CommandRunner:
             if later is not None:
                 later.cancel()
             terminal.shown(chunk)
+            if clean := kept.feed(chunk):
+                keep(clean)
             async with lock:
-                await sink(chunk)
+                if shown := redactor.feed(chunk):
+                    await write(shown)
             if redactor.pending:
                 later = asyncio.ensure_future(flush_later())
 
@@ -981,6 +986,11 @@ class CommandRunner:
         finally:
             if later is not None:
                 later.cancel()
+            if rest := kept.flush():
+                keep(rest)
+            if rest := redactor.flush():
+                with contextlib.suppress(Exception):
+                    await write(rest)
             # the lines entered up to the end are audited before the command's end
             for _ in range(500):
                 if terminal.entered.empty() or auditor.done():
