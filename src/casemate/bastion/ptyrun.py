@@ -50,7 +50,7 @@ MAX_LINE: Final = 4000
 MAX_ECHO: Final = 400
 #: Output held back by the secret masking is shown after this much quiet (an echo must not
 #: wait for the next byte).
-IDLE_FLUSH: Final = 0.02
+IDLE_FLUSH: Final = 0.003
 
 #: Sent to the container's terminal when its command is ended from outside.
 HANGUP: Final = b"\x03\x15\x04"
