@@ -4,10 +4,12 @@ API proxy listening on loopback, and the testenv's kubectl and helm."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,19 +66,25 @@ def bastion_namespaces(kube_cluster: LocalCluster) -> Iterator[tuple[str, str]]:
         kube_cluster.delete_namespace(b)
 
 
-@pytest.fixture
-async def bastion(
-    tmp_path: Path, kube_cluster: LocalCluster, bastion_namespaces: tuple[str, str]
+@contextlib.asynccontextmanager
+async def open_bastion(
+    data_dir: Path,
+    kube_cluster: LocalCluster,
+    namespaces: tuple[str, str],
+    **settings: Any,
 ) -> AsyncIterator[Bastion]:
-    ns_a, ns_b = bastion_namespaces
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        admin_password=PASSWORD,
-        kubeproxy_listen="127.0.0.1:0",
-        sqlite_synchronous="NORMAL",
-    )
-    rt = open_runtime(settings, create=True)
-    rt.identity.ensure_first_admin(settings)
+    """The gateway of :class:`Bastion` with its data in ``data_dir``; ``settings`` override
+    the defaults (e.g. ``database_url`` for PostgreSQL)."""
+    ns_a, ns_b = namespaces
+    options: dict[str, Any] = {
+        "data_dir": data_dir,
+        "admin_password": PASSWORD,
+        "kubeproxy_listen": "127.0.0.1:0",
+        "sqlite_synchronous": "NORMAL",
+        **settings,
+    }
+    rt = open_runtime(load_settings(**options), create=True)
+    rt.identity.ensure_first_admin(rt.settings)
     admin = principal(rt, "admin")
     rt.identity.create_user("alice", by=admin, password=PASSWORD, roles=["operator"])
     rt.identity.create_user("bob", by=admin, password=PASSWORD, roles=["approver"])
@@ -115,3 +123,11 @@ async def bastion(
     finally:
         await gateway.close()
         rt.close()
+
+
+@pytest.fixture
+async def bastion(
+    tmp_path: Path, kube_cluster: LocalCluster, bastion_namespaces: tuple[str, str]
+) -> AsyncIterator[Bastion]:
+    async with open_bastion(tmp_path / "data", kube_cluster, bastion_namespaces) as b:
+        yield b

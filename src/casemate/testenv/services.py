@@ -227,6 +227,16 @@ class Server:
         raise NotImplementedError
 
     def start(self, timeout: float = 30.0) -> None:
+        self._start(timeout, None)
+
+    def resume(self, timeout: float = 30.0) -> None:
+        """Start again after :meth:`stop` on the same port, with the same data: to its
+        clients, the end of an outage (a restart is ``stop()`` then ``resume()``)."""
+        if not self.port:
+            raise ComponentError(f"{self.name} was never started")
+        self._start(timeout, self.port)
+
+    def _start(self, timeout: float, port: int | None) -> None:
         if self._process is not None:
             raise ComponentError(f"{self.name} is already started")
         started = time.monotonic()
@@ -234,8 +244,9 @@ class Server:
         hand_over(self.dir, account)
         try:
             self._prepare(account)
-            for attempt in range(1, self.start_attempts + 1):
-                self.port = free_port()
+            attempts = 1 if port else self.start_attempts  # a fixed port cannot be retried
+            for attempt in range(1, attempts + 1):
+                self.port = port or free_port()
                 self._process = ManagedProcess(
                     self.name, self._argv(), self.log_path, account=account
                 )
@@ -246,7 +257,7 @@ class Server:
                 except ComponentError:
                     lost_port = "Address already in use" in self._process.output()
                     self._process.stop()
-                    if not lost_port or attempt == self.start_attempts:
+                    if not lost_port or attempt == attempts:
                         raise
                     log.info("%s lost port %d to another process; retrying", self.name, self.port)
         except BaseException:
