@@ -290,3 +290,53 @@ async def test_a_paste_cannot_leave_the_container_shell(
     await session.close()
     still = b.kube.kubectl("get", "-n", b.ns_a, f"pod/{pod}", "-o", "name", check=False)
     assert still.returncode == 0
+
+
+async def test_attach_it_and_debug_it_on_the_real_node(
+    bastion: Bastion, real_node: RealNode
+) -> None:
+    """``kubectl attach -it`` to a pod's terminal and ``kubectl debug -it`` (an ephemeral
+    container) run on the pty after their review, like exec."""
+    b = bastion
+    name = f"tty-{secrets.token_hex(3)}"
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": b.ns_a},
+        "spec": {
+            **real_node_placement(),
+            "terminationGracePeriodSeconds": 1,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh"],
+                    "stdin": True,
+                    "tty": True,
+                }
+            ],
+        },
+    }
+    resp = b.kube.http.post(f"/api/v1/namespaces/{b.ns_a}/pods", json=pod)
+    assert resp.status_code == 201, resp.text
+    b.kube.kubectl("wait", "-n", b.ns_a, "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    session = await b.gateway.open_session(b.alice, b.cluster, channel="web", term="xterm")
+    screen = Screen()
+    shell = TerminalShell(session, screen)
+    await shell.start()
+    await shell.feed(f"kubectl attach -it {name} -c main\r".encode())
+    await screen.wait_for(b"waiting for approval")
+    await approve_pending(b)
+    await screen.wait_for(b"approved by")
+    await asyncio.sleep(1.0)
+    mark = len(screen.data)
+    await shell.feed(b"echo attached-$((4*4))\r")
+    await screen.wait_for(b"attached-16", start=mark)
+    await shell.feed(b"exit 0\r")  # the container's own shell ends: so does the attach
+    await asyncio.wait_for(shell.wait_idle(), 60)
+    assert b"[exit" not in screen.data[mark:]
+    await session.close()
+    typed = {d["line"] for d in audit_details(b.rt, "bastion.container.input")}
+    assert "echo attached-$((4*4))" in typed
