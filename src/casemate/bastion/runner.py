@@ -31,6 +31,10 @@
    the file is opened without following a link), the gateway writes it (mode 0600, masked the
    same way, at most :attr:`RunnerLimits.max_redirect_bytes`), and the audit record still holds
    the output.
+   An approved interactive command (``kubectl exec -it``, ``attach -it``, ``run -it``,
+   ``debug -it``) on a channel with a terminal runs instead on a pty with the user's
+   keystrokes as its input (:mod:`casemate.bastion.ptyrun`); without a terminal, ``-t`` is
+   refused.
 6. **Audit after**: :class:`~casemate.events.CommandFinished` with the exit code, duration,
    approver, the first bytes of the output and the digest and size of all of it; the output
    itself (capped) is stored by content.
