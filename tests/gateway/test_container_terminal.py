@@ -257,6 +257,23 @@ async def test_one_approval_releases_exactly_one_exec(
     assert not session.release_api(other)
     create = classify("POST", f"/api/v1/namespaces/{b.ns_a}/pods")
     assert not session.release_api(create)  # an exec's release holds nothing else
+    # the real effect: a second kubectl exec with the session's own credential, while the
+    # approved one runs, is refused by the API proxy
+    proc = await asyncio.create_subprocess_exec(
+        b.gateway.runner.tools.kubectl,
+        "exec",
+        pod,
+        "--",
+        "echo",
+        "SECOND-EXEC",
+        env=dict(session.env.env),
+        cwd=session.env.workspace,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and b"SECOND-EXEC" not in out, out
+    assert b"reviewed command" in out or b"Forbidden" in out, out
     await shell.feed(b"exit\r")
     await asyncio.wait_for(shell.wait_idle(), 30)
     assert not session.releasing
