@@ -357,3 +357,31 @@ async def test_attach_it_and_debug_it_on_the_real_node(
     await session.close()
     typed = {d["line"] for d in audit_details(b.rt, "bastion.container.input")}
     assert "echo attached-$((4*4))" in typed
+
+
+async def test_a_secret_typed_slowly_never_reaches_the_live_screen_whole(
+    bastion: Bastion, real_node: RealNode
+) -> None:
+    """The container's shell echoes every key on its own, with more than the early-release
+    quiet between them: the live screen may show the first few bytes of the secret (held
+    output is released after 3 ms only while fewer than EARLY_FLUSH_MAX bytes are held), the
+    rest is held until the secret completes and is masked."""
+    b = bastion
+    pod = busybox_pod(b, real_node)
+    session, shell, screen = await open_exec(b, pod, cols=1000)
+    await approve_pending(b)
+    await screen.wait_for(PROMPT)
+    mark = len(screen.data)
+    await shell.feed(b"echo ")
+    for char in b.token:
+        await shell.feed(char.encode())
+        await asyncio.sleep(0.01)
+    await shell.feed(b" | wc -c\r")
+    await screen.wait_for(f"{len(b.token) + 1}\r\n".encode(), start=mark)
+    shown = screen.data[mark:]
+    assert b"***" in shown
+    assert b.token[:8].encode() not in shown, shown[:300]
+    await shell.feed(b"exit\r")
+    await asyncio.wait_for(shell.wait_idle(), 30)
+    await session.close()
+    assert assert_nowhere(b.rt, b.token) > 0

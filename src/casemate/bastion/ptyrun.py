@@ -37,6 +37,7 @@ from typing import Any, Final
 from casemate.bastion.kubectl import KubeCommand
 
 __all__ = [
+    "EARLY_FLUSH_MAX",
     "ApiRelease",
     "InputLines",
     "PtyTerminal",
@@ -51,6 +52,11 @@ MAX_ECHO: Final = 400
 #: Output held back by the secret masking is shown after this much quiet (an echo must not
 #: wait for the next byte).
 IDLE_FLUSH: Final = 0.003
+#: ... but only while fewer bytes than this are held: a longer held tail already matches this
+#: much of a secret (a human's typing does not), so it waits until it completes (and is
+#: masked) or stops matching. Only the first few bytes of a secret printed slowly can reach
+#: the live screen.
+EARLY_FLUSH_MAX: Final = 8
 
 #: Sent to the container's terminal when its command is ended from outside.
 HANGUP: Final = b"\x03\x15\x04"

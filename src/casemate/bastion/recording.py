@@ -284,6 +284,11 @@ class Redactor:
         """Bytes held back."""
         return len(self._held)
 
+    @property
+    def held(self) -> bytes:
+        """The bytes held back (they could still become a secret); the stream keeps them."""
+        return self._held
+
     def feed(self, data: bytes) -> bytes:
         if not self._secrets:
             return bytes(data)

@@ -77,6 +77,7 @@ from casemate.bastion.kubectl import (
 )
 from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
 from casemate.bastion.ptyrun import (
+    EARLY_FLUSH_MAX,
     IDLE_FLUSH,
     ApiRelease,
     PtyTerminal,
@@ -928,18 +929,39 @@ class CommandRunner:
         lifetime bounds it); each line the user enters is audited as
         :class:`~casemate.events.ContainerInput` (best effort). Output held back by the masking
         of secrets is shown on the screen after :data:`IDLE_FLUSH` of quiet (an echo must not
-        wait); the audited copy of the output is masked by a stream of its own that never
-        releases early (as the recording's)."""
+        wait) while it is shorter than :data:`EARLY_FLUSH_MAX`; the audited copy of the output
+        is masked by a stream of its own that never releases early (as the recording's)."""
         command, terminal = interactive
         lock = asyncio.Lock()
         later: asyncio.Task[None] | None = None
         kept = Redactor(secrets)
 
+        # Held bytes shown early stay in the redactor (so a secret typed or printed slowly is
+        # still recognised); ``ahead`` is what of its held tail the screen already shows.
+        ahead = b""
+
+        def after_shown(out: bytes) -> bytes:
+            """What of the redactor's output the screen does not show yet."""
+            nonlocal ahead
+            if not ahead:
+                return out
+            same = 0
+            for x, y in zip(out, ahead, strict=False):
+                if x != y:
+                    break
+                same += 1
+            # shown bytes that turned out to start a secret stay shown; the mask follows
+            ahead = ahead[same:] if same == len(out) else b""
+            return out[same:]
+
         async def flush_later() -> None:
+            nonlocal ahead
             await asyncio.sleep(IDLE_FLUSH)
             async with lock:
-                if rest := redactor.flush():
-                    await write(rest)
+                held = redactor.held
+                if len(ahead) < len(held) < EARLY_FLUSH_MAX and held.startswith(ahead):
+                    await write(held[len(ahead) :])
+                    ahead = held
 
         async def pty_sink(chunk: bytes) -> None:
             nonlocal later
@@ -949,9 +971,9 @@ class CommandRunner:
             if clean := kept.feed(chunk):
                 keep(clean)
             async with lock:
-                if shown := redactor.feed(chunk):
+                if shown := after_shown(redactor.feed(chunk)):
                     await write(shown)
-            if redactor.pending:
+            if 0 < redactor.pending < EARLY_FLUSH_MAX:
                 later = asyncio.ensure_future(flush_later())
 
         pod = next((r.name for r in command.resources if r.name), "") or ""
@@ -992,7 +1014,7 @@ class CommandRunner:
                 later.cancel()
             if rest := kept.flush():
                 keep(rest)
-            if rest := redactor.flush():
+            if rest := after_shown(redactor.flush()):
                 with contextlib.suppress(Exception):
                     await write(rest)
             # the lines entered up to the end are audited before the command's end
