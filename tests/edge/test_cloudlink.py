@@ -1,6 +1,6 @@
 """The gateway's cloud link against the real mosquitto and a real cloud service.
 
-The harness (:class:`Env`, :class:`RestartableBroker`, :func:`attacker`) is shared with
+The harness (:class:`Env`, :func:`private_broker`, :func:`attacker`) is shared with
 test_cloud.py.
 """
 
@@ -45,23 +45,11 @@ IMAGE = "registry.example/team/app:1.0"
 # Harness ---------------------------------------------------------------------------------------
 
 
-class RestartableBroker(MosquittoBroker):
-    """A private mosquitto that keeps its port across stop()/start()."""
-
-    _fixed_port: int | None = None
-
-    def _argv(self) -> list[str]:
-        if self._fixed_port is None:
-            self._fixed_port = self.port
-        self.port = self._fixed_port
-        return super()._argv()
-
-
 @contextlib.contextmanager
-def private_broker() -> Iterator[RestartableBroker]:
+def private_broker() -> Iterator[MosquittoBroker]:
     directory = Path(tempfile.mkdtemp(prefix="cme-", dir="/tmp"))
     directory.chmod(0o755)
-    broker = RestartableBroker(directory / "mosquitto")
+    broker = MosquittoBroker(directory / "mosquitto")
     try:
         broker.start()
         yield broker
@@ -71,7 +59,7 @@ def private_broker() -> Iterator[RestartableBroker]:
 
 
 @pytest.fixture
-def own_broker() -> Iterator[RestartableBroker]:
+def own_broker() -> Iterator[MosquittoBroker]:
     with private_broker() as broker:
         yield broker
 
@@ -380,7 +368,7 @@ async def test_cloud_silent_is_denied_within_the_timeout(env: Env) -> None:
     assert not decision.signature
 
 
-async def test_broker_stopped_is_denied(tmp_path: Path, own_broker: RestartableBroker) -> None:
+async def test_broker_stopped_is_denied(tmp_path: Path, own_broker: MosquittoBroker) -> None:
     env = Env(tmp_path, own_broker)
     try:
         env.allow_all()
@@ -402,7 +390,7 @@ async def test_broker_stopped_is_denied(tmp_path: Path, own_broker: RestartableB
 
 
 async def test_broker_restart_heals_the_same_link(
-    tmp_path: Path, own_broker: RestartableBroker
+    tmp_path: Path, own_broker: MosquittoBroker
 ) -> None:
     """Issue 16: during a broker restart the link refuses at once (fail closed); afterwards
     the same link and cloud service reconnect by themselves and decide again."""
@@ -418,7 +406,7 @@ async def test_broker_restart_heals_the_same_link(
         offline = await link.authorize(request_for(link))
         assert not offline.allowed and offline.rule == "gateway:offline"
         assert time.monotonic() - started < 0.5
-        own_broker.start()
+        own_broker.resume()  # the same port, as a restarted broker
         assert await link.wait_connected(15)
         assert waiting_for(link.state()) == ""
         decision = offline
@@ -612,7 +600,7 @@ async def test_reports_are_delivered_and_audited(env: Env) -> None:
 
 
 async def test_outbox_survives_broker_outage_and_restart(
-    tmp_path: Path, own_broker: RestartableBroker
+    tmp_path: Path, own_broker: MosquittoBroker
 ) -> None:
     env = Env(tmp_path, own_broker)
     try:
@@ -661,7 +649,7 @@ async def test_outbox_survives_broker_outage_and_restart(
         assert done.returncode == 0, done.stderr
         expected = [*before, done.stdout.strip()]
 
-        own_broker.start()
+        own_broker.resume()  # the same port, as a restarted broker
         assert own_broker.port == port
         env.gw_db = env.open_gateway_db()
         env.gw_vault = Vault(env.gw_db, env.keyring())

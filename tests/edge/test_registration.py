@@ -223,7 +223,7 @@ def test_registers_when_the_cloud_comes_up_and_survives_a_broker_restart(
             elapsed = time.monotonic() - started
             assert refused.returncode != 0 and "[cloud_unavailable]" in refused.stderr
             assert elapsed < AUTHZ_TIMEOUT + 3, elapsed
-            broker.start()
+            broker.resume()
             wait_for(lambda: status(0), timeout=30)
             ran = wait_for(
                 lambda: (r := docker("run", "--rm", busybox_image, "true")).returncode == 0 and r,
