@@ -148,7 +148,7 @@ def test_default_deny_policies_clear_the_network_findings():
 def cli(monkeypatch, capsys):
     from casemate.cli import common, main
 
-    monkeypatch.setattr(common.out, "width", 300)
+    monkeypatch.setattr(common.out, "_width", 300)  # restored to auto after the test
 
     def invoke(*args: str) -> subprocess.CompletedProcess[str]:
         monkeypatch.setattr(sys, "argv", ["casemate", *args])
