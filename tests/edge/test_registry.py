@@ -10,7 +10,6 @@ import json
 import httpx
 import pytest
 
-from casemate.edge.imageref import parse_image_ref
 from casemate.edge.registry import (
     RegistryAuth,
     RegistryError,
@@ -19,6 +18,7 @@ from casemate.edge.registry import (
     registry_base_url,
     resolve_digest,
 )
+from casemate.risks.imageref import parse_image_ref
 
 DIGEST = "sha256:" + "d" * 64
 

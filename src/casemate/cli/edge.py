@@ -41,10 +41,10 @@ from casemate.edge.cloudlink import (
 )
 from casemate.edge.decide import RiskPolicy, canonical_host_path
 from casemate.edge.guard import GuardSettings, run_guard
-from casemate.edge.imageref import InvalidImageReference, split_repository
 from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, EdgeProxy, ProxyConfig, parse_unix_url
 from casemate.edge.store import ProxyStore, parse_role
 from casemate.errors import ConfigError, InvalidInput
+from casemate.risks.imageref import InvalidImageReference, split_repository
 
 log = logging.getLogger(__name__)
 

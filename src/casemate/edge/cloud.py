@@ -62,7 +62,6 @@ from casemate.edge.cloudlink import (
     cancel_and_wait,
     utc_now,
 )
-from casemate.edge.imageref import InvalidImageReference, parse_image_ref, split_repository
 from casemate.edge.models import (
     EdgeAuthzRequest,
     EdgeCloudIdentity,
@@ -81,6 +80,7 @@ from casemate.errors import (
     UpstreamError,
 )
 from casemate.events import Event
+from casemate.risks.imageref import InvalidImageReference, parse_image_ref, split_repository
 
 log = logging.getLogger(__name__)
 

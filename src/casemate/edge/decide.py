@@ -76,10 +76,10 @@ from typing import Final
 
 from casemate.edge.dockerapi import DockerRequest, docker_error
 from casemate.edge.gojson import JsonObject, JsonValue
-from casemate.edge.imageref import ImageRef, InvalidImageReference, parse_image_ref
 from casemate.edge.mounts import ContainerMounts, HostSource, bind_read_only, local_bind_device
 from casemate.edge.routes import READ_ONLY_ACTIONS, Action
 from casemate.errors import InvalidInput, PolicyError
+from casemate.risks.imageref import ImageRef, InvalidImageReference, parse_image_ref
 
 
 class Code(StrEnum):

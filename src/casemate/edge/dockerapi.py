@@ -62,7 +62,6 @@ import h11
 
 from casemate.edge import gojson
 from casemate.edge.gojson import JsonObject, JsonValue
-from casemate.edge.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
 from casemate.edge.refusal import RefusalCode, RequestRefused
 from casemate.edge.routes import (
     MAX_API_VERSION,
@@ -77,6 +76,7 @@ from casemate.edge.routes import (
     match_route,
     parse_target,
 )
+from casemate.risks.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
 
 __all__ = [
     "BodyData",

@@ -58,13 +58,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from casemate.edge.decide import ImageRecord, ImageTrust, TrustFacts
-from casemate.edge.imageref import (
+from casemate.errors import InvalidInput
+from casemate.risks.imageref import (
     InvalidImageReference,
     is_digest,
     normalise_repository,
     parse_image_ref,
 )
-from casemate.errors import InvalidInput
 
 __all__ = [
     "COSIGN_SIGNATURE_TYPE",

@@ -48,8 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from casemate.edge.imageref import is_digest
 from casemate.errors import AuthenticationFailed, InvalidInput
+from casemate.risks.imageref import is_digest
 
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024

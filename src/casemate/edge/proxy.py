@@ -141,7 +141,6 @@ from casemate.edge.dockerapi import (
     upstream_head,
     upstream_target,
 )
-from casemate.edge.imageref import ImageRef, InvalidImageReference, parse_image_ref
 from casemate.edge.imagetrust import InspectedImage
 from casemate.edge.mounts import ContainerMounts, container_mounts, volume_names
 from casemate.edge.refusal import RequestRefused
@@ -150,6 +149,7 @@ from casemate.edge.routes import Action, Query
 from casemate.edge.store import ProxySnapshot, ProxyStore
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, UpstreamError
 from casemate.events import Event
+from casemate.risks.imageref import ImageRef, InvalidImageReference, parse_image_ref
 
 __all__ = [
     "CloudAuthorizer",

@@ -25,8 +25,8 @@ from typing import Final
 
 import httpx
 
-from casemate.edge.imageref import DEFAULT_DOMAIN, ImageRef, is_digest
 from casemate.errors import UpstreamError
+from casemate.risks.imageref import DEFAULT_DOMAIN, ImageRef, is_digest
 
 __all__ = [
     "MANIFEST_TYPES",

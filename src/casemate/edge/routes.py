@@ -37,8 +37,8 @@ from urllib.parse import unquote_to_bytes
 
 from casemate.edge import schemas
 from casemate.edge.gojson import Struct
-from casemate.edge.imageref import InvalidImageReference, parse_image_ref
 from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.risks.imageref import InvalidImageReference, parse_image_ref
 
 
 class Action(StrEnum):

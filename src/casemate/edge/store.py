@@ -27,7 +27,6 @@ from casemate.core.db import Database
 from casemate.core.identity import validate_name
 from casemate.edge import imagetrust as it
 from casemate.edge.decide import Role
-from casemate.edge.imageref import InvalidImageReference, is_digest, parse_image_ref
 from casemate.edge.proxy_models import (
     EdgeCosignKey,
     EdgeImageSignature,
@@ -36,6 +35,7 @@ from casemate.edge.proxy_models import (
 )
 from casemate.errors import Conflict, InvalidInput, NotFound
 from casemate.events import Event
+from casemate.risks.imageref import InvalidImageReference, is_digest, parse_image_ref
 
 __all__ = [
     "EdgeProxyConfigChanged",

@@ -1,28 +1,22 @@
 """Images: pinning (tag vs digest), the registry allowlist, pull policy, broken references.
 
 References are split the way the container runtimes read them (``registry/path:tag@digest``; no
-registry means Docker Hub). The edge guard has a full parser (``casemate.edge.imageref``); it
+registry means Docker Hub). The edge guard has a full parser (``casemate.risks.imageref``); it
 lives in a feature, so these rules only read the three parts they need.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
 
 from casemate.posture.model import Hit, Settings, Severity, Subject
 from casemate.posture.podview import ContainerView
 from casemate.posture.rules.registry import Family
+from casemate.risks.imageref import DEFAULT_DOMAIN, InvalidImageReference, parse_image_ref
 
 FAMILY = Family("images")
 rule = FAMILY.rule
-
-_REFERENCE: Final = re.compile(
-    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$"
-)
 
 
 @dataclass(frozen=True)
@@ -34,21 +28,22 @@ class ImageParts:
 
 
 def split_image(ref: str) -> ImageParts | None:
-    """Registry, repository, tag and digest of a reference; ``None`` if it is malformed."""
-    if len(ref) > 4096 or not _REFERENCE.match(ref):
+    """Registry, repository, tag and digest of a reference (parsed as the runtimes parse it,
+    by :func:`casemate.risks.imageref.parse_image_ref`); ``None`` if it is malformed or an
+    image ID. The repository keeps what was written (``nginx``, not ``library/nginx``)."""
+    if len(ref) > 4096:
         return None
-    name, _, digest = ref.partition("@")
-    head, _, last = name.rpartition("/")
-    tag = None
-    if ":" in last:
-        last, _, tag = last.partition(":")
-    path = f"{head}/{last}" if head else last
-    first, _, rest = path.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = "docker.io", path
-    return ImageParts(registry, repository, tag, digest or None)
+    try:
+        parsed = parse_image_ref(ref)
+    except InvalidImageReference:
+        return None
+    if parsed.is_id or parsed.domain != parsed.domain.lower():
+        return None  # image IDs, and registries in capitals (the runtimes' own rule allows
+        # them; these rules report them as broken references, as before)
+    repository = parsed.path
+    if parsed.domain == DEFAULT_DOMAIN and "/" not in ref.partition("@")[0].split(":")[0]:
+        repository = repository.removeprefix("library/")
+    return ImageParts(parsed.domain, repository, parsed.tag, parsed.digest)
 
 
 def _images(subject: Subject) -> Iterator[tuple[ContainerView, str | None]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from casemate.edge.imageref import (
+from casemate.risks.imageref import (
     ImageRef,
     InvalidImageReference,
     is_digest,
