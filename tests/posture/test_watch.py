@@ -101,10 +101,11 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
         while not any(wanted in line for line in lines):
             assert time.monotonic() - created < 15, "".join(lines)
             time.sleep(0.2)
+        # The gauge is set before the finding is printed, so one scrape suffices.
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert (
             'casemate_posture_findings{rule="escape.privileged",severity="critical"} 1.0' in metrics
-        )
+        ), metrics
     finally:
         proc.terminate()
         proc.wait(10)

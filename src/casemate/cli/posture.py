@@ -332,6 +332,7 @@ def watch(
                 name=f"watch-{resource.resource}",
             ).start()
         tracker = FindingTracker(chosen)
+        shown: set[tuple[str, str]] = set()
         synced = 0
         try:
             while True:
@@ -344,7 +345,16 @@ def watch(
                 if event.type == "ERROR":
                     err.print(f"watch: {event.obj.get('message')}", markup=False)
                     continue
-                for f in tracker.update(event):
+                fresh = tracker.update(event)
+                # The gauge is current before a finding is printed: whoever reads the line
+                # and then scrapes /metrics sees the finding counted.
+                counts = tracker.counts()
+                for (rule_id, severity), count in counts.items():
+                    gauge.labels(rule=rule_id, severity=severity).set(count)
+                for rule_id, severity in shown - counts.keys():
+                    gauge.remove(rule_id, severity)
+                shown = set(counts)
+                for f in fresh:
                     where = f"{f.object_ref} {f.path}".strip()
                     sys.stdout.write(f"{f.severity.value} {f.rule_id} {where}: {f.message}\n")
                     sys.stdout.flush()
@@ -357,9 +367,6 @@ def watch(
                             data={"cluster": cluster, **f.to_json()},
                         )
                     )
-                gauge.clear()
-                for (rule_id, severity), count in tracker.counts().items():
-                    gauge.labels(rule=rule_id, severity=severity).set(count)
         except KeyboardInterrupt:
             stop.set()
     finally:
