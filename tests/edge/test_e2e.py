@@ -29,7 +29,6 @@ from casemate.core.settings import load_settings
 from casemate.testenv.docker import DockerEngine, docker_cli
 from casemate.testenv.services import MosquittoBroker
 from tests.edge.test_cloudlink import private_broker
-from tests.edge.test_imagetrust import cosign_payload, pub_pem
 from tests.edge.test_proxy import (
     ORDINARY_USER,
     SUPER_USER,
@@ -37,6 +36,7 @@ from tests.edge.test_proxy import (
     docker_config_dir,
     short_tmpdir,
 )
+from tests.risks.test_signatures import cosign_payload, pub_pem
 
 pytestmark = [pytest.mark.docker, pytest.mark.mqtt]
 

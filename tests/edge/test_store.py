@@ -20,7 +20,8 @@ from casemate.edge import imagetrust as it
 from casemate.edge.decide import Role
 from casemate.edge.store import ProxyStore
 from casemate.errors import Conflict, InvalidInput, NotFound
-from tests.edge.test_imagetrust import cosign_payload, new_key, pub_pem, sign
+from casemate.risks import signatures as sig
+from tests.risks.test_signatures import cosign_payload, new_key, pub_pem, sign
 
 REPO = "registry.example/team/app"
 DIGEST = "sha256:" + "1" * 64
@@ -100,7 +101,7 @@ def test_image_allowlist(store: ProxyStore, rt: Runtime) -> None:
 def test_keys(store: ProxyStore) -> None:
     key = new_key()
     info = store.add_key("release", pub_pem(key), by="test")
-    assert info.fingerprint == it.key_fingerprint(key.public_key())
+    assert info.fingerprint == sig.key_fingerprint(key.public_key())
     with pytest.raises(Conflict):
         store.add_key("release", pub_pem(new_key()), by="test")
     with pytest.raises(Conflict, match="already stored as 'release'"):
@@ -108,7 +109,7 @@ def test_keys(store: ProxyStore) -> None:
     for bad in ("", " x", "x" * 101, "a\nb"):
         with pytest.raises(InvalidInput):
             store.add_key(bad, pub_pem(new_key()), by="test")
-    with pytest.raises(it.SignatureError):
+    with pytest.raises(sig.SignatureError):
         store.add_key("junk", b"not a key", by="test")
     assert [k.name for k in store.list_keys()] == ["release"]
     store.remove_key("release", by="test")
@@ -121,12 +122,12 @@ def test_signatures(store: ProxyStore, rt: Runtime) -> None:
     key = new_key()
     payload = cosign_payload(REPO, DIGEST)
     signature = sign(key, payload)
-    with pytest.raises(it.SignatureError, match="no trusted key"):
+    with pytest.raises(sig.SignatureError, match="no trusted key"):
         store.add_signature(REPO, payload, signature, by="test")
     store.add_key("release", pub_pem(key), by="test")
-    with pytest.raises(it.SignatureError, match="not for"):
+    with pytest.raises(sig.SignatureError, match="not for"):
         store.add_signature("registry.example/team/other", payload, signature, by="test")
-    with pytest.raises(it.SignatureError, match="not sha256"):
+    with pytest.raises(sig.SignatureError, match="not sha256"):
         store.add_signature(f"{REPO}@{OTHER}", payload, signature, by="test")
     with pytest.raises(InvalidInput):
         store.add_signature(DIGEST, payload, signature, by="test")
@@ -276,7 +277,7 @@ def test_cli_images_keys_signatures(data_dir: Path, tmp_path: Path) -> None:
         "--signature",
         str(tmp_path / "bad.sig"),
     )
-    assert isinstance(r.exception, it.SignatureError)
+    assert isinstance(r.exception, sig.SignatureError)
     assert _cli(data_dir, "signature", "remove", "1").exit_code == 0
     assert _cli(data_dir, "key", "remove", "release").exit_code == 0
     assert _cli(data_dir, "image", "remove", "nginx").exit_code == 0

@@ -35,6 +35,7 @@ from casemate.edge.proxy_models import (
 )
 from casemate.errors import Conflict, InvalidInput, NotFound
 from casemate.events import Event
+from casemate.risks import signatures as sig
 from casemate.risks.imageref import InvalidImageReference, is_digest, parse_image_ref
 
 __all__ = [
@@ -251,8 +252,8 @@ class ProxyStore:
     def add_key(self, name: str, pem: bytes | str, *, by: str) -> KeyInfo:
         """Store a cosign public key (ECDSA P-256 PEM) under ``name``."""
         _check_key_name(name)
-        key = it.load_public_key(pem)
-        fingerprint = it.key_fingerprint(key)
+        key = sig.load_public_key(pem)
+        fingerprint = sig.key_fingerprint(key)
         now = _now()
         with self.db.session() as s:
             if s.get(EdgeCosignKey, name) is not None:
@@ -265,7 +266,7 @@ class ProxyStore:
             s.add(
                 EdgeCosignKey(
                     name=name,
-                    pem=it.public_pem(key),
+                    pem=sig.public_pem(key),
                     fingerprint=fingerprint,
                     created_at=now,
                     created_by=by,
@@ -291,8 +292,8 @@ class ProxyStore:
         keys: dict[str, ec.EllipticCurvePublicKey] = {}
         for row in s.scalars(select(EdgeCosignKey)):
             try:
-                keys[row.name] = it.load_public_key(row.pem)
-            except it.SignatureError as e:
+                keys[row.name] = sig.load_public_key(row.pem)
+            except sig.SignatureError as e:
                 log.warning("ignoring stored key %r: %s", row.name, e.message)
         return keys
 
@@ -316,13 +317,13 @@ class ProxyStore:
         text = text.strip()
         digest_hash = hashlib.sha256(payload + b"\x00" + text.encode()).hexdigest()
         with self.db.session() as s:
-            verified = it.verify_signature(payload, text, self._keys(s))
+            verified = sig.verify_signature(payload, text, self._keys(s))
             if verified.repository != ref.name:
-                raise it.SignatureError(
+                raise sig.SignatureError(
                     f"the signature is for {verified.repository}, not for {ref.name}"
                 )
             if ref.digest is not None and ref.digest != verified.digest:
-                raise it.SignatureError(
+                raise sig.SignatureError(
                     f"the signature is for digest {verified.digest}, not {ref.digest}"
                 )
             if s.scalars(
