@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"
     review_admin_self_approval: bool = False
+    # new pending reviews are POSTed here as JSON with a Slack-style "text" (docs/admin.md)
+    review_webhook_url: SecretStr | None = None
 
     # bastion: the Kubernetes API proxy the sessions' kubectl talks to, and the tools it runs
     kubeproxy_listen: str = "127.0.0.1:8443"
