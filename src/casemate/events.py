@@ -613,3 +613,24 @@ class VulnRolloutStep(Event):
     original_sha256: str = ""
     remediated_sha256: str = ""
     diff: str = ""
+
+
+# Posture events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostureExceptionChanged(Event):
+    """A posture exception (waiver) was ``created``, ``deleted`` or reached its expiry
+    (``expired``: recorded the first time Casemate reads it after its expiry)."""
+
+    KIND: ClassVar[str] = "posture.exception"
+    action: str = ""  # created, deleted, expired
+    exception_id: int = 0
+    rule: str = ""
+    namespace: str = ""
+    object_kind: str = ""
+    name: str = ""
+    labels: str = ""  # key=value,key=value
+    owner: str = ""
+    reason: str = ""
+    expires_at: str = ""
