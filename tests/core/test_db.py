@@ -50,3 +50,33 @@ def test_rollback_on_error(db: Database) -> None:
         raise RuntimeError("boom")
     with db.reader() as s:
         assert s.execute(text("SELECT count(*) FROM casemate_meta")).scalar_one() == 0
+
+
+def test_timestamp_columns_read_back_aware_utc(db: Database) -> None:
+    """One column type for every timestamp: SQLite (naive) and PostgreSQL (aware, any session
+    zone) both hand back aware UTC values, and a value in another zone is stored as UTC."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from casemate.core.models import User
+
+    plus_two = timezone(timedelta(hours=2))
+    written = datetime(2026, 3, 1, 14, 0, tzinfo=plus_two)
+    with db.session() as s:
+        if db.engine.dialect.name == "postgresql":
+            s.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
+        s.add(User(username="tz", created_at=written, locked_until=datetime(2026, 3, 1, 12, 0)))
+    with db.reader() as s:
+        if db.engine.dialect.name == "postgresql":
+            s.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
+        user = s.scalars(select(User).where(User.username == "tz")).one()
+        assert user.created_at == written
+        assert user.created_at.tzinfo is UTC
+        assert user.created_at.hour == 12
+        assert user.locked_until == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        assert user.locked_until is not None and user.locked_until.tzinfo is UTC
+        # comparisons bind in UTC too: on SQLite they compare the stored text
+        later = datetime(2026, 3, 1, 13, 30, tzinfo=plus_two)  # 11:30 UTC
+        found = s.scalars(select(User.username).where(User.created_at > later)).all()
+        assert found == ["tz"]

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Dialect, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 from casemate.errors import ConfigError, UpstreamError
 
@@ -25,6 +27,32 @@ log = logging.getLogger(__name__)
 
 class Base(DeclarativeBase):
     """Declarative base of every Casemate table."""
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive value is taken to be UTC already (clocks, SQLite)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp column that always hands back an aware UTC ``datetime``.
+
+    Every Casemate timestamp column uses it (``mapped_column(UtcDateTime)``), so no reader
+    needs a helper of its own. Values are written in UTC: SQLite keeps the wall-clock fields
+    only, and compares them as text, so an aware value in another zone would be stored (and
+    compared) wrongly. SQLite hands back naive values, PostgreSQL aware ones in the session's
+    zone; both come back as aware UTC. A naive value written is taken to be UTC. The storage
+    type is ``DateTime(timezone=True)``, as in the migrations.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:

@@ -56,7 +56,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database
+from casemate.core.db import Database, as_utc
 from casemate.core.models import ApiToken, Group, LoginSession, User
 from casemate.core.settings import KNOWN_WEAK_SECRETS, Settings
 from casemate.core.vault import Vault
@@ -341,15 +341,6 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Casemate stores is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
-
-
 def _actor(by: Principal | None) -> str:
     return by.username if by is not None else _SYSTEM
 
@@ -474,7 +465,7 @@ class Identity:
         reason, counts = "", user  # counts: whether the failure counts toward lock-out
         if user.disabled:
             reason, counts = "account disabled", None
-        elif user.locked_until is not None and _utc(user.locked_until) > now:
+        elif user.locked_until is not None and user.locked_until > now:
             reason, counts = "account locked", None
         elif not password_ok:
             reason = "wrong password"
@@ -590,7 +581,7 @@ class Identity:
         now = self._now()
         with self.db.reader() as s:
             row = s.get(LoginSession, _hash_token(token))
-            if row is None or row.revoked or _utc(row.expires_at) <= now:
+            if row is None or row.revoked or row.expires_at <= now:
                 raise AuthenticationFailed(GENERIC_FAILURE)
             user = s.get(User, row.user_id)
             if user is None or user.disabled:
@@ -703,14 +694,14 @@ class Identity:
             if (
                 row is None
                 or row.revoked_at is not None
-                or (row.expires_at is not None and _utc(row.expires_at) <= now)
+                or (row.expires_at is not None and row.expires_at <= now)
             ):
                 raise AuthenticationFailed(GENERIC_FAILURE)
             user = s.get(User, row.user_id)
             if user is None or user.disabled:
                 raise AuthenticationFailed(GENERIC_FAILURE)
             principal = self._principal(user, token=row)
-            token_id, last_used = row.id, _opt_utc(row.last_used_at)
+            token_id, last_used = row.id, row.last_used_at
         if last_used is None or now - last_used >= _LAST_USED_RESOLUTION:
             with self.db.session() as s:
                 s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
@@ -862,7 +853,7 @@ class Identity:
         credential); ``Denied`` when the account is disabled or locked."""
         with self.db.reader() as s:
             u = self._user(s, user)
-            locked = _opt_utc(u.locked_until)
+            locked = u.locked_until
             if u.disabled or (locked is not None and locked > self._now()):
                 raise Denied("the account is disabled or locked")
             return self._principal(u)
@@ -1092,7 +1083,7 @@ class Identity:
     # Helpers -----------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _utc(self._clock())
+        return as_utc(self._clock())
 
     def _audit(self, s: Session, event: Event) -> None:
         # Flush the change first: the audit log then locks its head row, and every writer
@@ -1223,7 +1214,7 @@ class Identity:
         )
 
     def _user_info(self, u: User) -> UserInfo:
-        locked = _opt_utc(u.locked_until)
+        locked = u.locked_until
         return UserInfo(
             id=u.id,
             username=u.username,
@@ -1237,8 +1228,8 @@ class Identity:
             totp_enabled=u.totp_enabled,
             failed_logins=u.failed_logins,
             locked_until=locked if locked is not None and locked > self._now() else None,
-            created_at=_utc(u.created_at),
-            password_changed_at=_opt_utc(u.password_changed_at),
+            created_at=u.created_at,
+            password_changed_at=u.password_changed_at,
         )
 
     @staticmethod
@@ -1249,7 +1240,7 @@ class Identity:
             description=g.description,
             roles=_stored_roles(g.roles),
             members=frozenset(m.username for m in g.members),
-            created_at=_utc(g.created_at),
+            created_at=g.created_at,
         )
 
     @staticmethod
@@ -1260,10 +1251,10 @@ class Identity:
             name=t.name,
             prefix=t.prefix,
             scopes=frozenset(t.scopes),
-            created_at=_utc(t.created_at),
-            expires_at=_opt_utc(t.expires_at),
-            last_used_at=_opt_utc(t.last_used_at),
-            revoked_at=_opt_utc(t.revoked_at),
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            last_used_at=t.last_used_at,
+            revoked_at=t.revoked_at,
         )
 
 

@@ -29,12 +29,12 @@ from typing import Final
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Base, Database
+from casemate.core.db import Base, Database, UtcDateTime, as_utc
 from casemate.core.identity import Identity, Principal, Role, Scope, UserRef
 from casemate.core.models import User
 from casemate.errors import Conflict, Denied, InvalidInput, NotFound
@@ -79,7 +79,7 @@ class UserSshKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     public_key: Mapped[str] = mapped_column(Text)  # "TYPE BASE64", OpenSSH format
     fingerprint: Mapped[str] = mapped_column(String(100))  # "SHA256:...", unique
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 # Pure parsing ---------------------------------------------------------------------------------
@@ -206,10 +206,6 @@ def _normalize_fingerprint(value: str) -> str:
     if not value.startswith("SHA256:"):
         value = "SHA256:" + value
     return value.rstrip("=")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # The service ----------------------------------------------------------------------------------
@@ -367,7 +363,7 @@ class SshKeys:
     # Helpers -----------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _utc(self._clock())
+        return as_utc(self._clock())
 
     @staticmethod
     def _user(s: Session, ref: UserRef) -> User:
@@ -425,5 +421,5 @@ def _info(row: UserSshKey, username: str) -> SshKeyInfo:
         bits=bits,
         fingerprint=row.fingerprint,
         public_key=row.public_key,
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
     )

@@ -66,7 +66,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database
+from casemate.core.db import Database, as_utc
 from casemate.core.identity import Principal, Role
 from casemate.core.models import Group, User
 from casemate.core.vault import Vault
@@ -236,16 +236,8 @@ def _preference(c: GrantCandidate) -> tuple[bool, bool, float, int]:
 # Helpers ------------------------------------------------------------------------------------
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
-
-
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat().replace("+00:00", "Z")
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _actor(by: Principal | None) -> str:
@@ -757,7 +749,7 @@ class Clusters:
         if expires_at is not None:
             if expires_at.tzinfo is None:
                 raise InvalidInput("the expiry time needs a time zone (e.g. 2026-12-01T18:00Z)")
-            expires_at = _utc(expires_at)
+            expires_at = as_utc(expires_at)
             if expires_at <= now:
                 raise InvalidInput("the expiry time is in the past")
         with self.db.session() as s:
@@ -865,7 +857,7 @@ class Clusters:
         ``Denied`` with the reason when no grant applies (see the module docstring)."""
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
-        when = _utc(now) if now is not None else self._now()
+        when = as_utc(now) if now is not None else self._now()
         with self.db.reader() as s:
             c = s.scalars(select(Cluster).where(Cluster.name == cluster_name)).first()
             if c is None:
@@ -890,7 +882,7 @@ class Clusters:
                     via=f"user:{principal.username}" if gname is None else f"group:{gname}",
                     direct=gname is None,
                     namespaces=tuple(g.namespaces),
-                    expires_at=_opt_utc(g.expires_at),
+                    expires_at=g.expires_at,
                     revoked=g.revoked_at is not None,
                 )
                 for g, gname in rows
@@ -926,7 +918,7 @@ class Clusters:
     # Internals: clusters ------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _utc(self._clock())
+        return as_utc(self._clock())
 
     def _client(
         self, server: str, ca: str, credential: Credential | None, cluster: str
@@ -983,7 +975,7 @@ class Clusters:
             ca_fingerprint=c.ca_fingerprint,
             description=c.description,
             disabled=c.disabled,
-            created_at=_utc(c.created_at),
+            created_at=c.created_at,
             created_by=c.created_by,
         )
 
@@ -1199,9 +1191,9 @@ class Clusters:
             namespaces=tuple(a.namespaces),
             preset=a.preset,
             can_impersonate=a.can_impersonate,
-            created_at=_utc(a.created_at),
+            created_at=a.created_at,
             created_by=a.created_by,
-            rotated_at=_opt_utc(a.rotated_at),
+            rotated_at=a.rotated_at,
         )
 
     def _account_event(
@@ -1390,10 +1382,10 @@ class Clusters:
             account=account,
             namespaces=tuple(g.namespaces),
             note=g.note,
-            expires_at=_opt_utc(g.expires_at),
-            created_at=_utc(g.created_at),
+            expires_at=g.expires_at,
+            created_at=g.created_at,
             created_by=g.created_by,
-            revoked_at=_opt_utc(g.revoked_at),
+            revoked_at=g.revoked_at,
             revoked_by=g.revoked_by,
         )
 

@@ -22,9 +22,7 @@ from casemate.core.identity import (
     LoginResult,
     _login_name,
     _new_user,
-    _opt_utc,
     _store_roles,
-    _utc,
 )
 from casemate.core.models import Group, User
 from casemate.core.sso.links import SsoLink
@@ -117,7 +115,7 @@ def linked_and_barred(ident: Identity, provider: str, name: str) -> bool:
         user = linked_user(ident, s, provider, name, lock=False)
         if user is None:
             return False
-        locked = _opt_utc(user.locked_until)
+        locked = user.locked_until
         return user.disabled or (locked is not None and locked > ident._now())
 
 
@@ -219,7 +217,7 @@ def _external_login_in(
     reason, counts_user = "", True
     if user.disabled:
         reason, counts_user = "account disabled", False
-    elif user.locked_until is not None and _utc(user.locked_until) > now:
+    elif user.locked_until is not None and user.locked_until > now:
         reason, counts_user = "account locked", False
     elif user.totp_enabled:
         reason = ident._use_totp(s, user, totp_code, now) if totp_code else "TOTP code missing"
