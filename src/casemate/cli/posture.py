@@ -20,14 +20,18 @@ from typing import Annotated
 import typer
 
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.cli.posture_exceptions import app as exceptions_app
+from casemate.core.runtime import Runtime
 from casemate.errors import InvalidInput, PolicyError
 from casemate.posture.engine import Scanner, at_least, select_rules
+from casemate.posture.exceptions import PostureException
 from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Settings, Severity, Subject
 from casemate.posture.output import FORMATS, render, render_table
 from casemate.posture.rules import ALL_RULES
 
 app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
+app.add_typer(exceptions_app, name="exceptions")
 
 EXIT_FINDINGS = 1
 EXIT_UNCHECKED = 2  # as the vulnerability scan: bad input or a partial scan
@@ -184,6 +188,13 @@ def scan(
     kubectl: Annotated[
         str | None, typer.Option("--kubectl", help="The kubectl program (default: on PATH).")
     ] = None,
+    use_exceptions: Annotated[
+        bool | None,
+        typer.Option(
+            "--exceptions/--no-exceptions",
+            help="Apply the exceptions stored in Casemate (default: for --cluster scans only).",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Check manifests (PATH...: files, folders, Helm charts, Kustomize directories) or a live
@@ -199,6 +210,9 @@ def scan(
     chosen = select_rules(rules or (), rules=(*ALL_RULES, *custom))
     settings = Settings(pss_version=_pss_version(pss_version), registries=tuple(registries or ()))
     scanner = Scanner(chosen, settings)
+    if use_exceptions is None:
+        use_exceptions = cluster is not None
+    stored: list[PostureException] = []
     if cluster is not None:
         from casemate.k8s.clusters import Clusters
         from casemate.posture.live import (
@@ -210,6 +224,8 @@ def scan(
 
         rt = runtime(data_dir)
         try:
+            if use_exceptions:
+                stored = _stored_exceptions(rt)
             clusters = Clusters(rt.db, rt.vault, rt.audit)
             with (
                 cluster_client(clusters, cluster, account) as client,
@@ -229,14 +245,53 @@ def scan(
         renderers = Renderers(
             helm=helm, kubectl=kubectl, release=release, values=tuple(map(str, values or ()))
         )
+        if use_exceptions:
+            rt = runtime(data_dir)
+            try:
+                stored = _stored_exceptions(rt)
+            finally:
+                rt.close()
         items = load_paths(paths or [], render=lambda item: render_input(item, renderers))
         findings, problems = scan_items(items, scanner)
+    if use_exceptions:
+        findings = _apply_exceptions(findings, stored)
     findings = at_least(findings, floor)
     _emit(fmt, findings, problems, chosen, scanner.objects, output)
     if problems:
         raise typer.Exit(EXIT_UNCHECKED)
-    if at_least(findings, threshold):
+    if at_least(open_findings(findings), threshold):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def open_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings no exception covers (what ``--fail-on`` counts)."""
+    return [f for f in findings if f.waiver is None]
+
+
+def _stored_exceptions(rt: Runtime) -> list[PostureException]:
+    from casemate.posture.exception_store import ExceptionStore
+
+    return ExceptionStore(rt.db, rt.audit).all(actor="casemate posture scan")
+
+
+def _apply_exceptions(findings: list[Finding], stored: list[PostureException]) -> list[Finding]:
+    """Mark excepted findings; say on stderr which exceptions expired or matched nothing."""
+    from datetime import UTC, datetime
+
+    from casemate.posture.exceptions import apply_exceptions
+
+    applied = apply_exceptions(findings, stored, datetime.now(UTC))
+    by_id = {e.id: e for e in stored}
+    for i in applied.expired:
+        e = by_id[i]
+        err.print(
+            f"exception {i} ({e.scope.describe()}) expired {e.expires_at.isoformat()}: "
+            "its findings count again",
+            markup=False,
+        )
+    for i in applied.unused:
+        err.print(f"exception {i} ({by_id[i].scope.describe()}) is unused", markup=False)
+    return applied.findings
 
 
 @app.command("docker")

@@ -78,6 +78,7 @@ def _finding(rule: Rule, hit: Hit, subject: Subject, ident: tuple[str, str, str,
         line=line,
         document=source.document if source else None,
         parts=hit.path,
+        labels=subject.metadata.get("labels"),
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Severity",
     "Source",
     "Subject",
+    "Waiver",
     "format_path",
 ]
 
@@ -171,6 +172,24 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Waiver:
+    """The stored exception a finding is excepted by (see :mod:`casemate.posture.exceptions`)."""
+
+    id: int
+    owner: str
+    reason: str
+    expires_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "reason": self.reason,
+            "expires_at": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """One rule failing on one object at one field."""
 
@@ -191,6 +210,10 @@ class Finding:
     document: int | None = None
     #: the field path as keys and indexes (``path`` is its text)
     parts: Path = field(default=(), compare=False, repr=False)
+    #: the object's own labels (what an exception's label scope matches)
+    labels: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: set when a stored exception covers this finding: reported as excepted, not hidden
+    waiver: Waiver | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -231,6 +254,7 @@ class Finding:
             "explanation": self.explanation,
             "fix": self.fix,
             "fingerprint": self.fingerprint,
+            "exception": self.waiver.to_json() if self.waiver is not None else None,
         }
 
 

@@ -35,7 +35,13 @@ TOOL: Final = Tool(name="casemate-posture")
 _STYLE: Final = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
 
 
+def _excepted(f: Finding) -> str:
+    w = f.waiver
+    return "" if w is None else f"exception {w.id} by {w.owner} until {w.expires_at}: {w.reason}"
+
+
 def _report_finding(f: Finding) -> ReportFinding:
+    extra = (("excepted", _excepted(f)),) if f.waiver is not None else ()
     return ReportFinding(
         rule_id=f.rule_id,
         title=f.title,
@@ -49,6 +55,7 @@ def _report_finding(f: Finding) -> ReportFinding:
             ("value", json.dumps(f.to_json()["value"], ensure_ascii=False)),
             ("fix", f.fix),
             ("fingerprint", f.fingerprint),
+            *extra,
         ),
     )
 
@@ -64,6 +71,10 @@ def _sarif(findings: Sequence[Finding]) -> str:
             rule["help"] = {"text": known.fix}
     for result, finding in zip(run["results"], findings, strict=True):
         result["partialFingerprints"] = {"casematePosture/v1": finding.fingerprint}
+        if finding.waiver is not None:  # SARIF's own way to say "accepted, not hidden"
+            result["suppressions"] = [
+                {"kind": "external", "status": "accepted", "justification": _excepted(finding)}
+            ]
         result["locations"][0]["logicalLocations"] = [
             {"fullyQualifiedName": f"{finding.object_ref}:{finding.path}"}
         ]
@@ -81,6 +92,10 @@ def _junit(findings: Sequence[Finding], rules: Sequence[Rule]) -> str:
             cases.append(JUnitCase(rule.family, rule.id, rule.id))
         for f in failed:
             where = f"{f.file}:{f.line}\n" if f.file else ""
+            if f.waiver is not None:  # excepted: a passing case that says so
+                name = f"{f.object_ref} {f.path} [excepted {f.waiver.id}]".strip()
+                cases.append(JUnitCase(rule.family, name, rule.id))
+                continue
             cases.append(
                 JUnitCase(
                     rule.family,
@@ -100,11 +115,12 @@ def _policyreport(findings: Sequence[Finding], problems: Sequence[LoadProblem]) 
             policy=f.rule_id.split(".")[0],
             rule=f.rule_id,
             message=f.message,
-            result="fail",
+            result="fail" if f.waiver is None else "skip",
             severity=f.severity.value,
             category=f.rule_id.split(".")[0],
             resource=(ResourceRef(f.api_version, f.kind, f.name, f.namespace) if f.name else None),
-            properties={"path": f.path, "fingerprint": f.fingerprint},
+            properties={"path": f.path, "fingerprint": f.fingerprint}
+            | ({"excepted": _excepted(f)} if f.waiver is not None else {}),
         )
         for f in findings
     ]
@@ -143,7 +159,7 @@ def render_table(
         table = Table(show_lines=False, highlight=False)
         table.add_column("Severity", no_wrap=True)
         table.add_column("Rule", no_wrap=True)
-        for column in ("Object", "Where", "Message"):
+        for column in ("Object", "Where", "Message", "Status"):
             table.add_column(column, overflow="fold")
         ordered = sorted(findings, key=lambda f: (-f.severity.rank, f.rule_id, f.object_ref))
         for f in ordered:
@@ -154,17 +170,21 @@ def render_table(
                 Text(f.object_ref),
                 Text(where),
                 Text(f.message),
+                Text(f"excepted ({f.waiver.id})" if f.waiver else "open"),
             )
         console.print(table)
     counts: dict[str, int] = {}
+    excepted = 0
     for f in findings:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+        excepted += f.waiver is not None
     summary = ", ".join(
         f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low") if s in counts
     )
     console.print(
         f"{objects} objects checked, {len(findings)} findings"
         + (f" ({summary})" if summary else "")
+        + (f", {excepted} excepted" if excepted else "")
     )
     for p in problems:
         console.print(Text("not checked: ", style="red") + Text(p.describe()))
