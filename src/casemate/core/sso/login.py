@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casemate.core.identity import (
+from casemate.core.identity.base import IdentityBase
+from casemate.core.identity.rules import (
     GENERIC_FAILURE,
-    Identity,
     LoginResult,
     _login_name,
     _new_user,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from casemate.core.sso.ldap import LdapDirectory
 
 
-def check_settings(ident: Identity) -> LdapDirectory | None:
+def check_settings(ident: IdentityBase) -> LdapDirectory | None:
     """Refuse unusable single sign-on settings at start, not at someone's first login."""
     from casemate.core.sso.ldap import directory_from_settings
     from casemate.core.sso.oidc import OidcConfig
@@ -48,14 +48,14 @@ def check_settings(ident: Identity) -> LdapDirectory | None:
     return directory_from_settings(st)
 
 
-def has_local_password(ident: Identity, name: str) -> bool:
+def has_local_password(ident: IdentityBase, name: str) -> bool:
     with ident.db.reader() as s:
         pw = s.scalars(select(User.password_hash).where(User.username == name)).first()
         return pw is not None
 
 
 def directory_login(
-    ident: Identity,
+    ident: IdentityBase,
     directory: LdapDirectory,
     username: str,
     password: str,
@@ -110,7 +110,7 @@ def directory_login(
     return external_login(ident, ext, totp_code, source)
 
 
-def linked_and_barred(ident: Identity, provider: str, name: str) -> bool:
+def linked_and_barred(ident: IdentityBase, provider: str, name: str) -> bool:
     with ident.db.reader() as s:
         user = linked_user(ident, s, provider, name, lock=False)
         if user is None:
@@ -120,7 +120,7 @@ def linked_and_barred(ident: Identity, provider: str, name: str) -> bool:
 
 
 def linked_user(
-    ident: Identity, s: Session, provider: str, name: str, *, lock: bool = True
+    ident: IdentityBase, s: Session, provider: str, name: str, *, lock: bool = True
 ) -> User | None:
     """The user ``name`` if an SSO link of ``provider`` holds it (failures count then)."""
     if lock:
@@ -136,7 +136,7 @@ def linked_user(
 
 
 def external_login(
-    ident: Identity, ext: ExternalIdentity, totp_code: str | None, source: str
+    ident: IdentityBase, ext: ExternalIdentity, totp_code: str | None, source: str
 ) -> LoginResult:
     """Start a session for an identity a directory or an OpenID provider vouched for.
 
@@ -152,7 +152,7 @@ def external_login(
     return result
 
 
-def needs_totp(ident: Identity, ext: ExternalIdentity) -> bool:
+def needs_totp(ident: IdentityBase, ext: ExternalIdentity) -> bool:
     """Whether the user this identity is linked to has TOTP enabled."""
     with ident.db.reader() as s:
         link = s.scalars(
@@ -167,7 +167,7 @@ def needs_totp(ident: Identity, ext: ExternalIdentity) -> bool:
 
 
 def _external_login_in(
-    ident: Identity, s: Session, ext: ExternalIdentity, totp_code: str | None, source: str
+    ident: IdentityBase, s: Session, ext: ExternalIdentity, totp_code: str | None, source: str
 ) -> LoginResult | None:
     now = ident._now()
     method = ext.method
@@ -228,7 +228,7 @@ def _external_login_in(
 
 
 def _sync_entitlements(
-    ident: Identity, s: Session, user: User, ent: Entitlements, provider: str
+    ident: IdentityBase, s: Session, user: User, ent: Entitlements, provider: str
 ) -> None:
     """Set the user's direct roles and mapped groups from the provider's groups."""
     changes: dict[str, Any] = {}
