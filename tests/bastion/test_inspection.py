@@ -1,4 +1,4 @@
-"""Pure parts of the command runner: manifests → kinds, real-path checks."""
+"""Before a command is decided (bastion/inspection.py): manifests → kinds, real-path checks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from casemate.bastion.inspection import (
+    RunRefused,
+    check_real_paths,
+    check_redirect,
+    manifest_refs,
+)
 from casemate.bastion.kubectl import ResourceRef, parse_command
-from casemate.bastion.runner import _Refused, check_real_paths, check_redirect, manifest_refs
 from casemate.bastion.shell import Redirect
 
 
@@ -51,7 +56,7 @@ def test_symlinks_out_of_the_workspace_are_refused(tmp_path: Path) -> None:
     cmd = parse_command(["kubectl", "apply", "-f", "ok.yaml"], workspace=str(ws))
     assert check_real_paths(cmd, ws) == {"ok.yaml": ws / "ok.yaml"}
     cmd = parse_command(["kubectl", "apply", "-f", "evil.yaml"], workspace=str(ws))
-    with pytest.raises(_Refused):
+    with pytest.raises(RunRefused):
         check_real_paths(cmd, ws)
 
 
@@ -79,7 +84,7 @@ def test_redirect_targets_inside_the_workspace_only(tmp_path: Path) -> None:
         "https://x/y": "URLs",
     }
     for typed, reason in refused.items():
-        with pytest.raises(_Refused) as info:
+        with pytest.raises(RunRefused) as info:
             check_redirect(Redirect(typed), ws)
         assert reason in info.value.reason, (typed, info.value.reason)
     assert not (tmp_path / "outside" / "x").exists()
