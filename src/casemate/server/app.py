@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +16,7 @@ from casemate.gateway.service import Gateway
 from casemate.gateway.ssh import SshGateway
 from casemate.server import problems, web
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
+from casemate.server.reviewfeed import ReviewFeed
 from casemate.server.routes import (
     audit,
     auth,
@@ -40,9 +43,12 @@ def create_app(
     is ``ssh``, the bastion's SSH entry in front of that gateway (on ``ssh_listen``)."""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if gateway is not None:
             await gateway.start()
+        feed = ReviewFeed(runtime)
+        app.state.review_feed = feed
+        watcher = asyncio.create_task(feed.run(), name="casemate-review-feed")
         try:
             if ssh is not None:
                 await ssh.start()
@@ -52,6 +58,9 @@ def create_app(
                 if ssh is not None:
                     await ssh.close()
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             if gateway is not None:
                 await gateway.close()
 

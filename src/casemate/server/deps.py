@@ -22,6 +22,19 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser says the request comes from our own pages (``Sec-Fetch-Site``, else
+    ``Origin``); clients that are not browsers send neither and count as same-origin."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host')}"
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header:
@@ -29,7 +42,11 @@ def bearer_token(request: Request) -> str | None:
         if scheme.lower() != "bearer" or not value.strip():
             raise AuthenticationFailed("use 'Authorization: Bearer <token>'")
         return value.strip()
-    return request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.method not in _SAFE_METHODS and not same_origin(request):
+        # a cookie rides along on another site's form post; a header never does (CSRF)
+        raise Denied("cross-site request refused; send the token as 'Authorization: Bearer'")
+    return cookie
 
 
 def resolve_bearer(identity: Identity, token: str) -> Principal:

@@ -12,10 +12,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from casemate.bastion.recording import MEDIA_TYPE, RecordingInfo, RecordingStore
 from casemate.core.identity import Principal, Role
+from casemate.core.runtime import Runtime
 from casemate.errors import Denied
 from casemate.server.deps import PrincipalDep, RuntimeDep, client_address
 
@@ -76,6 +77,10 @@ def list_recordings(
     until: Annotated[datetime | None, Query(description="Started before (with zone)")] = None,
     before: Annotated[str | None, Query(max_length=64, description="Paging: a session id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    command: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="Sessions that ran a line with this text"),
+    ] = None,
 ) -> list[RecordingOut]:
     """Recordings newest first."""
     if not _sees_all(principal):
@@ -90,9 +95,62 @@ def list_recordings(
         since=since,
         until=until,
         before=before,
-        limit=limit,
+        limit=limit if command is None else MAX_SCAN,
     )
+    if command is not None:
+        sessions = _sessions_with(runtime, command, user)
+        found = [r for r in found if r.session_id in sessions][:limit]
     return [RecordingOut.of(r) for r in found]
+
+
+MAX_SCAN = 1000
+COMMAND_KIND = "bastion.command.decided"
+
+
+def _sessions_with(runtime: Runtime, text: str, user: str | None) -> set[str]:
+    """Session ids whose audited command lines contain ``text`` (case-insensitive)."""
+    needle = text.casefold()
+    entries = runtime.audit.query(
+        kind=COMMAND_KIND, actor=user, text=text, limit=MAX_SCAN, newest_first=True
+    )
+    return {
+        str(e.details.get("session_id", ""))
+        for e in entries
+        if needle in str(e.details.get("line", "")).casefold()
+    }
+
+
+class CommandOut(BaseModel):
+    at: float = Field(description="Seconds from the start of the recording")
+    ts: datetime
+    line: str
+    decision: str
+    rule_id: str
+    command_id: str
+
+
+@router.get("/{session_id}/commands", response_model=list[CommandOut])
+def commands(session_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> list[CommandOut]:
+    """The command lines of the recorded session, from the audit log, with their offset in the
+    recording (the replay jumps there)."""
+    info = RecordingStore.from_runtime(runtime).get(session_id)
+    _check_access(principal, info)
+    entries = runtime.audit.query(kind=COMMAND_KIND, text=session_id, limit=MAX_SCAN)
+    out: list[CommandOut] = []
+    for e in entries:
+        if e.details.get("session_id") != session_id:
+            continue
+        out.append(
+            CommandOut(
+                at=max(0.0, (e.ts - info.started_at).total_seconds()),
+                ts=e.ts,
+                line=str(e.details.get("line", "")),
+                decision=str(e.details.get("decision", "")),
+                rule_id=str(e.details.get("rule_id", "")),
+                command_id=str(e.details.get("command_id", "")),
+            )
+        )
+    return out
 
 
 @router.get("/{session_id}", response_model=RecordingOut)

@@ -6,16 +6,23 @@ who ran the command (four-eyes). Auditors may look; every decision is audited by
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemate.bastion.review import ReviewService, Ticket, TicketState
 from casemate.core.identity import Principal, Role
-from casemate.errors import Denied
+from casemate.core.runtime import Runtime
+from casemate.errors import Denied, UpstreamError
 from casemate.server.deps import PrincipalDep, RuntimeDep, client_address
+from casemate.server.reviewfeed import ReviewFeed
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 
@@ -121,6 +128,66 @@ def list_tickets(
         now=now,
     )
     return [TicketOut.of(t, now) for t in tickets]
+
+
+class CountOut(BaseModel):
+    pending: int = Field(description="Pending tickets you can see (approvers: everyone's)")
+
+
+EVENTS_KEEPALIVE_SECONDS = 15.0
+EVENTS_MAX_SECONDS = 600.0  # then the stream ends; the page reconnects (and re-authenticates)
+
+
+def _count(principal: Principal, runtime: Runtime) -> int:
+    user = None if _sees_all(principal) else principal.username
+    tickets = ReviewService.from_runtime(runtime).list_tickets(
+        user=user, states=[TicketState.PENDING], limit=1000, now=_now()
+    )
+    return len(tickets)
+
+
+@router.get("/count", response_model=CountOut)
+def pending_count(principal: PrincipalDep, runtime: RuntimeDep) -> CountOut:
+    """How many tickets wait for a decision (the navigation bar's badge)."""
+    return CountOut(pending=_count(principal, runtime))
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def pending_events(
+    request: Request, principal: PrincipalDep, runtime: RuntimeDep
+) -> StreamingResponse:
+    """Server-sent events: ``event: count`` with ``{"pending": N}`` now and whenever the
+    pending tickets change; a comment line every 15 s; the stream ends after 10 minutes."""
+    feed: ReviewFeed | None = getattr(request.app.state, "review_feed", None)
+    if feed is None:
+        raise UpstreamError("live review updates are not running in this server")
+    user = None if _sees_all(principal) else principal.username
+
+    async def stream() -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + EVENTS_MAX_SECONDS
+        seen = feed.version
+        last = await asyncio.to_thread(_count, principal, runtime)
+        yield f"retry: 3000\nevent: count\ndata: {json.dumps({'pending': last})}\n\n".encode()
+        while time.monotonic() < deadline and not await request.is_disconnected():
+            now = await feed.wait_change(seen, EVENTS_KEEPALIVE_SECONDS)
+            if now == seen:
+                yield b": keepalive\n\n"
+                continue
+            seen = now
+            count = feed.pending.count_for(user)
+            if count != last:
+                last = count
+                yield f"event: count\ndata: {json.dumps({'pending': count})}\n\n".encode()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/{ticket_id}", response_model=TicketOut)

@@ -71,3 +71,17 @@ def set_password(
 @router.post("/{username}/unlock", response_model=schemas.User)
 def unlock(username: str, admin: AdminDep, runtime: RuntimeDep) -> schemas.User:
     return schemas.User.of(runtime.identity.unlock_user(username, by=admin))
+
+
+@router.delete("/{username}/totp", response_model=schemas.User)
+def reset_totp(username: str, admin: AdminDep, runtime: RuntimeDep) -> schemas.User:
+    """Turn a user's TOTP off (a lost device); they may enrol again after their next login."""
+    runtime.identity.disable_totp(username, by=admin)
+    return schemas.User.of(runtime.identity.get_user(username))
+
+
+@router.post("/{username}/sessions/revoke", response_model=schemas.User)
+def revoke_sessions(username: str, admin: AdminDep, runtime: RuntimeDep) -> schemas.User:
+    """End every login session of a user (API tokens stay; revoke those one by one)."""
+    runtime.identity.revoke_sessions(username, by=admin)
+    return schemas.User.of(runtime.identity.get_user(username))
