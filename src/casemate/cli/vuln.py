@@ -6,6 +6,7 @@ Exit status: 0 clean; 1 a finding at or above ``--fail-on``; 2 bad input or a pa
 
 from __future__ import annotations
 
+import getpass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from casemate.cli.common import DataDirOption, err, out
+from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.core.runtime import Runtime
 from casemate.core.settings import load_settings
 from casemate.errors import CasemateError, InvalidInput
+from casemate.k8s.access import stored_client
+from casemate.k8s.clusters import Clusters
 from casemate.reports import cyclonedx, sarif
 from casemate.reports import json as json_report
 from casemate.reports.model import Component
@@ -44,6 +48,9 @@ from casemate.vuln.remediate.plan import (
     plan_container,
 )
 from casemate.vuln.report import components, report_findings
+from casemate.vuln.rollout.assess import Assessment
+from casemate.vuln.rollout.journal import Journal, Rollout
+from casemate.vuln.rollout.run import RolloutRunner
 
 app = typer.Typer(
     help="Vulnerable packages in images, against advisories loaded offline.",
@@ -406,3 +413,122 @@ def db_status(data_dir: DataDirOption = None) -> None:
                       _age(s.modified_at, now), str(len(s.problems)), s.origin)  # fmt: skip
     out.print(table)
     out.print(f"{sum(s.advisories for s in sources)} advisories from {len(sources)} sources")
+
+
+ClusterOption = Annotated[str, typer.Option("--cluster", help="The registered cluster.")]
+AccountOption = Annotated[
+    str | None, typer.Option("--account", help="The cluster's system account to act as.")
+]
+RemediatedOption = Annotated[
+    Path | None,
+    typer.Option("--remediated", help="The second manifest (default: FILE.remediated.yaml, "
+                 "as 'casemate vuln fix' writes it)."),
+]  # fmt: skip
+NamespaceOption = Annotated[
+    str, typer.Option("--namespace", "-n", help="For documents that name no namespace.")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for the rollout (and the rollback).")
+]
+ROLLOUT_ACTOR = "casemate vuln rollout"
+
+
+def _rollout_runner(data_dir: Path | None, cluster: str, account: str | None,
+                    ) -> tuple[Runtime, RolloutRunner]:  # fmt: skip
+    rt = runtime(data_dir)
+    try:
+        client = stored_client(Clusters(rt.db, rt.vault, rt.audit), cluster, account,
+                               via="vuln rollout")  # fmt: skip
+    except BaseException:
+        rt.close()
+        raise
+    last: dict[str, str] = {}
+
+    def progress(workload: str, state: Assessment) -> None:
+        line = f"{workload}: {state.state}: {state.reason}"
+        if last.get(workload) != line:
+            last[workload] = line
+            err.print(f"casemate: {line}", markup=False)
+
+    journal = Journal(_vuln_dir(data_dir) / "rollouts")
+    runner = RolloutRunner(
+        client,
+        journal,
+        rt.audit,
+        cluster=cluster,
+        actor=f"{ROLLOUT_ACTOR} ({getpass.getuser()})",
+        progress=progress,
+    )
+    return rt, runner
+
+
+def _rollout_exit(rollout: Rollout) -> None:
+    out.print(f"rollout {rollout.id}: {rollout.phase}: {rollout.reason}", markup=False)
+    if rollout.phase == "rollback-failed":
+        raise typer.Exit(3)
+    if rollout.phase != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("rollout")
+def rollout(
+    manifest: ManifestOption,
+    cluster: ClusterOption,
+    remediated: RemediatedOption = None,
+    namespace: NamespaceOption = "default",
+    account: AccountOption = None,
+    timeout: TimeoutOption = 300.0,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Apply the remediated manifest to a cluster, watch the rollout, and restore the original
+    on failure or timeout. The original (and the live objects) are stored first; every step is
+    audited. Exit 0 rolled out; 1 failed and rolled back; 3 the rollback failed too."""
+    second = remediated or manifest.with_name(f"{manifest.stem}.remediated{manifest.suffix}")
+    original_text, remediated_text = _read_manifest(manifest), _read_manifest(second)
+    rt, runner = _rollout_runner(data_dir, cluster, account)
+    try:
+        with runner.client:
+            for recovered in runner.recover(timeout=timeout):
+                out.print(f"recovered rollout {recovered.id}: {recovered.phase}", markup=False)
+            stored = runner.start(original_text, remediated_text,
+                                  diff(original_text, remediated_text, manifest.name),
+                                  str(manifest), namespace=namespace)  # fmt: skip
+            out.print(f"rollout {stored.id}: stored the original of "
+                      f"{', '.join(stored.names)}; applying", markup=False)  # fmt: skip
+            result = runner.run(stored, timeout=timeout)
+    finally:
+        rt.close()
+    _rollout_exit(result)
+
+
+@app.command("recover")
+def recover(
+    cluster: ClusterOption,
+    account: AccountOption = None,
+    timeout: TimeoutOption = 300.0,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Roll back every rollout of the cluster that a crash or a restart left unfinished."""
+    rt, runner = _rollout_runner(data_dir, cluster, account)
+    try:
+        with runner.client:
+            done = runner.recover(timeout=timeout)
+    finally:
+        rt.close()
+    for r in done:
+        out.print(f"rollout {r.id}: {r.phase}: {r.reason}", markup=False)
+    if not done:
+        out.print(f"no unfinished rollout for cluster {cluster}", markup=False)
+    if any(r.phase != "rolled-back" for r in done):
+        raise typer.Exit(3)
+
+
+@app.command("rollouts")
+def rollouts(data_dir: DataDirOption = None) -> None:
+    """The rollout history (newest first)."""
+    table = Table()
+    for column in ("Id", "Cluster", "Workloads", "Phase", "Reason"):
+        table.add_column(column, overflow="fold")
+    for r in Journal(_vuln_dir(data_dir) / "rollouts").all():
+        table.add_row(r.id, r.cluster, "\n".join(r.names), r.phase, r.reason)
+    out.print(table)

@@ -160,10 +160,11 @@ def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRR
         for f in plan.fixes
     )
     source = shlex.quote(f"deb {mirror} {codename}-security main")
-    return (
-        f"set -eu; echo {source} > /etc/apt/sources.list.d/casemate-security.list; "
-        f"apt-get -q update; mkdir -p {directory}; cd {directory}; "
-        f"apt-get -q download {names}; {checks}; "
+    apt = "apt-get -q -o Dir::Etc::SourceList=/tmp/casemate-security.list -o Dir::Etc::SourceParts=-"
+    return (  # only the security suite: no other source of the image is needed or contacted
+        f"set -eu; echo {source} > /tmp/casemate-security.list; "
+        f"{apt} update; mkdir -p {directory}; cd {directory}; "
+        f"{apt} download {names}; {checks}; "
         "sha256sum *.deb > SHA256SUMS"
     )
 
