@@ -187,9 +187,7 @@ def test_namespace_exception_covers_namespace_findings() -> None:
         scan([Subject(pod("a", "team-a"))], select_rules(["network.namespace-no-policy"]))
     )
     assert findings and findings[0].kind == "Namespace"
-    e = exc(
-        check_scope("network.namespace-no-policy", namespace="team-a", known_rules=RULES_BY_ID)
-    )
+    e = exc(check_scope("network.namespace-no-policy", namespace="team-a", known_rules=RULES_BY_ID))
     assert apply_exceptions(findings, [e], NOW).findings[0].waiver is not None
 
 
@@ -260,7 +258,11 @@ def test_store_refuses_before_writing(rt: Runtime) -> None:
     ):
         with pytest.raises(InvalidInput):
             store.create(
-                owner="o", reason="r", actor="alice", known_rules=RULES_BY_ID, **kw  # type: ignore[arg-type]
+                owner="o",
+                reason="r",
+                actor="alice",
+                known_rules=RULES_BY_ID,
+                **kw,  # type: ignore[arg-type]
             )
     assert store.all() == [] and _audit(rt) == []
 

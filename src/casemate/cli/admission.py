@@ -14,9 +14,15 @@ from typing import Annotated
 import typer
 
 from casemate.cli.common import err
-from casemate.cli.posture import PolicyOption, load_policy_files
+from casemate.cli.posture import (
+    PolicyOption,
+    SignaturePolicyOption,
+    load_policy_files,
+    signature_settings,
+)
 from casemate.errors import InvalidInput
 from casemate.posture.admission import AdmissionPolicy
+from casemate.posture.model import Settings
 
 app = typer.Typer(help="The posture admission webhook.", no_args_is_help=True)
 
@@ -34,6 +40,7 @@ def serve(
     warn: Patterns = None,
     audit: Patterns = None,
     policies: PolicyOption = None,
+    signature_policy: SignaturePolicyOption = None,
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", help="Answer 503 beyond this many requests.")
     ] = 200,
@@ -41,7 +48,8 @@ def serve(
     """Answer AdmissionReview v1 requests with the posture rules (enforce / warn / audit).
 
     With no --enforce/--warn/--audit: enforce the Pod Security Standards baseline and the
-    --policy rules, and warn about every other object rule."""
+    --policy rules (and images.signature with --signature-policy), and warn about every other
+    object rule."""
     import uvicorn
 
     from casemate.posture.webhook import webhook_app
@@ -53,7 +61,10 @@ def serve(
         if not path.is_file():
             raise InvalidInput(f"{path} is not a file")
     custom = load_policy_files(policies or [])
-    policy = AdmissionPolicy.build(enforce or (), warn or (), audit or (), custom=custom)
+    settings = Settings(signatures=signature_settings(signature_policy))
+    policy = AdmissionPolicy.build(
+        enforce or (), warn or (), audit or (), settings=settings, custom=custom
+    )
     counts = {
         m: sum(1 for v in policy.modes.values() if v == m) for m in ("enforce", "warn", "audit")
     }

@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,9 @@ from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Settings, Severity, Subject
 from casemate.posture.output import FORMATS, render, render_table
 from casemate.posture.rules import ALL_RULES
+
+if TYPE_CHECKING:
+    from casemate.posture.signing import SignaturePolicy
 
 app = typer.Typer(help="Security posture: check manifests and clusters.", no_args_is_help=True)
 app.add_typer(exceptions_app, name="exceptions")
@@ -54,6 +57,28 @@ PolicyOption = Annotated[
         "cel.NAME.N (repeatable).",
     ),
 ]
+
+
+SignaturePolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature-policy",
+        help="ImageSignaturePolicy file: which images must be signed by which cosign keys "
+        "(rule images.signature).",
+    ),
+]
+
+
+def signature_settings(path: Path | None) -> SignaturePolicy | None:
+    """The signature policy of ``path`` (signatures verified now); rejected files on stderr."""
+    if path is None:
+        return None
+    from casemate.posture.signing import load_signature_policy
+
+    policy = load_signature_policy(path)
+    for line in policy.rejected:
+        err.print(f"signature not used: {line}", markup=False)
+    return policy
 
 
 def load_policy_files(paths: Sequence[Path]) -> list[Rule]:
@@ -179,6 +204,7 @@ def scan(
         typer.Option("--values", help="Values file for the Helm charts found (repeatable)."),
     ] = None,
     policies: PolicyOption = None,
+    signature_policy: SignaturePolicyOption = None,
     release: Annotated[
         str, typer.Option("--release", help="Release name charts are rendered with.")
     ] = "release",
@@ -208,7 +234,11 @@ def scan(
     threshold, floor = _severity(fail_on), _severity(min_severity)
     custom = load_policy_files(policies or [])
     chosen = select_rules(rules or (), rules=(*ALL_RULES, *custom))
-    settings = Settings(pss_version=_pss_version(pss_version), registries=tuple(registries or ()))
+    settings = Settings(
+        pss_version=_pss_version(pss_version),
+        registries=tuple(registries or ()),
+        signatures=signature_settings(signature_policy),
+    )
     scanner = Scanner(chosen, settings)
     if use_exceptions is None:
         use_exceptions = cluster is not None

@@ -57,14 +57,18 @@ class AdmissionPolicy:
         custom: Sequence[Rule] = (),
     ) -> AdmissionPolicy:
         """From rule patterns per mode (a pattern matching no rule is an error). With no
-        patterns at all: enforce the Pod Security Standards baseline and the ``custom`` rules
-        (CEL policies), warn about every other object rule."""
+        patterns at all: enforce the Pod Security Standards baseline, the ``custom`` rules
+        (CEL policies) and, with a signature policy, ``images.signature``; warn about every
+        other object rule."""
         universe = (*ALL_RULES, *custom)
         modes: dict[str, Mode] = {}
+        signing = settings is not None and settings.signatures is not None
         if not (enforce or warn or audit):
             for r in universe:
                 if r.scope == "object":
-                    modes[r.id] = "enforce" if r.pss == "baseline" or r.family == "cel" else "warn"
+                    strict = r.pss == "baseline" or r.family == "cel"
+                    strict = strict or (signing and r.id == "images.signature")
+                    modes[r.id] = "enforce" if strict else "warn"
         for mode, patterns in (("audit", audit), ("warn", warn), ("enforce", enforce)):
             if not patterns:
                 continue

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from casemate.posture.podview import PodView
+    from casemate.posture.signing import SignaturePolicy
 
 __all__ = [
     "LATEST_PSS",
@@ -91,10 +92,12 @@ class Hit:
 @dataclass(frozen=True)
 class Settings:
     """Choices of one scan. ``pss_version`` selects the Pod Security Standards behaviour
-    (``(1, 37)`` = v1.37); ``registries`` is the image registry allowlist (empty: no check)."""
+    (``(1, 37)`` = v1.37); ``registries`` is the image registry allowlist (empty: no check);
+    ``signatures`` which images must be signed by which keys (``None``: no check)."""
 
     pss_version: tuple[int, int] = LATEST_PSS
     registries: tuple[str, ...] = ()
+    signatures: SignaturePolicy | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Images: pinning (tag vs digest), the registry allowlist, pull policy, broken references.
+"""Images: pinning (tag vs digest), the registry allowlist, pull policy, broken references,
+and the signature policy (:mod:`casemate.posture.signing`, verified with the edge guard's
+verifier in :mod:`casemate.risks.signatures`).
 
 References are split the way the container runtimes read them (``registry/path:tag@digest``; no
-registry means Docker Hub). The edge guard has a full parser (``casemate.risks.imageref``); it
-lives in a feature, so these rules only read the three parts they need.
+registry means Docker Hub), by the shared parser :mod:`casemate.risks.imageref`.
 """
 
 from __future__ import annotations
@@ -140,3 +141,35 @@ def pull_policy(subject: Subject, settings: Settings) -> Iterator[Hit]:
                 policy,
                 f"{c.label} may run a stale {image} (imagePullPolicy {policy or 'IfNotPresent'})",
             )
+
+
+@rule(
+    "images.signature",
+    Severity.HIGH,
+    "Image without a trusted signature",
+    """The signature policy (--signature-policy) requires images of this repository to be
+    signed by a trusted cosign key; without a verified signature for the exact digest nobody
+    vouches for what runs. A tag cannot be verified offline (it may move): only a digest can.""",
+    "Reference the image by digest and sign that digest with one of the policy's keys "
+    "(`cosign sign --key`), then add the signature to the policy's signatures folder.",
+)
+def signature(subject: Subject, settings: Settings) -> Iterator[Hit]:
+    policy = settings.signatures
+    if policy is None:
+        return
+    from casemate.posture.signing import repository_of
+
+    for c, image in _images(subject):
+        parsed = repository_of(image) if image else None
+        if parsed is None:
+            continue  # images.invalid-reference reports it
+        repository, digest = parsed
+        keys = policy.required_keys(repository)
+        if not keys:
+            continue
+        path = (*c.path, "image")
+        if digest is None:
+            yield Hit(path, image, f"{c.label} uses {image} by tag: only a digest can be verified")
+        elif not policy.signed(repository, digest, keys):
+            names = ", ".join(keys)
+            yield Hit(path, image, f"{c.label}: no signature by {names} verifies {image}")
