@@ -56,9 +56,16 @@ from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
 from casemate.core.settings import parse_listen
 from casemate.errors import AuthenticationFailed, ConfigError, Denied, InvalidInput, NotFound
-from casemate.events import BastionSessionEnded, BastionSessionShared, BastionSessionStarted
+from casemate.events import (
+    BastionSessionEnded,
+    BastionSessionShared,
+    BastionSessionStarted,
+    GenericEvent,
+)
+from casemate.events.bastion import SESSION_TYPED
 from casemate.gateway.apirules import effective_api_rules
 from casemate.gateway.recovery import Recovery, recover
+from casemate.gateway.sharing import Sharing
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
@@ -113,20 +120,29 @@ class LiveSession:
     commands: int
     shared_with: tuple[str, ...]
     state: str = "live"  # live, or ending: ended, its end not yet in the audit log
+    typists: tuple[str, ...] = ()  # those it is shared with who may also type
 
 
 @dataclass
 class _Watchers:
-    queues: set[asyncio.Queue[bytes | None]] = field(default_factory=set)
+    #: each watcher's stream, with the user watching ("" for the session's own entries)
+    queues: dict[asyncio.Queue[bytes | None], str] = field(default_factory=dict)
 
     def publish(self, data: bytes | None) -> None:
         for q in list(self.queues):
             if q.qsize() > 1000:  # a watcher that does not read loses the stream
-                self.queues.discard(q)
+                self.queues.pop(q, None)
                 with contextlib.suppress(asyncio.QueueFull):
                     q.put_nowait(None)
                 continue
             q.put_nowait(data)
+
+    def end(self, user: str) -> None:
+        """End the streams of ``user`` (their share was revoked)."""
+        for q, who in list(self.queues.items()):
+            if who == user:
+                self.queues.pop(q, None)
+                q.put_nowait(None)
 
 
 class BastionSession:
@@ -155,7 +171,7 @@ class BastionSession:
         self._secrets = secrets_
         self.grant_id = grant_id
         self.commands = 0
-        self.shared_with: set[str] = set()
+        self.sharing = Sharing()
         self.releasing = False
         #: what of the released command's review-level API requests may still pass
         self.release: ApiRelease | None = None
@@ -192,13 +208,18 @@ class BastionSession:
         if self.terminal is not None:
             self.terminal.resize(width, height)
 
-    def watch(self) -> asyncio.Queue[bytes | None]:
+    @property
+    def shared_with(self) -> frozenset[str]:
+        return frozenset(self.sharing.watchers)
+
+    def watch(self, user: str = "") -> asyncio.Queue[bytes | None]:
+        """A live copy of what the terminal shows, for ``user``."""
         q: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._watchers.queues.add(q)
+        self._watchers.queues[q] = user
         return q
 
     def unwatch(self, q: asyncio.Queue[bytes | None]) -> None:
-        self._watchers.queues.discard(q)
+        self._watchers.queues.pop(q, None)
 
     # -- commands
 
@@ -295,7 +316,8 @@ class BastionSession:
             self.started_at,
             self.expires_at,
             self.commands,
-            tuple(sorted(self.shared_with)),
+            tuple(sorted(self.sharing.watchers)),
+            typists=tuple(sorted(self.sharing.typists)),
         )
 
 
@@ -630,8 +652,11 @@ class Gateway:
         self.get(session_id)
         await self.close_session(session_id, reason="terminated", by=by.username)
 
-    def share(self, session_id: str, with_user: str, by: Principal) -> None:
-        """Let ``with_user`` (an existing user) watch the session; audited."""
+    def share(
+        self, session_id: str, with_user: str, by: Principal, *, typing: bool = False
+    ) -> None:
+        """Let ``with_user`` (an existing user) watch the session, and with ``typing`` type
+        into it (see :mod:`casemate.gateway.sharing`); audited."""
         session = self.get(session_id)
         if session.info.user != by.username and not by.is_admin:
             raise Denied("only the session's owner or an admin shares it")
@@ -641,23 +666,86 @@ class Gateway:
             user = self.runtime.identity.get_user(with_user)
         except NotFound:
             raise InvalidInput(f"there is no user {with_user[:64]!r}") from None
-        session.shared_with.add(user.username)
+        if user.username == session.info.user:
+            raise InvalidInput("the session is already theirs")
+        session.sharing.grant(user.username, typing=typing)
+        self._audit_share(session, by, user.username, "shared-typing" if typing else "shared")
+
+    def unshare(
+        self, session_id: str, with_user: str, by: Principal, *, typing_only: bool = False
+    ) -> None:
+        """Take back a share (``typing_only``: only the right to type); the watcher's stream
+        ends at once unless only typing is revoked. Audited."""
+        session = self.get(session_id)
+        if session.info.user != by.username and not by.is_admin:
+            raise Denied("only the session's owner or an admin revokes a share")
+        if with_user not in session.sharing.watchers:
+            raise NotFound(f"the session is not shared with {with_user[:64]!r}")
+        for rest in session.sharing.stopped(with_user):
+            self._audit_typed(session, with_user, rest)
+        session.sharing.revoke(with_user, typing_only=typing_only)
+        if not typing_only:
+            session._watchers.end(with_user)
+        self._audit_share(session, by, with_user, "typing-revoked" if typing_only else "revoked")
+
+    def _audit_share(self, session: BastionSession, by: Principal, user: str, what: str) -> None:
         self.runtime.audit.append(
             BastionSessionShared(
                 actor=by.username,
-                outcome="shared",
-                session_id=session_id,
+                outcome=what,
+                session_id=session.id,
                 owner=session.info.user,
-                with_user=user.username,
+                with_user=user,
                 cluster=session.info.cluster,
             )
         )
 
     def may_watch(self, session_id: str, who: Principal) -> BastionSession:
         session = self.get(session_id)
-        if who.is_admin or who.username in session.shared_with:
+        if who.is_admin or who.username in session.sharing.watchers:
             return session
         raise Denied("you may not watch this session")
+
+    async def type_into(self, session_id: str, who: Principal, data: bytes) -> None:
+        """Keys typed by ``who``, a user the session was shared with for typing, into the
+        session's terminal; their lines are audited under their own name. The grant is
+        checked now, on every call: a revoked typist's next key is refused."""
+        session = self.get(session_id)
+        if not session.sharing.may_type(who.username):
+            raise Denied("you may not type in this session")
+        keyboard = session.sharing.keyboard
+        if keyboard is None or session.closed:
+            raise InvalidInput("this session has no terminal to type into")
+        if session.sharing.last_typist != who.username:
+            session.sharing.last_typist = who.username
+            if session.recording is not None and not session.recording.closed:
+                session.recording.marker(f"{who.username} types")
+        for line in session.sharing.typed(who.username, data, session._secrets):
+            await asyncio.to_thread(self._audit_typed, session, who.username, line)
+        await keyboard(data)
+
+    def stopped_typing(self, session_id: str, who: Principal) -> None:
+        """``who`` left: what they typed without an Enter is audited."""
+        session = self._live.get(session_id)
+        if session is None:
+            return
+        for rest in session.sharing.stopped(who.username):
+            self._audit_typed(session, who.username, rest)
+
+    def _audit_typed(self, session: BastionSession, user: str, line: str) -> None:
+        self.runtime.audit.append(
+            GenericEvent(
+                actor=user,
+                outcome="typed",
+                name=SESSION_TYPED,
+                data={
+                    "session_id": session.id,
+                    "owner": session.info.user,
+                    "cluster": session.info.cluster,
+                    "line": line,
+                },
+            )
+        )
 
     # -- kubeconfig credentials for the user's own tools
 

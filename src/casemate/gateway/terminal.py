@@ -65,6 +65,7 @@ class TerminalShell:
         self._lines: deque[str | None] = deque()  # submitted ahead (None: Ctrl-D, log out)
         self.tty = PtyTerminal(*session.size)
         session.terminal = self.tty
+        session.sharing.keyboard = self.feed  # a colleague granted typing types here too
 
     async def show(self, data: bytes) -> None:
         self.session.output(data)

@@ -12,8 +12,11 @@
   "input", "data"}`` and ``{"type": "resize", "cols", "rows"}`` from the client, ``{"type":
   "output", "data"}`` and ``{"type": "exit", "reason"}`` from the server.
 * ``GET /sessions``, ``POST /sessions/{id}/terminate`` (admins), ``POST
-  /sessions/{id}/share`` (owner or admin), ``WS /sessions/{id}/watch`` (admins and those it
-  is shared with) for live sessions.
+  /sessions/{id}/share`` (owner or admin; ``"typing": true`` lets the user type too), ``DELETE
+  /sessions/{id}/share/{user}`` (and ``.../typing``: only the right to type), ``WS
+  /sessions/{id}/watch`` (admins and those it is shared with; ``{"type": "input", "data"}``
+  from a user granted typing goes to the session's terminal, anything else is refused with
+  ``{"type": "error", "detail"}``) for live sessions.
 * ``POST /clusters/{cluster}/kubeconfig`` issues a short-lived kubeconfig through the API
   proxy for the person's own tools.
 """
@@ -341,6 +344,7 @@ class LiveSessionOut(BaseModel):
     expires_at: datetime
     commands: int
     shared_with: list[str]
+    typists: list[str] = Field(default_factory=list, description="those who may also type")
     state: str = Field(
         default="live",
         description="live; or ending: the session ended but the audit log could not take "
@@ -350,6 +354,7 @@ class LiveSessionOut(BaseModel):
 
 class ShareRequest(Strict):
     user: str = Field(min_length=1, max_length=64)
+    typing: bool = False
 
 
 @router.get("/sessions", response_model=list[LiveSessionOut])
@@ -370,6 +375,7 @@ async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[Li
             expires_at=s.expires_at,
             commands=s.commands,
             shared_with=list(s.shared_with),
+            typists=list(s.typists),
             state=s.state,
         )
         for s in gateway.live_sessions()
@@ -398,7 +404,21 @@ async def upload(
 async def share(
     session_id: str, body: ShareRequest, principal: PrincipalDep, gateway: GatewayDep
 ) -> None:
-    gateway.share(session_id, body.user, principal)
+    await asyncio.to_thread(gateway.share, session_id, body.user, principal, typing=body.typing)
+
+
+@router.delete("/sessions/{session_id}/share/{user}", status_code=204)
+async def unshare(session_id: str, user: str, principal: PrincipalDep, gateway: GatewayDep) -> None:
+    """Take the share back: the user's live stream ends at once."""
+    await asyncio.to_thread(gateway.unshare, session_id, user, principal)
+
+
+@router.delete("/sessions/{session_id}/share/{user}/typing", status_code=204)
+async def revoke_typing(
+    session_id: str, user: str, principal: PrincipalDep, gateway: GatewayDep
+) -> None:
+    """Take back only the right to type: the user keeps watching."""
+    await asyncio.to_thread(gateway.unshare, session_id, user, principal, typing_only=True)
 
 
 @router.websocket("/sessions/{session_id}/watch")
@@ -414,8 +434,8 @@ async def watch(ws: WebSocket, session_id: str) -> None:
     except CasemateError as e:
         await _close(ws, 4403, e.message)
         return
-    queue = session.watch()
-    gone = asyncio.create_task(_until_disconnect(ws, queue))
+    queue = session.watch(principal.username)
+    gone = asyncio.create_task(_watcher_input(ws, queue, gateway, session_id, principal))
     try:
         while (data := await queue.get()) is not None:
             await ws.send_text(
@@ -433,13 +453,43 @@ async def watch(ws: WebSocket, session_id: str) -> None:
         await _close(ws, 1000, "session ended")
 
 
-async def _until_disconnect(ws: WebSocket, queue: asyncio.Queue[bytes | None]) -> None:
-    """A watcher sends nothing; when it goes away, end its stream at once (a quiet session
-    would otherwise keep the queue until its next output)."""
+async def _watcher_input(
+    ws: WebSocket,
+    queue: asyncio.Queue[bytes | None],
+    gateway: Gateway,
+    session_id: str,
+    principal: Principal,
+) -> None:
+    """What a watcher sends: keys, which reach the session's terminal only while the watcher
+    holds a typing grant (checked on every message), and nothing else. When the watcher goes
+    away its stream ends at once (a quiet session would otherwise keep the queue until its
+    next output)."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while (await ws.receive())["type"] != "websocket.disconnect":
-            pass
+        while (message := await ws.receive())["type"] != "websocket.disconnect":
+            try:
+                data = _watcher_keys(message)
+                if data:
+                    await gateway.type_into(session_id, principal, data)
+            except CasemateError as e:
+                await ws.send_text(json.dumps({"type": "error", "detail": e.message}))
+    gateway.stopped_typing(session_id, principal)
     queue.put_nowait(None)
+
+
+def _watcher_keys(message: Any) -> bytes:
+    text = message.get("text")
+    if text is None or len(text) > _MAX_LINE * 2:
+        raise InvalidInput('send {"type": "input", "data"} messages of at most 8 KiB')
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise InvalidInput("a message is one JSON object") from None
+    if not isinstance(doc, dict) or doc.get("type") != "input":
+        raise InvalidInput("a watcher sends only input (with a grant to type)")
+    data = doc.get("data")
+    if not isinstance(data, str) or len(data.encode()) > _MAX_LINE:
+        raise InvalidInput("input data is a string of at most 8 KiB")
+    return data.encode()
 
 
 # Kubeconfig for one's own tools -------------------------------------------------------------
