@@ -32,6 +32,7 @@ from casemate.vuln.advisories.mirror import (
     parse_packages,
 )
 from casemate.vuln.inventory.cache import InventoryCache
+from casemate.vuln.inventory.cluster import digest_problem, running_images
 from casemate.vuln.inventory.sources import (
     scan_docker_archive,
     scan_docker_image,
@@ -102,13 +103,50 @@ def _manifest_images(manifest: Path, cache: InventoryCache, docker_host: str | N
     return inventories, problems
 
 
+def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
+                    account: str | None, cache: InventoryCache,
+                    docker_host: str | None) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+    """The images the cluster's pods run (listed with the cluster's stored credential), each
+    read from the local Docker engine once."""
+    rt = runtime(data_dir)
+    try:
+        clusters = Clusters(rt.db, rt.vault, rt.audit)
+        with stored_client(clusters, cluster, account, via="vuln scan") as client:
+            running, problems = running_images(client, cluster=cluster, namespace=namespace)
+    finally:
+        rt.close()
+    if not running and not problems:
+        err.print(f"cluster {cluster}: no pods{f' in {namespace}' if namespace else ''}")
+    inventories: dict[str, Inventory] = {}
+    for entry in running:
+        where = f"cluster {cluster}: {entry.image} (in {', '.join(entry.where[:3])})"
+        try:
+            inventory = inventories.get(entry.image) or scan_docker_image(
+                entry.image, docker_host=docker_host, cache=cache
+            )
+        except CasemateError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        mismatch = digest_problem(entry, inventory.digest)
+        if mismatch:
+            problems.append(f"cluster {cluster}: {mismatch}")
+            continue
+        inventories[entry.image] = inventory
+        if not entry.image_id or "@" in entry.image_id:
+            err.print(f"{entry.image}: runs in {', '.join(entry.where)}; the running digest "
+                      f"{entry.image_id or '(not reported yet)'} was not compared with the "
+                      "engine's image", markup=False)  # fmt: skip
+    return list(inventories.values()), problems
+
+
 def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: Path | None,
                  manifest: Path | None, cache: InventoryCache,
                  docker_host: str | None) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     chosen = [x for x in (image, tar, oci, rootfs, manifest) if x is not None]
     if len(chosen) != 1:
         raise InvalidInput(
-            "give exactly one of IMAGE, --tar FILE, --oci DIR, --rootfs DIR or --manifest FILE"
+            "give exactly one of IMAGE, --tar FILE, --oci DIR, --rootfs DIR, --manifest FILE "
+            "or --cluster NAME"
         )
     if manifest is not None:
         return _manifest_images(manifest, cache, docker_host)
@@ -166,6 +204,19 @@ DockerHostOption = Annotated[
 ]
 
 
+ScanClusterOption = Annotated[
+    str | None,
+    typer.Option("--cluster", help="The images a registered cluster's pods run (read from the "
+                 "local engine), listed with the cluster's stored credential."),
+]  # fmt: skip
+ScanNamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Only this namespace (--cluster).")
+]
+AccountOption = Annotated[
+    str | None, typer.Option("--account", help="The cluster's system account to act as.")
+]
+
+
 @app.command("scan")
 def scan(
     image: ImageArg = None,
@@ -176,15 +227,27 @@ def scan(
     output_format: FormatOption = Format.table,
     fail_on: FailOnOption = None,
     docker_host: DockerHostOption = None,
+    cluster: ScanClusterOption = None,
+    namespace: ScanNamespaceOption = None,
+    account: AccountOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Scan one image (or every image of a tarball, an OCI layout or a manifest) for vulnerable
-    packages."""
+    """Scan one image (or every image of a tarball, an OCI layout, a manifest or a live
+    cluster) for vulnerable packages."""
     if fail_on is not None and fail_on not in SEVERITIES:
         raise InvalidInput(f"--fail-on {fail_on!r}: one of {', '.join(SEVERITIES)}")
+    if namespace is not None and cluster is None:
+        raise InvalidInput("--namespace applies to --cluster scans")
     index = _load_index(data_dir)
     cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
-    inventories, problems = _inventories(image, tar, oci, rootfs, manifest, cache, docker_host)
+    if cluster is not None:
+        if any(x is not None for x in (image, tar, oci, rootfs, manifest)):
+            raise InvalidInput("--cluster scans the cluster's images: give no other input")
+        inventories, problems = _cluster_images(data_dir, cluster, namespace, account, cache,
+                                                docker_host)  # fmt: skip
+    else:
+        inventories, problems = _inventories(image, tar, oci, rootfs, manifest, cache,
+                                             docker_host)  # fmt: skip
     findings: list[Finding] = []
     for inventory in inventories:
         problems += inventory.problems
@@ -416,9 +479,6 @@ def db_status(data_dir: DataDirOption = None) -> None:
 
 
 ClusterOption = Annotated[str, typer.Option("--cluster", help="The registered cluster.")]
-AccountOption = Annotated[
-    str | None, typer.Option("--account", help="The cluster's system account to act as.")
-]
 RemediatedOption = Annotated[
     Path | None,
     typer.Option("--remediated", help="The second manifest (default: FILE.remediated.yaml, "
