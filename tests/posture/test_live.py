@@ -196,3 +196,28 @@ def test_anonymous_access_probe(clusters: Clusters, kube_cluster: LocalCluster):
         assert ("engine.cluster-anonymous-read", "anonymous['/api/v1/pods?limit=1']") in found
     finally:
         kube_cluster.kubectl("delete", "clusterrolebinding", name, check=False)
+
+
+@pytest.mark.node
+def test_kubelet_configurations_through_the_api(clusters: Clusters, real_node) -> None:
+    """The real node's kubelet (read-only port off, no anonymous auth, Webhook authorization)
+    is read through nodes/NAME/proxy/configz and passes the insecure-port rules; the kwok
+    node has no kubelet to answer and is named as not checked, never passed silently."""
+    from casemate.posture.engine import select_rules
+    from casemate.posture.live import iter_kubelets
+
+    with cluster_client(clusters, "test") as client:
+        items = list(iter_kubelets(client, cluster="test"))
+    configs = {i.name: i for i in items if isinstance(i, Subject)}
+    assert real_node.name in configs
+    config = configs[real_node.name].obj["config"]
+    assert config.get("readOnlyPort", 0) == 0  # configz leaves out zero values
+    assert config["authorization"]["mode"] == "Webhook"
+    assert config["authentication"]["anonymous"] == {"enabled": False}
+    scanner = Scanner(select_rules(["engine.kubelet-*"]))
+    assert [f for s in configs.values() for f in scanner.check(s)] == []
+    problems = [i for i in items if isinstance(i, LoadProblem)]
+    assert all("kubelet not checked" in p.message for p in problems)
+    # the same configuration with the read-only port open is a finding
+    opened = Subject({**configs[real_node.name].obj, "config": {**config, "readOnlyPort": 10255}})
+    assert [f.rule_id for f in scanner.check(opened)] == ["engine.kubelet-read-only-port"]

@@ -214,6 +214,14 @@ def scan(
     kubectl: Annotated[
         str | None, typer.Option("--kubectl", help="The kubectl program (default: on PATH).")
     ] = None,
+    kubelets: Annotated[
+        bool,
+        typer.Option(
+            "--kubelets",
+            help="Also read each node's kubelet configuration (nodes/NAME/proxy/configz) for "
+            "the insecure-port rules (--cluster scans).",
+        ),
+    ] = False,
     use_exceptions: Annotated[
         bool | None,
         typer.Option(
@@ -229,8 +237,8 @@ def scan(
         raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
     if bool(paths) == (cluster is not None):
         raise InvalidInput("give manifest paths or --cluster NAME (one of them)")
-    if namespace is not None and cluster is None:
-        raise InvalidInput("--namespace applies to --cluster scans")
+    if (namespace is not None or kubelets) and cluster is None:
+        raise InvalidInput("--namespace and --kubelets apply to --cluster scans")
     threshold, floor = _severity(fail_on), _severity(min_severity)
     custom = load_policy_files(policies or [])
     chosen = select_rules(rules or (), rules=(*ALL_RULES, *custom))
@@ -249,6 +257,7 @@ def scan(
             anonymous_client,
             cluster_client,
             iter_cluster,
+            iter_kubelets,
             probe_anonymous,
         )
 
@@ -264,6 +273,7 @@ def scan(
                 objects = itertools.chain(
                     iter_cluster(client, cluster=cluster, namespace=namespace),
                     [probe_anonymous(anonymous, cluster=cluster)],
+                    iter_kubelets(client, cluster=cluster) if kubelets else (),
                 )
                 findings, problems = scan_items(objects, scanner)
         finally:

@@ -29,6 +29,7 @@ __all__ = [
     "cluster_client",
     "controller_owned",
     "iter_cluster",
+    "iter_kubelets",
     "probe_anonymous",
 ]
 
@@ -200,3 +201,47 @@ def probe_anonymous(client: KubeClient, *, cluster: str) -> Subject | LoadProble
 def anonymous_client(clusters: Clusters, cluster: str) -> KubeClient:
     info = clusters.get_cluster(cluster)
     return KubeClient(info.server, info.ca_pem.encode("ascii"), None, cluster=info.name)
+
+
+def iter_kubelets(client: KubeClient, *, cluster: str) -> Iterator[Subject | LoadProblem]:
+    """Each node's kubelet configuration as the API server relays it (``nodes/NAME/proxy/
+    configz``; needs ``get`` on ``nodes/proxy``), as a synthetic ``KubeletConfig`` object for
+    the engine rules. A node whose kubelet does not answer is a problem (not checked)."""
+    where = f"cluster {cluster}"
+    token = ""
+    while True:
+        params = {"limit": "500", **({"continue": token} if token else {})}
+        try:
+            page = client.get("/api/v1/nodes", what="list nodes", params=params)
+        except CasemateError as e:
+            yield LoadProblem(where, f"kubelets not checked: {e.message}")
+            return
+        items = page.get("items")
+        for node in items if isinstance(items, list) else []:
+            meta = node.get("metadata") if isinstance(node, Mapping) else None
+            name = meta.get("name") if isinstance(meta, Mapping) else None
+            if not isinstance(name, str):
+                continue
+            try:
+                answer = client.get(
+                    f"/api/v1/nodes/{name}/proxy/configz", what=f"kubelet configuration of {name}"
+                )
+            except CasemateError as e:
+                yield LoadProblem(where, f"node {name}: kubelet not checked: {e.message}")
+                continue
+            config = answer.get("kubeletconfig")
+            if not isinstance(config, Mapping):
+                yield LoadProblem(where, f"node {name}: configz has no kubeletconfig")
+                continue
+            yield Subject(
+                {
+                    "apiVersion": "casemate.io/v1",
+                    "kind": "KubeletConfig",
+                    "metadata": {"name": name},
+                    "config": config,
+                }  # fmt: skip
+            )
+        meta = page.get("metadata")
+        token = meta.get("continue", "") if isinstance(meta, Mapping) else ""
+        if not token:
+            return

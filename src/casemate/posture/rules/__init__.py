@@ -7,13 +7,22 @@ from types import MappingProxyType
 from typing import Final
 
 from casemate.posture.model import Rule
-from casemate.posture.rules import engine, escape, images, network, rbac, resources, secrets
+from casemate.posture.rules import (
+    engine,
+    escape,
+    images,
+    network,
+    ports,
+    rbac,
+    resources,
+    secrets,
+)
 
 __all__ = ["ALL_RULES", "RULES_BY_ID"]
 
 ALL_RULES: Final[tuple[Rule, ...]] = tuple(
     r
-    for family in (escape, images, resources, network, rbac, secrets, engine)
+    for family in (escape, images, resources, network, rbac, secrets, engine, ports)
     for r in family.FAMILY.rules
 )
 
