@@ -36,20 +36,25 @@ export const session = {
 };
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, problem = null) {
     super(message);
     this.status = status;
+    this.problem = problem; // the JSON problem body (e.g. its "line" for a policy error)
   }
 }
 
-async function detail(response) {
+async function failure(response) {
+  let problem = null;
   try {
-    const body = await response.json();
-    if (typeof body.detail === "string") return body.detail;
+    problem = await response.json();
   } catch {
     // not JSON
   }
-  return `${response.status} ${response.statusText}`.trim();
+  const text =
+    problem && typeof problem.detail === "string"
+      ? problem.detail
+      : `${response.status} ${response.statusText}`.trim();
+  return new ApiError(response.status, text, problem);
 }
 
 /**
@@ -74,9 +79,65 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
     session.clear();
     window.dispatchEvent(new CustomEvent("casemate:logged-out"));
   }
-  if (!response.ok) throw new ApiError(response.status, await detail(response));
+  if (!response.ok) throw await failure(response);
   if (raw) return response;
   return response.status === 204 ? null : response.json();
+}
+
+/**
+ * Follow a server-sent event stream with the Bearer header (EventSource cannot send one):
+ * calls onEvent(name, data) per event; reconnects after errors until stop() is called.
+ */
+export function events(path, onEvent) {
+  let stopped = false;
+  let controller = null;
+  async function run() {
+    while (!stopped && session.token) {
+      controller = new AbortController();
+      try {
+        const response = await fetch(API + path, {
+          headers: { Accept: "text/event-stream", Authorization: `Bearer ${session.token}` },
+          cache: "no-store",
+          signal: controller.signal,
+        });
+        if (response.status === 401) return;
+        if (!response.ok || !response.body) throw new Error(`${response.status}`);
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let name = "message";
+            const data = [];
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) name = line.slice(6).trim();
+              else if (line.startsWith("data:")) data.push(line.slice(5).trim());
+            }
+            if (data.length) {
+              try {
+                onEvent(name, JSON.parse(data.join("\n")));
+              } catch {
+                // not JSON: ignored
+              }
+            }
+          }
+        }
+      } catch {
+        if (stopped) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+    }
+  }
+  run();
+  return () => {
+    stopped = true;
+    controller?.abort();
+  };
 }
 
 /**

@@ -2,7 +2,7 @@
 // loaded when first visited. A page module's function takes a context and may return a
 // cleanup function, which runs when the route changes (closing websockets and timers).
 
-import { api, session } from "./api.js";
+import { api, events, session } from "./api.js";
 import { notice, replace } from "./dom.js";
 
 const ROUTES = {
@@ -14,6 +14,11 @@ const ROUTES = {
   reviews: { load: () => import("./pages/reviews.js"), page: "reviews" },
   recordings: { load: () => import("./pages/recordings.js"), page: "recordings" },
   play: { load: () => import("./pages/recordings.js"), page: "play", nav: "recordings" },
+  users: { load: () => import("./pages/users.js"), page: "users" },
+  manage: { load: () => import("./pages/manage.js"), page: "manage" },
+  policy: { load: () => import("./pages/policy.js"), page: "policy" },
+  audit: { load: () => import("./pages/audit.js"), page: "audit" },
+  me: { load: () => import("./pages/me.js"), page: "me" },
 };
 
 const main = document.getElementById("main");
@@ -47,9 +52,31 @@ function showHeader(route, name) {
   document.body.classList.toggle("fullscreen", Boolean(route.full));
   const roles = user?.roles.join(", ") || "no roles";
   replace(document.getElementById("whoami"), user ? `${user.username} (${roles})` : "");
-  for (const link of top.querySelectorAll("nav a")) {
+  for (const link of top.querySelectorAll("nav a, #whoami")) {
     link.classList.toggle("current", link.dataset.route === (route.nav ?? name));
+    // Links to pages this user cannot use are hidden; the server refuses them anyway.
+    if (link.dataset.needs) link.hidden = !session.has(link.dataset.needs);
   }
+  watchReviews();
+}
+
+// The pending-review count in the navigation bar, live from GET /reviews/events.
+let stopReviews = null;
+function watchReviews() {
+  const badge = document.getElementById("review-count");
+  if (!session.token) {
+    stopReviews?.();
+    stopReviews = null;
+    badge.hidden = true;
+    return;
+  }
+  if (stopReviews) return;
+  stopReviews = events("/reviews/events", (name, data) => {
+    if (name !== "count" || typeof data.pending !== "number") return;
+    replace(badge, String(data.pending));
+    badge.hidden = data.pending === 0;
+    badge.title = `${data.pending} waiting for review`;
+  });
 }
 
 async function render() {
@@ -99,6 +126,8 @@ async function start() {
       // ended already
     }
     session.clear();
+    stopReviews?.();
+    stopReviews = null;
     go("#/login", "Logged out.");
   });
   window.addEventListener("casemate:logged-out", () =>

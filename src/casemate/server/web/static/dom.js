@@ -72,3 +72,40 @@ export function plain(text) {
   // eslint-disable-next-line no-control-regex
   return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
 }
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const SVG_TAGS = new Set(["svg", "path", "rect", "title"]);
+const SVG_ATTRS = /^(viewBox|width|height|d|x|y|fill|stroke|stroke-width|class|role|aria-label|shape-rendering)$/;
+
+/** An SVG element (only a few drawing tags and attributes: no scripts, links or styles). */
+export function svg(tag, attrs = {}, ...children) {
+  if (!SVG_TAGS.has(tag)) throw new TypeError(`refusing <${tag}>`);
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (!SVG_ATTRS.test(name)) throw new TypeError(`refusing ${name} on <${tag}>`);
+    el.setAttribute(name, String(value));
+  }
+  return append(el, children);
+}
+
+/** A labelled form field: field("Username", input). */
+export function field(label, input) {
+  return h("label", { class: "field" }, h("span", {}, label), input);
+}
+
+/** Offer text as a file download (a blob: URL, revoked shortly after). */
+export function saveText(name, text, type = "application/json") {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = h("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** Split "a, b c" into ["a", "b", "c"]. */
+export function words(text) {
+  return String(text)
+    .split(/[\s,]+/)
+    .filter(Boolean);
+}

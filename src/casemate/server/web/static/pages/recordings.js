@@ -2,8 +2,8 @@
 // and Download. Both fetch /recordings/<id>/download with the Bearer token; the server audits
 // every download.
 
-import { api } from "../api.js";
-import { bytes, h, notice, replace, table, when } from "../dom.js";
+import { api, session } from "../api.js";
+import { bytes, field, h, notice, replace, table, when } from "../dom.js";
 import { asciinemaPlayer } from "../libs.js";
 
 function downloadPath(id) {
@@ -24,12 +24,52 @@ async function download(rec, status) {
   }
 }
 
-export function recordings({ view }) {
+const FILTERS = [
+  ["user", "User"],
+  ["cluster", "Cluster"],
+  ["command", "Ran a command containing"],
+];
+
+export function recordings({ view, query }) {
   const status = h("div", { "aria-live": "polite" });
   const body = h("div", {}, notice("info", "Loading…"));
-  replace(view, h("h1", {}, "Recordings"), status, body);
+  const everyone = session.has("auditor");
+  const inputs = Object.fromEntries(
+    FILTERS.map(([name]) => [name, h("input", { name, maxlength: 200, value: query.get(name) ?? "" })]),
+  );
+  if (!everyone) inputs.user.disabled = true;
+  const since = h("input", { name: "since", type: "datetime-local" });
+  const until = h("input", { name: "until", type: "datetime-local" });
+  const form = h(
+    "form",
+    {
+      class: "filters",
+      onsubmit: (event) => {
+        event.preventDefault();
+        load();
+      },
+    },
+    FILTERS.map(([name, label]) => field(label, inputs[name])),
+    field("Started after", since),
+    field("Started before", until),
+    h("button", { type: "submit" }, "Search"),
+  );
+  replace(view, h("h1", {}, "Recordings"), form, status, body);
 
-  api("/recordings?limit=200")
+  function params() {
+    const p = new URLSearchParams({ limit: "200" });
+    for (const [name] of FILTERS) {
+      const value = inputs[name].value.trim();
+      if (value && !inputs[name].disabled) p.set(name, value);
+    }
+    for (const [name, input] of [["since", since], ["until", until]]) {
+      const date = input.value ? new Date(input.value) : null;
+      if (date && !Number.isNaN(date.getTime())) p.set(name, date.toISOString());
+    }
+    return p;
+  }
+
+  const load = () => api(`/recordings?${params()}`)
     .then((list) => {
       if (list.length === 0) {
         replace(body, notice("info", "No recordings."));
@@ -61,15 +101,23 @@ export function recordings({ view }) {
       replace(body, table(["Started", "User", "Cluster", "Title", "Status", "Size", ""], rows));
     })
     .catch((e) => replace(body, notice("error", e.message)));
+  load();
+}
+
+function clock(seconds) {
+  const s = Math.floor(seconds);
+  const mm = String(Math.floor(s / 60)).padStart(2, "0");
+  return `${mm}:${String(s % 60).padStart(2, "0")}`;
 }
 
 export function play({ view, args }) {
   const id = args[0] ?? "";
   const status = h("div", { "aria-live": "polite" }, notice("info", "Loading the recording…"));
   const stage = h("div", { class: "player" });
+  const commands = h("ol", { class: "commands", "aria-label": "Commands" });
   const back = h("a", { href: "#/recordings" }, "← Recordings");
   const heading = h("div", { class: "heading" }, back, h("h1", {}, `Recording ${id}`));
-  replace(view, heading, status, stage);
+  replace(view, heading, status, h("div", { class: "replay" }, stage, commands));
   let player = null;
   let closed = false;
 
@@ -84,9 +132,33 @@ export function play({ view, args }) {
       replace(status);
       player = AsciinemaPlayer.create({ data: cast }, stage, {
         autoPlay: true,
-        fit: "width",
-        idleTimeLimit: 2,
+        fit: "both",
       });
+      const list = await api(`/recordings/${encodeURIComponent(id)}/commands`).catch(() => []);
+      if (closed) return;
+      replace(
+        commands,
+        list.map((c) =>
+          h(
+            "li",
+            {},
+            h(
+              "button",
+              {
+                class: "jump",
+                title: `${c.decision} (${c.rule_id})`,
+                onclick: async () => {
+                  await player.seek(c.at);
+                  player.play();
+                },
+              },
+              h("span", { class: "at" }, clock(c.at)),
+              " ",
+              c.line,
+            ),
+          ),
+        ),
+      );
     } catch (e) {
       if (!closed) replace(status, notice("error", e.message));
     }

@@ -1,0 +1,172 @@
+// Audit search (GET /audit with filters, keyset paging), one record's details, export of the
+// records found (JSON lines), and the hash chain's verification (GET /audit/verify).
+// Auditors and admins.
+
+import { api } from "../api.js";
+import { field, h, notice, replace, saveText, table, when } from "../dom.js";
+
+const FILTERS = [
+  ["actor", "User"],
+  ["cluster", "Cluster"],
+  ["kind", "Type (exact, or a prefix with *)"],
+  ["decision", "Decision"],
+  ["outcome", "Outcome"],
+  ["q", "Text"],
+];
+
+function summary(r) {
+  const d = r.details ?? {};
+  const bits = [d.cluster, d.namespace, d.line ?? d.command ?? d.path ?? d.target, d.decision];
+  return bits.filter((b) => typeof b === "string" && b).join(" · ");
+}
+
+function isoOrNull(value) {
+  if (!value) return null;
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
+export function audit({ view, query }) {
+  const status = h("div", { "aria-live": "polite" });
+  const inputs = Object.fromEntries(
+    FILTERS.map(([name]) => [name, h("input", { name, maxlength: 200, value: query.get(name) ?? "" })]),
+  );
+  const since = h("input", { name: "since", type: "datetime-local" });
+  const until = h("input", { name: "until", type: "datetime-local" });
+  const order = h(
+    "select",
+    { name: "order" },
+    h("option", { value: "newest" }, "newest first"),
+    h("option", { value: "oldest" }, "oldest first"),
+  );
+  const body = h("div", {});
+  const details = h("div", { class: "record" });
+  const more = h("button", { hidden: true, onclick: () => search(true) }, "More");
+  let found = [];
+  let next = null;
+
+  function params(after) {
+    const p = new URLSearchParams();
+    for (const [name] of FILTERS) {
+      const value = inputs[name].value.trim();
+      if (value) p.set(name, value);
+    }
+    const from = isoOrNull(since.value);
+    const to = isoOrNull(until.value);
+    if (from) p.set("since", from);
+    if (to) p.set("until", to);
+    p.set("order", order.value);
+    p.set("limit", "100");
+    if (after !== null) p.set("after", String(after));
+    return p;
+  }
+
+  function show(r) {
+    replace(
+      details,
+      h("h2", {}, `Record ${r.seq}: ${r.kind}`),
+      h(
+        "dl",
+        {},
+        [
+          ["Time", when(r.ts)],
+          ["Actor", r.actor],
+          ["Source", r.source],
+          ["Outcome", r.outcome],
+          ["Event version", r.event_version],
+          ["Hash", r.hash],
+          ["Previous", r.prev_hash],
+        ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v ?? ""))]),
+      ),
+      h("pre", { class: "code" }, JSON.stringify(r.details, null, 2)),
+    );
+    details.scrollIntoView({ block: "nearest" });
+  }
+
+  function render() {
+    if (!found.length) {
+      replace(body, notice("info", "No records match."));
+      return;
+    }
+    const rows = found.map((r) =>
+      h(
+        "tr",
+        { "data-seq": r.seq },
+        h("td", { class: "num" }, h("a", { href: `#/audit?seq=${r.seq}`, onclick: (e) => { e.preventDefault(); show(r); } }, r.seq)),
+        h("td", {}, when(r.ts)),
+        h("td", {}, r.kind),
+        h("td", {}, r.actor),
+        h("td", {}, r.outcome),
+        h("td", {}, summary(r)),
+      ),
+    );
+    replace(body, table(["#", "Time", "Type", "Actor", "Outcome", "What"], rows));
+  }
+
+  async function search(append = false) {
+    try {
+      const page = await api(`/audit?${params(append ? next : null)}`);
+      found = append ? found.concat(page.items) : page.items;
+      next = page.next_after;
+      more.hidden = next === null;
+      replace(status);
+      render();
+    } catch (e) {
+      replace(status, notice("error", e.message));
+    }
+  }
+
+  const verify = h(
+    "button",
+    {
+      type: "button",
+      onclick: async () => {
+        replace(status, notice("info", "Verifying the whole chain…"));
+        try {
+          const v = await api("/audit/verify");
+          replace(
+            status,
+            v.ok
+              ? notice("ok", `The chain verifies: ${v.checked} records checked.`)
+              : notice("error", `The chain is broken at record ${v.first_bad_seq}: ${v.problem}`),
+          );
+        } catch (e) {
+          replace(status, notice("error", e.message));
+        }
+      },
+    },
+    "Verify the chain",
+  );
+  const exportButton = h(
+    "button",
+    {
+      type: "button",
+      onclick: () =>
+        saveText(
+          "casemate-audit.jsonl",
+          found.map((r) => JSON.stringify(r)).join("\n") + "\n",
+          "application/x-ndjson",
+        ),
+    },
+    "Export these records",
+  );
+
+  const form = h(
+    "form",
+    {
+      class: "filters",
+      onsubmit: (event) => {
+        event.preventDefault();
+        search();
+      },
+    },
+    FILTERS.map(([name, label]) => field(label, inputs[name])),
+    field("From", since),
+    field("Until", until),
+    field("Order", order),
+    h("span", { class: "actions" }, h("button", { type: "submit" }, "Search"), exportButton, verify),
+  );
+
+  replace(view, h("h1", {}, "Audit log"), form, status, body, more, details);
+  search();
+}
