@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casemate.bastion.filters import FILTERS
-from casemate.bastion.recording import Redactor
+from casemate.bastion.redaction import Redactor
 from casemate.bastion.workenv import WorkEnv
 from casemate.errors import ConfigError
 

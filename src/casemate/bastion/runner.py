@@ -84,7 +84,7 @@ from casemate.bastion.ptyrun import (
     api_release,
     run_on_pty,
 )
-from casemate.bastion.recording import Redactor
+from casemate.bastion.redaction import Redactor
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.shell import ParsedLine, ShellRefused, parse_line
 from casemate.bastion.workenv import WorkEnv
