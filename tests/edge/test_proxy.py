@@ -1294,7 +1294,7 @@ async def test_stop_closes_open_connections(installation: Any) -> None:
 
 
 def test_audit_failure_cause() -> None:
-    from casemate.edge.proxy import audit_failure_cause
+    from casemate.edge.auditing import audit_failure_cause
 
     def chained(inner: BaseException) -> Exception:
         try:
@@ -1348,7 +1348,7 @@ async def test_a_tag_that_does_not_name_the_pulled_digest_is_removed(unit: Unit)
 
 
 def test_stream_errors_are_recognised() -> None:
-    from casemate.edge.proxy import _stream_error
+    from casemate.edge.connection import _stream_error
 
     assert _stream_error(b'{"error":"manifest unknown","errorDetail":{"message":"x"}}')
     assert _stream_error(b' {"errorDetail":{"message":"x"}}\r')
@@ -1360,7 +1360,7 @@ def test_stream_errors_are_recognised() -> None:
 def test_a_path_changing_while_resolved_is_left_unresolved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from casemate.edge import proxy as proxy_module
+    from casemate.edge import authorize as proxy_module
 
     (tmp_path / "d").mkdir()
     real = os.path.realpath

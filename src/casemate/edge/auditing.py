@@ -18,6 +18,7 @@ the pure decision; :func:`recover` the thin driver. Run one edge proxy per datab
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Iterable
@@ -212,3 +213,39 @@ def recover(audit: AuditLog) -> EdgeRecovery:
             "edge recovery: %d forwarded calls had no outcome; recorded as unknown", result.calls
         )
     return result
+
+
+def audit_failure_cause(error: BaseException) -> str:
+    """What stopped an audit write, in words an operator can act on."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    texts = []
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return "the data directory is full"
+        texts.append(str(current).lower())
+        current = current.__cause__ or current.__context__
+    text = " ".join(texts)
+    if "disk is full" in text or "no space" in text:
+        return "the data directory is full"
+    if "readonly" in text or "read-only" in text:
+        return "the audit database is read-only"
+    return "the audit database is unavailable"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerPullVerified(Event):
+    """What a pull by tag actually fetched: the registry's digest, pulled by digest and then
+    tagged by the proxy; ``verified`` when the tag was checked to name that content."""
+
+    KIND: ClassVar[str] = "edge.pull"
+    user: str = ""
+    uid: int = -1
+    image: str = ""
+    digest: str = ""
+    image_id: str | None = None
+    verified: bool = False
+    reason: str = ""
+
+

@@ -1,0 +1,171 @@
+"""What the edge proxy asks dockerd before it decides (image, container, volume and network
+inspects), and the tag check after a pull by digest. Each look-up is one short request on its
+own connection to dockerd's socket; failures are :class:`~casemate.errors.UpstreamError`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote
+
+import h11
+
+from casemate.edge.decide import (
+    NetworkInfo,
+)
+from casemate.edge.imagetrust import InspectedImage
+from casemate.edge.mounts import ContainerMounts, container_mounts, volume_names
+from casemate.errors import CasemateError, UpstreamError
+from casemate.risks.imageref import InvalidImageReference, parse_image_ref
+
+log = logging.getLogger(__name__)
+
+READ_SIZE: Final = 64 * 1024
+MAX_INSPECT_BYTES: Final = 8 * 1024 * 1024
+
+
+def describe_os_error(e: OSError) -> str:
+    if e.errno is not None:
+        return f"{errno.errorcode.get(e.errno, str(e.errno))} ({os.strerror(e.errno)})"
+    return type(e).__name__
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream writer and wait for it (errors while closing are of no interest)."""
+    if not writer.is_closing():
+        writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
+def _json_answer(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise UpstreamError(f"dockerd's {what} answer is unreadable") from e
+
+
+class DockerLookups:
+    """Short requests to dockerd's socket (``docker`` path, ``connect_timeout`` seconds)."""
+
+    def __init__(self, docker: Path, connect_timeout: float) -> None:
+        self.docker = docker
+        self.connect_timeout = connect_timeout
+
+    async def inspect_image(self, reference: str) -> InspectedImage | None:
+        """``GET /images/{ref}/json`` on dockerd; ``None`` if it has no such image."""
+        try:
+            parse_image_ref(reference)
+        except InvalidImageReference:
+            return None
+        target = f"/images/{quote(reference, safe='/:@')}/json"
+        status, body = await self.request(target)
+        if status == 404:
+            return None
+        if status != 200:
+            raise UpstreamError(f"dockerd answered {status} to an image inspect")
+        try:
+            return InspectedImage.from_inspect(json.loads(body))
+        except (ValueError, CasemateError) as e:
+            raise UpstreamError("dockerd's image inspect answer is unreadable") from e
+
+    async def container_mounts(self, container: str) -> ContainerMounts:
+        """A container's host mounts as dockerd will perform them at start (its inspect, plus
+        the options of every local volume it uses)."""
+        status, body = await self.request(f"/containers/{quote(container, safe='')}/json")
+        if status == 404:
+            return ContainerMounts(found=False)
+        if status != 200:
+            raise UpstreamError(f"dockerd answered {status} to a container inspect")
+        inspect = _json_answer(body, "container inspect")
+        volumes: dict[str, object | None] = {}
+        for name in volume_names(inspect):
+            status, body = await self.request(f"/volumes/{quote(name, safe='')}")
+            if status == 404:
+                volumes[name] = None
+            elif status == 200:
+                volumes[name] = _json_answer(body, "volume inspect")
+            else:
+                raise UpstreamError(f"dockerd answered {status} to a volume inspect")
+        return container_mounts(inspect, volumes)
+
+    async def inspect_network(self, network: str) -> NetworkInfo | None:
+        """``GET /networks/{id}``: the network's name and driver; ``None`` if there is none."""
+        status, body = await self.request(f"/networks/{quote(network, safe='')}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise UpstreamError(f"dockerd answered {status} to a network inspect")
+        doc = _json_answer(body, "network inspect")
+        if not isinstance(doc, dict):
+            raise UpstreamError("dockerd's network inspect answer is not an object")
+        return NetworkInfo(name=str(doc.get("Name", "")), driver=str(doc.get("Driver", "")))
+
+    async def tag_pulled(self, name: str, digest: str, tag: str) -> tuple[bool, str, str | None]:
+        """After a pull of ``name@digest``: tag it ``name:tag`` and check that the tag names
+        exactly that content (else remove the tag). Returns (ok, message, image ID)."""
+        pinned = f"{name}@{digest}"
+        target = f"/images/{quote(pinned, safe='/:@')}/tag?repo={quote(name, safe='')}"
+        status, body = await self.request(f"{target}&tag={quote(tag, safe='')}", "POST")
+        if status not in (200, 201):
+            return False, f"could not tag {pinned} as {name}:{tag} (dockerd: {status})", None
+        pulled = await self.inspect_image(pinned)
+        tagged = await self.inspect_image(f"{name}:{tag}")
+        if pulled is None or tagged is None or tagged.id != pulled.id:
+            await self.request(f"/images/{quote(f'{name}:{tag}', safe='/:@')}?noprune=1", "DELETE")
+            return (
+                False,
+                f"{name}:{tag} did not name the pulled {digest}; the tag was removed",
+                None,
+            )
+        return (
+            True,
+            f"{name}:{tag} is {digest} (image {tagged.id}), as the registry said",
+            tagged.id,
+        )
+
+    async def request(self, target: str, method: str = "GET") -> tuple[int, bytes]:
+        up_r, up_w = await self.connect()
+        try:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(
+                method=method, target=target, headers=[("Host", "docker"), ("Connection", "close")]
+            )
+            up_w.write(conn.send(request) or b"")
+            conn.send(h11.EndOfMessage())
+            await up_w.drain()
+            status = 0
+            body = bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await up_r.read(READ_SIZE))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_INSPECT_BYTES:
+                        raise UpstreamError("dockerd's answer is too large")
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return status, bytes(body)
+        except h11.ProtocolError as e:
+            raise UpstreamError(f"dockerd's answer is malformed: {e}") from e
+        except OSError as e:
+            raise UpstreamError(f"dockerd connection failed: {describe_os_error(e)}") from e
+        finally:
+            await close_writer(up_w)
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await asyncio.open_unix_connection(str(self.docker), limit=READ_SIZE)
+        except TimeoutError:
+            raise UpstreamError("cannot reach dockerd: connecting timed out") from None
+        except OSError as e:
+            raise UpstreamError(f"cannot reach dockerd: {describe_os_error(e)}") from e
