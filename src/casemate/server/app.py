@@ -25,6 +25,7 @@ from casemate.server.routes import (
     groups,
     health,
     policies,
+    posture,
     recordings,
     reviews,
     sessions,
@@ -90,5 +91,6 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(policies.router, prefix=API_PREFIX)
     app.include_router(sessions.router, prefix=API_PREFIX)
+    app.include_router(posture.router, prefix=API_PREFIX)
     app.include_router(web.router)  # the web UI at / and /static/: after the API
     return app

@@ -18,6 +18,7 @@ const ROUTES = {
   manage: { load: () => import("./pages/manage.js"), page: "manage" },
   policy: { load: () => import("./pages/policy.js"), page: "policy" },
   audit: { load: () => import("./pages/audit.js"), page: "audit" },
+  posture: { load: () => import("./pages/posture.js"), page: "posture" },
   me: { load: () => import("./pages/me.js"), page: "me" },
 };
 
