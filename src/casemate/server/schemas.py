@@ -4,16 +4,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from casemate.core.audit import AuditEntry
-from casemate.core.identity import GroupInfo, Principal, TokenInfo, UserInfo
+from casemate.core.identity import Principal
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+class Record(BaseModel):
+    """A response made from a service's record (a frozen dataclass such as ``UserInfo`` or
+    ``ClusterInfo``) by :meth:`of`: fields are read by name, so no route copies them one by
+    one; sets come out sorted and tuples as lists."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _sorted_sets(cls, value: Any) -> Any:
+        return sorted(value) if isinstance(value, set | frozenset) else value
+
+    @classmethod
+    def of(cls, source: object) -> Self:
+        return cls.model_validate(source)
 
 
 class LoginRequest(Strict):
@@ -49,7 +66,7 @@ class LoginResponse(BaseModel):
     user: Me
 
 
-class User(BaseModel):
+class User(Record):
     id: int
     username: str
     display_name: str
@@ -62,23 +79,6 @@ class User(BaseModel):
     locked_until: datetime | None
     created_at: datetime
     password_changed_at: datetime | None
-
-    @classmethod
-    def of(cls, u: UserInfo) -> User:
-        return cls(
-            id=u.id,
-            username=u.username,
-            display_name=u.display_name,
-            email=u.email,
-            roles=sorted(u.roles),
-            effective_roles=sorted(u.effective_roles),
-            groups=sorted(u.groups),
-            disabled=u.disabled,
-            totp_enabled=u.totp_enabled,
-            locked_until=u.locked_until,
-            created_at=u.created_at,
-            password_changed_at=u.password_changed_at,
-        )
 
 
 class UserCreate(Strict):
@@ -110,24 +110,13 @@ class TotpEnrollmentOut(BaseModel):
     provisioning_uri: str
 
 
-class Group(BaseModel):
+class Group(Record):
     id: int
     name: str
     description: str
     roles: list[str]
     members: list[str]
     created_at: datetime
-
-    @classmethod
-    def of(cls, g: GroupInfo) -> Group:
-        return cls(
-            id=g.id,
-            name=g.name,
-            description=g.description,
-            roles=sorted(g.roles),
-            members=sorted(g.members),
-            created_at=g.created_at,
-        )
 
 
 class GroupCreate(Strict):
@@ -140,7 +129,7 @@ class GroupUpdate(Strict):
     roles: list[str] = Field(max_length=10)
 
 
-class Token(BaseModel):
+class Token(Record):
     id: int
     user_id: int
     name: str
@@ -150,20 +139,6 @@ class Token(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, t: TokenInfo) -> Token:
-        return cls(
-            id=t.id,
-            user_id=t.user_id,
-            name=t.name,
-            prefix=t.prefix,
-            scopes=sorted(t.scopes),
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            last_used_at=t.last_used_at,
-            revoked_at=t.revoked_at,
-        )
 
 
 class TokenCreate(Strict):

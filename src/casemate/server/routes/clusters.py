@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from casemate.errors import InvalidInput
 from casemate.k8s.client import Credential
-from casemate.k8s.clusters import Access, AccountInfo, AdminRef, ClusterInfo, Clusters
+from casemate.k8s.clusters import AdminRef, Clusters
 from casemate.server.deps import AdminDep, AuditorDep, PrincipalDep, RuntimeDep
+from casemate.server.schemas import Record
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
@@ -67,7 +68,7 @@ class ClusterUpdate(StrictBody):
     disabled: bool
 
 
-class Cluster(BaseModel):
+class Cluster(Record):
     name: str
     server: str
     ca_pem: str
@@ -77,21 +78,8 @@ class Cluster(BaseModel):
     created_at: datetime
     created_by: str
 
-    @classmethod
-    def of(cls, c: ClusterInfo) -> Cluster:
-        return cls(
-            name=c.name,
-            server=c.server,
-            ca_pem=c.ca_pem,
-            ca_fingerprint=c.ca_fingerprint,
-            description=c.description,
-            disabled=c.disabled,
-            created_at=c.created_at,
-            created_by=c.created_by,
-        )
 
-
-class Account(BaseModel):
+class Account(Record):
     name: str
     cluster: str
     kind: str
@@ -104,23 +92,6 @@ class Account(BaseModel):
     created_at: datetime
     created_by: str
     rotated_at: datetime | None
-
-    @classmethod
-    def of(cls, a: AccountInfo) -> Account:
-        return cls(
-            name=a.name,
-            cluster=a.cluster,
-            kind=a.kind,
-            fingerprint=a.fingerprint,
-            subject=a.subject,
-            service_account=a.service_account,
-            namespaces=list(a.namespaces),
-            preset=a.preset,
-            can_impersonate=a.can_impersonate,
-            created_at=a.created_at,
-            created_by=a.created_by,
-            rotated_at=a.rotated_at,
-        )
 
 
 class Imported(BaseModel):
@@ -160,7 +131,7 @@ class AccountRotate(AdminChoice):
     client_key: SecretStr | None = None
 
 
-class AccessOut(BaseModel):
+class AccessOut(Record):
     cluster: str
     server: str
     account: str
@@ -168,18 +139,6 @@ class AccessOut(BaseModel):
     expires_at: datetime | None
     grant_id: int
     via: str
-
-    @classmethod
-    def of(cls, a: Access) -> AccessOut:
-        return cls(
-            cluster=a.cluster,
-            server=a.server,
-            account=a.account,
-            namespaces=list(a.namespaces),
-            expires_at=a.expires_at,
-            grant_id=a.grant_id,
-            via=a.via,
-        )
 
 
 def _credential(
