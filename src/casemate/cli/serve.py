@@ -18,9 +18,9 @@ from casemate import __version__
 from casemate.bastion.recording import RecordingStore
 from casemate.bastion.review import ReviewService
 from casemate.cli.common import DataDirOption, out
-from casemate.core.audit import SyslogForwarder
 from casemate.core.runtime import open_runtime
 from casemate.core.settings import Settings, load_settings, parse_listen
+from casemate.core.syslog import SyslogForwarder
 from casemate.errors import ConfigError
 from casemate.events import ServerStarted
 from casemate.gateway.service import Gateway

@@ -39,26 +39,24 @@ both or neither).
 
 What the chain proves: any modified, deleted, inserted or reordered record is detected, except
 a complete rewrite of the chain from some point on *including* the head row by someone with
-write access to the database. Forward records off the host (:class:`SyslogForwarder`) or keep
+write access to the database. Forward records off the host
+(:class:`casemate.core.syslog.SyslogForwarder`) or keep
 exports (:meth:`AuditLog.export_jsonl`) to catch that too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import math
-import os
 import re
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from select import select as select_fds
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, Protocol
 
 from sqlalchemy import ColumnElement, Connection, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -67,8 +65,7 @@ from sqlalchemy.orm import Session
 
 from casemate.core.db import Database, is_postgres
 from casemate.core.models import AuditHead, AuditRecord
-from casemate.core.settings import parse_listen
-from casemate.errors import ConfigError, IntegrityError, InvalidInput, UpstreamError
+from casemate.errors import IntegrityError, InvalidInput, UpstreamError
 from casemate.events import Event, migrate_details
 
 log = logging.getLogger(__name__)
@@ -137,6 +134,10 @@ class _Stored(NamedTuple):
     prev_hash: str
     hash: str
     body: str
+
+
+StoredRecord = _Stored
+"""A record as stored: ``seq``, ``prev_hash``, ``hash`` and its canonical JSON ``body``."""
 
 
 def canonical_json(value: Any) -> str:
@@ -292,19 +293,25 @@ class AuditLog:
     ``on_append`` hooks run after the record's transaction commits (never for a rolled-back
     one); a failing hook is logged and ignored. Appending inside a savepoint that is later
     rolled back still fires the hook when the outer transaction commits, so hooks should treat
-    the entry as a hint and read the database (as :class:`SyslogForwarder` does).
+    the entry as a hint and read the database (as
+    :class:`~casemate.core.syslog.SyslogForwarder` does).
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._postgres = is_postgres(db.engine)
         self.on_append: list[AppendHook] = []
-        self._forwarders: list[SyslogForwarder] = []
+        self.on_close: list[Callable[[], None]] = []
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     def close(self) -> None:
-        """Stop the forwarders started on this log (the database belongs to the caller)."""
-        for forwarder in list(self._forwarders):
-            forwarder.close()
+        """Stop what was started on this log (``on_close``: the syslog forwarders); the
+        database belongs to the caller."""
+        for closer in list(self.on_close):
+            closer()
 
     # Writing ------------------------------------------------------------------------------
 
@@ -564,6 +571,10 @@ class AuditLog:
                     yield _entry(row)
                 cursor = rows[-1].seq if len(rows) == _PAGE else head_seq
             stop.wait(poll_interval)
+
+    def stored_after(self, seq: int, limit: int) -> list[StoredRecord]:
+        """Up to ``limit`` stored records after ``seq``, oldest first (for forwarders)."""
+        return self._select([AuditRecord.seq > seq], limit, False)
 
     def _select(
         self, conds: list[ColumnElement[bool]], limit: int, newest_first: bool
@@ -972,212 +983,86 @@ def verify_jsonl(lines: Iterable[str], *, contiguous: bool = True) -> VerifyRepo
     return VerifyReport(True, checked)
 
 
-# Syslog forwarding ------------------------------------------------------------------------
-
-SYSLOG_SD_ID: Final = "casemate@32473"
-_BOM: Final = b"\xef\xbb\xbf"
-_FAILED_OUTCOMES: Final = frozenset(
-    {"denied", "deny", "failure", "failed", "fail", "error", "refused", "blocked", "rejected"}
-)
+# Group commit for asyncio callers ---------------------------------------------------------
 
 
-def _sd_escape(value: str) -> str:
-    """RFC 5424 PARAM-VALUE escaping: backslash-escape ``"``, ``\\`` and ``]``."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+class AuditSink(Protocol):
+    """Where an asyncio driver's records go. ``record`` returns once the record is committed
+    (and raises if it cannot be); ``defer`` keeps a record that could not be written, to be
+    written as soon as possible (an outcome whose decided record is already committed)."""
+
+    async def record(self, event: Event) -> object: ...
+
+    def defer(self, event: Event) -> None: ...
 
 
-def _printusascii(value: str, width: int) -> str:
-    """An RFC 5424 header field: printable US-ASCII (33..126), at most ``width``, else ``-``."""
-    cleaned = "".join(c if 33 <= ord(c) <= 126 else "_" for c in value)[:width]
-    return cleaned or "-"
+_Pending = tuple[Event, "asyncio.Future[AuditEntry]"]
 
 
-def _syslog_frame(record: _Stored, *, hostname: str, procid: str, facility: int = 13) -> bytes:
-    """One record as an octet-counted (RFC 6587) RFC 5424 message::
+class AuditWriter:
+    """An :class:`AuditSink` over an :class:`AuditLog` with group commit, for asyncio code
+    (both proxies use it): records arriving while a transaction is being written are written
+    together in the next one, so many concurrent requests share one commit (one fsync) while
+    each still waits until its own record is committed. :meth:`record` returns the committed
+    :class:`AuditEntry`. Deferred records go to ``backlog`` (one of its own unless the caller
+    shares one). Call :meth:`close` before the loop ends (it writes what is queued).
 
-        LEN SP <PRI>1 TIMESTAMP HOSTNAME casemate PROCID MSGID
-               [casemate@32473 seq="…" hash="…" actor="…" outcome="…"] BOM BODY
-
-    MSGID is the record's kind, TIMESTAMP its ``ts``, MSG its body (UTF-8 after a BOM).
-    Severity is warning (4) for failed/denied outcomes, notice (5) otherwise; the default
-    facility is 13 ("log audit").
-    """
-    doc = json.loads(record.body)
-    severity = 4 if str(doc.get("outcome", "")).lower() in _FAILED_OUTCOMES else 5
-    sd = (
-        f'[{SYSLOG_SD_ID} seq="{record.seq}" hash="{_sd_escape(record.hash)}"'
-        f' actor="{_sd_escape(str(doc.get("actor", "")))}"'
-        f' outcome="{_sd_escape(str(doc.get("outcome", "")))}"]'
-    )
-    header = (
-        f"<{facility * 8 + severity}>1 {_printusascii(str(doc.get('ts', '')), 64)} "
-        f"{_printusascii(hostname, 255)} casemate {_printusascii(procid, 128)} "
-        f"{_printusascii(str(doc.get('kind', '')), 32)} {sd} "
-    )
-    message = header.encode() + _BOM + record.body.encode()
-    return f"{len(message)} ".encode() + message
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """A syslog server never talks back, so a readable socket means it closed or reset."""
-    try:
-        readable, _, _ = select_fds([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
-class SyslogForwarder:
-    """Forward every record of the chain, in ``seq`` order, to a syslog server over TCP.
-
-    Appends never wait for it: the ``on_append`` hook only wakes a background thread, which
-    reads the records after the last one it forwarded from the database (so a burst, a slow
-    server or an outage loses nothing, and records appended by other processes or gateway
-    instances are forwarded too; run one forwarder per chain, or let the receiver drop
-    duplicates by ``seq``). While the server is down the thread reconnects with backoff and
-    resumes at the first unsent record. Before each write it checks that the peer has not
-    closed the connection; syslog has no acknowledgements, so a record written just as the
-    server crashes can still be lost in its buffers: receivers can spot that as a ``seq`` gap.
-    The cursor lives in memory and starts at the head when :meth:`start` runs (or at
-    ``start_after``).
-    """
+    The database work runs in a worker thread, one transaction at a time; the event loop
+    never waits on it."""
 
     def __init__(
-        self,
-        audit_log: AuditLog,
-        host: str,
-        port: int,
-        *,
-        hostname: str | None = None,
-        facility: int = 13,
-        start_after: int | None = None,
-        poll_interval: float = 5.0,
-        max_backoff: float = 10.0,
-        connect_timeout: float = 5.0,
+        self, audit: AuditLog, *, max_batch: int = 256, backlog: AuditBacklog | None = None
     ) -> None:
-        self._log = audit_log
-        self._address = (host, port)
-        self._hostname = hostname or socket.gethostname()
-        self._procid = str(os.getpid())
-        self._facility = facility
-        self._sent = start_after
-        self._poll_interval = poll_interval
-        self._max_backoff = max_backoff
-        self._connect_timeout = connect_timeout
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._drain_until: float | None = None
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._audit = audit
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._own_backlog = backlog is None
+        self.backlog = backlog if backlog is not None else AuditBacklog(audit)
 
-    @classmethod
-    def from_target(cls, audit_log: AuditLog, target: str, **options: Any) -> SyslogForwarder:
-        """A forwarder for ``HOST:PORT`` (``[::1]:PORT`` for IPv6; a ``tcp://`` prefix is
-        allowed), as in the ``syslog_target`` setting."""
-        address = target.removeprefix("tcp://")
-        try:
-            host, port = parse_listen(address)
-        except ValueError as e:
-            raise ConfigError(f"syslog target must be HOST:PORT over TCP: {e}") from None
-        return cls(audit_log, host, port, **options)
+    def defer(self, event: Event) -> None:
+        self.backlog.add(event)
 
-    @property
-    def forwarded_seq(self) -> int | None:
-        """The last ``seq`` written to the server."""
-        return self._sent
+    async def record(self, event: Event) -> AuditEntry:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._run(self._queue), name="audit-writer")
+        future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, future))
+        return await future
 
-    def notify(self, entry: AuditEntry) -> None:
-        """The ``on_append`` hook: wake the sender; never blocks."""
-        self._wake.set()
+    async def close(self) -> None:
+        """Write what is queued, then stop (and try the backlog once more if it is ours)."""
+        if self._queue is not None and self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+        self._queue = None
+        self._task = None
+        if self._own_backlog:
+            await asyncio.to_thread(self.backlog.close)
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        if self._sent is None:
-            self._sent = self._log.head()[0]
-        self._log.on_append.append(self.notify)
-        self._log._forwarders.append(self)
-        self._thread = threading.Thread(target=self._run, name="casemate-syslog", daemon=True)
-        self._thread.start()
-
-    def close(self, drain_timeout: float = 2.0) -> None:
-        """Stop; first try for up to ``drain_timeout`` seconds to send what is pending."""
-        if self.notify in self._log.on_append:
-            self._log.on_append.remove(self.notify)
-        if self in self._log._forwarders:
-            self._log._forwarders.remove(self)
-        self._drain_until = time.monotonic() + drain_timeout
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(drain_timeout + self._connect_timeout + 1)
-            self._stop.set()
-            self._thread.join(self._connect_timeout + 1)
-            self._thread = None
-        self._stop.set()
-        self._disconnect()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._poll_interval)
-            self._wake.clear()
-            try:
-                self._forward_pending()
-            except UpstreamError as e:
-                log.warning("syslog forwarder cannot read the audit log: %s", e)
-                self._stop.wait(1.0)
-            except Exception:
-                log.exception("syslog forwarder failed; retrying")
-                self._stop.wait(1.0)
-            if self._drain_until is not None:
+    async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
                 return
-
-    def _forward_pending(self) -> None:
-        while not self._stop.is_set():
-            assert self._sent is not None
-            conds = [AuditRecord.seq > self._sent]
-            rows = self._log._select(conds, 500, False)
-            for row in rows:
-                frame = _syslog_frame(
-                    row, hostname=self._hostname, procid=self._procid, facility=self._facility
+            batch = [first]
+            while len(batch) < self._max_batch and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                entries = await asyncio.to_thread(
+                    self._audit.append_many, [event for event, _ in batch]
                 )
-                if not self._send(frame):
-                    return
-                self._sent = row.seq
-            if len(rows) < 500:
-                return
-
-    def _send(self, frame: bytes) -> bool:
-        """Write one frame, reconnecting with backoff; False when closing gives up."""
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                sock = self._connected()
-                sock.sendall(frame)
-                return True
-            except OSError as e:
-                self._disconnect()
-                if self._drain_until is not None and time.monotonic() >= self._drain_until:
-                    return False
-                log.warning("syslog server %s:%d unavailable (%s); retrying", *self._address, e)
-                if self._drain_until is not None:
-                    backoff = min(backoff, max(0.0, self._drain_until - time.monotonic()))
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-        return False
-
-    def _connected(self) -> socket.socket:
-        sock = self._sock
-        if sock is not None and not _peer_closed(sock):
-            return sock
-        self._disconnect()
-        sock = socket.create_connection(self._address, timeout=self._connect_timeout)
-        sock.settimeout(30.0)
-        self._sock = sock
-        return sock
-
-    def _disconnect(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock = None
+            except Exception as e:  # every waiter learns it failed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), entry in zip(batch, entries, strict=True):
+                if not future.done():
+                    future.set_result(entry)
