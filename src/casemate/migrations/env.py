@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import context
 from sqlalchemy import Connection
 
-import casemate.core.models  # noqa: F401 - registers the tables on Base.metadata
 from casemate.core.db import Base
+
+#: Every module that defines tables on ``Base``: all of them are imported, so the metadata
+#: autogenerate compares with the database is the whole schema (a module missing here would
+#: make autogenerate propose dropping its tables). ``tests/core/test_migrations.py`` checks
+#: this list against the source.
+MODEL_MODULES = (
+    "casemate.core.models",
+    "casemate.core.sso.links",
+    "casemate.k8s.models",
+    "casemate.bastion.models",
+    "casemate.bastion.artifacts",
+    "casemate.kubeproxy.sessions",
+    "casemate.edge.models",
+    "casemate.edge.proxy_models",
+    "casemate.posture.exception_store",
+    "casemate.gateway.sshkeys",
+)
+
+for _module in MODEL_MODULES:
+    importlib.import_module(_module)
 
 target_metadata = Base.metadata
 
