@@ -27,28 +27,26 @@ import httpx
 import pytest
 import yaml
 
-from casemate.core.audit import AuditLog
+from casemate.core.audit import AuditLog, AuditWriter
 from casemate.core.db import Database
 from casemate.errors import ConfigError, UpstreamError
 from casemate.events import Event, KubeApiRequestAudited, KubeApiRequestDecided
 from casemate.k8s.client import Credential
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
-    AuditWriter,
     KubeProxy,
     ProxyCertificates,
     ProxyLimits,
+    ReviewRequest,
     generate_certificates,
     proxy_kubeconfig,
     status_body,
 )
 from casemate.kubeproxy.redact import REDACTED
-from casemate.kubeproxy.rules import ApiVerdict
 from casemate.kubeproxy.sessions import (
     KUBECONFIG_PREFIX,
     SESSION_PREFIX,
     KubeconfigCredentials,
-    ProxySession,
     SessionGrant,
     SessionStore,
     TokenRouter,
@@ -319,7 +317,7 @@ async def make_rig(fake: FakeApiserver, certs: ProxyCertificates) -> AsyncIterat
     async def make(
         *,
         can_impersonate: bool = False,
-        reviewer: Callable[[ApiRequest, ProxySession, ApiVerdict], Awaitable[bool]] | None = None,
+        reviewer: Callable[[ReviewRequest], Awaitable[bool]] | None = None,
         limits: ProxyLimits | None = None,
         session_grant: SessionGrant | None = None,
         upstream_url: str | None = None,
@@ -761,7 +759,7 @@ async def test_a_write_whose_record_cannot_be_committed_is_never_forwarded(
     assert "nothing was forwarded" in status_of(resp.content)["message"]
     fake.mode = "upgrade"
 
-    async def approve(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
+    async def approve(request: ReviewRequest) -> bool:
         return True
 
     exec_rig = await make_rig(reviewer=approve)
@@ -905,10 +903,10 @@ async def test_exec_needs_review(make_rig: RigFactory, fake: FakeApiserver) -> N
     assert "api.exec" in message and "reviewer" in message
     assert rig.audit.last().decision == "deny" and rig.audit.last().rule == "api.exec"
 
-    async def refuse(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
+    async def refuse(request: ReviewRequest) -> bool:
         return False
 
-    async def broken(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
+    async def broken(request: ReviewRequest) -> bool:
         raise RuntimeError("reviewer down")
 
     for reviewer in (refuse, broken):
@@ -924,8 +922,8 @@ async def test_approved_exec_is_relayed_as_a_byte_pipe(
     fake.mode = "upgrade"
     asked: list[tuple[str, str]] = []
 
-    async def approve(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
-        asked.append((api.connect, session.grant.user))
+    async def approve(request: ReviewRequest) -> bool:
+        asked.append((request.api.connect, request.session.grant.user))
         return True
 
     rig = await make_rig(reviewer=approve, can_impersonate=True)
@@ -965,7 +963,7 @@ async def test_approved_exec_is_relayed_as_a_byte_pipe(
 async def test_upgrade_refused_by_the_apiserver_is_relayed(
     make_rig: RigFactory, fake: FakeApiserver
 ) -> None:
-    async def approve(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
+    async def approve(request: ReviewRequest) -> bool:
         return True
 
     rig = await make_rig(reviewer=approve)  # fake answers 200 instead of 101
@@ -1116,33 +1114,6 @@ def test_generated_certificates(certs: ProxyCertificates) -> None:
     assert certs.key_pem.decode() not in repr(certs)
     with pytest.raises(ConfigError):
         generate_certificates([])
-
-
-async def test_audit_writer_group_commit(tmp_path: Path) -> None:
-    from tests.kubeproxy.test_sessions import open_db
-
-    db: Database = open_db(f"sqlite:///{tmp_path / 'audit.db'}")
-    audit = AuditLog(db)
-    writer = AuditWriter(audit)
-    try:
-        await asyncio.gather(
-            *(
-                writer.record(KubeApiRequestAudited(actor=f"u{i}", outcome="allowed", status=200))
-                for i in range(40)
-            )
-        )
-        assert audit.head_seq() == 40
-        assert audit.verify().ok
-        db.dispose()  # the next batch fails: every waiter hears of it
-        broken = Database.open(f"sqlite:///{tmp_path / 'missing' / 'x.db'}", run_migrations=False)
-        writer2 = AuditWriter(AuditLog(broken))
-        with pytest.raises(UpstreamError):
-            await writer2.record(KubeApiRequestAudited(actor="x"))
-        await writer2.close()
-        broken.dispose()
-    finally:
-        await writer.close()
-        db.dispose()
 
 
 # Against the real cluster ------------------------------------------------------------------------
@@ -1483,8 +1454,8 @@ async def test_exec_is_held_for_review_and_relayed_when_approved(kube: KubeRig) 
 
     approvals: list[str] = []
 
-    async def approve(api: ApiRequest, session: ProxySession, verdict: ApiVerdict) -> bool:
-        approvals.append(f"{api.connect} {api.name}")
+    async def approve(request: ReviewRequest) -> bool:
+        approvals.append(f"{request.api.connect} {request.api.name}")
         return True
 
     reviewed = KubeProxy(kube.store, AuditWriter(kube.audit), reviewer=approve)

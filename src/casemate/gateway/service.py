@@ -50,7 +50,7 @@ from casemate.bastion.recording import RecordingStore, RecordingWriter
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.runner import CommandResult, CommandRunner, RunnerLimits, SessionInfo, Tools
 from casemate.bastion.workenv import WorkEnv, WorkEnvSpec
-from casemate.core.audit import AuditBacklog
+from casemate.core.audit import AuditBacklog, AuditWriter
 from casemate.core.files import write_atomic
 from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
@@ -62,17 +62,22 @@ from casemate.events import (
     BastionSessionStarted,
     GenericEvent,
 )
-from casemate.events.bastion import SESSION_TYPED
+from casemate.events.bastion import SESSION_TYPED, WORKSPACE_DOWNLOADED
 from casemate.gateway.apirules import effective_api_rules
 from casemate.gateway.recovery import Recovery, recover
 from casemate.gateway.sharing import Sharing
+from casemate.gateway.workspace import (
+    WorkspaceFile,
+    get_workspace_file,
+    list_workspace,
+    put_workspace_file,
+)
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
-    REVIEWED_BODY,
-    AuditWriter,
     KubeProxy,
     ProxyCertificates,
+    ReviewRequest,
     generate_certificates,
     proxy_kubeconfig,
     requests_in_flight,
@@ -80,7 +85,7 @@ from casemate.kubeproxy.proxy import (
 from casemate.kubeproxy.rules import ApiVerdict, SessionGrant
 from casemate.kubeproxy.sessions import (
     KubeconfigCredentials,
-    ProxySession,
+    ReleaseWindow,
     SessionStore,
     TokenRouter,
     Upstream,
@@ -172,10 +177,6 @@ class BastionSession:
         self.grant_id = grant_id
         self.commands = 0
         self.sharing = Sharing()
-        self.releasing = False
-        #: what of the released command's review-level API requests may still pass
-        self.release: ApiRelease | None = None
-        self._connects: list[tuple[str, str, str]] = []
         #: the user's terminal (interactive channels): ``kubectl exec -it`` runs on it
         self.terminal: PtyTerminal | None = None
         self.size = (80, 24)
@@ -272,7 +273,17 @@ class BastionSession:
     def put_file(self, name: str, data: bytes) -> str:
         """Put a file into the session's workspace (what a user uploads: manifests, charts,
         values). ``name`` is a relative path inside the workspace; returns it normalised."""
-        return _put_workspace_file(self.env.workspace, name, data)
+        return put_workspace_file(self.env.workspace, name, data)
+
+    def files(self) -> list[WorkspaceFile]:
+        """The regular files of the workspace."""
+        return list_workspace(self.env.workspace)
+
+    def get_file(self, name: str, *, by: str, channel: str = "http") -> bytes:
+        """A workspace file's content, for the owner; the download is audited."""
+        data = get_workspace_file(self.env.workspace, name)
+        self.gateway.audit_download(self, by, name, len(data), channel)
+        return data
 
     def interrupt(self) -> bool:
         """Stop the running command (Ctrl-C); True if one was running."""
@@ -282,24 +293,25 @@ class BastionSession:
         return False
 
     def _release(self, release: ApiRelease | None) -> None:
-        self.releasing = release is not None
-        self.release = release
-        self._connects = list(release.connects) if release is not None else []
+        """The runner's ``on_release``: the release window is state of the session store."""
+        store = self.gateway.sessions
+        if release is None:
+            store.close_release(self.id)
+        else:
+            store.open_release(self.id, ReleaseWindow(release.connects, release.others))
+
+    @property
+    def releasing(self) -> bool:
+        """Whether an approved command of this session is running."""
+        return self.gateway.sessions.releasing(self.id)
 
     def release_api(self, api: ApiRequest) -> bool:
         """Whether the released command may make this review-level request: a connection
         into a pod only if the command names it (each once: an approval releases exactly that
         exec), anything else only if the command needs more than its connection."""
-        if not self.releasing or self.release is None:
-            return False
-        if api.connect:
-            for allowed in self._connects:
-                sub, ns, pod = allowed
-                if sub == api.connect and ns == api.namespace and pod in ("*", api.name):
-                    self._connects.remove(allowed)
-                    return True
-            return False
-        return self.release.others
+        return self.gateway.sessions.take_release(
+            self.id, connect=api.connect, namespace=api.namespace, name=api.name
+        )
 
     async def close(self, reason: str = "exit") -> None:
         await self.gateway.close_session(self.id, reason=reason)
@@ -732,6 +744,36 @@ class Gateway:
         for rest in session.sharing.stopped(who.username):
             self._audit_typed(session, who.username, rest)
 
+    def newest_own_session(self, user: str, cluster: str | None = None) -> BastionSession:
+        """``user``'s newest live session (on ``cluster``): what SFTP serves."""
+        own = [
+            s
+            for s in self._live.values()
+            if s.info.user == user and not s.closed and cluster in (None, s.info.cluster)
+        ]
+        if not own:
+            raise NotFound("you have no live session" + (f" on {cluster}" if cluster else ""))
+        return max(own, key=lambda s: s.started_at)
+
+    def audit_download(
+        self, session: BastionSession, by: str, path: str, size: int, channel: str
+    ) -> None:
+        self.runtime.audit.append(
+            GenericEvent(
+                actor=by,
+                outcome="downloaded",
+                name=WORKSPACE_DOWNLOADED,
+                data={
+                    "session_id": session.id,
+                    "owner": session.info.user,
+                    "cluster": session.info.cluster,
+                    "path": path[:1000],
+                    "size": size,
+                    "channel": channel,
+                },
+            )
+        )
+
     def _audit_typed(self, session: BastionSession, user: str, line: str) -> None:
         self.runtime.audit.append(
             GenericEvent(
@@ -794,9 +836,7 @@ class Gateway:
             access, credential, impersonate_groups=_impersonate_groups(access)
         )
 
-    async def _review_api(
-        self, api: ApiRequest, session: ProxySession, verdict: ApiVerdict
-    ) -> bool | str:
+    async def _review_api(self, request: ReviewRequest) -> bool | str:
         """The API layer's review.
 
         * A request from a bastion session passes only while that session runs a command an
@@ -806,12 +846,12 @@ class Gateway:
           first attempt is refused with the ticket number; once an approver approved it, the
           same request sent again passes, once.
         """
+        api, session, verdict, body = request.api, request.session, request.verdict, request.body
         if session.kind == "session":
             live = self._live.get(session.session_id)
             if live is not None and live.release_api(api):
                 return True
             return f"{verdict.reason}: this needs a reviewed command in the bastion session"
-        body = REVIEWED_BODY.get()
         grant = session.grant
         digest = command_hash(
             (api.method, api.path, api.raw_query),
@@ -875,42 +915,6 @@ class Gateway:
         for child in self.work_dir.iterdir():
             if child.name.split(".", 1)[0] not in self._live:
                 shutil.rmtree(child, ignore_errors=True)
-
-
-MAX_WORKSPACE_FILE: Final = 8 * 1024 * 1024
-
-
-def _put_workspace_file(workspace: Path, name: str, data: bytes) -> str:
-    parts = name.split("/")
-    if (
-        not name
-        or len(name) > 255
-        or name.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or any(not c.isprintable() or c == "\\" for c in name)
-        or len(parts) > 8
-    ):
-        raise InvalidInput(
-            "a workspace file name is a relative path of printable characters, without "
-            "'..', '.' or empty parts (at most 255 characters)"
-        )
-    if len(data) > MAX_WORKSPACE_FILE:
-        raise InvalidInput("a workspace file holds at most 8 MiB")
-    root = Path(os.path.realpath(workspace))
-    target = root.joinpath(*parts)
-    parent = target.parent
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    real_parent = Path(os.path.realpath(parent))
-    if real_parent != root and root not in real_parent.parents:
-        raise InvalidInput(f"{name}: outside the session workspace")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    try:
-        fd = os.open(real_parent / target.name, flags, 0o600)
-    except OSError as e:
-        raise InvalidInput(f"{name}: cannot be written ({e.strerror})") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return "/".join(parts)
 
 
 def _default_namespace(access: Access) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "KUBECONFIG_PREFIX",
     "MAX_KUBECONFIG_TTL",
     "PREVIEW_SUFFIX",
+    "ReleaseWindow",
     "SESSION_PREFIX",
     "Authenticator",
     "CredentialInfo",
@@ -222,8 +223,23 @@ class _Entry:
     token_hash: str
 
 
+@dataclass(frozen=True)
+class ReleaseWindow:
+    """What the API proxy lets a session's released (approved) command do at review level
+    while it runs: ``connects`` are the connections into pods it may open, each once, as
+    (subresource, namespace, pod; ``*`` for any pod), ``others`` whether its other
+    review-level requests pass."""
+
+    connects: tuple[tuple[str, str, str], ...] = ()
+    others: bool = True
+
+
 class SessionStore:
-    """Session tokens in memory (see the module docstring); safe to use from any thread."""
+    """Session tokens in memory (see the module docstring); safe to use from any thread.
+
+    It also keeps each session's release window (:meth:`open_release`): while an approved
+    command runs, the reviewer lets through what the window allows (:meth:`take_release`);
+    the window closes when the command ends or the session is revoked."""
 
     def __init__(
         self, *, now: Callable[[], datetime] | None = None, max_sessions: int = 10_000
@@ -232,6 +248,7 @@ class SessionStore:
         self._max = max_sessions
         self._by_hash: dict[str, _Entry] = {}
         self._by_id: dict[str, _Entry] = {}
+        self._releases: dict[str, tuple[ReleaseWindow, list[tuple[str, str, str]]]] = {}
         self._lock = threading.Lock()
 
     def issue(
@@ -301,6 +318,41 @@ class SessionStore:
                 self._drop_locked(preview)
             return True
 
+    # -- release windows
+
+    def open_release(self, session_id: str, window: ReleaseWindow) -> None:
+        """An approved command of ``session_id`` starts: let ``window`` through."""
+        with self._lock:
+            self._releases[session_id] = (window, list(window.connects))
+
+    def close_release(self, session_id: str) -> None:
+        """The approved command ended (closing twice is fine)."""
+        with self._lock:
+            self._releases.pop(session_id, None)
+
+    def releasing(self, session_id: str) -> bool:
+        """Whether an approved command of ``session_id`` is running."""
+        with self._lock:
+            return session_id in self._releases
+
+    def take_release(self, session_id: str, *, connect: str, namespace: str, name: str) -> bool:
+        """Whether the running approved command may make this review-level request: a
+        connection into a pod (``connect`` set) only if the window names it, and each named
+        connection once; anything else only if the window has ``others``."""
+        with self._lock:
+            held = self._releases.get(session_id)
+            if held is None:
+                return False
+            window, connects = held
+            if not connect:
+                return window.others
+            for allowed in connects:
+                sub, ns, pod = allowed
+                if sub == connect and ns == namespace and pod in ("*", name):
+                    connects.remove(allowed)
+                    return True
+            return False
+
     def revoke_user(self, user: str) -> int:
         """Revoke every session of ``user`` (e.g. when the user is disabled)."""
         with self._lock:
@@ -328,6 +380,7 @@ class SessionStore:
         self._by_hash.pop(entry.token_hash, None)
         if self._by_id.get(entry.session.session_id) is entry:
             del self._by_id[entry.session.session_id]
+            self._releases.pop(entry.session.session_id, None)
 
 
 # Kubeconfig credentials (stored) -----------------------------------------------------------------
