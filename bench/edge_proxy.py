@@ -49,8 +49,9 @@ from casemate.edge.cloud import CloudRegistry, CloudService, Effect
 from casemate.edge.cloudlink import BrokerConfig, CloudLink, CloudLinkConfig
 from casemate.edge.decide import decide
 from casemate.edge.dockerapi import DockerRequest, read_request
-from casemate.edge.proxy import DockerCallDecided, EdgeProxy, ProxyConfig
+from casemate.edge.proxy import EdgeProxy, ProxyConfig
 from casemate.edge.store import ProxyStore
+from casemate.events import DockerCallDecided
 from casemate.testenv.docker import DockerEngine, docker_cli
 from casemate.testenv.images import ensure_busybox_image
 from casemate.testenv.services import MosquittoBroker

@@ -30,7 +30,7 @@ from casemate.edge.guard import (
 )
 from casemate.edge.stats import StatsSample, measure
 from casemate.errors import ConfigError
-from casemate.events import ContainerStopped, Event, EventBus
+from casemate.events import ContainerStopped
 from casemate.testenv.docker import DockerEngine
 from casemate.testenv.images import ensure_busybox_image
 
@@ -105,7 +105,9 @@ async def containers(docker_engine: DockerEngine, busybox_image: str) -> AsyncIt
 
 
 class Guarded:
-    def __init__(self, guard: ResourceGuard, reporter: ListReporter, events: list[Event]) -> None:
+    def __init__(
+        self, guard: ResourceGuard, reporter: ListReporter, events: list[ContainerStopped]
+    ) -> None:
         self.guard = guard
         self.reporter = reporter
         self.events = events
@@ -136,15 +138,12 @@ async def guarding(
             "max_retry_delay": 1.0,
         }
         options.update(overrides)
-        bus = EventBus()
-        events: list[Event] = []
-        bus.subscribe(ContainerStopped, events.append)
         reporter = ListReporter() if reporter is None else reporter
-        guard = ResourceGuard(client, GuardSettings(**options), reporter, bus=bus)
+        guard = ResourceGuard(client, GuardSettings(**options), reporter)
         task = asyncio.create_task(guard.run())
         try:
             await asyncio.wait_for(guard.ready.wait(), 60)
-            yield Guarded(guard, reporter, events)
+            yield Guarded(guard, reporter, guard.stopped)
             assert not task.done(), "the guard must keep running"
         finally:
             task.cancel()

@@ -23,16 +23,13 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from casemate.core.audit import AuditEntry, AuditLog, entries_between, left_open
-from casemate.events import Event
+from casemate.events import DockerCallDecided, DockerCallFinished, EdgeRecovered
 
 __all__ = [
     "CALL_ID_PREFIX",
-    "DockerCallDecided",
-    "DockerCallFinished",
-    "EdgeRecovered",
     "EdgeRecovery",
     "call_outcome",
     "closing_events",
@@ -49,71 +46,6 @@ _MARKER_AFTER: Final = 50_000
 
 def new_call_id() -> str:
     return CALL_ID_PREFIX + uuid.uuid4().hex
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerCallDecided(Event):
-    """One decision of the edge proxy. Never carries tokens or registry credentials.
-
-    ``code`` is the decision's stable code (``decide``'s codes, the parser's refusal codes, or
-    ``cloud_denied``/``cloud_unavailable``/``audit_failed``); ``cloud_rule`` the rule the cloud
-    applied (``gateway:…`` for local denials by the cloud link). Version 2 added ``call_id``:
-    set on allowed calls that can change something, whose :class:`DockerCallFinished` follows
-    (empty on refusals, reads and version 1 records).
-    """
-
-    KIND: ClassVar[str] = "edge.docker"
-    VERSION: ClassVar[int] = 2
-    user: str = ""
-    uid: int = -1
-    role: str = ""
-    method: str = ""
-    path: str = ""
-    api_version: str = ""
-    action: str = ""
-    route: str = ""
-    image: str | None = None
-    digest: str | None = None
-    container: str | None = None
-    allowed: bool = False
-    reason: str = ""
-    code: str = ""
-    cloud_rule: str | None = None
-    cloud_request: str | None = None
-    call_id: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerCallFinished(Event):
-    """What became of a forwarded call (``outcome``: :func:`call_outcome`'s words).
-
-    ``status`` is dockerd's HTTP status (101 for a hijacked attach/exec; 0 when there was
-    none), ``duration_ms`` the time from forwarding to the end of the answer (or of the
-    hijacked stream), ``decided_seq`` the decided record's ``seq`` (0 when unknown)."""
-
-    KIND: ClassVar[str] = "edge.docker.finished"
-    call_id: str = ""
-    decided_seq: int = 0
-    user: str = ""
-    uid: int = -1
-    method: str = ""
-    path: str = ""
-    action: str = ""
-    container: str | None = None
-    status: int = 0
-    duration_ms: int = 0
-    reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeRecovered(Event):
-    """The edge proxy's recovery at start read records ``scanned_from..scanned_through`` and
-    closed ``calls`` calls left without an outcome."""
-
-    KIND: ClassVar[str] = "edge.recovered"
-    scanned_from: int = 0
-    scanned_through: int = 0
-    calls: int = 0
 
 
 def call_outcome(*, forwarded: bool, status: int) -> tuple[str, str]:
@@ -232,20 +164,3 @@ def audit_failure_cause(error: BaseException) -> str:
     if "readonly" in text or "read-only" in text:
         return "the audit database is read-only"
     return "the audit database is unavailable"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerPullVerified(Event):
-    """What a pull by tag actually fetched: the registry's digest, pulled by digest and then
-    tagged by the proxy; ``verified`` when the tag was checked to name that content."""
-
-    KIND: ClassVar[str] = "edge.pull"
-    user: str = ""
-    uid: int = -1
-    image: str = ""
-    digest: str = ""
-    image_id: str | None = None
-    verified: bool = False
-    reason: str = ""
-
-

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, Final, Self
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -79,7 +79,12 @@ from casemate.errors import (
     NotFound,
     UpstreamError,
 )
-from casemate.events import Event
+from casemate.events import (
+    EdgeDecisionIssued,
+    EdgeGatewayChanged,
+    EdgePolicyChanged,
+    EdgeReportReceived,
+)
 from casemate.risks.imageref import InvalidImageReference, parse_image_ref, split_repository
 
 log = logging.getLogger(__name__)
@@ -90,52 +95,6 @@ _GLOB_CHARS: Final = frozenset("*?[")
 
 
 # Audit events -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeGatewayChanged(Event):
-    KIND: ClassVar[str] = "edge.gateway"
-    action: str = ""  # registered, approved, revoked, removed, rejected
-    gateway_id: str = ""
-    mac_address: str = ""
-    hostname: str = ""
-    fingerprint: str = ""
-    state: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeDecisionIssued(Event):
-    KIND: ClassVar[str] = "edge.decision"
-    gateway_id: str = ""
-    request_id: str = ""
-    caller: str = ""
-    uid: int = 0
-    action: str = ""
-    image: str | None = None
-    digest: str | None = None
-    container: str | None = None
-    request_details: Mapping[str, Any] = field(default_factory=dict)
-    rule: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeReportReceived(Event):
-    KIND: ClassVar[str] = "edge.report"
-    gateway_id: str = ""
-    report_id: str = ""
-    seq: int = 0
-    report_kind: str = ""
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    ts: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgePolicyChanged(Event):
-    KIND: ClassVar[str] = "edge.policy"
-    action: str = ""  # rule_added, rule_removed, image_set, image_removed, token_created, pushed
-    target: str = ""
-    changes: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Pure policy ------------------------------------------------------------------------------------

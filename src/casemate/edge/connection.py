@@ -20,9 +20,6 @@ from typing import TYPE_CHECKING, Final
 import h11
 
 from casemate.edge.auditing import (
-    DockerCallDecided,
-    DockerCallFinished,
-    DockerPullVerified,
     audit_failure_cause,
     call_outcome,
     new_call_id,
@@ -46,6 +43,7 @@ from casemate.edge.refusal import RequestRefused
 from casemate.edge.relay import READ_SIZE, ClientGone, Pipelined, Relay, error_for, h11_request
 from casemate.edge.routes import Query
 from casemate.errors import CasemateError, UpstreamError
+from casemate.events import DockerCallDecided, DockerCallFinished, DockerPullVerified
 from casemate.risks.imageref import ImageRef, parse_image_ref
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ How it works (all decisions are the pure functions of :mod:`casemate.edge.stats`
   resources (the offender). The offender's and the victim's tracking is reset, so if the
   offender keeps going, the next window stops the next most recent container, and so on until
   the offender itself is stopped. Then a :class:`~casemate.events.ContainerStopped` event is
-  published and a report sent (:data:`REPORT_STOPPED`); a breach where nothing could be stopped
-  is reported as :data:`REPORT_UNRESOLVED`.
+  kept in ``ResourceGuard.stopped`` and a report sent (:data:`REPORT_STOPPED`); a breach where
+  nothing could be stopped is reported as :data:`REPORT_UNRESOLVED`.
 * **Exempt** containers (label ``casemate.guard/exempt=true``, or listed by id or name) are
   neither measured nor stopped: their load never triggers the guard. Whoever may create
   containers must not be allowed to set that label (the edge proxy's policy).
@@ -56,7 +56,7 @@ from casemate.edge.stats import (
     measure,
 )
 from casemate.errors import CasemateError, ConfigError, NotFound
-from casemate.events import ContainerStopped, EventBus
+from casemate.events import ContainerStopped
 
 __all__ = [
     "EXEMPT_LABEL",
@@ -160,13 +160,11 @@ class ResourceGuard:
         settings: GuardSettings,
         reporter: Reporter | None = None,
         *,
-        bus: EventBus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.docker = docker
         self.settings = settings
         self.reporter = reporter
-        self.bus = bus
         self.clock = clock
         self.tracker = BreachTracker(
             cpu_percent=settings.cpu_percent,
@@ -375,8 +373,6 @@ class ResourceGuard:
             event, failure = await self._stop_latest(breach, offender)
         if event is not None:
             self.stopped.append(event)
-            if self.bus is not None:
-                self.bus.publish(event)
             await self._report(REPORT_STOPPED, self._payload(event))
         else:
             log.error(
@@ -494,9 +490,8 @@ async def run_guard(
     settings: GuardSettings,
     reporter: Reporter | None = None,
     *,
-    bus: EventBus | None = None,
     api_version: str | None = None,
 ) -> None:
     """Guard the Docker engine at ``socket_path`` until cancelled."""
     async with DockerClient(socket_path, api_version=api_version) as docker:
-        await ResourceGuard(docker, settings, reporter, bus=bus).run()
+        await ResourceGuard(docker, settings, reporter).run()

@@ -88,9 +88,6 @@ from typing import Any, Final, Self
 from casemate.core.audit import AuditBacklog, AuditEntry, AuditLog
 from casemate.core.identity import Identity
 from casemate.edge.auditing import (
-    DockerCallDecided,
-    DockerCallFinished,
-    DockerPullVerified,
     audit_failure_cause,
     recover,
 )
@@ -108,14 +105,12 @@ from casemate.edge.imagetrust import InspectedImage
 from casemate.edge.proxyconfig import DEFAULT_TOKEN_HEADER, ProxyConfig, parse_unix_url, utc_now
 from casemate.edge.store import ProxySnapshot, ProxyStore
 from casemate.errors import CasemateError, ConfigError
-from casemate.events import Event
+from casemate.events import DockerCallFinished, Event
 
 __all__ = [
     "CallOutcome",
     "CloudAuthorizer",
     "DEFAULT_TOKEN_HEADER",
-    "DockerCallDecided",
-    "DockerPullVerified",
     "EdgeProxy",
     "Evaluation",
     "ProxyConfig",

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select
@@ -34,12 +34,11 @@ from casemate.edge.proxy_models import (
     EdgeProxyUser,
 )
 from casemate.errors import Conflict, InvalidInput, NotFound
-from casemate.events import Event
+from casemate.events import EdgeProxyConfigChanged
 from casemate.risks import signatures as sig
 from casemate.risks.imageref import InvalidImageReference, is_digest, parse_image_ref
 
 __all__ = [
-    "EdgeProxyConfigChanged",
     "KeyInfo",
     "MappedUser",
     "ProxySnapshot",
@@ -59,14 +58,6 @@ def _now() -> datetime:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@dataclass(frozen=True, kw_only=True)
-class EdgeProxyConfigChanged(Event):
-    KIND: ClassVar[str] = "edge.proxy.config"
-    action: str = ""  # user_mapped, user_unmapped, image_allowed, image_removed, key_added, ...
-    target: str = ""
-    changes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,15 @@ from casemate.events.bastion import (
 from casemate.events.bus import EventBus, Handler
 from casemate.events.edge import (
     ContainerStopped,
+    DockerCallDecided,
+    DockerCallFinished,
+    DockerPullVerified,
+    EdgeDecisionIssued,
+    EdgeGatewayChanged,
+    EdgePolicyChanged,
+    EdgeProxyConfigChanged,
+    EdgeRecovered,
+    EdgeReportReceived,
 )
 from casemate.events.identity import (
     ApiRequestAudited,
@@ -77,6 +86,15 @@ __all__ = [
     "CommandPolicyChanged",
     "ContainerInput",
     "ContainerStopped",
+    "DockerCallDecided",
+    "DockerCallFinished",
+    "DockerPullVerified",
+    "EdgeDecisionIssued",
+    "EdgeGatewayChanged",
+    "EdgePolicyChanged",
+    "EdgeProxyConfigChanged",
+    "EdgeRecovered",
+    "EdgeReportReceived",
     "Event",
     "EventBus",
     "FINDING",
