@@ -1,4 +1,5 @@
 """Shared fixtures. The real components (Kubernetes, dockerd, mosquitto, PostgreSQL, Redis)
-come from the ``casemate.testenv`` plugins; a component that cannot start fails the test."""
+are ``casemate.testenv``'s; their fixtures are the plugins in ``tests/fixtures``. A component
+that cannot start fails the test."""
 
-pytest_plugins = ["casemate.testenv.fixtures_kube", "casemate.testenv.fixtures_services"]
+pytest_plugins = ["tests.fixtures.kube", "tests.fixtures.services"]
