@@ -1,4 +1,4 @@
-"""The real mosquitto, PostgreSQL and Redis servers."""
+"""The real mosquitto and PostgreSQL servers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-import redis
 from sqlalchemy import create_engine, text
 
-from casemate.testenv.services import MosquittoBroker, PostgresServer, RedisServer, tcp_answers
+from casemate.testenv.services import MosquittoBroker, PostgresServer, tcp_answers
 
 
 @pytest.mark.mqtt
@@ -62,21 +61,9 @@ def test_postgres_database_is_fresh_per_test(postgres_url: str, run: int) -> Non
         engine.dispose()
 
 
-@pytest.mark.redis
-def test_redis_answers(redis_server: RedisServer) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        assert client.ping() is True
-        client.set("casemate:test", "value")
-        assert client.get("casemate:test") == b"value"
-    finally:
-        client.close()
-
-
 @pytest.mark.mqtt
 @pytest.mark.pg
-@pytest.mark.redis
-@pytest.mark.parametrize("server_class", [MosquittoBroker, PostgresServer, RedisServer])
+@pytest.mark.parametrize("server_class", [MosquittoBroker, PostgresServer])
 def test_stop_leaves_no_process(server_class) -> None:
     directory = Path(tempfile.mkdtemp(prefix="cms-", dir="/tmp"))
     directory.chmod(0o755)

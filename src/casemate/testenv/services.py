@@ -1,4 +1,4 @@
-"""Real services for tests: mosquitto, PostgreSQL and Redis from Debian.
+"""Real services for tests: mosquitto and PostgreSQL from Debian.
 
 Each controller starts its own server as a child process from a directory it is given, on a
 free loopback port, with a log file in that directory; never the system service. ``start()``
@@ -320,39 +320,6 @@ class MosquittoBroker(Server):
 
     def _ready(self) -> bool:
         return tcp_answers(self.port)
-
-
-class RedisServer(Server):
-    """A Redis server without persistence (no RDB snapshots, no append-only file)."""
-
-    name = "redis"
-    account_name = "redis"
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
-
-    def _argv(self) -> list[str]:
-        conf = self.dir / "redis.conf"
-        conf.write_text(
-            f"bind {LOOPBACK}\n"
-            f"port {self.port}\n"
-            "protected-mode yes\n"
-            "daemonize no\n"
-            f"dir {self.dir}\n"
-            'save ""\n'
-            "appendonly no\n"
-            'logfile ""\n'
-        )
-        return [_binary("redis-server", "/usr/bin/redis-server"), str(conf)]
-
-    def _ready(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
 
 def postgres_bindir() -> Path:
