@@ -9,6 +9,7 @@ from typing import Any
 
 from casemate.edge.decide import (
     Caller,
+    CallVerdict,
     ImageRecord,
     ImageTrust,
     NetworkInfo,
@@ -16,7 +17,6 @@ from casemate.edge.decide import (
     Role,
     TokenCheck,
     TrustFacts,
-    Verdict,
     decide,
     facts_needed,
     host_paths_of,
@@ -112,7 +112,7 @@ def verdict_for(
     containers: dict[str, ContainerMounts] | None = None,
     networks: dict[str, NetworkInfo | None] | None = None,
     registry_digests: dict[str, str] | None = None,
-) -> Verdict:
+) -> CallVerdict:
     """Decide ``raw``; by default containers to start have no mounts, named networks are plain
     bridges, and host paths resolve to themselves and exist."""
     request = read_request(raw)

@@ -28,12 +28,12 @@ from casemate.core.identity import Identity
 from casemate.edge import messages as m
 from casemate.edge.decide import (
     Caller,
+    CallVerdict,
     Code,
     FactsNeeded,
     Role,
     TokenCheck,
     TrustFacts,
-    Verdict,
     decide,
     facts_needed,
     host_paths_of,
@@ -82,7 +82,7 @@ class Evaluation:
     request: DockerRequest
     caller: Caller
     facts: TrustFacts
-    verdict: Verdict
+    verdict: CallVerdict
     image: str | None = None
     digest: str | None = None
     container: str | None = None
