@@ -821,7 +821,7 @@ def test_first_admin_race_creates_one(
         barrier.wait()
         try:
             results.append(identity.ensure_first_admin())
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # reported below
             results.append(e)
 
     threads = [threading.Thread(target=start, args=(i,)) for i in identities]

@@ -9,14 +9,14 @@ from casemate.errors import PolicyError
 
 def test_duplicate_keys_are_refused_with_their_line() -> None:
     with pytest.raises(PolicyError, match="line 3: duplicate key 'action'"):
-        yaml.load("rules:\n  - action: accept\n    action: reject\n", Loader=StrictLoader)  # noqa: S506
+        yaml.load("rules:\n  - action: accept\n    action: reject\n", Loader=StrictLoader)
 
 
 def test_plain_documents_load() -> None:
     assert yaml.load("a: [1, 2]\nb: {c: d}\n", Loader=StrictLoader) == {
         "a": [1, 2],
         "b": {"c": "d"},
-    }  # noqa: S506
+    }
 
 
 def test_locations_name_the_place() -> None:

@@ -74,7 +74,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     """Create the engine for ``url``; SQLite files get WAL, foreign keys and busy timeouts."""
     try:
         parsed = make_url(url)
-    except Exception as e:  # noqa: BLE001 - any parse error is a config error
+    except Exception as e:  # any parse error is a config error
         raise ConfigError("the database URL cannot be parsed") from e
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

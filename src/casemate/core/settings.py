@@ -176,7 +176,7 @@ def _url_password(url: str) -> str:
 
     try:
         return make_url(url).password or ""
-    except Exception:  # noqa: BLE001 - any parse failure is reported by the engine later
+    except Exception:  # any parse failure is reported by the engine later
         return ""
 
 
