@@ -43,8 +43,8 @@ under ``HostConfig`` and at the top level of the create body, where dockerd's
   missing, through a symlink, deeper than one level inside an allowlisted directory, the
   allowlisted directory itself read-write, or read-write around another allowlisted directory
   (see ``_host_path_problem`` in :mod:`casemate.edge.hostchecks`: together these leave no
-  container able to swap a path another one mounts); checked at create *and* again at every start/restart;
-  other ``local`` volume options that mount devices or filesystems; volume drivers outside an
+  container able to swap a path another one mounts); checked at create *and* again at every
+  start/restart; other ``local`` volume options that mount devices or filesystems; volume drivers outside an
   allowlist; mount types other than bind/volume/tmpfs; ``VolumesFrom``;
 * ``Sysctls`` other than ``net.*`` (refused too with host networking) and ``fs.mqueue.*``;
 * ``Runtime`` outside an allowlist (``runc``); ``Annotations`` (runtime pass-through);
