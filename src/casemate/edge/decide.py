@@ -44,8 +44,8 @@ under ``HostConfig`` and at the top level of the create body, where dockerd's
   allowlisted directory itself read-write, or read-write around another allowlisted directory
   (see ``_host_path_problem`` in :mod:`casemate.edge.hostchecks`: together these leave no
   container able to swap a path another one mounts); checked at create *and* again at every
-  start/restart; other ``local`` volume options that mount devices or filesystems; volume drivers outside an
-  allowlist; mount types other than bind/volume/tmpfs; ``VolumesFrom``;
+  start/restart; other ``local`` volume options that mount devices or filesystems; volume
+  drivers outside an allowlist; mount types other than bind/volume/tmpfs; ``VolumesFrom``;
 * ``Sysctls`` other than ``net.*`` (refused too with host networking) and ``fs.mqueue.*``;
 * ``Runtime`` outside an allowlist (``runc``); ``Annotations`` (runtime pass-through);
 * exec as root (``root``, uid or gid 0 in any spelling) or as anything but a numeric non-zero
