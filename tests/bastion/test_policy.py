@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casemate.bastion import policy as policy_module
+from casemate.bastion import policyyaml as policy_module
 from casemate.bastion.kubectl import ResourceRef, parse_command
 from casemate.bastion.policy import (
     BUILTIN_GROUPS,

@@ -31,7 +31,9 @@ Decision semantics
 * A command the parser refuses, or whose files lie outside the workspace, is rejected with
   rule id :data:`REFUSED`.
 
-Policies are stored as YAML (``version: 1``), validated strictly: unknown keys, wrong types,
+Pure: what a policy may name is checked by :mod:`casemate.bastion.policycheck` when a
+:class:`Policy` is built. Policies are stored as YAML (``version: 1``;
+:mod:`casemate.bastion.policyyaml`), validated strictly: unknown keys, wrong types,
 bad regular expressions, unknown actions, verbs, kinds, flags or groups, duplicate rule ids and
 duplicate YAML keys are :class:`~casemate.errors.PolicyError` with the location.
 """
@@ -43,25 +45,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-
-from casemate.bastion.commands import TOOLS, VerbSpec
 from casemate.bastion.filters import FILTERS, FilterRefusal, check_filter
-from casemate.bastion.kinds import canonical_kind, is_builtin, is_namespaced
+from casemate.bastion.kinds import is_builtin, is_namespaced
 from casemate.bastion.kubectl import (
     CommandRefused,
     KubeCommand,
-    canonical_command_path,
     check_paths,
     parse_command,
     resolve_in_workspace,
 )
+from casemate.bastion.policycheck import BUILTIN_GROUPS, is_glob, resolve_verbs, validate_policy
 from casemate.bastion.shell import Command, ParsedLine
-from casemate.core.policyfile import At, StrictLoader
 from casemate.errors import PolicyError
 
 __all__ = [
@@ -100,79 +97,6 @@ class Action(StrEnum):
 
 _SEVERITY = {Action.ACCEPT: 0, Action.WARN: 1, Action.REVIEW: 2, Action.REJECT: 3}
 
-# Named command groups usable in every policy (``groups: [read-only]``). Policies may add
-# groups but not redefine these: the shipped rule pack relies on them. An entry is a command
-# path, optionally limited to one tool ("helm:create" is helm's, "kubectl:create" kubectl's).
-BUILTIN_GROUPS: Mapping[str, tuple[str, ...]] = {
-    "read-only": (
-        "get",
-        "describe",
-        "logs",
-        "top",
-        "explain",
-        "api-resources",
-        "api-versions",
-        "version",
-        "events",
-        "auth can-i",
-        "auth whoami",
-        "config get-contexts",
-        "config current-context",
-        "rollout history",
-        "rollout status",
-        "wait",
-        "diff",
-        "cluster-info",
-        "completion",
-        "options",
-        "help",
-        "list",
-        "status",
-        "history",
-        "show",
-        "dependency list",
-    ),
-    "local": (
-        "kubectl:kustomize",
-        "helm:template",
-        "helm:lint",
-        "helm:package",
-        "helm:create",
-        "helm:verify",
-    ),
-    "write": (
-        "kubectl:create",
-        "apply",
-        "replace",
-        "patch",
-        "delete",
-        "label",
-        "annotate",
-        "set",
-        "scale",
-        "autoscale",
-        "rollout restart",
-        "rollout undo",
-        "rollout pause",
-        "rollout resume",
-        "taint",
-        "cordon",
-        "uncordon",
-        "drain",
-        "expose",
-        "run",
-        "certificate",
-        "auth reconcile",
-        "install",
-        "upgrade",
-        "uninstall",
-        "rollback",
-        "test",
-    ),
-    "interactive": ("exec", "attach", "cp", "debug", "port-forward"),
-}
-
-
 # Tri-state matching -------------------------------------------------------------------------
 
 _NO, _MAYBE, _YES = 0, 1, 2
@@ -180,10 +104,6 @@ _NO, _MAYBE, _YES = 0, 1, 2
 
 def _any(values: Iterable[str], patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(value, pattern) for value in values for pattern in patterns)
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
 
 
 @dataclass(frozen=True)
@@ -334,7 +254,7 @@ class RuleMatch:
             return _YES
         if cmd.needs_inspection:
             return _MAYBE
-        if open_category and any(_is_glob(p) or not is_builtin(p) for p in self.kinds):
+        if open_category and any(is_glob(p) or not is_builtin(p) for p in self.kinds):
             return _MAYBE
         return _NO
 
@@ -525,9 +445,9 @@ class Policy:
     )
 
     def __post_init__(self) -> None:
-        _validate_policy(self)
+        validate_policy(self)
         object.__setattr__(
-            self, "_verb_paths", {rule.id: _resolve_verbs(rule, self) for rule in self.rules}
+            self, "_verb_paths", {rule.id: resolve_verbs(rule, self) for rule in self.rules}
         )
 
     def all_groups(self) -> Mapping[str, tuple[str, ...]]:
@@ -555,33 +475,30 @@ class Policy:
             api_rules=other.api_rules if other.api_rules is not None else self.api_rules,
         )
 
-    # Serialization ---------------------------------------------------------------------
+    # The YAML form (casemate.bastion.policyyaml; imported on use, as that module builds
+    # policies with this one) ----------------------------------------------------------
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<policy>") -> Policy:
-        try:
-            data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe subclass
-        except PolicyError as exc:
-            raise PolicyError(f"{source}: {exc.message}") from None
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{source}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=source)
+        from casemate.bastion.policyyaml import policy_from_yaml
+
+        return policy_from_yaml(text, source=source)
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<policy>") -> Policy:
-        return _read_policy(migrate(data, source=source), At(source, ""))
+        from casemate.bastion.policyyaml import policy_from_dict
+
+        return policy_from_dict(data, source=source)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"version": self.version, "default_action": str(self.default_action)}
-        if self.groups:
-            out["groups"] = {name: list(members) for name, members in self.groups.items()}
-        out["rules"] = [_rule_to_dict(rule) for rule in self.rules]
-        if self.api_rules is not None:
-            out["api_rules"] = dict(self.api_rules)
-        return out
+        from casemate.bastion.policyyaml import policy_to_dict
+
+        return policy_to_dict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        from casemate.bastion.policyyaml import policy_to_yaml
+
+        return policy_to_yaml(self)
 
 
 # Deciding ---------------------------------------------------------------------------------------
@@ -707,22 +624,21 @@ def _maybe_note(stage: KubeCommand | Command) -> str:
     return "(assumed: this cannot be ruled out from the command line)"
 
 
-# Shipped policies ---------------------------------------------------------------------------------
-
-
-def _load_packaged(name: str) -> Policy:
-    text = resources.files("casemate.bastion").joinpath(name).read_text(encoding="utf-8")
-    return Policy.from_yaml(text, source=f"casemate/bastion/{name}")
+# The shipped policies (read from the package by casemate.bastion.policyyaml) ------------------
 
 
 def load_rulepack() -> Policy:
     """The shipped high-risk rule pack (rejects, reviews and warnings; no accepts)."""
-    return _load_packaged("rulepack.yaml")
+    from casemate.bastion.policyyaml import load_rulepack as load
+
+    return load()
 
 
 def load_baseline() -> Policy:
     """A baseline that accepts ordinary read, local and write commands (low priority)."""
-    return _load_packaged("baseline.yaml")
+    from casemate.bastion.policyyaml import load_baseline as load
+
+    return load()
 
 
 def default_policy() -> Policy:
@@ -730,375 +646,9 @@ def default_policy() -> Policy:
     return load_baseline().merged(load_rulepack())
 
 
-# Validation and resolution ------------------------------------------------------------
-
-_RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-def resolve_command_spec(spec: str, tool: str) -> tuple[str, ...] | None:
-    """The command path a verb spec names for ``tool``: ``"rollout undo"``, ``"helm:get"``
-    (only for helm), ``"un"`` (helm's alias of uninstall). None if it names nothing there."""
-    prefix, colon, rest = spec.partition(":")
-    if colon:
-        if prefix != tool:
-            return None
-        spec = rest
-    return canonical_command_path(tool, spec.split())
-
-
-def _spec_known(spec: str, tools: Sequence[str]) -> bool:
-    return any(resolve_command_spec(spec, tool) is not None for tool in tools)
-
-
-def _tools_of(match: RuleMatch) -> tuple[str, ...]:
-    return tuple(t for t in match.tools if t in TOOLS) if match.tools else tuple(TOOLS)
-
-
-def _resolve_verbs(rule: Rule, policy: Policy) -> Mapping[str, frozenset[tuple[str, ...]]]:
-    specs = list(rule.match.verbs)
-    groups = policy.all_groups()
-    for group in rule.match.groups:
-        specs.extend(groups[group])
-    resolved: dict[str, frozenset[tuple[str, ...]]] = {}
-    for tool in TOOLS:
-        paths = {resolve_command_spec(spec, tool) for spec in specs}
-        resolved[tool] = frozenset(p for p in paths if p is not None)
-    return resolved
-
-
-def _all_flag_names(tool: str) -> frozenset[str]:
-    names: set[str] = set()
-
-    def walk(spec: VerbSpec) -> None:
-        names.update(spec.flags)
-        for sub in spec.subverbs.values():
-            walk(sub)
-
-    walk(TOOLS[tool].root)
-    names.add("help")
-    return frozenset(names)
-
-
-def _validate_policy(policy: Policy) -> None:
-    seen: set[str] = set()
-    for name, members in policy.groups.items():
-        if name in BUILTIN_GROUPS:
-            raise PolicyError(f"groups.{name}: the built-in group cannot be redefined")
-        for member in members:
-            if not _spec_known(member, tuple(TOOLS)):
-                raise PolicyError(f"groups.{name}: unknown command {member!r}")
-    for rule in policy.rules:
-        if rule.id in seen:
-            raise PolicyError(f"duplicate rule id {rule.id!r}")
-        seen.add(rule.id)
-        _validate_match(rule.match, policy.all_groups(), f"rule {rule.id}: match")
-
-
-def _validate_match(match: RuleMatch, groups: Mapping[str, tuple[str, ...]], where: str) -> None:
-    for tool in match.tools:
-        if tool not in TOOLS and tool not in FILTERS:
-            raise PolicyError(f"{where}.tools: unknown tool {tool!r}")
-    kube_tools = _tools_of(match)
-    if match.tools and not kube_tools and match.kube_only:
-        raise PolicyError(f"{where}: kubectl/helm conditions on a rule for filters only")
-    for spec in match.verbs:
-        if not _spec_known(spec, kube_tools):
-            raise PolicyError(f"{where}.verbs: unknown command {spec!r}")
-    for group in match.groups:
-        if group not in groups:
-            raise PolicyError(f"{where}.groups: unknown group {group!r}")
-    for kind in match.kinds:
-        if kind != kind.lower() or (not _is_glob(kind) and canonical_kind(kind) != kind):
-            raise PolicyError(f"{where}.kinds: {kind!r} is not a canonical kind")
-    known_flags = frozenset().union(*(_all_flag_names(t) for t in kube_tools))
-    for condition in match.flags:
-        if condition.name not in known_flags:
-            raise PolicyError(f"{where}.flags: unknown flag {condition.name!r}")
-    if match.max_replicas is not None and match.max_replicas < 0:
-        raise PolicyError(f"{where}.max_replicas: must be 0 or more")
-
-
-# Reading YAML with locations ----------------------------------------------------------------------
-
-
-def _mapping(
-    value: object, at: At, allowed: Iterable[str] | None, required: Iterable[str] = ()
-) -> dict[str, Any]:
-    """A mapping with string keys; ``allowed`` None means any key."""
-    if not isinstance(value, dict):
-        raise at.error("expected a mapping")
-    allowed_set = None if allowed is None else set(allowed)
-    for key in value:
-        if not isinstance(key, str):
-            raise at.error(f"keys must be strings, not {key!r}")
-        if allowed_set is not None and key not in allowed_set:
-            raise at.error(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed_set))})")
-    for key in required:
-        if key not in value:
-            raise at.error(f"missing key {key!r}")
-    return value
-
-
-def _str(value: object, at: At) -> str:
-    if not isinstance(value, str):
-        raise at.error("expected a string")
-    return value
-
-
-def _int(value: object, at: At) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise at.error("expected an integer")
-    return value
-
-
-def _opt_bool(value: object, at: At) -> bool | None:
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise at.error("expected true or false")
-    return value
-
-
-def _str_list(value: object, at: At) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise at.error("expected a list of strings")
-    return tuple(_str(item, at / index) for index, item in enumerate(value))
-
-
-def _scalar_text(value: object, at: At) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | str):
-        return str(value)
-    raise at.error("expected a string, number or boolean")
-
-
-def _action(value: object, at: At) -> Action:
-    text = _str(value, at)
-    try:
-        return Action(text)
-    except ValueError:
-        raise at.error(
-            f"unknown action {text!r} (one of {', '.join(a.value for a in Action)})"
-        ) from None
-
-
-_MATCH_KEYS = (
-    "tools",
-    "verbs",
-    "groups",
-    "kinds",
-    "names",
-    "namespaces",
-    "all_namespaces",
-    "selector",
-    "all",
-    "bulk",
-    "flags",
-    "output",
-    "data_output",
-    "dry_run",
-    "max_replicas",
-    "privileged",
-    "regex",
-)
-_RULE_KEYS = ("id", "priority", "action", "match", "applies_to", "description", "enabled")
-
-
-def _read_policy(data: dict[str, Any], at: At) -> Policy:
-    body = _mapping(
-        data, at, ("version", "default_action", "groups", "rules", "api_rules"), ("version",)
-    )
-    api_rules = body.get("api_rules")
-    if api_rules is not None and not isinstance(api_rules, dict):
-        raise (at / "api_rules").error("expected a mapping (an API rule set, version 1)")
-    groups: dict[str, tuple[str, ...]] = {}
-    raw_groups = _mapping(body.get("groups") or {}, at / "groups", None)
-    for name, members in raw_groups.items():
-        if not _GROUP_NAME.fullmatch(name):
-            raise (at / "groups").error(f"invalid group name {name!r}")
-        if name in BUILTIN_GROUPS:
-            raise (at / "groups" / name).error("the built-in group cannot be redefined")
-        groups[name] = _str_list(members, at / "groups" / name)
-        for index, member in enumerate(groups[name]):
-            if not _spec_known(member, tuple(TOOLS)):
-                raise (at / "groups" / name / index).error(f"unknown command {member!r}")
-    all_groups = {**BUILTIN_GROUPS, **groups}
-    rules_data = body.get("rules", [])
-    if not isinstance(rules_data, list):
-        raise (at / "rules").error("expected a list of rules")
-    rules: list[Rule] = []
-    seen: set[str] = set()
-    for index, item in enumerate(rules_data):
-        rule = _read_rule(item, at / "rules" / index, all_groups)
-        if rule.id in seen:
-            raise (at / "rules" / index / "id").error(f"duplicate rule id {rule.id!r}")
-        seen.add(rule.id)
-        rules.append(rule)
-    default = _action(body.get("default_action", "reject"), at / "default_action")
-    return Policy(rules=tuple(rules), default_action=default, groups=groups, api_rules=api_rules)
-
-
-def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> Rule:
-    body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
-    rule_id = _str(body["id"], at / "id")
-    if not _RULE_ID.fullmatch(rule_id):
-        raise (at / "id").error(f"invalid rule id {rule_id!r} (lowercase, digits, . _ -)")
-    applies = _mapping(
-        body.get("applies_to") or {}, at / "applies_to", ("users", "groups", "clusters", "accounts")
-    )
-    enabled = _opt_bool(body.get("enabled", True), at / "enabled")
-    return Rule(
-        id=rule_id,
-        priority=_int(body["priority"], at / "priority"),
-        action=_action(body["action"], at / "action"),
-        match=_read_match(body.get("match") or {}, at / "match", groups),
-        applies_to=AppliesTo(
-            users=_str_list(applies.get("users"), at / "applies_to" / "users"),
-            groups=_str_list(applies.get("groups"), at / "applies_to" / "groups"),
-            clusters=_str_list(applies.get("clusters"), at / "applies_to" / "clusters"),
-            accounts=_str_list(applies.get("accounts"), at / "applies_to" / "accounts"),
-        ),
-        description=_str(body.get("description", ""), at / "description"),
-        enabled=True if enabled is None else enabled,
-    )
-
-
-def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> RuleMatch:
-    body = _mapping(data, at, _MATCH_KEYS)
-    tools = _str_list(body.get("tools"), at / "tools")
-    for index, tool in enumerate(tools):
-        if tool not in TOOLS and tool not in FILTERS:
-            raise (at / "tools" / index).error(f"unknown tool {tool!r}")
-    kube_tools = tuple(t for t in tools if t in TOOLS) if tools else tuple(TOOLS)
-    if tools and not kube_tools and set(body) - {"tools", "regex"}:
-        raise at.error("kubectl/helm conditions on a rule for filters only (use tools and regex)")
-    verbs: list[str] = []
-    for index, spec in enumerate(_str_list(body.get("verbs"), at / "verbs")):
-        if not _spec_known(spec, kube_tools):
-            raise (at / "verbs" / index).error(f"unknown command {spec!r}")
-        verbs.append(" ".join(spec.split()))
-    group_names = _str_list(body.get("groups"), at / "groups")
-    for index, group in enumerate(group_names):
-        if group not in groups:
-            raise (at / "groups" / index).error(f"unknown group {group!r}")
-    kinds: list[str] = []
-    for index, kind in enumerate(_str_list(body.get("kinds"), at / "kinds")):
-        lowered = kind.lower()
-        canonical = lowered if _is_glob(lowered) else canonical_kind(lowered)
-        if canonical is None:
-            raise (at / "kinds" / index).error(f"invalid kind {kind!r}")
-        kinds.append(canonical)
-    known_flags = frozenset().union(*(_all_flag_names(t) for t in kube_tools))
-    flag_conditions: list[FlagCondition] = []
-    raw_flags = _mapping(body.get("flags") or {}, at / "flags", None)
-    for name, values in raw_flags.items():
-        canonical_name = name.lstrip("-")
-        if canonical_name not in known_flags:
-            raise (at / "flags").error(f"unknown flag {name!r}")
-        if values is None:
-            texts: tuple[str, ...] = ()
-        elif isinstance(values, list):
-            texts = tuple(_scalar_text(v, at / "flags" / name / i) for i, v in enumerate(values))
-        else:
-            texts = (_scalar_text(values, at / "flags" / name),)
-        flag_conditions.append(FlagCondition(canonical_name, texts))
-    regex = body.get("regex")
-    if regex is not None:
-        regex = _str(regex, at / "regex")
-        try:
-            re.compile(regex)
-        except re.error as exc:
-            raise (at / "regex").error(f"invalid regular expression: {exc}") from None
-    max_replicas = body.get("max_replicas")
-    match = RuleMatch(
-        tools=tools,
-        verbs=tuple(verbs),
-        groups=group_names,
-        kinds=tuple(kinds),
-        names=_str_list(body.get("names"), at / "names"),
-        namespaces=_str_list(body.get("namespaces"), at / "namespaces"),
-        all_namespaces=_opt_bool(body.get("all_namespaces"), at / "all_namespaces"),
-        selector=_opt_bool(body.get("selector"), at / "selector"),
-        all=_opt_bool(body.get("all"), at / "all"),
-        bulk=_opt_bool(body.get("bulk"), at / "bulk"),
-        flags=tuple(flag_conditions),
-        output=tuple(o.lower() for o in _str_list(body.get("output"), at / "output")),
-        data_output=_opt_bool(body.get("data_output"), at / "data_output"),
-        dry_run=_opt_bool(body.get("dry_run"), at / "dry_run"),
-        max_replicas=None if max_replicas is None else _int(max_replicas, at / "max_replicas"),
-        privileged=_opt_bool(body.get("privileged"), at / "privileged"),
-        regex=regex,
-    )
-    try:
-        _validate_match(match, groups, at.path)
-    except PolicyError as exc:
-        raise at.error(exc.message) from None
-    return match
-
-
-def _rule_to_dict(rule: Rule) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": rule.id,
-        "priority": rule.priority,
-        "action": str(rule.action),
-    }
-    if rule.description:
-        out["description"] = rule.description
-    if not rule.enabled:
-        out["enabled"] = False
-    applies = {
-        key: list(getattr(rule.applies_to, key))
-        for key in ("users", "groups", "clusters", "accounts")
-        if getattr(rule.applies_to, key)
-    }
-    if applies:
-        out["applies_to"] = applies
-    match: dict[str, Any] = {}
-    for key in _MATCH_KEYS:
-        value = getattr(rule.match, key)
-        if key == "flags":
-            if value:
-                match["flags"] = {c.name: list(c.values) or None for c in value}
-        elif isinstance(value, tuple):
-            if value:
-                match[key] = list(value)
-        elif value is not None:
-            match[key] = value
-    out["match"] = match
-    return out
-
-
-# Versions ----------------------------------------------------------------------
-
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
-
-# MIGRATIONS[n] turns a version-n document into a version-(n+1) document. Readers apply them
-# step by step; there is nothing to migrate yet.
-MIGRATIONS: dict[int, Migration] = {}
-
-
 def migrate(data: object, *, source: str = "<policy>") -> dict[str, Any]:
-    """Bring a policy document to :data:`CURRENT_VERSION` (or raise PolicyError)."""
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a policy must be a mapping")
-    version = data.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise PolicyError(f"{source}: version: expected an integer (current: {CURRENT_VERSION})")
-    if version > CURRENT_VERSION:
-        raise PolicyError(
-            f"{source}: version: {version} is newer than this Casemate understands "
-            f"({CURRENT_VERSION})"
-        )
-    document = dict(data)
-    while version < CURRENT_VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise PolicyError(f"{source}: version: no migration from version {version}")
-        document = step(document)
-        version += 1
-        document["version"] = version
-    return document
+    """Bring a policy document to :data:`CURRENT_VERSION` (or raise PolicyError); see
+    :func:`casemate.bastion.policyyaml.migrate`."""
+    from casemate.bastion.policyyaml import migrate as step_by_step
+
+    return step_by_step(data, source=source)

@@ -1,0 +1,394 @@
+"""The command policy as YAML: reading (strict, with the location of every error), writing,
+versions (:data:`~casemate.bastion.policy.CURRENT_VERSION`, migrated step by step) and the shipped
+policies (rule pack, baseline).
+
+A policy document is read with the shared strict loader (:mod:`casemate.core.policyfile`:
+duplicate keys refused), migrated to the current version, then every field is checked: unknown
+keys, wrong types, bad regular expressions, unknown actions, verbs, kinds, flags or groups and
+duplicate rule ids are :class:`~casemate.errors.PolicyError` naming the place
+(``rules[3].match.verbs[0]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from casemate.bastion.commands import TOOLS
+from casemate.bastion.filters import FILTERS
+from casemate.bastion.kinds import canonical_kind
+from casemate.bastion.policy import (
+    CURRENT_VERSION,
+    Action,
+    AppliesTo,
+    FlagCondition,
+    Policy,
+    Rule,
+    RuleMatch,
+)
+from casemate.bastion.policycheck import (
+    BUILTIN_GROUPS,
+    GROUP_NAME,
+    RULE_ID,
+    all_flag_names,
+    is_glob,
+    spec_known,
+    validate_match,
+)
+from casemate.core.policyfile import At, StrictLoader
+from casemate.errors import PolicyError
+
+__all__ = [
+    "MIGRATIONS",
+    "default_policy",
+    "load_baseline",
+    "load_rulepack",
+    "migrate",
+    "policy_from_dict",
+    "policy_from_yaml",
+    "policy_to_dict",
+    "policy_to_yaml",
+]
+
+
+def policy_from_yaml(text: str, *, source: str = "<policy>") -> Policy:
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe subclass
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    return policy_from_dict(data, source=source)
+
+
+def policy_from_dict(data: object, *, source: str = "<policy>") -> Policy:
+    return _read_policy(migrate(data, source=source), At(source, ""))
+
+
+def policy_to_dict(policy: Policy) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "version": policy.version,
+        "default_action": str(policy.default_action),
+    }
+    if policy.groups:
+        out["groups"] = {name: list(members) for name, members in policy.groups.items()}
+    out["rules"] = [_rule_to_dict(rule) for rule in policy.rules]
+    if policy.api_rules is not None:
+        out["api_rules"] = dict(policy.api_rules)
+    return out
+
+
+# Shipped policies ---------------------------------------------------------------------------------
+
+
+def policy_to_yaml(policy: Policy) -> str:
+    return yaml.safe_dump(policy_to_dict(policy), sort_keys=False, allow_unicode=True)
+
+
+def _load_packaged(name: str) -> Policy:
+    text = resources.files("casemate.bastion").joinpath(name).read_text(encoding="utf-8")
+    return policy_from_yaml(text, source=f"casemate/bastion/{name}")
+
+
+def load_rulepack() -> Policy:
+    """The shipped high-risk rule pack (rejects, reviews and warnings; no accepts)."""
+    return _load_packaged("rulepack.yaml")
+
+
+def load_baseline() -> Policy:
+    """A baseline that accepts ordinary read, local and write commands (low priority)."""
+    return _load_packaged("baseline.yaml")
+
+
+def default_policy() -> Policy:
+    """Baseline plus rule pack: what a fresh installation enforces."""
+    return load_baseline().merged(load_rulepack())
+
+
+# Reading YAML with locations ----------------------------------------------------------------------
+
+
+def _mapping(
+    value: object, at: At, allowed: Iterable[str] | None, required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A mapping with string keys; ``allowed`` None means any key."""
+    if not isinstance(value, dict):
+        raise at.error("expected a mapping")
+    allowed_set = None if allowed is None else set(allowed)
+    for key in value:
+        if not isinstance(key, str):
+            raise at.error(f"keys must be strings, not {key!r}")
+        if allowed_set is not None and key not in allowed_set:
+            raise at.error(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed_set))})")
+    for key in required:
+        if key not in value:
+            raise at.error(f"missing key {key!r}")
+    return value
+
+
+def _str(value: object, at: At) -> str:
+    if not isinstance(value, str):
+        raise at.error("expected a string")
+    return value
+
+
+def _int(value: object, at: At) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise at.error("expected an integer")
+    return value
+
+
+def _opt_bool(value: object, at: At) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise at.error("expected true or false")
+    return value
+
+
+def _str_list(value: object, at: At) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise at.error("expected a list of strings")
+    return tuple(_str(item, at / index) for index, item in enumerate(value))
+
+
+def _scalar_text(value: object, at: At) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value)
+    raise at.error("expected a string, number or boolean")
+
+
+def _action(value: object, at: At) -> Action:
+    text = _str(value, at)
+    try:
+        return Action(text)
+    except ValueError:
+        raise at.error(
+            f"unknown action {text!r} (one of {', '.join(a.value for a in Action)})"
+        ) from None
+
+
+_MATCH_KEYS = (
+    "tools",
+    "verbs",
+    "groups",
+    "kinds",
+    "names",
+    "namespaces",
+    "all_namespaces",
+    "selector",
+    "all",
+    "bulk",
+    "flags",
+    "output",
+    "data_output",
+    "dry_run",
+    "max_replicas",
+    "privileged",
+    "regex",
+)
+_RULE_KEYS = ("id", "priority", "action", "match", "applies_to", "description", "enabled")
+
+
+def _read_policy(data: dict[str, Any], at: At) -> Policy:
+    body = _mapping(
+        data, at, ("version", "default_action", "groups", "rules", "api_rules"), ("version",)
+    )
+    api_rules = body.get("api_rules")
+    if api_rules is not None and not isinstance(api_rules, dict):
+        raise (at / "api_rules").error("expected a mapping (an API rule set, version 1)")
+    groups: dict[str, tuple[str, ...]] = {}
+    raw_groups = _mapping(body.get("groups") or {}, at / "groups", None)
+    for name, members in raw_groups.items():
+        if not GROUP_NAME.fullmatch(name):
+            raise (at / "groups").error(f"invalid group name {name!r}")
+        if name in BUILTIN_GROUPS:
+            raise (at / "groups" / name).error("the built-in group cannot be redefined")
+        groups[name] = _str_list(members, at / "groups" / name)
+        for index, member in enumerate(groups[name]):
+            if not spec_known(member, tuple(TOOLS)):
+                raise (at / "groups" / name / index).error(f"unknown command {member!r}")
+    all_groups = {**BUILTIN_GROUPS, **groups}
+    rules_data = body.get("rules", [])
+    if not isinstance(rules_data, list):
+        raise (at / "rules").error("expected a list of rules")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, item in enumerate(rules_data):
+        rule = _read_rule(item, at / "rules" / index, all_groups)
+        if rule.id in seen:
+            raise (at / "rules" / index / "id").error(f"duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+        rules.append(rule)
+    default = _action(body.get("default_action", "reject"), at / "default_action")
+    return Policy(rules=tuple(rules), default_action=default, groups=groups, api_rules=api_rules)
+
+
+def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> Rule:
+    body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
+    rule_id = _str(body["id"], at / "id")
+    if not RULE_ID.fullmatch(rule_id):
+        raise (at / "id").error(f"invalid rule id {rule_id!r} (lowercase, digits, . _ -)")
+    applies = _mapping(
+        body.get("applies_to") or {}, at / "applies_to", ("users", "groups", "clusters", "accounts")
+    )
+    enabled = _opt_bool(body.get("enabled", True), at / "enabled")
+    return Rule(
+        id=rule_id,
+        priority=_int(body["priority"], at / "priority"),
+        action=_action(body["action"], at / "action"),
+        match=_read_match(body.get("match") or {}, at / "match", groups),
+        applies_to=AppliesTo(
+            users=_str_list(applies.get("users"), at / "applies_to" / "users"),
+            groups=_str_list(applies.get("groups"), at / "applies_to" / "groups"),
+            clusters=_str_list(applies.get("clusters"), at / "applies_to" / "clusters"),
+            accounts=_str_list(applies.get("accounts"), at / "applies_to" / "accounts"),
+        ),
+        description=_str(body.get("description", ""), at / "description"),
+        enabled=True if enabled is None else enabled,
+    )
+
+
+def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> RuleMatch:
+    body = _mapping(data, at, _MATCH_KEYS)
+    tools = _str_list(body.get("tools"), at / "tools")
+    for index, tool in enumerate(tools):
+        if tool not in TOOLS and tool not in FILTERS:
+            raise (at / "tools" / index).error(f"unknown tool {tool!r}")
+    kube_tools = tuple(t for t in tools if t in TOOLS) if tools else tuple(TOOLS)
+    if tools and not kube_tools and set(body) - {"tools", "regex"}:
+        raise at.error("kubectl/helm conditions on a rule for filters only (use tools and regex)")
+    verbs: list[str] = []
+    for index, spec in enumerate(_str_list(body.get("verbs"), at / "verbs")):
+        if not spec_known(spec, kube_tools):
+            raise (at / "verbs" / index).error(f"unknown command {spec!r}")
+        verbs.append(" ".join(spec.split()))
+    group_names = _str_list(body.get("groups"), at / "groups")
+    for index, group in enumerate(group_names):
+        if group not in groups:
+            raise (at / "groups" / index).error(f"unknown group {group!r}")
+    kinds: list[str] = []
+    for index, kind in enumerate(_str_list(body.get("kinds"), at / "kinds")):
+        lowered = kind.lower()
+        canonical = lowered if is_glob(lowered) else canonical_kind(lowered)
+        if canonical is None:
+            raise (at / "kinds" / index).error(f"invalid kind {kind!r}")
+        kinds.append(canonical)
+    known_flags = frozenset().union(*(all_flag_names(t) for t in kube_tools))
+    flag_conditions: list[FlagCondition] = []
+    raw_flags = _mapping(body.get("flags") or {}, at / "flags", None)
+    for name, values in raw_flags.items():
+        canonical_name = name.lstrip("-")
+        if canonical_name not in known_flags:
+            raise (at / "flags").error(f"unknown flag {name!r}")
+        if values is None:
+            texts: tuple[str, ...] = ()
+        elif isinstance(values, list):
+            texts = tuple(_scalar_text(v, at / "flags" / name / i) for i, v in enumerate(values))
+        else:
+            texts = (_scalar_text(values, at / "flags" / name),)
+        flag_conditions.append(FlagCondition(canonical_name, texts))
+    regex = body.get("regex")
+    if regex is not None:
+        regex = _str(regex, at / "regex")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise (at / "regex").error(f"invalid regular expression: {exc}") from None
+    max_replicas = body.get("max_replicas")
+    match = RuleMatch(
+        tools=tools,
+        verbs=tuple(verbs),
+        groups=group_names,
+        kinds=tuple(kinds),
+        names=_str_list(body.get("names"), at / "names"),
+        namespaces=_str_list(body.get("namespaces"), at / "namespaces"),
+        all_namespaces=_opt_bool(body.get("all_namespaces"), at / "all_namespaces"),
+        selector=_opt_bool(body.get("selector"), at / "selector"),
+        all=_opt_bool(body.get("all"), at / "all"),
+        bulk=_opt_bool(body.get("bulk"), at / "bulk"),
+        flags=tuple(flag_conditions),
+        output=tuple(o.lower() for o in _str_list(body.get("output"), at / "output")),
+        data_output=_opt_bool(body.get("data_output"), at / "data_output"),
+        dry_run=_opt_bool(body.get("dry_run"), at / "dry_run"),
+        max_replicas=None if max_replicas is None else _int(max_replicas, at / "max_replicas"),
+        privileged=_opt_bool(body.get("privileged"), at / "privileged"),
+        regex=regex,
+    )
+    try:
+        validate_match(match, groups, at.path)
+    except PolicyError as exc:
+        raise at.error(exc.message) from None
+    return match
+
+
+def _rule_to_dict(rule: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": rule.id,
+        "priority": rule.priority,
+        "action": str(rule.action),
+    }
+    if rule.description:
+        out["description"] = rule.description
+    if not rule.enabled:
+        out["enabled"] = False
+    applies = {
+        key: list(getattr(rule.applies_to, key))
+        for key in ("users", "groups", "clusters", "accounts")
+        if getattr(rule.applies_to, key)
+    }
+    if applies:
+        out["applies_to"] = applies
+    match: dict[str, Any] = {}
+    for key in _MATCH_KEYS:
+        value = getattr(rule.match, key)
+        if key == "flags":
+            if value:
+                match["flags"] = {c.name: list(c.values) or None for c in value}
+        elif isinstance(value, tuple):
+            if value:
+                match[key] = list(value)
+        elif value is not None:
+            match[key] = value
+    out["match"] = match
+    return out
+
+
+# Versions ----------------------------------------------------------------------
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+# MIGRATIONS[n] turns a version-n document into a version-(n+1) document. Readers apply them
+# step by step; there is nothing to migrate yet.
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def migrate(data: object, *, source: str = "<policy>") -> dict[str, Any]:
+    """Bring a policy document to :data:`CURRENT_VERSION` (or raise PolicyError)."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping")
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise PolicyError(f"{source}: version: expected an integer (current: {CURRENT_VERSION})")
+    if version > CURRENT_VERSION:
+        raise PolicyError(
+            f"{source}: version: {version} is newer than this Casemate understands "
+            f"({CURRENT_VERSION})"
+        )
+    document = dict(data)
+    while version < CURRENT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise PolicyError(f"{source}: version: no migration from version {version}")
+        document = step(document)
+        version += 1
+        document["version"] = version
+    return document
