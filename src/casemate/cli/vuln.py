@@ -41,13 +41,9 @@ from casemate.vuln.inventory.sources import (
 )
 from casemate.vuln.match import match
 from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
-from casemate.vuln.remediate.manifest import Change, diff, load, remediate, sites
-from casemate.vuln.remediate.plan import (
-    SECURITY_MIRROR,
-    fetch_script,
-    install_script,
-    plan_container,
-)
+from casemate.vuln.remediate.fixes import plan_manifest
+from casemate.vuln.remediate.manifest import diff, load, sites
+from casemate.vuln.remediate.plan import SECURITY_MIRROR
 from casemate.vuln.report import components, report_findings
 from casemate.vuln.rollout.assess import Assessment
 from casemate.vuln.rollout.journal import Journal, Rollout
@@ -302,7 +298,6 @@ MirrorOption = Annotated[
     typer.Option("--security-mirror", help="The security archive the init container downloads "
                  "from (default: Debian's or Ubuntu's)."),
 ]  # fmt: skip
-UBUNTU_SECURITY = "http://security.ubuntu.com/ubuntu"
 
 
 def _read_manifest(path: Path) -> str:
@@ -329,61 +324,35 @@ def fix(
     """Write a second manifest whose containers download and install their fixed packages
     (init container + postStart), or say why a container cannot be fixed that way."""
     text = _read_manifest(manifest)
-    where = str(manifest)
-    found = [site for site in sites(load(text, where)) if site.facts.image]
-    if not found:
-        raise InvalidInput(f"{where}: no workload with containers")
+    if not any(site.facts.image for site in sites(load(text, str(manifest)))):
+        raise InvalidInput(f"{manifest}: no workload with containers")  # before the index
     index = _load_index(data_dir)
     cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
-    inventories: dict[str, Inventory] = {}
-    problems: list[str] = []
-    for image in dict.fromkeys(site.facts.image for site in found if not site.init):
-        try:
-            inventories[image] = scan_docker_image(image, docker_host=docker_host, cache=cache)
-        except CasemateError as e:
-            problems.append(f"{image}: {e}")
-    changes: dict[tuple[int, str], Change] = {}
+    result = plan_manifest(
+        text,
+        str(manifest),
+        index,
+        lambda image: scan_docker_image(image, docker_host=docker_host, cache=cache),
+        security_mirror,
+    )
     table = Table()
     for column in ("Workload", "Container", "Plan"):
         table.add_column(column, overflow="fold")
-    for site in found:
-        label = f"{site.facts.name} ({site.facts.image})"
-        inventory = inventories.get(site.facts.image)
-        if site.init:
-            table.add_row(site.workload, label, "init container: not remediated in place")
-            continue
-        if inventory is None:
-            table.add_row(site.workload, label, "not scanned (see the problems)")
-            continue
-        problems += inventory.problems
-        plan = plan_container(site.facts, inventory, match(inventory, index).findings)
-        lines = (
-            [f"install {f.binary} >= {f.minimum}" for f in plan.fixes] if plan.applicable else []
-        )
-        lines += [f"refused: {r}" for r in plan.refusals]
-        lines += [f"not fixed: {s}" for s in plan.skipped] + [f"note: {n}" for n in plan.notes]
-        table.add_row(site.workload, label, "\n".join(lines) or "nothing to fix")
-        if plan.applicable and inventory.os is not None:
-            mirror = security_mirror or (
-                UBUNTU_SECURITY if inventory.os.id == "ubuntu" else SECURITY_MIRROR
-            )
-            changes[(site.document, site.facts.name)] = Change(
-                plan, fetch_script(plan, inventory.os.codename, mirror), install_script(plan)
-            )
+    for row in result.rows:
+        table.add_row(row.workload, f"{row.container} ({row.image})", "\n".join(row.lines))
     out.print(table)
-    if changes:
+    if result.remediated is not None:
         target = output or manifest.with_name(f"{manifest.stem}.remediated{manifest.suffix}")
         if target.resolve() == manifest.resolve():
             raise InvalidInput(f"{target} is the original manifest: it is never modified")
-        remediated = remediate(text, where, changes)
-        target.write_text(remediated)
-        typer.echo(diff(text, remediated, manifest.name), nl=False)
+        target.write_text(result.remediated)
+        typer.echo(result.diff, nl=False)
         out.print(f"wrote {target}", markup=False)
     else:
         out.print("nothing to remediate in place: no manifest written", markup=False)
-    for problem in problems:
+    for problem in result.problems:
         err.print(f"casemate: problem: {problem}", markup=False)
-    if problems:
+    if result.problems:
         raise typer.Exit(2)
 
 

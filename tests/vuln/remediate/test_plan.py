@@ -98,7 +98,9 @@ def test_scripts_are_valid_shell_and_check_versions() -> None:
     for script in (fetch, install):
         assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
     assert "deb http://mirror.example/debian-security bookworm-security main" in fetch
-    assert "apt-get -q download bash bsdutils mount zlib1g" in fetch
+    assert " download bash bsdutils mount zlib1g" in fetch
+    # only the security suite: the image's own sources are neither read nor contacted
+    assert "-o Dir::Etc::SourceList=/tmp/casemate-security.list -o Dir::Etc::SourceParts=-" in fetch
     assert 'dpkg --compare-versions "$v" ge 1:2.38.1-5+deb12u4' in fetch
     assert "sha256sum -c SHA256SUMS; dpkg -i *.deb" in install
     assert "/casemate-fixes/web" in fetch and "/casemate-fixes/web" in install
