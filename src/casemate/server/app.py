@@ -31,6 +31,7 @@ from casemate.server.routes import (
     sessions,
     tokens,
     users,
+    vuln,
 )
 
 API_PREFIX = "/api/v1"
@@ -92,5 +93,6 @@ def create_app(
     app.include_router(policies.router, prefix=API_PREFIX)
     app.include_router(sessions.router, prefix=API_PREFIX)
     app.include_router(posture.router, prefix=API_PREFIX)
+    app.include_router(vuln.router, prefix=API_PREFIX)
     app.include_router(web.router)  # the web UI at / and /static/: after the API
     return app
