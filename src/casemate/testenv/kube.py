@@ -17,22 +17,15 @@ CrashLoopBackOff (see ``kwok-stages.yaml``).
 
 from __future__ import annotations
 
-import base64
-import ctypes
-import datetime
-import ipaddress
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -40,327 +33,56 @@ from typing import Any, Self
 
 import httpx
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from casemate.errors import CasemateError
+from casemate.testenv.binaries import (
+    ETCD_VERSION,
+    HELM_VERSION,
+    K8S_VERSION,
+    KWOK_VERSION,
+    ClusterError,
+    KubeBinaries,
+    find_binaries,
+    testenv_cache_dir,
+)
+from casemate.testenv.pki import (
+    _kubeconfig,
+    _User,
+    _write_pki,
+    client_cert,
+    kubeconfig_document,
+)
+from casemate.testenv.process import _Process, _reserve_ports
+
+__all__ = [
+    "ETCD_VERSION",
+    "FAIL_LABEL",
+    "HELM_VERSION",
+    "K8S_VERSION",
+    "KWOK_VERSION",
+    "POD_CIDR",
+    "SERVICE_CIDR",
+    "ClusterError",
+    "KubeBinaries",
+    "LocalCluster",
+    "client_cert",
+    "find_binaries",
+    "kubeconfig_document",
+    "testenv_cache_dir",
+]
 
 log = logging.getLogger(__name__)
-
-# Must match the wrapper modules in testenv/*/go.mod (tests/testenv/test_kube.py checks).
-K8S_VERSION = "v1.34.4"
-ETCD_VERSION = "v3.6.16"
-KWOK_VERSION = "v0.7.0"
-HELM_VERSION = "v3.19.5"
 
 FAIL_LABEL = "casemate.test/fail"
 """Label (value ``"true"``) that makes kwok keep a pod crash-looping and never ready."""
 
+
 SERVICE_CIDR = "10.96.0.0/16"
+
+
 POD_CIDR = "10.244.0.0/16"
-_KUBERNETES_SERVICE_IP = "10.96.0.1"
+
+
 _ISSUER = "https://kubernetes.default.svc.cluster.local"
-_BUILD_HINT = "run scripts/build-testenv to build them"
-
-
-class ClusterError(CasemateError):
-    """The test cluster's binaries are missing, or it failed to start, answer or stop."""
-
-
-def testenv_cache_dir() -> Path:
-    """Where ``scripts/build-testenv`` puts the binaries (same rule as the script)."""
-    if explicit := os.environ.get("CASEMATE_TESTENV_CACHE"):
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "casemate" / "testenv"
-
-
-@dataclass(frozen=True)
-class KubeBinaries:
-    kube_apiserver: Path
-    kube_controller_manager: Path
-    kube_scheduler: Path
-    kubectl: Path
-    kubelet: Path
-    etcd: Path
-    kwok: Path
-    helm: Path
-
-
-def find_binaries(cache: Path | None = None) -> KubeBinaries:
-    """The test environment's binaries; ``ClusterError`` naming what is missing if any is."""
-    root = cache or testenv_cache_dir()
-    k8s = root / f"kubernetes-{K8S_VERSION}"
-    binaries = KubeBinaries(
-        kube_apiserver=k8s / "kube-apiserver",
-        kube_controller_manager=k8s / "kube-controller-manager",
-        kube_scheduler=k8s / "kube-scheduler",
-        kubectl=k8s / "kubectl",
-        kubelet=k8s / "kubelet",
-        etcd=root / f"etcd-{ETCD_VERSION}" / "etcd",
-        kwok=root / f"kwok-{KWOK_VERSION}" / "kwok",
-        helm=root / f"helm-{HELM_VERSION}" / "helm",
-    )
-    paths: list[Path] = [getattr(binaries, f.name) for f in fields(binaries)]
-    missing = [str(p) for p in paths if not os.access(p, os.X_OK)]
-    if missing:
-        raise ClusterError(
-            f"test environment binaries missing: {', '.join(missing)}; {_BUILD_HINT}"
-        )
-    return binaries
-
-
-# --- certificates and credentials -------------------------------------------------------------
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    sans: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    """A one-year certificate: self-signed CA if ``issuer`` is None, else a serving cert."""
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0].subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is None:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        ).add_extension(x509.SubjectAlternativeName(sans or []), critical=False)
-    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def _write_pki(pki: Path) -> bytes:
-    """CA, apiserver serving cert and service-account key pair in ``pki``; returns the CA PEM."""
-    pki.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("casemate-testenv-ca", ca_key, None)
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-    dns.append("kubernetes.default.svc.cluster.local")
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [
-        x509.IPAddress(ipaddress.ip_address(ip))
-        for ip in ("127.0.0.1", "::1", _KUBERNETES_SERVICE_IP)
-    ]
-    serving = _cert("kube-apiserver", serving_key, (ca, ca_key), sans)
-    # The apiserver's client certificate towards kubelets (logs, exec, port-forward): a real
-    # node's kubelet authenticates it by the cluster CA and authorizes it by webhook.
-    kubelet_client_key = ec.generate_private_key(ec.SECP256R1())
-    kubelet_client = client_cert(
-        "kube-apiserver-kubelet-client", ("system:masters",), kubelet_client_key, (ca, ca_key)
-    )
-    sa_key = ec.generate_private_key(ec.SECP256R1())
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    files = {
-        "ca.crt": ca_pem,
-        "ca.key": _pem_key(ca_key),
-        "apiserver.crt": serving.public_bytes(serialization.Encoding.PEM),
-        "apiserver.key": _pem_key(serving_key),
-        "sa.key": _pem_key(sa_key),
-        "kubelet-client.crt": kubelet_client.public_bytes(serialization.Encoding.PEM),
-        "kubelet-client.key": _pem_key(kubelet_client_key),
-        "sa.pub": sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    }
-    for name, data in files.items():
-        path = pki / name
-        path.write_bytes(data)
-        path.chmod(0o600)
-    return ca_pem
-
-
-def client_cert(
-    user: str,
-    groups: tuple[str, ...],
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-) -> x509.Certificate:
-    """A one-year client certificate for ``user`` in ``groups`` (O=), signed by ``issuer``."""
-    now = datetime.datetime.now(datetime.UTC)
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(issuer[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(issuer[1], hashes.SHA256())
-    )
-
-
-@dataclass(frozen=True)
-class _User:
-    name: str
-    groups: tuple[str, ...]
-    token: str
-
-
-def _kubeconfig(server: str, ca_pem: bytes, user: _User) -> dict[str, Any]:
-    return kubeconfig_document(server, ca_pem, user.name, {"token": user.token})
-
-
-def kubeconfig_document(
-    server: str, ca_pem: bytes, user_name: str, credential: dict[str, str]
-) -> dict[str, Any]:
-    """A kubeconfig with one cluster (CA inline) and one user with ``credential`` (a token,
-    or client-certificate/client-key paths)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "casemate-testenv",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": user_name, "user": credential}],
-        "contexts": [
-            {
-                "name": "casemate-testenv",
-                "context": {"cluster": "casemate-testenv", "user": user_name},
-            }
-        ],
-        "current-context": "casemate-testenv",
-    }
-
-
-# --- processes ----------------------------------------------------------------------------------
-
-
-def _reserve_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held together while choosing, then released).
-
-    Another process can still take one before the component binds it; callers retry then.
-    """
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _tail(path: Path, offset: int = 0, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError as e:
-        return f"(no log: {e})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-if sys.platform == "linux":
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    _PR_SET_PDEATHSIG = 1
-
-    def _die_with_parent() -> None:
-        """Runs in the child before exec: the kernel kills it if the parent dies first, so a
-        killed test run leaves no control plane behind."""
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-else:  # pragma: no cover - the test environment runs on Linux
-    _die_with_parent = None
-
-
-class _Process:
-    """One component, in its own process group, logging to ``<workdir>/<name>.log``.
-
-    It gets SIGKILL if the thread that started it ends: start clusters from a long-lived thread.
-    """
-
-    def __init__(self, name: str, argv: list[str], workdir: Path, env: Mapping[str, str]) -> None:
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        with self.log_path.open("ab") as logfile:
-            logfile.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
-            logfile.flush()
-            self.log_offset = logfile.tell()
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        try:
-            os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def describe_failure(self, what: str) -> str:
-        code = self.popen.poll()
-        state = "is still running" if code is None else f"exited with status {code}"
-        return (
-            f"{what}: {self.name} {state}; last lines of {self.log_path}:\n"
-            f"{_tail(self.log_path, self.log_offset)}"
-        )
-
-    def bind_failed(self) -> bool:
-        return "address already in use" in _tail(self.log_path, self.log_offset, 200)
-
-
-# --- the cluster --------------------------------------------------------------------------------
 
 
 class LocalCluster:

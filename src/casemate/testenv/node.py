@@ -55,12 +55,11 @@ from casemate.testenv.images import busybox_rootfs_tar, debian12_rootfs, testenv
 from casemate.testenv.kube import (
     ClusterError,
     LocalCluster,
-    _pem_key,
-    _Process,
-    _reserve_ports,
     client_cert,
     kubeconfig_document,
 )
+from casemate.testenv.pki import _pem_key
+from casemate.testenv.process import _Process, _reserve_ports
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from casemate.testenv.kube import _cert, _pem_key, testenv_cache_dir
+from casemate.testenv.binaries import testenv_cache_dir
+from casemate.testenv.pki import _cert, _pem_key
 from casemate.testenv.services import (
     LOOPBACK,
     ComponentError,
