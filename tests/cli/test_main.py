@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.cli.conftest import run_cli
@@ -31,3 +33,44 @@ def test_version(tmp_path: Path) -> None:
     from casemate import __version__
 
     assert run_cli("version", data_dir=tmp_path).stdout.strip() == __version__
+
+
+def test_the_command_index_matches_the_modules() -> None:
+    """``casemate --help`` lists every command without importing it: its one-line help must
+    be each module's own, and the full app must have exactly these commands."""
+    import typer
+
+    from casemate.cli import main
+
+    for name in main.COMMANDS:
+        target = main._load(name)
+        if isinstance(target, typer.Typer):
+            own = (target.info.help or "").split("\n")[0]
+        else:
+            own = (target.__doc__ or "").strip().split("\n")[0]
+        assert own.rstrip(".") == main.COMMANDS[name][2].rstrip("."), name
+    full = typer.main.get_command(main._full_app())
+    index = typer.main.get_command(main._index_app())
+    assert sorted(full.commands) == sorted(index.commands)  # type: ignore[attr-defined]
+
+
+def test_help_and_client_commands_load_no_server_code(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from casemate.cli import main\n"
+        "for args in (['--help'], ['login', '--help'], ['exec', '--help']):\n"
+        "    sys.argv = ['casemate', *args]\n"
+        "    try:\n"
+        "        main.main()\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), (args, e.code)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('sqlalchemy', 'fastapi', 'starlette', 'uvicorn', 'httpx', 'websockets'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("user", "list", "--help", data_dir=tmp_path)
+    assert r.returncode == 0 and "List users" in r.stdout
+    r = run_cli("no-such-command", data_dir=tmp_path)
+    assert r.returncode == 2 and "No such command" in r.stderr

@@ -26,15 +26,30 @@ import stat
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode, urlsplit
-
-import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from casemate.core.files import write_atomic
 from casemate.errors import CasemateError, ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+    from websockets.asyncio.client import ClientConnection
+else:
+
+    class _Lazy:
+        """A module imported on first use: ``casemate --help`` and the like need neither
+        httpx nor websockets, which take a tenth of a second to import (bench/cli.py)."""
+
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attr: str) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module(self._name), attr)
+
+    httpx = _Lazy("httpx")
 
 __all__ = [
     "Api",
@@ -364,6 +379,9 @@ async def websocket(
 ) -> AsyncIterator[ClientConnection]:
     """An authenticated websocket to ``path`` (under /api/v1); failures to open it become
     one-line :class:`RemoteError` s."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
     token = config.require_token()
     url = websocket_url(config, path, query)
     try:

@@ -27,13 +27,11 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from casemate.cli.client import (
     ENV_TOKEN,
@@ -53,6 +51,9 @@ from casemate.cli.client import (
 )
 from casemate.core.files import write_atomic
 from casemate.errors import ConfigError, InvalidInput
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 # Deliberately light: no database or server imports (this is what users run all day).
 out = Console(highlight=False, soft_wrap=True)
@@ -318,6 +319,8 @@ async def _receive(ws: ClientConnection, show: Callable[[bytes], None]) -> str:
     """Show output messages until the server closes; the reason of its exit message.
     ``_OutputGone`` (the websocket closed) when the output cannot be written."""
     reason = ""
+    from websockets.exceptions import ConnectionClosed
+
     with contextlib.suppress(ConnectionClosed):
         async for message in ws:
             text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
@@ -412,6 +415,8 @@ async def _terminal(config: ClientConfig, cluster: str, namespace: str | None) -
         outgoing.put_nowait(None)
 
     async def send_all(ws: ClientConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         with contextlib.suppress(ConnectionClosed):
             while (message := await outgoing.get()) is not None:
                 await ws.send(message)

@@ -1,0 +1,510 @@
+"""The admin commands against a remote gateway: ``casemate --server URL user list`` (or
+``--remote``, which takes the server from ``CASEMATE_URL`` or ``casemate login``'s file).
+
+Each command calls the same API as the web console with the admin's login token (as
+``kubectl`` does): the server checks the role, validates, audits. Nothing here opens a database;
+the token never appears in argv. Commands that only make sense on the gateway's host (``serve``,
+``vault``, ``demo``, ``recording recover``…) say so instead of running.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from casemate.cli.client import Api, load_config, quote_part
+from casemate.errors import ConfigError, InvalidInput
+
+out = Console(highlight=False, soft_wrap=True)
+
+#: The server chosen by main() from --server (None: the environment or the stored login).
+SERVER: list[str | None] = [None]
+
+SERVER_LOCAL = {
+    "serve": "runs the gateway itself",
+    "vault": "works on the gateway's own vault key and database",
+    "demo": "starts a local demo",
+    "edge": "runs or configures the edge proxy on its host",
+    "cloud": "runs the edge cloud service",
+    "posture": "scans from this machine",
+    "admission": "runs the admission webhook",
+    "vuln": "scans images from this machine",
+}
+
+
+def _api() -> Api:
+    return Api(load_config(url=SERVER[0]))
+
+
+def _call(method: str, path: str, body: Any = None) -> Any:
+    with _api() as api:
+        return api.call(method, path, json_body=body)
+
+
+def _q(**params: Any) -> str:
+    kept = {k: v for k, v in params.items() if v not in (None, "", [])}
+    return ("?" + urlencode(kept, doseq=True)) if kept else ""
+
+
+def _p(value: str) -> str:
+    return quote_part(value)
+
+
+def _table(*columns: str, rows: list[list[Any]]) -> None:
+    table = Table(*columns, box=None)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+
+
+def _secret_stdin(what: str) -> str:
+    if sys.stdin.isatty():
+        value: str = typer.prompt(what, hide_input=True, confirmation_prompt=True)
+        return value
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+RoleOption = Annotated[
+    list[str] | None,
+    typer.Option("--role", "-r", help="admin, auditor, approver or operator (repeatable)."),
+]
+
+# user -----------------------------------------------------------------------------------------
+
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: RoleOption = None,
+    display_name: Annotated[str, typer.Option(help="Full name.")] = "",
+    email: Annotated[str, typer.Option(help="E-mail address.")] = "",
+    no_password: Annotated[bool, typer.Option("--no-password", help="Cannot log in.")] = False,
+) -> None:
+    """Create a user. The password is read from standard input (or prompted for)."""
+    body: dict[str, Any] = {
+        "username": username,
+        "roles": role or [],
+        "display_name": display_name,
+        "email": email,
+    }
+    if not no_password:
+        body["password"] = _secret_stdin("Password")
+    u = _call("POST", "/users", body)
+    out.print(f"created user {u['username']} (roles: {', '.join(u['roles']) or 'none'})")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users with their roles and state."""
+    rows = []
+    for u in _call("GET", "/users"):
+        state = "disabled" if u["disabled"] else ("locked" if u["locked_until"] else "active")
+        rows.append(
+            [
+                u["username"],
+                ",".join(u["effective_roles"]),
+                ",".join(u["groups"]),
+                "totp" if u["totp_enabled"] else "",
+                state,
+            ]
+        )
+    _table("user", "roles", "groups", "2FA", "state", rows=rows)
+
+
+@user_app.command("passwd")
+def user_passwd(username: str) -> None:
+    """Set a user's password (read from standard input, or prompted for)."""
+    password = _secret_stdin("New password")
+    _call("POST", f"/users/{_p(username)}/password", {"new_password": password})
+    out.print(f"password of {username} changed")
+
+
+@user_app.command("roles")
+def user_roles(username: str, role: RoleOption = None) -> None:
+    """Set a user's roles (none: remove all)."""
+    u = _call("PATCH", f"/users/{_p(username)}", {"roles": role or []})
+    out.print(f"roles of {username}: {', '.join(u['roles']) or 'none'}")
+
+
+@user_app.command("disable")
+def user_disable(username: str) -> None:
+    """Disable a user (their logins and tokens stop working)."""
+    _call("PATCH", f"/users/{_p(username)}", {"disabled": True})
+    out.print(f"disabled {username}")
+
+
+@user_app.command("enable")
+def user_enable(username: str) -> None:
+    """Enable a disabled user."""
+    _call("PATCH", f"/users/{_p(username)}", {"disabled": False})
+    out.print(f"enabled {username}")
+
+
+@user_app.command("unlock")
+def user_unlock(username: str) -> None:
+    """Clear a lockout after failed logins."""
+    _call("POST", f"/users/{_p(username)}/unlock")
+    out.print(f"unlocked {username}")
+
+
+@user_app.command("reset-totp")
+def user_reset_totp(username: str) -> None:
+    """Turn a user's TOTP off (a lost device)."""
+    _call("DELETE", f"/users/{_p(username)}/totp")
+    out.print(f"TOTP of {username} reset")
+
+
+@user_app.command("delete")
+def user_delete(username: str) -> None:
+    """Delete a user."""
+    _call("DELETE", f"/users/{_p(username)}")
+    out.print(f"deleted {username}")
+
+
+# group ----------------------------------------------------------------------------------------
+
+group_app = typer.Typer(help="Manage groups.", no_args_is_help=True)
+
+
+@group_app.command("add")
+def group_add(
+    name: str,
+    role: RoleOption = None,
+    description: Annotated[str, typer.Option(help="What the group is for.")] = "",
+) -> None:
+    """Create a group."""
+    g = _call("POST", "/groups", {"name": name, "roles": role or [], "description": description})
+    out.print(f"created group {g['name']}")
+
+
+@group_app.command("list")
+def group_list() -> None:
+    """List groups, their roles and members."""
+    rows = [
+        [g["name"], ",".join(g["roles"]), ",".join(g["members"])] for g in _call("GET", "/groups")
+    ]
+    _table("group", "roles", "members", rows=rows)
+
+
+@group_app.command("member")
+def group_member(
+    name: str,
+    username: str,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove instead of adding.")] = False,
+) -> None:
+    """Add a user to a group (or remove them)."""
+    _call("DELETE" if remove else "PUT", f"/groups/{_p(name)}/members/{_p(username)}")
+    out.print(f"{'removed' if remove else 'added'} {username} {'from' if remove else 'to'} {name}")
+
+
+@group_app.command("delete")
+def group_delete(name: str) -> None:
+    """Delete a group."""
+    _call("DELETE", f"/groups/{_p(name)}")
+    out.print(f"deleted group {name}")
+
+
+# token ----------------------------------------------------------------------------------------
+
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+
+
+@token_app.command("list")
+def token_list(user: Annotated[str | None, typer.Option(help="Another user's.")] = None) -> None:
+    """List API tokens (yours, or a user's)."""
+    rows = [
+        [t["id"], t["name"], t["prefix"], ",".join(t["scopes"]), t["expires_at"], t["revoked_at"]]
+        for t in _call("GET", "/tokens" + _q(user=user))
+    ]
+    _table("id", "name", "prefix", "scopes", "expires", "revoked", rows=rows)
+
+
+@token_app.command("issue")
+def token_issue(
+    name: str,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="read, write, admin.")] = None,
+    user: Annotated[str | None, typer.Option(help="Issue for this user (admins).")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+) -> None:
+    """Issue a token; it is printed once, on standard output."""
+    body = {"name": name, "scopes": scope or ["read"], "user": user, "ttl_seconds": ttl}
+    issued = _call("POST", "/tokens", body)
+    sys.stdout.write(issued["token"] + "\n")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int) -> None:
+    """Revoke a token."""
+    _call("DELETE", f"/tokens/{token_id}")
+    out.print(f"revoked token {token_id}")
+
+
+# cluster and grant ----------------------------------------------------------------------------
+
+cluster_app = typer.Typer(help="Manage Kubernetes clusters and their system accounts.")
+
+
+@cluster_app.command("list")
+def cluster_list() -> None:
+    """List clusters."""
+    rows = [
+        [c["name"], c["server"], "disabled" if c["disabled"] else "", c["description"]]
+        for c in _call("GET", "/clusters")
+    ]
+    _table("cluster", "server", "state", "description", rows=rows)
+
+
+@cluster_app.command("import")
+def cluster_import(
+    kubeconfig: Annotated[Path, typer.Argument(help="A kubeconfig file ('-': standard input).")],
+    name: Annotated[str | None, typer.Option(help="Cluster name.")] = None,
+    context: Annotated[str | None, typer.Option(help="The context to import.")] = None,
+) -> None:
+    """Import a cluster and its credential from a kubeconfig (the credential goes to the
+    server's vault)."""
+    try:
+        text = sys.stdin.read() if str(kubeconfig) == "-" else kubeconfig.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {kubeconfig}: {e.strerror}") from None
+    r = _call("POST", "/clusters/import", {"kubeconfig": text, "name": name, "context": context})
+    out.print(f"imported cluster {r['cluster']['name']} with account {r['account']['name']}")
+
+
+@cluster_app.command("accounts")
+def cluster_accounts(cluster: str) -> None:
+    """List a cluster's system accounts."""
+    rows = [
+        [a["name"], a["kind"], a["preset"], a["subject"], ",".join(a["namespaces"])]
+        for a in _call("GET", f"/clusters/{_p(cluster)}/accounts")
+    ]
+    _table("account", "kind", "preset", "subject", "namespaces", rows=rows)
+
+
+grant_app = typer.Typer(help="Give users and groups access to clusters.", no_args_is_help=True)
+
+
+@grant_app.command("add")
+def grant_add(
+    cluster: str,
+    account: str,
+    user: Annotated[str | None, typer.Option(help="The user.")] = None,
+    group: Annotated[str | None, typer.Option(help="Or the group.")] = None,
+    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+    note: str = "",
+) -> None:
+    """Grant a user or group an account's access to namespaces of a cluster."""
+    if (user is None) == (group is None):
+        raise InvalidInput("give exactly one of --user and --group")
+    body = {
+        "cluster": cluster,
+        "account": account,
+        "user": user,
+        "group": group,
+        "namespaces": namespace or [],
+        "ttl_seconds": ttl,
+        "note": note,
+    }
+    g = _call("POST", "/grants", body)
+    out.print(f"grant {g['id']}: {g['subject']} on {g['cluster']} ({', '.join(g['namespaces'])})")
+
+
+@grant_app.command("list")
+def grant_list() -> None:
+    """List grants."""
+    rows = [
+        [
+            g["id"],
+            ("@" if g["subject_kind"] == "group" else "") + g["subject"],
+            g["cluster"],
+            g["account"],
+            ",".join(g["namespaces"]),
+            g["expires_at"] or "never",
+            g["state"],
+        ]
+        for g in _call("GET", "/grants")
+    ]
+    _table("id", "who", "cluster", "account", "namespaces", "expires", "state", rows=rows)
+
+
+@grant_app.command("revoke")
+def grant_revoke(grant_id: int) -> None:
+    """Revoke a grant."""
+    _call("POST", f"/grants/{grant_id}/revoke", {})
+    out.print(f"revoked grant {grant_id}")
+
+
+# review -------------------------------------------------------------------------------------
+
+review_app = typer.Typer(help="Commands held for approval.", no_args_is_help=True)
+
+
+@review_app.command("list")
+def review_list(
+    state: Annotated[str | None, typer.Option(help="pending, approved, denied, …")] = "pending",
+) -> None:
+    """List tickets (pending by default)."""
+    rows = [
+        [t["id"], t["state"], t["user"], f"{t['cluster']}/{t['namespace']}", t["command"]]
+        for t in _call("GET", "/reviews" + _q(state=state))
+    ]
+    _table("id", "state", "user", "where", "command", rows=rows)
+
+
+@review_app.command("show")
+def review_show(ticket_id: int) -> None:
+    """One ticket with its preview."""
+    out.print_json(json.dumps(_call("GET", f"/reviews/{ticket_id}")))
+
+
+@review_app.command("approve")
+def review_approve(ticket_id: int, note: str = "") -> None:
+    """Approve a held command (not your own)."""
+    t = _call("POST", f"/reviews/{ticket_id}/approve", {"note": note})
+    out.print(f"ticket {t['id']} is {t['state']}")
+
+
+@review_app.command("deny")
+def review_deny(ticket_id: int, reason: str = "") -> None:
+    """Deny a held command."""
+    t = _call("POST", f"/reviews/{ticket_id}/deny", {"reason": reason})
+    out.print(f"ticket {t['id']} is {t['state']}")
+
+
+# audit ----------------------------------------------------------------------------------------
+
+audit_app = typer.Typer(help="Search and verify the audit log.", no_args_is_help=True)
+
+
+@audit_app.command("search")
+def audit_search(
+    kind: Annotated[str | None, typer.Option(help="Exact, or a prefix ending in *.")] = None,
+    user: Annotated[str | None, typer.Option(help="The actor.")] = None,
+    cluster: str | None = None,
+    decision: str | None = None,
+    outcome: str | None = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 with zone.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 with zone.")] = None,
+    text: Annotated[str | None, typer.Option(help="Text in the record.")] = None,
+    limit: int = 100,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """Records matching every filter, newest first."""
+    query = _q(
+        kind=kind,
+        actor=user,
+        cluster=cluster,
+        decision=decision,
+        outcome=outcome,
+        since=since,
+        until=until,
+        q=text,
+        limit=limit,
+    )
+    items = _call("GET", "/audit" + query)["items"]
+    if json_lines:
+        sys.stdout.writelines(json.dumps(r, sort_keys=True) + "\n" for r in items)
+        return
+    rows = [[r["seq"], r["ts"], r["kind"], r["actor"], r["outcome"]] for r in items]
+    _table("seq", "time", "kind", "actor", "outcome", rows=rows)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole hash chain on the server."""
+    v = _call("GET", "/audit/verify")
+    if not v["ok"]:
+        out.print(f"BROKEN at record {v['first_bad_seq']}: {v['problem']}")
+        raise typer.Exit(1)
+    out.print(f"ok: {v['checked']} records verified")
+
+
+# recording and policy --------------------------------------------------------------------------
+
+recording_app = typer.Typer(help="Session recordings (asciicast v2).", no_args_is_help=True)
+
+
+@recording_app.command("list")
+def recording_list(
+    user: str | None = None,
+    cluster: str | None = None,
+    command: Annotated[str | None, typer.Option(help="Sessions that ran this text.")] = None,
+) -> None:
+    """List recordings, newest first."""
+    rows = [
+        [r["session_id"], r["started_at"], r["user"], r["cluster"], r["status"], r["size"]]
+        for r in _call("GET", "/recordings" + _q(user=user, cluster=cluster, command=command))
+    ]
+    _table("session", "started", "user", "cluster", "status", "bytes", rows=rows)
+
+
+policy_app = typer.Typer(help="The bastion's command policy.", no_args_is_help=True)
+
+
+@policy_app.command("show")
+def policy_show() -> None:
+    """The policy in force (its YAML)."""
+    doc = _call("GET", "/policies/commands")
+    sys.stdout.write(doc["yaml"])
+
+
+@policy_app.command("history")
+def policy_history() -> None:
+    """Stored versions, newest first."""
+    rows = [
+        [v["version"], v["created_at"], v["created_by"], v["comment"]]
+        for v in _call("GET", "/policies/commands/history")
+    ]
+    _table("version", "saved", "by", "comment", rows=rows)
+
+
+@policy_app.command("import")
+def policy_import(
+    file: Annotated[Path, typer.Argument(help="The policy YAML ('-': standard input).")],
+    comment: str = "",
+) -> None:
+    """Replace the policy (validated by the server; errors name the line)."""
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror}") from None
+    info = _call("PUT", "/policies/commands", {"yaml": text, "comment": comment})
+    out.print(f"policy version {info['version']} in force")
+
+
+@policy_app.command("test")
+def policy_test(
+    line: str,
+    user: str | None = None,
+    cluster: str = "",
+    namespace: str = "default",
+) -> None:
+    """What the policy in force would decide for a command line (nothing runs)."""
+    body = {"line": line, "user": user, "cluster": cluster, "namespace": namespace}
+    v = _call("POST", "/policies/commands/test", body)
+    rule = f" ({v['rule_id']})" if v["rule_id"] else ""
+    out.print(f"{v['action']}{rule}: {v['reason']}")
+    if not v["allowed"]:
+        raise typer.Exit(1)
+
+
+APPS: dict[str, typer.Typer] = {
+    "user": user_app,
+    "group": group_app,
+    "token": token_app,
+    "cluster": cluster_app,
+    "grant": grant_app,
+    "review": review_app,
+    "audit": audit_app,
+    "recording": recording_app,
+    "policy": policy_app,
+}
