@@ -81,16 +81,13 @@ def test_every_event_class_in_src_lives_in_the_events_package() -> None:
                     else:  # a registered constant: casemate.events.FINDING, or a module's own
                         ref = value.id if isinstance(value, ast.Name) else ast.unparse(value)
                         constants.append(f"{path.relative_to(SRC)}:{ref}")
-    # moving into casemate.events.edge (issue 14, by the edge's owner)
-    known_edge: set[str] = set()
     # names given by a constant: the constant's value must be a registered kind
     for ref in constants:
         where, name = ref.split(":")
         module = importlib.import_module("casemate." + where.removesuffix(".py").replace("/", "."))
         value = getattr(module, name.split(".")[-1])
         assert value in generic_kinds(), f"{ref} = {value!r} is not registered in casemate.events"
-    assert all(o.startswith("edge/") for o in outside), outside
-    assert {o.split(":")[1] for o in outside} <= known_edge
+    assert outside == []
 
 
 def test_every_class_is_exported_from_the_package() -> None:

@@ -31,7 +31,6 @@ from casemate.events.bastion import (
     ReviewDecided,
     ReviewRequested,
 )
-from casemate.events.bus import EventBus, Handler
 from casemate.events.edge import (
     ContainerStopped,
     DockerCallDecided,
@@ -96,13 +95,11 @@ __all__ = [
     "EdgeRecovered",
     "EdgeReportReceived",
     "Event",
-    "EventBus",
     "FINDING",
     "GatewayRecovered",
     "GenericEvent",
     "GrantChanged",
     "GroupChanged",
-    "Handler",
     "KubeApiRequestAudited",
     "KubeApiRequestDecided",
     "LoggedOut",
