@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy import BigInteger, Boolean, DateTime, LargeBinary, String
+from sqlalchemy import BigInteger, Boolean, LargeBinary, String
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from casemate.core.db import Base, Database
+from casemate.core.db import Base, Database, UtcDateTime
 from casemate.errors import InvalidInput, NotFound
 
 __all__ = ["MAX_MANIFEST_BYTES", "MAX_OUTPUT_BYTES", "Artifact", "ArtifactStore", "StoredArtifact"]
@@ -36,7 +36,7 @@ class Artifact(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 @dataclass(frozen=True)

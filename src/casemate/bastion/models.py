@@ -13,7 +13,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     Index,
     Integer,
     String,
@@ -22,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from casemate.core.db import Base
+from casemate.core.db import Base, UtcDateTime
 from casemate.core.models import BigId
 
 
@@ -45,13 +44,13 @@ class ReviewTicket(Base):
     preview_format: Mapped[str] = mapped_column(String(8), default="none")
     preview: Mapped[str] = mapped_column(Text, default="")
     preview_sha256: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     decided_by: Mapped[str] = mapped_column(String(64), default="")
     decision_note: Mapped[str] = mapped_column(String(1000), default="")
     self_approved: Mapped[bool] = mapped_column(Boolean, default=False)
-    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_review_tickets_state", "state", "expires_at"),
@@ -78,8 +77,8 @@ class Recording(Base):
     height: Mapped[int] = mapped_column(Integer, default=24)
     status: Mapped[str] = mapped_column(String(16))
     owner: Mapped[str] = mapped_column(String(300), default="")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -101,7 +100,7 @@ class CommandPolicy(Base):
     version: Mapped[int] = mapped_column(Integer)
     yaml: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")
     comment: Mapped[str] = mapped_column(String(1000), default="")
 

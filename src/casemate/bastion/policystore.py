@@ -363,16 +363,11 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Casemate stores is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _info(row: CommandPolicy) -> PolicyInfo:
     return PolicyInfo(
         version=row.version,
         digest=row.digest,
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
         created_by=row.created_by,
         comment=row.comment,
     )

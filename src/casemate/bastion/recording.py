@@ -109,10 +109,6 @@ class RecordingInfo:
     owner: str
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _info(row: Recording) -> RecordingInfo:
     return RecordingInfo(
         session_id=row.session_id,
@@ -124,8 +120,8 @@ def _info(row: Recording) -> RecordingInfo:
         format_version=row.format_version,
         width=row.width,
         height=row.height,
-        started_at=_utc(row.started_at),
-        ended_at=None if row.ended_at is None else _utc(row.ended_at),
+        started_at=row.started_at,
+        ended_at=row.ended_at,
         size=row.size,
         sha256=row.sha256,
         file_name=row.file_name,
@@ -351,7 +347,7 @@ class RecordingStore:
                 row.status = "interrupted"
                 row.size = size
                 row.ended_at = mtime
-                duration = (mtime - _utc(row.started_at)).total_seconds()
+                duration = (mtime - row.started_at).total_seconds()
                 self._audit_closed(s, row, max(0.0, duration))
                 finished.append(_info(row))
         return finished

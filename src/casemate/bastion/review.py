@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session, defer
 
 from casemate.bastion.models import ReviewTicket
 from casemate.core.audit import AuditLog, canonical_json
-from casemate.core.db import Database
+from casemate.core.db import Database, as_utc
 from casemate.core.identity import Principal, Role, Scope
 from casemate.core.runtime import Runtime
 from casemate.errors import CasemateError, Conflict, Denied, InvalidInput, NotFound
@@ -145,7 +145,7 @@ class Ticket:
 
     def state_at(self, now: datetime) -> TicketState:
         """The state at ``now``: an open ticket past its expiry is expired."""
-        if self.state.open and _utc(now) >= self.expires_at:
+        if self.state.open and as_utc(now) >= self.expires_at:
             return TicketState.EXPIRED
         return self.state
 
@@ -266,11 +266,6 @@ def release_refusal(
 
 
 # Validation helpers -----------------------------------------------------------------------
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Casemate stores is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -394,8 +389,8 @@ def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
         namespace=row.namespace,
         rule_id=row.rule_id,
         reason=row.reason,
-        created_at=_utc(row.created_at),
-        expires_at=_utc(row.expires_at),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
         # masked again when read: tickets stored before previews were masked show no data
         preview=(
             redact_preview(row.command_display, _decode_preview(row.preview_format, row.preview))
@@ -404,11 +399,11 @@ def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
         ),
         preview_format=row.preview_format,
         preview_sha256=row.preview_sha256,
-        decided_at=None if row.decided_at is None else _utc(row.decided_at),
+        decided_at=row.decided_at,
         decided_by=row.decided_by,
         decision_note=row.decision_note,
         self_approved=row.self_approved,
-        consumed_at=None if row.consumed_at is None else _utc(row.consumed_at),
+        consumed_at=row.consumed_at,
     )
 
 
@@ -445,7 +440,7 @@ class ReviewService:
         return cls(runtime.db, runtime.audit, allow_admin_self_approval=override is True)
 
     def _now(self, now: datetime | None) -> datetime:
-        return _aware(now, "now") if now is not None else _utc(self._clock())
+        return _aware(now, "now") if now is not None else as_utc(self._clock())
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -704,7 +699,7 @@ class ReviewService:
             remaining = deadline - time.monotonic()
             if ticket.state is not TicketState.PENDING or remaining <= 0 or stop.is_set():
                 return ticket
-            until_expiry = (ticket.expires_at - _utc(self._clock())).total_seconds()
+            until_expiry = (ticket.expires_at - as_utc(self._clock())).total_seconds()
             stop.wait(max(0.0, min(self.poll_interval, remaining, until_expiry + 0.001)))
 
     async def wait_async(self, ticket_id: int, timeout: float) -> Ticket:
@@ -716,13 +711,13 @@ class ReviewService:
             remaining = deadline - loop.time()
             if ticket.state is not TicketState.PENDING or remaining <= 0:
                 return ticket
-            until_expiry = (ticket.expires_at - _utc(self._clock())).total_seconds()
+            until_expiry = (ticket.expires_at - as_utc(self._clock())).total_seconds()
             await asyncio.sleep(max(0.0, min(self.poll_interval, remaining, until_expiry + 0.001)))
 
     def _settled(self, ticket_id: int) -> Ticket:
         """The ticket, with a due expiry recorded."""
         ticket = self.get(ticket_id, with_preview=False)
-        now = _utc(self._clock())
+        now = as_utc(self._clock())
         if ticket.state.open and ticket.state_at(now) is TicketState.EXPIRED:
             self.expire_due(now, ticket_ids=[ticket_id])
             ticket = self.get(ticket_id, with_preview=False)
