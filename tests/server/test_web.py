@@ -200,7 +200,7 @@ def test_every_asset_the_page_loads_is_served(client: TestClient) -> None:
         "/static/" + p.relative_to(STATIC).as_posix()
         for p in STATIC.rglob("*")
         if p.suffix in (".js", ".css") and VENDOR not in p.parents
-    }
+    } - {"/static/docs.js"}  # loaded by the API documentation page, tested below
     assert ours <= set(loaded), ours - set(loaded)
     assert {"/static/pages/terminal.js", "/static/pages/recordings.js"} <= ours
 
@@ -414,6 +414,7 @@ def test_the_manifest_is_what_the_script_pins(vendor_script: ModuleType) -> None
     assert recorded == pinned
     assert vendor_script.VENDOR == VENDOR
     libs = (STATIC / "libs.js").read_text(encoding="utf-8")
+    libs += (web.DOCS).read_text(encoding="utf-8")  # Swagger UI: the API documentation page
     for _, _, directory in pinned:
         assert f"/vendor/{directory}/" in libs or f"./vendor/{directory}/" in libs, directory
 
@@ -623,3 +624,27 @@ def test_the_pages_work_in_chromium_without_policy_violations(
         cdp.evaluate("document.getElementById('logout').click()")
         cdp.wait_for("location.hash === '#/login' && sessionStorage.length === 0")
         assert cdp.problems() == []
+
+
+def test_the_api_documentation_works_offline(runtime: Runtime, tmp_path: Path) -> None:
+    """/api/v1/docs: the vendored Swagger UI renders our schema; every request the page makes
+    goes to the gateway itself (no CDN), under the page's CSP."""
+    with serve(create_app(runtime)) as base, chromium(tmp_path / "profile") as cdp:
+        cdp.call("Page.navigate", url=base + "/api/v1/docs")
+        cdp.wait_for(
+            "document.querySelector('.swagger-ui .info .title')?.textContent.includes('Casemate')"
+            " && document.querySelectorAll('.opblock').length > 20"
+        )
+        origins = cdp.evaluate(
+            "[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+            ".map(u => new URL(u).origin)"
+        )
+        assert set(origins) == {base}, origins
+        assert cdp.problems() == []
+    client = TestClient(create_app(runtime))
+    r = client.get("/api/v1/docs")
+    assert r.status_code == 200 and "swagger-ui-bundle.js" in r.text
+    assert "cdn" not in r.text.lower()
+    csp = csp_directives(r.headers["content-security-policy"])
+    assert csp["script-src"] == ["'self'", "'wasm-unsafe-eval'"]
+    assert csp["img-src"] == ["'self'", "data:"]

@@ -72,7 +72,7 @@ def create_app(
         version=__version__,
         description="Security gateway for container clusters.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # web.py serves /api/v1/docs with the vendored Swagger UI (offline)
         redoc_url=None,
     )
     registry = CollectorRegistry()

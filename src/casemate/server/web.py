@@ -30,6 +30,8 @@ from casemate.errors import NotFound
 
 WEB_DIR = Path(__file__).with_name("web")
 INDEX = WEB_DIR / "index.html"
+DOCS = WEB_DIR / "docs.html"  # the API documentation page: vendored Swagger UI
+DOCS_PATH = "/api/v1/docs"
 STATIC_DIR = WEB_DIR / "static"
 
 CONTENT_TYPES = {
@@ -67,6 +69,13 @@ HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Swagger UI's stylesheet draws its icons as data: SVG images; nothing else differs.
+DOCS_HEADERS = {
+    **HEADERS,
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY.replace(
+        "img-src 'self'", "img-src 'self' data:"
+    ),
 }
 
 
@@ -121,6 +130,10 @@ def web_router(index: Path = INDEX, static_dir: Path = STATIC_DIR) -> APIRouter:
     @router.api_route("/", methods=["GET", "HEAD"])
     async def page() -> FileResponse:
         return _file(index, CONTENT_TYPES[".html"])
+
+    @router.api_route(DOCS_PATH, methods=["GET", "HEAD"])
+    async def docs() -> FileResponse:
+        return FileResponse(DOCS, media_type=CONTENT_TYPES[".html"], headers=DOCS_HEADERS)
 
     @router.api_route("/static/{path:path}", methods=["GET", "HEAD"])
     async def static(path: str, request: Request) -> Response:
