@@ -29,8 +29,8 @@ from casemate.core.settings import load_settings
 from casemate.edge import messages as m
 from casemate.edge.cloud import (
     Effect,
-    Outcome,
     Rule,
+    RuleOutcome,
     Subject,
     evaluate,
     image_pattern,
@@ -84,7 +84,7 @@ def test_first_matching_rule_wins() -> None:
 
 def test_no_rule_denies() -> None:
     outcome = evaluate([], {}, subject())
-    assert outcome == Outcome(
+    assert outcome == RuleOutcome(
         effect=Effect.DENY, rule="cloud:default", reason="no rule allows this"
     )
 
@@ -142,9 +142,9 @@ def test_subject_of_normalises_the_image() -> None:
     assert isinstance(s, Subject) and s.image == NGINX and s.digest is None
     pinned = subject_of(replace(req, image=f"nginx@{DIGEST}"))
     assert isinstance(pinned, Subject) and pinned.digest == DIGEST
-    assert isinstance(subject_of(replace(req, image="UPPER/Case:x")), Outcome)
+    assert isinstance(subject_of(replace(req, image="UPPER/Case:x")), RuleOutcome)
     clash = subject_of(replace(req, image=f"nginx@{DIGEST}", digest="sha256:" + "e" * 64))
-    assert isinstance(clash, Outcome) and "disagree" in clash.reason
+    assert isinstance(clash, RuleOutcome) and "disagree" in clash.reason
     image_id = subject_of(replace(req, image="sha256:" + "f" * 64))
     assert isinstance(image_id, Subject) and image_id.image is None
 
