@@ -111,7 +111,8 @@ class Scanner:
             except (TypeError, ValueError, AttributeError, KeyError):
                 out.append(_unchecked(rule, subject))
                 continue
-            out.extend(_finding(rule, hit, subject, ident) for hit in hits)
+            for hit in hits:  # most rules find nothing: no generator, no extend
+                out.append(_finding(rule, hit, subject, ident))
         if self._namespace_rules:
             self._index.add(subject)
         return out

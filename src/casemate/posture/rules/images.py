@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from casemate.posture.model import Hit, Settings, Severity, Subject
 from casemate.posture.podview import ContainerView
@@ -28,6 +29,7 @@ class ImageParts:
     digest: str | None
 
 
+@lru_cache(maxsize=8192)  # pure; a scan sees the same few references on many objects
 def split_image(ref: str) -> ImageParts | None:
     """Registry, repository, tag and digest of a reference (parsed as the runtimes parse it,
     by :func:`casemate.risks.imageref.parse_image_ref`); ``None`` if it is malformed or an
