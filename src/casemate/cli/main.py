@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve",
         "Run the Casemate gateway (HTTP API, web UI) on its database in the data directory.",
     ),
+    "doctor": ("doctor", "doctor", "Check the gateway's prerequisites and say how to fix each."),
     "user": ("users", "app", "Manage users."),
     "token": ("tokens", "app", "Manage API tokens."),
     "audit": ("audit", "app", "Search, verify, export and follow the audit log."),
