@@ -27,11 +27,10 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
 
+from casemate.testenv.process import Component
 from casemate.testenv.services import ComponentError, ManagedProcess
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def mounts_under(directory: Path) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
-class DockerEngine:
+class DockerEngine(Component):
     """dockerd + containerd of our own, on ``DIR/docker.sock``."""
 
     def __init__(
@@ -201,18 +200,6 @@ class DockerEngine:
             self._containerd.stop(signal.SIGTERM, timeout=15)
         self._dockerd = self._containerd = None
         self._sweep()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- API and CLI ------------------------------------------------------------------------
 

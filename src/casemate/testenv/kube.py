@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import yaml
@@ -51,7 +50,7 @@ from casemate.testenv.pki import (
     client_cert,
     kubeconfig_document,
 )
-from casemate.testenv.process import _Process, _reserve_ports
+from casemate.testenv.process import Component, _Process, _reserve_ports
 
 __all__ = [
     "ETCD_VERSION",
@@ -85,7 +84,7 @@ POD_CIDR = "10.244.0.0/16"
 _ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-class LocalCluster:
+class LocalCluster(Component):
     """A real control plane with ``nodes`` kwok nodes, run from ``workdir``.
 
     ``start()`` returns once the cluster is ready (see ``wait_ready``); if it fails, everything
@@ -202,18 +201,6 @@ class LocalCluster:
             )
 
     # -- lifecycle
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         if self._procs:

@@ -43,8 +43,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -59,7 +58,7 @@ from casemate.testenv.kube import (
     kubeconfig_document,
 )
 from casemate.testenv.pki import _pem_key
-from casemate.testenv.process import _Process, _reserve_ports
+from casemate.testenv.process import Component, _Process, _reserve_ports
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +378,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
 # -- the node ------------------------------------------------------------------------------------
 
 
-class RealNode:
+class RealNode(Component):
     """One real node joined to ``cluster``; see the module docstring."""
 
     def __init__(
@@ -434,18 +433,6 @@ class RealNode:
         result = self.ctr("images", "import", str(archives[image]), timeout=300)
         if result.returncode != 0:
             raise ClusterError(f"importing {image} into containerd failed: {result.stderr}")
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         missing = missing_prerequisites()

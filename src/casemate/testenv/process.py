@@ -1,5 +1,6 @@
 """Local component processes of the test environment: free ports, log tails, a child that
-dies with its parent, one component process."""
+dies with its parent, one component process, and :class:`Component` (start/stop as a context
+manager) that every component shares."""
 
 from __future__ import annotations
 
@@ -12,6 +13,31 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+class Component:
+    """A test component used as ``with Component(...) as c:``: started on entry, stopped on
+    exit (also after an error). Subclasses define :meth:`start` and :meth:`stop`."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _reserve_ports(count: int) -> list[int]:

@@ -24,13 +24,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
 
 from casemate.errors import CasemateError
+from casemate.testenv.process import Component
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class ManagedProcess:
         proc.wait()
 
 
-class Server:
+class Server(Component):
     """Base of the service controllers: a directory, a free port, one managed process."""
 
     name: ClassVar[str]
@@ -275,18 +275,6 @@ class Server:
         if self._process is not None:
             self._process.stop(self.stop_signal)
             self._process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _binary(name: str, *candidates: str) -> str:
