@@ -53,12 +53,13 @@ def webhook_app(policy: AdmissionPolicy, *, max_body: int = MAX_BODY) -> Starlet
             log.exception("admission review failed")
             return _problem(500, "the review could not be evaluated")
         response = answer["response"]
-        log.info(
-            "admission %s uid=%s allowed=%s",
-            request.url.path,
-            response.get("uid"),
-            response.get("allowed"),
-        )
+        if log.isEnabledFor(logging.INFO):  # request.url is built on access: only when logged
+            log.info(
+                "admission %s uid=%s allowed=%s",
+                request.url.path,
+                response.get("uid"),
+                response.get("allowed"),
+            )
         return Response(json.dumps(answer), media_type="application/json")
 
     async def healthz(request: Request) -> Response:
