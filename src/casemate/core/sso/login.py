@@ -65,47 +65,33 @@ def directory_login(
     from casemate.core.sso.ldap import DirectoryUnavailable
 
     name = _login_name(username)[:64]
+
+    def failed(reason: str) -> LoginAttempted:
+        return LoginAttempted(
+            actor=name,
+            source=source,
+            outcome="failure",
+            username=name,
+            method="ldap",
+            reason=reason,
+            provider=directory.provider,
+        )
+
     if linked_and_barred(ident, directory.provider, name):
         # no password guessing against the directory through a locked or disabled account
         with ident.db.session() as s:
-            event = LoginAttempted(
-                actor=name,
-                source=source,
-                outcome="failure",
-                username=name,
-                method="ldap",
-                reason="account locked or disabled",
-                provider=directory.provider,
-            )
-            ident._audit(s, event)
+            ident._audit(s, failed("account locked or disabled"))
         raise AuthenticationFailed(GENERIC_FAILURE)
     try:
         ext = directory.authenticate(username, password)
     except DirectoryUnavailable:
         with ident.db.session() as s:
-            event = LoginAttempted(
-                actor=name,
-                source=source,
-                outcome="failure",
-                username=name,
-                method="ldap",
-                reason="directory unavailable",
-                provider=directory.provider,
-            )
-            ident._audit(s, event)
+            ident._audit(s, failed("directory unavailable"))
         raise
     if ext is None:
         with ident.db.session() as s:
-            event = LoginAttempted(
-                actor=name,
-                source=source,
-                outcome="failure",
-                username=name,
-                method="ldap",
-                reason="refused by the directory",
-                provider=directory.provider,
-            )
-            ident._credential_failed(s, event, linked_user(ident, s, directory.provider, name))
+            user = linked_user(ident, s, directory.provider, name)
+            ident._credential_failed(s, failed("refused by the directory"), user)
         raise AuthenticationFailed(GENERIC_FAILURE)
     return external_login(ident, ext, totp_code, source)
 
