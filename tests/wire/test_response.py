@@ -64,3 +64,85 @@ def test_simple_response_and_close() -> None:
     assert out.startswith(b"HTTP/1.1 403 Forbidden\r\n") and b"connection: close" in out
     assert parse(out)[2] == b"{}"
     assert simple_response(403, [], b"{}", head_request=True).endswith(b"\r\n\r\n")
+
+
+# Reading upstream answers -----------------------------------------------------------------------
+
+from casemate.wire.response import ResponseError, ResponseReader  # noqa: E402
+
+
+def read_all(data: bytes, method: str = "GET", *, eof: bool = False) -> tuple[int, bytes, bool]:
+    reader = ResponseReader(method)
+    reader.feed(data)
+    if eof:
+        reader.feed(b"")
+    assert reader.head()
+    body = b""
+    chunks, ended = reader.body()
+    body += b"".join(chunks)
+    return reader.status, body, ended and reader.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("data", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", b"abc"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+         b"abc"),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz", b"z"),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+    ],
+)  # fmt: skip
+def test_response_framings(data: bytes, body: bytes) -> None:
+    status, got, reusable = read_all(data)
+    assert got == body and reusable and status in (200, 204)
+
+
+def test_a_head_answer_has_no_body_and_byte_by_byte_reading_works() -> None:
+    assert read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD")[1:] == (b"", True)
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
+    reader = ResponseReader("GET")
+    body, ended = b"", False
+    for i in range(len(data)):
+        reader.feed(data[i : i + 1])
+        if reader.head():
+            chunks, ended = reader.body()
+            body += b"".join(chunks)
+    assert (body, ended) == (b"abc", True)
+
+
+def test_until_close_bodies_are_not_reused() -> None:
+    status, body, reusable = read_all(b"HTTP/1.1 200 OK\r\n\r\nrest", eof=True)
+    assert (status, body, reusable) == (200, b"rest", False)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\na",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: a\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc",
+    ],
+)
+def test_malformed_answers_are_refused(data: bytes) -> None:
+    reader = ResponseReader("GET")
+    reader.feed(data)
+    with pytest.raises(ResponseError):
+        reader.head()
+        reader.body()
+
+
+def test_an_answer_cut_short_is_refused() -> None:
+    reader = ResponseReader("GET")
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert reader.head()
+    assert reader.body() == ([b"ab"], False)
+    reader.feed(b"")
+    with pytest.raises(ResponseError):
+        reader.body()

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, select
+from sqlalchemy import JSON, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Base, Database
+from casemate.core.db import Base, Database, UtcDateTime
 from casemate.core.identity import Principal
 from casemate.errors import AuthenticationFailed, Denied, InvalidInput, NotFound
 from casemate.events import GenericEvent
@@ -88,11 +88,6 @@ def hash_token(token: str) -> str:
 
 def _new_token(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Casemate stores is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # What a session forwards to ----------------------------------------------------------------------
@@ -400,9 +395,9 @@ class KubeproxyCredential(Base):
     cluster: Mapped[str] = mapped_column(String(63))
     account: Mapped[str] = mapped_column(String(63))
     namespaces: Mapped[list[str]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_by: Mapped[str] = mapped_column(String(200), default="")
 
     __table_args__ = (
@@ -508,7 +503,7 @@ class KubeconfigCredentials:
             row = s.scalars(
                 select(KubeproxyCredential).where(KubeproxyCredential.token_hash == digest)
             ).first()
-            if row is None or row.revoked_at is not None or _utc(row.expires_at) <= now:
+            if row is None or row.revoked_at is not None or row.expires_at <= now:
                 with self._lock:
                     self._cache.pop(digest, None)
                 raise AuthenticationFailed(GENERIC_FAILURE)
@@ -634,7 +629,7 @@ def _grant_of(row: KubeproxyCredential) -> SessionGrant:
         cluster=row.cluster,
         account=row.account,
         namespaces=tuple(row.namespaces or ()),
-        expires_at=_utc(row.expires_at),
+        expires_at=row.expires_at,
     )
 
 
@@ -645,9 +640,9 @@ def _info(row: KubeproxyCredential) -> CredentialInfo:
         cluster=row.cluster,
         account=row.account,
         namespaces=tuple(row.namespaces or ()),
-        created_at=_utc(row.created_at),
-        expires_at=_utc(row.expires_at),
-        revoked_at=None if row.revoked_at is None else _utc(row.revoked_at),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
     )
 
 

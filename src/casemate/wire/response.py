@@ -14,6 +14,7 @@ are the caller's to drop); answers to ``HEAD``, ``1xx``, ``204`` and ``304`` car
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Final
@@ -96,3 +97,207 @@ def simple_response(
     lines.append("\r\n")
     out = "".join(lines).encode("latin-1")
     return out if head_request else out + body
+
+
+# Reading upstream responses -----------------------------------------------------------------
+
+
+class ResponseError(ValueError):
+    """The upstream's answer is malformed (the connection cannot be used any more)."""
+
+
+_MAX_RESPONSE_HEAD: Final = 1024 * 1024
+_NAME: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_MAX_CHUNK_LINE: Final = 4096
+
+
+class ResponseReader:
+    """Sans-io reading of one HTTP/1.1 response at a time (the upstream client's parser).
+
+    ``feed(data)`` adds bytes (``b""``: the server closed); :meth:`head` returns the response
+    head once complete (1xx answers other than ``101`` are skipped), then :meth:`body` the
+    body bytes complete so far and whether the body ended. Framing as RFC 9112 section 6.3:
+    no body for HEAD, 1xx, 204 and 304; ``Transfer-Encoding: chunked`` (trailers are read
+    and dropped); ``Content-Length``; else until the server closes (then the connection is
+    not reused). Refused as malformed: obsolete line folding, a bad status line or header,
+    ``Content-Length`` with ``Transfer-Encoding``, differing or non-digit lengths, another
+    final coding than chunked, bad chunk sizes, a head over 1 MiB.
+    """
+
+    def __init__(self, method: str = "GET") -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self.reset(method)
+
+    def reset(self, method: str) -> None:
+        """Read the answer to the next request (``method``: HEAD answers have no body)."""
+        self._method = method
+        self._head_done = False
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._mode = ""  # "", "none", "length", "chunked", "close"
+        self._left = 0
+        self._chunk_state = "size"  # size, data, crlf, trailers
+        self.done = False
+        self.keep_alive = True
+
+    @property
+    def trailing(self) -> bytes:
+        """Bytes received after the head of a 101 answer, or after a complete response."""
+        return bytes(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def closed(self) -> bool:
+        return self._eof
+
+    def head(self) -> bool:
+        """True once the (final or 101) head is parsed; raises :class:`ResponseError`."""
+        while not self._head_done:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buf) > _MAX_RESPONSE_HEAD:
+                    raise ResponseError("the response head is too large")
+                return False
+            raw = bytes(self._buf[:end])
+            del self._buf[: end + 4]
+            self._parse_head(raw)
+            if 100 <= self.status < 200 and self.status != 101:
+                self.headers = []  # an interim answer: the real one follows
+                continue
+            self._head_done = True
+            self._framing()
+        return True
+
+    def _parse_head(self, raw: bytes) -> None:
+        lines = raw.split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+            raise ResponseError("malformed status line")
+        if len(code) != 3 or not code.isdigit():
+            raise ResponseError("malformed status code")
+        self.status = int(code)
+        self.reason = reason
+        if version == b"HTTP/1.0":
+            self.keep_alive = False
+        headers = self.headers
+        for line in lines[1:]:
+            if not line or line[0] in b" \t" or b"\n" in line or b"\r" in line:
+                raise ResponseError("malformed header line in the response")
+            name, colon, value = line.partition(b":")
+            if not colon or not _NAME.fullmatch(name):
+                raise ResponseError("malformed header field in the response")
+            headers.append((name.lower(), value.strip(b" \t")))
+
+    def _framing(self) -> None:
+        lengths = {v for k, v in self.headers if k == b"content-length"}
+        codings = [v for k, v in self.headers if k == b"transfer-encoding"]
+        for k, v in self.headers:
+            if k == b"connection" and b"close" in v.lower():
+                self.keep_alive = False
+        status = self.status
+        if self._method == "HEAD" or status < 200 or status in (204, 304):
+            self._mode = "none"
+        elif codings:
+            if lengths:
+                raise ResponseError("Content-Length and Transfer-Encoding in one response")
+            last = b",".join(codings).split(b",")[-1].strip().lower()
+            if last != b"chunked":
+                self._mode = "close"
+                self.keep_alive = False
+            else:
+                self._mode = "chunked"
+        elif lengths:
+            if len(lengths) != 1:
+                raise ResponseError("differing Content-Length values in one response")
+            value = lengths.pop()
+            if not value.isdigit() or len(value) > 18:
+                raise ResponseError("malformed Content-Length in the response")
+            self._left = int(value)
+            self._mode = "length"
+        else:
+            self._mode = "close"
+            self.keep_alive = False
+        if self._mode == "none" or (self._mode == "length" and self._left == 0):
+            self.done = status != 101
+
+    def body(self) -> tuple[list[bytes], bool]:
+        """Body bytes complete so far, and whether the body ended."""
+        if self.done or self._mode == "none":
+            return [], True
+        buf = self._buf
+        if self._mode == "length":
+            take = min(self._left, len(buf))
+            out = [bytes(buf[:take])] if take else []
+            del buf[:take]
+            self._left -= take
+            if self._left == 0:
+                self.done = True
+            elif self._eof:
+                raise ResponseError("the server closed the connection inside a response")
+            return out, self.done
+        if self._mode == "close":
+            out = [bytes(buf)] if buf else []
+            buf.clear()
+            self.done = self._eof
+            return out, self.done
+        return self._chunks()
+
+    def _chunks(self) -> tuple[list[bytes], bool]:
+        buf = self._buf
+        out: list[bytes] = []
+        while True:
+            state = self._chunk_state
+            if state == "size":
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > _MAX_CHUNK_LINE:
+                        raise ResponseError("malformed chunk size")
+                    break
+                size_text = bytes(buf[:end]).partition(b";")[0].strip(b" \t")
+                if (
+                    not size_text
+                    or len(size_text) > 16
+                    or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
+                ):
+                    raise ResponseError("malformed chunk size")
+                del buf[: end + 2]
+                self._left = int(size_text, 16)
+                self._chunk_state = "data" if self._left else "trailers"
+            elif state == "data":
+                if not buf:
+                    break
+                take = min(self._left, len(buf))
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._left -= take
+                if self._left:
+                    break
+                self._chunk_state = "crlf"
+            elif state == "crlf":
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ResponseError("malformed chunk end")
+                del buf[:2]
+                self._chunk_state = "size"
+            else:  # trailers, up to an empty line
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > _MAX_RESPONSE_HEAD:
+                        raise ResponseError("the response trailers are too large")
+                    break
+                del buf[: end + 2]
+                if end == 0:
+                    self.done = True
+                    return out, True
+        if self._eof:
+            raise ResponseError("the server closed the connection inside a response")
+        return out, False

@@ -1,6 +1,7 @@
 """The one small upstream HTTP/1.1 client with a pool, used by both proxies.
 
-h11 over asyncio streams; a :data:`Connector` opens the transport, so the same client talks
+A small parser of its own (:class:`~casemate.wire.response.ResponseReader`, sans-io) over
+asyncio streams; a :data:`Connector` opens the transport, so the same client talks
 to an apiserver over TLS (:func:`tcp_connector`) and to dockerd over its Unix socket
 (:func:`unix_connector`). A :class:`Pool` keeps the idle connections of one destination
 (most recently used first, closed after ``idle_timeout`` seconds); :class:`Pools` keeps one
@@ -9,8 +10,9 @@ pool per key (least recently used idle pools are dropped).
 Why not httpx here: measured in the Kubernetes proxy, httpx's per-request overhead (about
 1 ms of CPU) and its pool's scan of every connection on every request (about 5 ms per request
 at 50 concurrent connections) cost more than the whole latency budget; this client needs
-about 0.3 ms. (``casemate.k8s.client`` keeps httpx: it makes a few control-plane calls per
-command, where that cost does not matter and its JSON and TLS conveniences do.)
+a fraction of that (h11 was used here first; see ``bench/kubeproxy.py`` for the figures).
+``casemate.k8s.client`` keeps httpx: it makes a few control-plane calls per command, where that
+cost does not matter and its JSON, TLS and error conveniences do.
 
 Relaying a response (what the proxies do)::
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections import OrderedDict
@@ -45,7 +48,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import h11
+from casemate.wire.response import ResponseError, ResponseReader
 
 __all__ = [
     "Connection",
@@ -135,19 +138,22 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=2**20)
+        self._response = ResponseReader()
+        self._sent = False
+        self._answered = False
         self.idle_since = 0.0
         self.reused = False
 
     @property
     def exchange_done(self) -> bool:
         """The request was sent and its whole answer read: the connection may be reused."""
-        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        response = self._response
+        return self._sent and response.done and response.keep_alive and not response.trailing
 
     @property
     def trailing(self) -> bytes:
         """Bytes received after the response head of an upgrade (the new protocol's)."""
-        return bytes(self._h11.trailing_data[0])
+        return self._response.trailing
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -157,77 +163,51 @@ class Connection:
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
 
-    def _encode(self, method: str, target: str, headers: Headers, body: bytes) -> bytes:
-        try:
-            data = self._h11.send(h11.Request(method=method, target=target, headers=list(headers)))
-            if body:
-                data = (data or b"") + (self._h11.send(h11.Data(data=body)) or b"")
-            return (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as e:
-            raise UpstreamFailed(f"the request cannot be sent: {e}") from None
+    def _start(self, method: str, target: str, headers: Headers, body: bytes) -> None:
+        self._response.reset(method)
+        self._sent = True
+        self.writer.write(encode_request(method, target, headers, body))
 
     async def send(
         self, method: str, target: str, headers: Headers, body: bytes = b"", *, timeout: float
     ) -> ResponseHead:
-        """Send one request (framed with ``Content-Length`` when the headers say so) and read
-        the response head (1xx answers are skipped)."""
-        self.writer.write(self._encode(method, target, headers, body))
-        try:
-            async with asyncio.timeout(timeout):
-                await self.writer.drain()
-                while True:
-                    event = await self._next_event(fresh=True)
-                    if isinstance(event, h11.Response):
-                        return _head(event)
-                    if not isinstance(event, h11.InformationalResponse):
-                        raise UpstreamFailed("the server closed the connection")
-        except TimeoutError:
-            raise UpstreamFailed("the server did not answer in time") from None
-        except OSError as e:
-            raise UpstreamFailed(
-                f"{type(e).__name__}: {e}", unanswered=self.reused and not self._answered
-            ) from None
+        """Send one request (a ``Content-Length`` is added for a body without one) and read
+        the response head (1xx answers other than 101 are skipped)."""
+        self._start(method, target, headers, body)
+        return await self._read_head(timeout, fresh=True)
 
     async def start_upgrade(
         self, method: str, target: str, headers: Headers, *, timeout: float
     ) -> ResponseHead:
         """Send an upgrade request; the head of ``101`` (then :attr:`trailing` holds the
         first bytes of the new protocol) or of the final answer when not upgraded."""
-        self.writer.write(self._encode(method, target, headers, b""))
+        self._start(method, target, headers, b"")
+        return await self._read_head(timeout, fresh=False)
+
+    async def _read_head(self, timeout: float, *, fresh: bool) -> ResponseHead:
+        response = self._response
         try:
             async with asyncio.timeout(timeout):
                 await self.writer.drain()
-                while True:
-                    event = await self._next_event(fresh=False)
-                    if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                        return _head(event)
-                    if isinstance(event, h11.Response):
-                        return _head(event)
-                    if isinstance(event, h11.ConnectionClosed):
-                        raise UpstreamFailed("the server closed the connection")
+                while not response.head():
+                    data = await self.reader.read(READ_SIZE)
+                    if not data:
+                        raise UpstreamFailed(
+                            "the server closed the connection",
+                            unanswered=fresh and self.reused and not self._answered,
+                        )
+                    self._answered = True
+                    response.feed(data)
         except TimeoutError:
             raise UpstreamFailed("the server did not answer in time") from None
+        except ResponseError as e:
+            raise UpstreamFailed(f"the server's answer is malformed: {e}") from None
         except OSError as e:
-            raise UpstreamFailed(f"{type(e).__name__}: {e}") from None
-
-    _answered = False
-
-    async def _next_event(self, *, fresh: bool) -> object:
-        while True:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as e:
-                raise UpstreamFailed(f"the server's answer is malformed: {e}") from None
-            if event is h11.NEED_DATA:
-                data = await self.reader.read(READ_SIZE)
-                if not data and fresh and not self._answered:
-                    raise UpstreamFailed("the server closed the connection", unanswered=self.reused)
-                self._answered = True
-                self._h11.receive_data(data)
-                continue
-            if event is h11.PAUSED:
-                raise UpstreamFailed("the server's answer is malformed: unexpected pause")
-            return event
+            raise UpstreamFailed(
+                f"{type(e).__name__}: {e}",
+                unanswered=fresh and self.reused and not self._answered,
+            ) from None
+        return ResponseHead(response.status, tuple(response.headers), response.reason)
 
     async def read_body(self, timeout: float | None) -> tuple[list[bytes], bool]:
         """The body bytes one read of the socket completed, and whether the body ended.
@@ -235,40 +215,50 @@ class Connection:
         Callers write what they got before calling again: the proxies relay each part as
         soon as waiting would otherwise begin (a small answer is one write, a watch event
         goes out when it is complete)."""
-        chunks: list[bytes] = []
-        conn = self._h11
+        response = self._response
         try:
             while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    if chunks:
-                        return chunks, False
-                    async with asyncio.timeout(timeout):
-                        data = await self.reader.read(READ_SIZE)
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    return chunks, True
-                else:
-                    raise UpstreamFailed("the server closed the connection mid-response")
-        except h11.RemoteProtocolError as e:
+                chunks, ended = response.body()
+                if chunks or ended:
+                    return chunks, ended
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
+                response.feed(data)
+        except ResponseError as e:
             raise UpstreamFailed(f"the server's answer is malformed: {e}") from None
         except TimeoutError:
             raise UpstreamFailed("the server's answer did not arrive in time") from None
+        except OSError as e:
+            raise UpstreamFailed(f"{type(e).__name__}: {e}") from None
 
     def _ready_for_next(self) -> None:
-        self._h11.start_next_cycle()
+        self._sent = False
         self._answered = False
         self.reused = False
 
 
-def _head(event: h11.Response | h11.InformationalResponse) -> ResponseHead:
-    return ResponseHead(
-        status=event.status_code,
-        headers=tuple((bytes(k), bytes(v)) for k, v in event.headers),
-        reason=bytes(event.reason),
-    )
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def encode_request(method: str, target: str, headers: Headers, body: bytes) -> bytes:
+    """A request's bytes. The method, target and header names and values are checked, so
+    no CR, LF or NUL reaches the upstream whatever a caller passes."""
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise UpstreamFailed("the request cannot be sent: malformed method or target")
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    has_length = False
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise UpstreamFailed(f"the request cannot be sent: malformed header {name[:40]!r}")
+        if name == "content-length" or name.lower() == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}\r\n")
+    if body and not has_length:
+        lines.append(f"content-length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1") + body
 
 
 class Pool:
