@@ -906,6 +906,7 @@ async def test_audit_failure_refuses(unit: Unit, monkeypatch: pytest.MonkeyPatch
         raise OSError("disk full")
 
     monkeypatch.setattr(unit.rt.audit, "append", broken)
+    monkeypatch.setattr(unit.rt.audit, "append_many", broken)
     resp = await unit.exchange(PING)
     assert resp.status == 503 and "audit record cannot be written" in resp.message
     assert unit.docker.seen == []

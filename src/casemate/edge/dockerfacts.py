@@ -1,6 +1,8 @@
 """What the edge proxy asks dockerd before it decides (image, container, volume and network
-inspects), and the tag check after a pull by digest. Each look-up is one short request on its
-own connection to dockerd's socket; failures are :class:`~casemate.errors.UpstreamError`."""
+inspects), and the tag check after a pull by digest. The look-ups share a few kept-alive
+connections to dockerd's socket (the wire layer's :class:`~casemate.wire.upstream.Pool`); a
+forwarded call gets a connection of its own (:meth:`DockerLookups.connect`). Failures are
+:class:`~casemate.errors.UpstreamError`."""
 
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-import h11
-
 from casemate.edge.decide import (
     NetworkInfo,
 )
@@ -23,6 +23,7 @@ from casemate.edge.imagetrust import InspectedImage
 from casemate.edge.mounts import ContainerMounts, container_mounts, volume_names
 from casemate.errors import CasemateError, UpstreamError
 from casemate.risks.imageref import InvalidImageReference, parse_image_ref
+from casemate.wire.upstream import Pool, UpstreamFailed, unix_connector
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,16 @@ def _json_answer(body: bytes, what: str) -> object:
 class DockerLookups:
     """Short requests to dockerd's socket (``docker`` path, ``connect_timeout`` seconds)."""
 
-    def __init__(self, docker: Path, connect_timeout: float) -> None:
+    def __init__(self, docker: Path, connect_timeout: float, request_timeout: float = 30.0) -> None:
         self.docker = docker
         self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._pool = Pool(
+            unix_connector(str(docker), limit=READ_SIZE),
+            connect_timeout=connect_timeout,
+            idle_timeout=30.0,
+            max_idle=8,
+        )
 
     async def inspect_image(self, reference: str) -> InspectedImage | None:
         """``GET /images/{ref}/json`` on dockerd; ``None`` if it has no such image."""
@@ -131,35 +139,23 @@ class DockerLookups:
         )
 
     async def request(self, target: str, method: str = "GET") -> tuple[int, bytes]:
-        up_r, up_w = await self.connect()
+        """One short request on a kept-alive connection (:class:`~casemate.wire.upstream.Pool`);
+        dockerd's status and body."""
         try:
-            conn = h11.Connection(h11.CLIENT)
-            request = h11.Request(
-                method=method, target=target, headers=[("Host", "docker"), ("Connection", "close")]
+            response = await self._pool.request(
+                method,
+                target,
+                [("Host", "docker")],
+                timeout=self.request_timeout,
+                max_body=MAX_INSPECT_BYTES,
             )
-            up_w.write(conn.send(request) or b"")
-            conn.send(h11.EndOfMessage())
-            await up_w.drain()
-            status = 0
-            body = bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await up_r.read(READ_SIZE))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_INSPECT_BYTES:
-                        raise UpstreamError("dockerd's answer is too large")
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    return status, bytes(body)
-        except h11.ProtocolError as e:
-            raise UpstreamError(f"dockerd's answer is malformed: {e}") from e
-        except OSError as e:
-            raise UpstreamError(f"dockerd connection failed: {describe_os_error(e)}") from e
-        finally:
-            await close_writer(up_w)
+        except UpstreamFailed as e:
+            raise UpstreamError(f"dockerd look-up failed: {e}") from e
+        return response.status, response.body
+
+    def close(self) -> None:
+        """Close the idle look-up connections."""
+        self._pool.close()
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:

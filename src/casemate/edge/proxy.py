@@ -85,7 +85,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from casemate.core.audit import AuditBacklog, AuditEntry, AuditLog
+from casemate.core.audit import AuditBacklog, AuditEntry, AuditLog, AuditWriter
 from casemate.core.identity import Identity
 from casemate.edge.auditing import (
     audit_failure_cause,
@@ -144,6 +144,8 @@ class EdgeProxy:
         self.audit = audit
         self.backlog = backlog if backlog is not None else AuditBacklog(audit)
         """Outcome records that could not be written yet (written when the log is back)."""
+        self.writer = AuditWriter(audit, backlog=self.backlog)
+        """Group commit of the decision and outcome records."""
         self._snapshot = ProxySnapshot()
         self.docker = DockerLookups(config.docker, config.connect_timeout)
         """Look-ups on dockerd (inspects, the tag check after a pull)."""
@@ -229,6 +231,8 @@ class EdgeProxy:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.lstat(self.config.listen).st_mode):
                     os.unlink(self.config.listen)
+        await self.writer.close()
+        self.docker.close()
         await asyncio.to_thread(self.backlog.close)
 
     async def serve_forever(self) -> None:
@@ -280,6 +284,7 @@ class EdgeProxy:
     @config.setter
     def config(self, config: ProxyConfig) -> None:
         self.authorizer.config = config
+        self.docker.close()
         self.docker = DockerLookups(config.docker, config.connect_timeout)
         self.authorizer.docker = self.docker
 
@@ -318,15 +323,16 @@ class EdgeProxy:
     # Audit -------------------------------------------------------------------------------------
 
     async def record(self, event: Event) -> AuditEntry:
-        """Commit the audit record (raises if it cannot be written)."""
-        entry = await asyncio.to_thread(self.audit.append, event)
+        """Commit the audit record (raises if it cannot be written). Records of concurrent
+        calls share one transaction (:class:`~casemate.core.audit.AuditWriter`)."""
+        entry = await self.writer.record(event)
         self.decisions += 1
         return entry
 
     async def record_outcome(self, event: DockerCallFinished) -> None:
         """Commit a call's outcome; one that cannot be written now is kept by the backlog and
         written when the audit log is back. Finishes even when the caller is cancelled."""
-        write = asyncio.ensure_future(asyncio.to_thread(self.audit.append, event))
+        write = asyncio.ensure_future(self.writer.record(event))
 
         def written(done: asyncio.Future[AuditEntry]) -> None:
             error = None if done.cancelled() else done.exception()
