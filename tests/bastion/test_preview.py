@@ -11,7 +11,8 @@ import pytest
 
 from casemate.bastion.kubectl import parse_command, preview_argv
 from casemate.bastion.models import ReviewTicket
-from casemate.bastion.review import ReviewService, redact_preview
+from casemate.bastion.previewmask import redact_preview
+from casemate.bastion.review import ReviewService
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from casemate.bastion.review import (
+from casemate.bastion.review import ReviewService
+from casemate.bastion.tickets import (
     AUDIT_PREVIEW_CHARS,
     MAX_PREVIEW_BYTES,
-    ReviewService,
     Ticket,
     TicketState,
     check_approval,

@@ -40,29 +40,41 @@ consumed, refused). Events carry the command display and the first
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
-import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, Final, cast
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
 
-import yaml
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from casemate.bastion.models import ReviewTicket
-from casemate.core.audit import AuditLog, canonical_json
+from casemate.bastion.previewmask import decode_preview, encode_preview, redact_preview
+from casemate.bastion.tickets import (
+    AUDIT_PREVIEW_CHARS,
+    HASH_RE,
+    MAX_COMMAND_CHARS,
+    MAX_LIST,
+    MAX_PREVIEW_BYTES,
+    MAX_TTL,
+    SELF_APPROVAL_SETTING,
+    SYSTEM,
+    PreviewValue,
+    Ticket,
+    TicketState,
+    check_approval,
+    check_cancel,
+    check_denial,
+    command_hash,
+    release_refusal,
+)
+from casemate.core.audit import AuditLog
 from casemate.core.db import Database, as_utc
-from casemate.core.identity import Principal, Role, Scope
+from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime
-from casemate.errors import CasemateError, Conflict, Denied, InvalidInput, NotFound
+from casemate.errors import CasemateError, InvalidInput, NotFound
 from casemate.events import Event, ReviewDecided, ReviewRequested
 
 __all__ = [
@@ -78,192 +90,9 @@ __all__ = [
     "check_cancel",
     "check_denial",
     "command_hash",
+    "redact_preview",
     "release_refusal",
 ]
-
-#: Previews larger than this (UTF-8 of the text or canonical JSON) are kept truncated, as text.
-MAX_PREVIEW_BYTES: Final = 1024 * 1024
-#: How much of the preview goes into the audit record.
-AUDIT_PREVIEW_CHARS: Final = 4096
-#: The longest a ticket may live.
-MAX_TTL: Final = timedelta(days=7)
-MAX_COMMAND_CHARS: Final = 16 * 1024
-MAX_LIST: Final = 1000
-
-#: The setting that lets admins approve their own commands (audited as ``self_approved``).
-SELF_APPROVAL_SETTING: Final = "review_admin_self_approval"
-
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
-_SYSTEM = "system"
-
-PreviewValue = str | dict[str, Any] | list[Any]
-
-
-class TicketState(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DENIED = "denied"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    CONSUMED = "consumed"
-
-    @property
-    def open(self) -> bool:
-        """Whether the ticket can still change (and therefore expire)."""
-        return self in (TicketState.PENDING, TicketState.APPROVED)
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """A held command. ``preview`` is None when none was given or when it was not loaded
-    (listings); ``has_preview`` tells which."""
-
-    id: int
-    state: TicketState
-    user: str
-    command_hash: str
-    command_display: str
-    cluster: str
-    account: str
-    namespace: str
-    rule_id: str
-    reason: str
-    created_at: datetime
-    expires_at: datetime
-    preview: PreviewValue | None = None
-    preview_format: str = "none"  # none, text, json
-    preview_sha256: str = ""
-    decided_at: datetime | None = None
-    decided_by: str = ""
-    decision_note: str = ""
-    self_approved: bool = False
-    consumed_at: datetime | None = None
-
-    @property
-    def has_preview(self) -> bool:
-        return self.preview_format != "none"
-
-    def state_at(self, now: datetime) -> TicketState:
-        """The state at ``now``: an open ticket past its expiry is expired."""
-        if self.state.open and as_utc(now) >= self.expires_at:
-            return TicketState.EXPIRED
-        return self.state
-
-    @property
-    def waiting_message(self) -> str:
-        """What the user sees while the command is held."""
-        return f"waiting for approval (ticket {self.id})"
-
-    def preview_text(self) -> str:
-        """The preview for display: text as is, JSON indented, empty when there is none."""
-        if self.preview is None:
-            return ""
-        if isinstance(self.preview, str):
-            return self.preview
-        return json.dumps(self.preview, indent=2, ensure_ascii=False, sort_keys=True)
-
-
-# Pure rules -------------------------------------------------------------------------------
-
-
-def command_hash(
-    argv: Sequence[str],
-    *,
-    cluster: str,
-    account: str,
-    namespace: str,
-    user: str,
-    workspace_files: Mapping[str, str] | None = None,
-    filters: Sequence[Sequence[str]] = (),
-) -> str:
-    """SHA-256 (hex) of the canonical command a ticket is bound to.
-
-    The canonical form is the canonical JSON (sorted keys, no whitespace, UTF-8) of::
-
-        {"v": 1, "argv": [...], "filters": [[...], ...], "cluster": ..., "account": ...,
-         "namespace": ..., "user": ..., "files": {"<workspace path>": "<sha256 hex>", ...}}
-
-    ``namespace`` is the effective namespace (the ``-n`` value or the session's default);
-    ``workspace_files`` maps every workspace file the command reads (``-f``, ``-k``, charts) to
-    the digest of its content, so editing a manifest after approval voids the approval.
-    """
-    doc = {
-        "v": 1,
-        "argv": [str(a) for a in argv],
-        "filters": [[str(a) for a in stage] for stage in filters],
-        "cluster": cluster,
-        "account": account,
-        "namespace": namespace,
-        "user": user,
-        "files": {str(k): str(v) for k, v in (workspace_files or {}).items()},
-    }
-    return hashlib.sha256(canonical_json(doc).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _is_approver(principal: Principal) -> bool:
-    return principal.has_role(Role.APPROVER) and principal.allows(Scope.WRITE)
-
-
-def _not_pending(ticket: Ticket, now: datetime) -> Conflict:
-    state = ticket.state_at(now)
-    return Conflict(f"ticket {ticket.id} is not awaiting approval ({state.value})")
-
-
-def check_approval(
-    ticket: Ticket, approver: Principal, now: datetime, *, allow_admin_self_approval: bool
-) -> bool:
-    """Whether ``approver`` may approve ``ticket`` at ``now``; returns True for an admin
-    self-approval (allowed only with ``allow_admin_self_approval``). Raises ``Denied`` or
-    ``Conflict``."""
-    if not _is_approver(approver):
-        raise Denied("approving a held command needs the approver role")
-    if ticket.state_at(now) is not TicketState.PENDING:
-        raise _not_pending(ticket, now)
-    if approver.username == ticket.user:
-        if allow_admin_self_approval and approver.is_admin:
-            return True
-        raise Denied("four-eyes rule: you cannot approve your own command")
-    return False
-
-
-def check_denial(ticket: Ticket, by: Principal, now: datetime) -> None:
-    """Whether ``by`` may deny ``ticket`` at ``now``; raises ``Denied`` or ``Conflict``."""
-    if not _is_approver(by):
-        raise Denied("denying a held command needs the approver role")
-    if ticket.state_at(now) is not TicketState.PENDING:
-        raise _not_pending(ticket, now)
-
-
-def check_cancel(ticket: Ticket, user: str, now: datetime) -> None:
-    """Whether ``user`` may withdraw ``ticket``: only the requester, only while pending."""
-    if user != ticket.user:
-        raise Denied("only the user who ran the command can cancel its ticket")
-    if ticket.state_at(now) is not TicketState.PENDING:
-        raise _not_pending(ticket, now)
-
-
-def release_refusal(
-    ticket: Ticket | None, command_hash: str, user: str, now: datetime
-) -> str | None:
-    """Why ``user`` may not run the command hashed ``command_hash`` on ``ticket`` now, or None
-    if it may (exactly the approved command, by its requester, approved, unused, unexpired)."""
-    if ticket is None:
-        return "there is no such ticket"
-    if not hmac.compare_digest(user.encode(), ticket.user.encode()):
-        return "the ticket belongs to another user"
-    if not hmac.compare_digest(command_hash.encode(), ticket.command_hash.encode()):
-        return "the command differs from the one submitted for review"
-    state = ticket.state_at(now)
-    if state is TicketState.APPROVED:
-        return None
-    return {
-        TicketState.PENDING: "the command has not been approved",
-        TicketState.DENIED: "the command was denied",
-        TicketState.CANCELLED: "the ticket was cancelled",
-        TicketState.EXPIRED: "the ticket has expired",
-        TicketState.CONSUMED: "the approval was already used",
-    }[state]
-
 
 # Validation helpers -----------------------------------------------------------------------
 
@@ -286,97 +115,6 @@ def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
     return value
 
 
-SECRET_MASK: Final = "<redacted>"
-_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
-_WITHHELD: Final = "(preview withheld: it may hold Secret data, which is never shown)"
-_SECRET_WORDS: Final = re.compile(r"secret", re.IGNORECASE)
-
-
-def _mask_secret(doc: object, *, everywhere: bool) -> object:
-    """``doc`` with the values of Secret ``data``/``stringData`` masked (of objects of kind
-    Secret, or of every mapping when ``everywhere``: a patch carries no kind), JSON patch
-    operations on ``/data`` and ``/stringData`` masked, and kubectl's last-applied
-    annotation (a copy of the data) masked."""
-    if isinstance(doc, list):
-        out_list: list[Any] = []
-        for item in doc:
-            if (
-                everywhere
-                and isinstance(item, dict)
-                and isinstance(item.get("path"), str)
-                and item["path"].startswith(("/data", "/stringData", "/metadata/annotations"))
-                and "value" in item
-            ):
-                item = {**item, "value": SECRET_MASK}
-            out_list.append(_mask_secret(item, everywhere=everywhere))
-        return out_list
-    if not isinstance(doc, dict):
-        return doc
-    secret = everywhere or doc.get("kind") == "Secret"
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        if secret and key in ("data", "stringData") and isinstance(value, dict):
-            out[key] = dict.fromkeys(value, SECRET_MASK)
-        elif key == "annotations" and isinstance(value, dict) and _LAST_APPLIED in value:
-            out[key] = {**value, _LAST_APPLIED: SECRET_MASK}
-        else:
-            out[key] = _mask_secret(value, everywhere=everywhere)
-    return out
-
-
-def redact_preview(command: str, preview: PreviewValue | None) -> PreviewValue | None:
-    """A preview as a ticket may show it: Secret data masked exactly as command output is
-    (:func:`_mask_secret`). JSON and YAML previews are parsed and masked; a text preview
-    that mentions Secrets and cannot be parsed is withheld altogether."""
-    if preview is None or not isinstance(preview, str | dict | list):
-        return preview  # refused by _encode_preview
-    about_secrets = bool(_SECRET_WORDS.search(command))
-    if isinstance(preview, dict | list):
-        return cast(PreviewValue, _mask_secret(preview, everywhere=about_secrets))
-    mentions = about_secrets or bool(_SECRET_WORDS.search(preview))
-    if not mentions and _LAST_APPLIED not in preview:
-        return preview
-    try:
-        docs = list(yaml.safe_load_all(preview))
-    except yaml.YAMLError:
-        return _WITHHELD
-    if not docs or not all(isinstance(d, dict | list) for d in docs):
-        return _WITHHELD if mentions else preview
-    masked = [_mask_secret(d, everywhere=about_secrets) for d in docs]
-    return yaml.safe_dump_all(masked, sort_keys=False, allow_unicode=True)
-
-
-def _encode_preview(preview: PreviewValue | None) -> tuple[str, str, str]:
-    """(format, stored text, sha256 of the full preview)."""
-    if preview is None:
-        return "none", "", ""
-    if isinstance(preview, str):
-        fmt, text = "text", preview
-    elif isinstance(preview, dict | list):
-        try:
-            fmt, text = "json", canonical_json(preview)
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"the preview is not JSON-serialisable: {e}") from None
-    else:
-        raise InvalidInput("the preview must be text or JSON (an object or an array)")
-    data = text.encode("utf-8", "surrogatepass")
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) > MAX_PREVIEW_BYTES:
-        cut = data[:MAX_PREVIEW_BYTES].decode("utf-8", "ignore")
-        note = f"\n… preview truncated: {len(data)} bytes, sha256 {digest}\n"
-        return "text", cut + note, digest
-    return fmt, text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), digest
-
-
-def _decode_preview(fmt: str, text: str) -> PreviewValue | None:
-    if fmt == "json":
-        value: PreviewValue = json.loads(text)
-        return value
-    if fmt == "text":
-        return text
-    return None
-
-
 def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
     return Ticket(
         id=row.id,
@@ -393,7 +131,7 @@ def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
         expires_at=row.expires_at,
         # masked again when read: tickets stored before previews were masked show no data
         preview=(
-            redact_preview(row.command_display, _decode_preview(row.preview_format, row.preview))
+            redact_preview(row.command_display, decode_preview(row.preview_format, row.preview))
             if with_preview
             else None
         ),
@@ -463,7 +201,7 @@ class ReviewService:
         """Hold a command for review; the returned ticket is pending (and audited)."""
         current = self._now(now)
         _label(user, "the user", 64, required=True)
-        if not isinstance(command_hash, str) or not _HASH_RE.fullmatch(command_hash):
+        if not isinstance(command_hash, str) or not HASH_RE.fullmatch(command_hash):
             raise InvalidInput("the command hash must be 64 lowercase hex digits (SHA-256)")
         _label(command_display, "the command", MAX_COMMAND_CHARS, required=True)
         _label(cluster, "the cluster", 200)
@@ -477,7 +215,7 @@ class ReviewService:
         if expires - current > MAX_TTL:
             raise InvalidInput(f"a ticket lives at most {MAX_TTL.days} days")
         preview = redact_preview(command_display, preview)
-        fmt, text, digest = _encode_preview(preview)
+        fmt, text, digest = encode_preview(preview)
         with self.db.session() as s:
             row = ReviewTicket(
                 state=TicketState.PENDING.value,
@@ -752,10 +490,10 @@ class ReviewService:
         row.state = TicketState.EXPIRED.value
         row.decided_at = row.decided_at or now
         if not row.decided_by:
-            row.decided_by = _SYSTEM
+            row.decided_by = SYSTEM
         ticket = _ticket(row, with_preview=False)
         self._audit(
-            s, _decided(ticket, "expired", actor=_SYSTEM, source="", reason="approval timed out")
+            s, _decided(ticket, "expired", actor=SYSTEM, source="", reason="approval timed out")
         )
         return ticket
 
