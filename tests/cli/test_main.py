@@ -74,3 +74,31 @@ def test_help_and_client_commands_load_no_server_code(tmp_path: Path) -> None:
     assert r.returncode == 0 and "List users" in r.stdout
     r = run_cli("no-such-command", data_dir=tmp_path)
     assert r.returncode == 2 and "No such command" in r.stderr
+
+
+def test_first_hour_messages_are_one_line(tmp_path: Path) -> None:
+    r = run_cli("serve", "--listen", "127.0.0.1:99999", data_dir=tmp_path / "d")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "port 99999 is out of range (0 to 65535)" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = run_cli("serve", data_dir=blocker / "data")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot create the data directory {blocker / 'data'}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_audit_search_takes_kind_as_the_records_call_it(tmp_path: Path) -> None:
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import load_settings
+
+    data = tmp_path / "data"
+    settings = load_settings(data_dir=data, admin_password="correct-horse-battery-staple-42")
+    rt = open_runtime(settings, create=True)
+    rt.identity.ensure_first_admin(settings)
+    rt.close()
+    r = run_cli("audit", "search", "--kind", "identity.*", "--json", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    assert '"kind": "identity.user"' in r.stdout or '"kind":"identity.user"' in r.stdout, r.stdout
+    r2 = run_cli("audit", "search", "--type", "identity.*", "--json", data_dir=data)
+    assert r2.stdout == r.stdout

@@ -177,7 +177,11 @@ def search(
     ] = None,
     event_type: Annotated[
         str | None,
-        typer.Option("--type", help="Only this event type; a trailing * matches a prefix."),
+        typer.Option(
+            "--kind",
+            "--type",
+            help="Only this kind (the records' 'kind'); a trailing * matches a prefix.",
+        ),
     ] = None,
     outcome: Annotated[str | None, typer.Option(help="Only this outcome.")] = None,
     text: Annotated[

@@ -44,7 +44,12 @@ def open_runtime(settings: Settings, *, create: bool = True) -> Runtime:
     if not data_dir.exists():
         if not create:
             raise ConfigError(f"data directory {data_dir} does not exist (use --data-dir)")
-        data_dir.mkdir(parents=True, mode=0o700)
+        try:
+            data_dir.mkdir(parents=True, mode=0o700)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create the data directory {data_dir}: {e.strerror}"
+            ) from None
     elif not data_dir.is_dir():
         raise ConfigError(f"{data_dir} is not a directory")
     if not create and settings.database_url is None and not (data_dir / "casemate.db").exists():

@@ -183,8 +183,10 @@ def _url_password(url: str) -> str:
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to a tuple; raises ``ValueError``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not 0 <= int(port) < 65536:
+        raise ValueError(f"port {port} is out of range (0 to 65535) in {value!r}")
     return host.strip("[]"), int(port)
 
 
