@@ -97,6 +97,8 @@ class Scanner:
     def __init__(self, rules: Sequence[Rule] = ALL_RULES, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._object_rules = tuple(r for r in rules if r.scope == "object")
+        # objects without a pod spec (Services, Roles, ConfigMaps...) skip the pod-only rules
+        self._podless_rules = tuple(r for r in self._object_rules if not r.pods_only)
         self._namespace_rules = tuple(r for r in rules if r.scope == "namespace")
         self._index = NamespaceIndex()
         self.objects = 0
@@ -105,14 +107,14 @@ class Scanner:
         self.objects += 1
         out: list[Finding] = []
         ident = _ident(subject)
-        for rule in self._object_rules:
+        for rule in self._object_rules if subject.pods else self._podless_rules:
             try:
                 hits = list(rule.check(subject, self.settings))
             except (TypeError, ValueError, AttributeError, KeyError):
                 out.append(_unchecked(rule, subject))
                 continue
-            for hit in hits:  # most rules find nothing: no generator, no extend
-                out.append(_finding(rule, hit, subject, ident))
+            if hits:  # most rules find nothing: no list, no extend
+                out.extend([_finding(rule, hit, subject, ident) for hit in hits])
         if self._namespace_rules:
             self._index.add(subject)
         return out

@@ -57,6 +57,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             return tag
         return super().resolve(kind, value, implicit)
 
+
 #: Built-in kinds (and Casemate-known ones) whose objects are checked; others are reported.
 KNOWN_KINDS: Final = frozenset(
     {

@@ -172,6 +172,8 @@ class Rule:
     scope: Scope = "object"
     pss: Literal["baseline", "restricted"] | None = None
     controls: tuple[str, ...] = ()
+    #: the rule reads only pod specs: objects without one are not offered to it
+    pods_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from casemate.posture.podview import ContainerView, PodView, mapping, seq
 from casemate.posture.rules import pss_versions as V
 from casemate.posture.rules.registry import Family
 
-FAMILY = Family("escape")
+FAMILY = Family("escape", pods_only=True)  # every rule reads subject.pods only
 rule = FAMILY.rule
 
 HIGH, MEDIUM, LOW, CRITICAL = Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.CRITICAL

@@ -17,7 +17,7 @@ from casemate.posture.podview import ContainerView
 from casemate.posture.rules.registry import Family
 from casemate.risks.imageref import DEFAULT_DOMAIN, InvalidImageReference, parse_image_ref
 
-FAMILY = Family("images")
+FAMILY = Family("images", pods_only=True)  # every rule reads subject.pods only
 rule = FAMILY.rule
 
 

@@ -15,8 +15,9 @@ F = TypeVar("F", bound=Callable[[Any, Settings], Iterable[Hit]])
 class Family:
     """The rules of one family, in definition order; ids must start with ``<family>.``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, pods_only: bool = False) -> None:
         self.name = name
+        self.pods_only = pods_only  # every rule of the family reads only pod specs
         self.rules: list[Rule] = []
 
     def rule(
@@ -47,6 +48,7 @@ class Family:
                     scope=scope,
                     pss=pss,
                     controls=controls,
+                    pods_only=self.pods_only,
                 )
             )
             return check
