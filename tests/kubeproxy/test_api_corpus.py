@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from casemate.kubeproxy.classify import classify, with_body
+from casemate.kubeproxy.body import with_body
+from casemate.kubeproxy.classify import classify
 from casemate.kubeproxy.rules import ApiAction, SessionGrant, decide
 
 CORPUS: list[dict[str, Any]] = yaml.safe_load(

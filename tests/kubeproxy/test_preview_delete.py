@@ -1,6 +1,6 @@
 """A DELETE's options come from its body when it has one: the apiserver then ignores the
 query, so ``?dryRun=All`` with a body whose ``DeleteOptions`` say otherwise is a real delete.
-The proxy judges ``dry_run`` the same way (classify.with_body), so a review preview's
+The proxy judges ``dry_run`` the same way (body.with_body), so a review preview's
 dry-run-only credential cannot delete through that door, on the real cluster."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from casemate.k8s.client import Credential
-from casemate.kubeproxy.classify import classify, with_body
+from casemate.kubeproxy.body import with_body
+from casemate.kubeproxy.classify import classify
 from casemate.kubeproxy.rules import ApiAction, SessionGrant, decide
 from casemate.kubeproxy.sessions import Upstream
 from tests.kubeproxy.test_proxy import (  # noqa: F401  (fixtures)

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from casemate.errors import InvalidInput, PolicyError
-from casemate.kubeproxy.classify import classify, with_body
+from casemate.kubeproxy.body import with_body
+from casemate.kubeproxy.classify import classify
+from casemate.kubeproxy.rulefile import DEFAULT_RULES_YAML
 from casemate.kubeproxy.rules import (
-    DEFAULT_RULES_YAML,
     GRANT_ALL_NAMESPACES,
     GRANT_NAMESPACE,
     ApiAction,

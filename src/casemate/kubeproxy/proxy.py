@@ -86,7 +86,8 @@ from typing import Final
 
 from casemate.core.audit import AuditSink, AuditWriter
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
-from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify, with_body
+from casemate.kubeproxy.body import with_body
+from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify
 from casemate.kubeproxy.incoming import (
     ClientConnection,
     Incoming,
