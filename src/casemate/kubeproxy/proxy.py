@@ -105,6 +105,7 @@ from casemate.kubeproxy.records import (
 from casemate.kubeproxy.redact import redact_body, scrub
 from casemate.kubeproxy.rules import ApiAction, ApiRules, ApiVerdict, decide, default_rules
 from casemate.kubeproxy.sessions import Authenticator, ProxySession
+from casemate.kubeproxy.streams import StreamGuard
 from casemate.kubeproxy.tls import ProxyCertificates, generate_certificates, proxy_kubeconfig
 from casemate.kubeproxy.upstream import (
     HOP_BY_HOP_BYTES,
@@ -188,6 +189,7 @@ class KubeProxy:
         self._reviewer = reviewer
         self._limits = limits or ProxyLimits()
         self._targets = Targets(self._limits)
+        self._guarded = StreamGuard(authenticator, self._limits.recheck_interval)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._per_client: dict[str, int] = {}
@@ -515,7 +517,7 @@ class KubeProxy:
         if _streaming(api):
             await client.write(head)
             work = self._pump_body(client, framer, conn, session, None)
-            await self._stream_guarded(client, session, record.token, work)
+            await self._guarded.run(client, session, record.token, work)
         else:
             await self._pump_body(
                 client, framer, conn, session, self._limits.response_timeout, head
@@ -552,65 +554,6 @@ class KubeProxy:
             if out:
                 await client.write(out)
                 out = b""
-
-    async def _stream_guarded(
-        self,
-        client: ClientConnection,
-        session: ProxySession,
-        token: str,
-        work: Awaitable[object],
-        *,
-        watch_eof: bool = True,
-    ) -> None:
-        """Run a long-lived relay until it ends, the client goes away (``watch_eof``), the
-        grant expires or the session is revoked (checked every ``recheck_interval``)."""
-        task = asyncio.ensure_future(work)
-        guard = asyncio.create_task(self._guard(client, session, token, watch_eof))
-        try:
-            done, _ = await asyncio.wait({task, guard}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()
-                return
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise ConnectionResetError("stream ended by the proxy")
-        finally:
-            for pending in (task, guard):
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await pending
-
-    async def _guard(
-        self, client: ClientConnection, session: ProxySession, token: str, watch_eof: bool
-    ) -> None:
-        """Returns when the stream must end."""
-        expires = session.grant.expires_at
-        eof = asyncio.create_task(_wait_eof(client) if watch_eof else asyncio.Event().wait())
-        try:
-            while True:
-                remaining = (expires - dt.datetime.now(dt.UTC)).total_seconds()
-                if remaining <= 0:
-                    return
-                wait = min(remaining, self._limits.recheck_interval)
-                done, _ = await asyncio.wait({eof}, timeout=wait)
-                if done:
-                    return
-                if not await self._still_valid(session, token):
-                    return
-        finally:
-            if not eof.done():
-                eof.cancel()
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await eof
-
-    async def _still_valid(self, session: ProxySession, token: str) -> bool:
-        try:
-            again = await self._auth.authenticate(token)
-        except CasemateError:
-            return False
-        return again.session_id == session.session_id
 
     async def _forward_upgrade(
         self,
@@ -677,7 +620,7 @@ class KubeProxy:
         await client.write(ResponseFramer(inc.method).head(101, out) + conn.trailing)
         early = bytes(client.buffer)
         client.buffer.clear()
-        await self._stream_guarded(
+        await self._guarded.run(
             client,
             session,
             record.token,
@@ -736,16 +679,6 @@ class KubeProxy:
 def _streaming(api: ApiRequest) -> bool:
     """Requests whose answer is a long-lived stream: watches and followed logs."""
     return api.verb == "watch" or api.param("follow") in ("true", "1")
-
-
-async def _wait_eof(client: ClientConnection) -> None:
-    """Returns when the client closes its side (bytes it sends meanwhile are kept)."""
-    while True:
-        data = await client.reader.read(65536)
-        if not data:
-            client.eof = True
-            return
-        client.buffer += data
 
 
 def _warning_headers(verdict: ApiVerdict | None) -> list[tuple[bytes, bytes]]:
