@@ -211,3 +211,15 @@ def test_pending_count_and_recording_commands(
 
 def test_admin_password_still_works(client: TestClient) -> None:
     assert login(client, "admin", ADMIN_PASSWORD)
+
+
+def test_malformed_json_names_the_line_and_column(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/auth/login",
+        content=b'{"username": "admin",\n "password": }',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    detail = problem_of(r)["detail"]
+    assert detail.startswith("body: the body is not valid JSON at line 2, column 14"), detail
+    assert "35" not in detail

@@ -84,6 +84,21 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+async def _json_position(request: Request, loc: Any, ctx: Any) -> str:
+    """'the body is not valid JSON at line L, column C (why)' from the error's byte offset."""
+    why = str(ctx.get("error", "")) if isinstance(ctx, dict) else ""
+    offset = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    if offset is None:
+        return "the body is not valid JSON" + (f" ({why})" if why else "")
+    body = await request.body()
+    text = body[:offset].decode("utf-8", "replace")
+    line = text.count("\n") + 1
+    column = len(text) - (text.rfind("\n") + 1) + 1
+    return f"the body is not valid JSON at line {line}, column {column}" + (
+        f" ({why})" if why else ""
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem JSON."""
 
@@ -98,16 +113,19 @@ def install(app: FastAPI) -> None:
         return problem(exc.status, exc.message, title=exc.title, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for err in exc.errors():
             kind = str(err.get("type", ""))
             msg = str(err.get("msg", "invalid"))
+            loc = err.get("loc", ())
             if kind == "json_invalid":
-                msg = "the body is not valid JSON"
+                # loc is ("body", offset): say where, as an editor would (not "field 34")
+                msg = await _json_position(request, loc, err.get("ctx"))
+                loc = ("body",)
             elif kind == "extra_forbidden":
                 msg = "unknown field"
-            errors.append({"field": _location(err.get("loc", ())), "message": msg})
+            errors.append({"field": _location(loc), "message": msg})
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         detail = f"{first['field']}: {first['message']}"
         return problem(422, detail, errors=errors)
