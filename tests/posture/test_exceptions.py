@@ -353,3 +353,44 @@ def test_cli_exception_lifecycle_and_scan(cli, tmp_path: Path) -> None:
     assert cli("posture", "exceptions", "delete", "1")[0] == 0
     assert cli("posture", "exceptions", "delete", "1")[0] != 0
     assert cli(*scan, "--exceptions")[0] == 1
+
+
+# Admission ---------------------------------------------------------------------------------
+
+
+def _review(obj: dict[str, object]) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u", "operation": "CREATE",
+                        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "object": obj},
+        }
+    ).encode()  # fmt: skip
+
+
+def test_admission_honours_exceptions_and_reports_them() -> None:
+    from starlette.testclient import TestClient
+
+    from casemate.posture.admission import AdmissionPolicy, review_response
+    from casemate.posture.webhook import webhook_app
+
+    policy = AdmissionPolicy.build(enforce=[RULE])
+    active = exc(scope(namespace="team-a", labels={"app": "agent"}),
+                 expires=datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+    expired = exc(scope(namespace="team-b"), id=2, expires=datetime.now(UTC))
+    agent = pod("agent", "team-a", {"app": "agent"})
+    answer = review_response(_review(agent), policy, [active, expired])["response"]
+    assert answer["allowed"] is True
+    assert "[excepted by exception 1]" in answer["auditAnnotations"]["posture-findings"]
+    # the same label elsewhere, another pod of the namespace, an expired exception: refused
+    for obj in (pod("agent", "team-b", {"app": "agent"}), pod("web", "team-a", {"app": "web"})):
+        assert (
+            review_response(_review(obj), policy, [active, expired])["response"]["allowed"] is False
+        )
+    # through the HTTP app, with the snapshot the server refreshes
+    snapshot: list[PostureException] = [active]
+    with TestClient(webhook_app(policy, exceptions=lambda: snapshot)) as http:
+        assert http.post("/validate", content=_review(agent)).json()["response"]["allowed"]
+        snapshot.clear()  # deleted: the next review is refused
+        assert not http.post("/validate", content=_review(agent)).json()["response"]["allowed"]

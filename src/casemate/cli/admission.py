@@ -8,20 +8,22 @@ refuses everything the rules cover while the webhook is down or overloaded (fail
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from casemate.cli.common import err
+from casemate.cli.common import DataDirOption, err, runtime
 from casemate.cli.posture import (
     PolicyOption,
     SignaturePolicyOption,
     load_policy_files,
     signature_settings,
 )
-from casemate.errors import InvalidInput
+from casemate.errors import CasemateError, InvalidInput
 from casemate.posture.admission import AdmissionPolicy
+from casemate.posture.exceptions import PostureException
 from casemate.posture.model import Settings
 
 app = typer.Typer(help="The posture admission webhook.", no_args_is_help=True)
@@ -44,6 +46,18 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option("--max-in-flight", help="Answer 503 beyond this many requests.")
     ] = 200,
+    use_exceptions: Annotated[
+        bool,
+        typer.Option(
+            "--exceptions",
+            help="Honour the posture exceptions stored in Casemate (re-read every "
+            "--exceptions-refresh seconds, never in a request).",
+        ),
+    ] = False,
+    refresh: Annotated[
+        float, typer.Option("--exceptions-refresh", help="Seconds between re-reads.")
+    ] = 10.0,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Answer AdmissionReview v1 requests with the posture rules (enforce / warn / audit).
 
@@ -73,8 +87,9 @@ def serve(
         f"({counts['enforce']} rules enforced, {counts['warn']} warned, {counts['audit']} audited)",
         markup=False,
     )
+    snapshot = _exception_snapshot(data_dir, refresh) if use_exceptions else tuple
     uvicorn.run(
-        webhook_app(policy),
+        webhook_app(policy, exceptions=snapshot),
         host=host.strip("[]"),
         port=int(port),
         ssl_certfile=str(cert),
@@ -83,3 +98,33 @@ def serve(
         timeout_keep_alive=30,
         log_level="warning",
     )
+
+
+def _exception_snapshot(
+    data_dir: Path | None, refresh: float
+) -> Callable[[], Sequence[PostureException]]:
+    """The stored exceptions, read now and then every ``refresh`` seconds by a daemon thread;
+    a failed re-read keeps the last snapshot (expired exceptions stop applying on their own,
+    since each is checked against the clock at every review)."""
+    import threading
+    import time
+
+    from casemate.posture.exception_store import ExceptionStore
+
+    if refresh < 1:
+        raise InvalidInput("--exceptions-refresh must be at least 1 second")
+    rt = runtime(data_dir)
+    store = ExceptionStore(rt.db, rt.audit)
+    current: list[Sequence[PostureException]] = [tuple(store.all(actor="casemate admission"))]
+
+    def reread() -> None:
+        while True:
+            time.sleep(refresh)
+            try:
+                current[0] = tuple(store.all(actor="casemate admission"))
+            except CasemateError as e:
+                err.print(f"posture exceptions not re-read: {e.message}", markup=False)
+
+    threading.Thread(target=reread, daemon=True, name="posture-exceptions").start()
+    err.print(f"{len(current[0])} posture exceptions stored", markup=False)
+    return lambda: current[0]

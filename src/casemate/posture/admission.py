@@ -10,10 +10,12 @@ live scans (:func:`casemate.posture.engine.check_object`); each rule is in one m
 * ``audit`` - admitted; the findings go into the response's ``auditAnnotations`` (the API
   server's audit log).
 
-A rule in several modes gets the strongest. DELETE and CONNECT, and requests without an
-object, are admitted. A body that is not an AdmissionReview v1 is an error the HTTP layer
-answers with 400 (there is no uid to answer to); the API server then applies the webhook's
-``failurePolicy``.
+A rule in several modes gets the strongest. A finding covered by a stored exception
+(:mod:`casemate.posture.exceptions`, passed in by the caller) refuses and warns nothing: it is
+reported in ``auditAnnotations`` as excepted (never hidden). DELETE and CONNECT, and
+requests without an object, are admitted. A body that is not an AdmissionReview v1 is an
+error the HTTP layer answers with 400 (there is no uid to answer to); the API server then
+applies the webhook's ``failurePolicy``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from casemate.posture.engine import check_object, select_rules
+from casemate.posture.exceptions import PostureException, apply_exceptions
 from casemate.posture.model import Finding, Rule, Settings
 from casemate.posture.rules import ALL_RULES
 
@@ -94,7 +98,8 @@ def _request(review: object) -> Mapping[str, Any]:
 
 
 def _line(f: Finding) -> str:
-    return f"{f.rule_id}: {f.message} ({f.path})" if f.path else f"{f.rule_id}: {f.message}"
+    line = f"{f.rule_id}: {f.message} ({f.path})" if f.path else f"{f.rule_id}: {f.message}"
+    return line if f.waiver is None else f"{line} [excepted by exception {f.waiver.id}]"
 
 
 @dataclass(frozen=True)
@@ -105,19 +110,29 @@ class Decision:
     audited: tuple[Finding, ...]
 
 
-def decide(obj: object, policy: AdmissionPolicy) -> Decision:
-    """The findings of one object sorted into the policy's modes."""
+def decide(
+    obj: object,
+    policy: AdmissionPolicy,
+    exceptions: Sequence[PostureException] = (),
+    now: datetime | None = None,
+) -> Decision:
+    """The findings of one object sorted into the policy's modes (excepted ones: audit)."""
     if not isinstance(obj, Mapping):
         return Decision(True, (), (), ())
     findings = check_object(obj, policy.settings, policy.rules)
+    if exceptions and findings:
+        findings = apply_exceptions(findings, exceptions, now or datetime.now(UTC)).findings
     by_mode: dict[str, list[Finding]] = {"enforce": [], "warn": [], "audit": []}
     for f in findings:
-        by_mode[policy.modes.get(f.rule_id, "audit")].append(f)
+        mode = "audit" if f.waiver is not None else policy.modes.get(f.rule_id, "audit")
+        by_mode[mode].append(f)
     refused = tuple(by_mode["enforce"])
     return Decision(not refused, refused, tuple(by_mode["warn"]), tuple(by_mode["audit"]))
 
 
-def review_response(body: bytes, policy: AdmissionPolicy) -> dict[str, Any]:
+def review_response(
+    body: bytes, policy: AdmissionPolicy, exceptions: Sequence[PostureException] = ()
+) -> dict[str, Any]:
     """The AdmissionReview answering ``body`` (raises :class:`BadReview`)."""
     try:
         review = json.loads(body)
@@ -126,7 +141,7 @@ def review_response(body: bytes, policy: AdmissionPolicy) -> dict[str, Any]:
     request = _request(review)
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
     if request.get("operation") in ("CREATE", "UPDATE"):
-        decision = decide(request.get("object"), policy)
+        decision = decide(request.get("object"), policy, exceptions)
         kind = request.get("kind")
         what = kind.get("kind", "object") if isinstance(kind, Mapping) else "object"
         if not decision.allowed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from casemate.posture.admission import AdmissionPolicy, BadReview, review_response
+from casemate.posture.exceptions import PostureException
 
 __all__ = ["MAX_BODY", "webhook_app"]
 
@@ -33,7 +35,15 @@ def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def webhook_app(policy: AdmissionPolicy, *, max_body: int = MAX_BODY) -> Starlette:
+def webhook_app(
+    policy: AdmissionPolicy,
+    *,
+    max_body: int = MAX_BODY,
+    exceptions: Callable[[], Sequence[PostureException]] = tuple,
+) -> Starlette:
+    """``exceptions`` returns the stored exceptions in force (a snapshot the caller refreshes
+    in the background: nothing in the request path reads the database)."""
+
     async def validate(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
@@ -46,7 +56,7 @@ def webhook_app(policy: AdmissionPolicy, *, max_body: int = MAX_BODY) -> Starlet
                 return _problem(413, f"body larger than {max_body} bytes")
             chunks.append(chunk)
         try:
-            answer = review_response(b"".join(chunks), policy)
+            answer = review_response(b"".join(chunks), policy, exceptions())
         except BadReview as e:
             return _problem(400, str(e))
         except Exception:  # never crash the webhook on one request
