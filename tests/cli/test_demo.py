@@ -89,8 +89,23 @@ def test_demo_without_the_test_binaries_is_one_clear_line(tmp_path: Path) -> Non
     r = run_demo("--data-dir", str(tmp_path / "demo"), env=env)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert "run scripts/build-testenv" in r.stderr
+    assert "build them with" in r.stderr and "scripts/build-testenv" in r.stderr
+    assert str(tmp_path / "empty" / "kubernetes-") in r.stderr  # names each missing path
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_from_a_pip_install_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casemate.cli import demo
+    from casemate.errors import ConfigError
+
+    monkeypatch.setenv("CASEMATE_TESTENV_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(demo, "BUILD_SCRIPT", tmp_path / "no-checkout" / "build-testenv")
+    with pytest.raises(ConfigError) as e:
+        demo._binaries()
+    assert "this is a pip install" in e.value.message
+    assert "kube-apiserver" in e.value.message and "helm" in e.value.message
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:

@@ -94,13 +94,27 @@ def _prepare_data_dir(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("created by casemate demo up\n")
 
 
+#: scripts/build-testenv when Casemate runs from a source checkout (not from a pip install)
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-testenv"
+
+
 def _binaries() -> KubeBinaries:
     try:
         return find_binaries()
-    except ClusterError:
+    except ClusterError as e:
+        missing = e.message.split(": ", 1)[-1].split("; ", 1)[0]
+        if BUILD_SCRIPT.exists():
+            how = f"build them with {BUILD_SCRIPT} (Go from Debian's golang package; ~10 minutes)"
+        else:
+            how = (
+                "this is a pip install, which does not carry the build script: put these"
+                " executables at those paths (Kubernetes server binaries, etcd, kwok and helm"
+                " of the versions in the paths), or build them from a Casemate source checkout"
+                " with scripts/build-testenv and point CASEMATE_TESTENV_CACHE at its cache"
+            )
         raise ConfigError(
-            "the demo needs the test environment's Kubernetes binaries, not found in "
-            f"{testenv_cache_dir()}: run scripts/build-testenv first"
+            f"the demo needs a local Kubernetes control plane; missing in "
+            f"{testenv_cache_dir()}: {missing}. To get them, {how}"
         ) from None
 
 
