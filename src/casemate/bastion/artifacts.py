@@ -76,18 +76,20 @@ class ArtifactStore:
         sha = digest or hashlib.sha256(data).hexdigest()
         kept = data[:limit]
         truncated = whole > len(kept)
+
+        def row() -> Artifact:
+            return Artifact(
+                sha256=sha,
+                kind=kind,
+                size=whole,
+                truncated=truncated,
+                data=kept,
+                created_at=datetime.now(UTC),
+            )
+
         if session is not None:
             if session.get(Artifact, sha) is None:
-                session.add(
-                    Artifact(
-                        sha256=sha,
-                        kind=kind,
-                        size=whole,
-                        truncated=truncated,
-                        data=kept,
-                        created_at=datetime.now(UTC),
-                    )
-                )
+                session.add(row())
                 session.flush()
             return sha
         with self.db.reader() as s:
@@ -96,16 +98,7 @@ class ArtifactStore:
         try:
             with self.db.session() as s:
                 if s.get(Artifact, sha) is None:
-                    s.add(
-                        Artifact(
-                            sha256=sha,
-                            kind=kind,
-                            size=whole,
-                            truncated=truncated,
-                            data=kept,
-                            created_at=datetime.now(UTC),
-                        )
-                    )
+                    s.add(row())
         except SAIntegrityError:  # stored concurrently: same content
             pass
         return sha

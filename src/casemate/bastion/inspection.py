@@ -181,6 +181,7 @@ async def inspect_manifests(
     manifests is refused."""
     if not (command.files or command.chart):
         return command, []
+    found: list[bytes] = []  # the manifests read and the chart rendered, in that order
     digests: list[str] = []
     refs: list[ResourceRef] = []
     risks: list[PodRisk] = []
@@ -198,23 +199,20 @@ async def inspect_manifests(
             total += len(data)
             if total > max_bytes:
                 raise RunRefused("the manifests are larger than the gateway accepts")
-            digests.append(await asyncio.to_thread(artifacts.put, data, "manifest"))
-            risks += _risks_of(data)
-            try:
-                refs += manifest_refs(data.decode("utf-8"))
-            except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-                known = False
+            found.append(data)
     if command.chart:
         rendered = await _render_chart(command, real, env, helm, timeout)
         if rendered is None:
             known = False
         else:
-            digests.append(await asyncio.to_thread(artifacts.put, rendered, "manifest"))
-            risks += _risks_of(rendered)
-            try:
-                refs += manifest_refs(rendered.decode("utf-8"))
-            except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-                known = False
+            found.append(rendered)
+    for data in found:
+        digests.append(await asyncio.to_thread(artifacts.put, data, "manifest"))
+        risks += _risks_of(data)
+        try:
+            refs += manifest_refs(data.decode("utf-8"))
+        except (ValueError, yaml.YAMLError, UnicodeDecodeError):
+            known = False
     if risks:
         command = replace(command, privileged=True)
     return (command.with_file_kinds(refs) if known else command), digests

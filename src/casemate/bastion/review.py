@@ -57,7 +57,6 @@ from casemate.bastion.tickets import (
     HASH_RE,
     MAX_COMMAND_CHARS,
     MAX_LIST,
-    MAX_PREVIEW_BYTES,
     MAX_TTL,
     SELF_APPROVAL_SETTING,
     SYSTEM,
@@ -77,22 +76,9 @@ from casemate.core.runtime import Runtime
 from casemate.errors import CasemateError, InvalidInput, NotFound
 from casemate.events import Event, ReviewDecided, ReviewRequested
 
-__all__ = [
-    "AUDIT_PREVIEW_CHARS",
-    "MAX_PREVIEW_BYTES",
-    "MAX_TTL",
-    "SELF_APPROVAL_SETTING",
-    "PreviewValue",
-    "ReviewService",
-    "Ticket",
-    "TicketState",
-    "check_approval",
-    "check_cancel",
-    "check_denial",
-    "command_hash",
-    "redact_preview",
-    "release_refusal",
-]
+# Ticket, TicketState and command_hash live in casemate.bastion.tickets; named here for the
+# callers that take them with the service.
+__all__ = ["ReviewService", "Ticket", "TicketState", "command_hash"]
 
 # Validation helpers -----------------------------------------------------------------------
 

@@ -184,6 +184,20 @@ class CommandContext:
             return ()
         return tuple(tuple(stage.argv) for stage in self.parsed.stages)
 
+    def audit_fields(self) -> dict[str, str]:
+        """What the records of this command share: who, where, which line."""
+        info = self.info
+        return {
+            "actor": info.user,
+            "source": info.source,
+            "command_id": self.command_id,
+            "session_id": info.session_id,
+            "cluster": info.cluster,
+            "account": info.account,
+            "namespace": info.namespace,
+            "line": self.display,
+        }
+
     def mask(self, text: str) -> str:
         """``text`` with the secrets masked (a whole string: titles, previews, input lines)."""
         return Redactor(self.secrets).redact(text)
@@ -365,17 +379,10 @@ class CommandRunner:
     async def _audit_decided(
         self, ctx: CommandContext, verdict: Verdict, outcome: str, ticket_id: int = 0
     ) -> None:
-        info, argvs = ctx.info, ctx.argvs
+        argvs = ctx.argvs
         event = CommandDecided(
-            actor=info.user,
-            source=info.source,
+            **ctx.audit_fields(),
             outcome=outcome,
-            command_id=ctx.command_id,
-            session_id=info.session_id,
-            cluster=info.cluster,
-            account=info.account,
-            namespace=info.namespace,
-            line=ctx.display,
             argv=tuple(tuple(a[:2000] for a in stage) for stage in argvs)
             if outcome != "denied" or argvs
             else (),
@@ -659,17 +666,9 @@ class CommandRunner:
                 await auditor
 
     def _finish(self, ctx: CommandContext, end: CommandEnd) -> str:
-        info = ctx.info
         event = CommandFinished(
-            actor=info.user,
-            source=info.source,
+            **ctx.audit_fields(),
             outcome=end.outcome,
-            command_id=ctx.command_id,
-            session_id=info.session_id,
-            cluster=info.cluster,
-            account=info.account,
-            namespace=info.namespace,
-            line=ctx.display,
             decision=end.decision,
             approver=end.approver,
             exit_code=end.exit_code,
