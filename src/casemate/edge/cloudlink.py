@@ -78,11 +78,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes for ``DateTime(timezone=True)``: they are UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 # Broker connection ------------------------------------------------------------------------------
 
 

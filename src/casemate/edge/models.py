@@ -19,7 +19,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -28,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from casemate.core.db import Base
+from casemate.core.db import Base, UtcDateTime
 from casemate.core.models import BigId
 
 # Gateway side ---------------------------------------------------------------------------------
@@ -51,8 +50,8 @@ class EdgeGatewayIdentity(Base):
         ForeignKey("vault_secrets.id"), nullable=True
     )
     status: Mapped[str] = mapped_column(String(16), default="unregistered")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class EdgeOutbox(Base):
@@ -65,8 +64,8 @@ class EdgeOutbox(Base):
     gateway_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
@@ -81,9 +80,9 @@ class EdgeGatewayPush(Base):
     __tablename__ = "edge_gateway_push"
 
     gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
     body: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 # Cloud side -----------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ class EdgeCloudIdentity(Base):
     x25519_secret_id: Mapped[int] = mapped_column(ForeignKey("vault_secrets.id"))
     ed25519_public: Mapped[str] = mapped_column(String(64))
     x25519_public: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class EdgeGateway(Base):
@@ -114,10 +113,10 @@ class EdgeGateway(Base):
     ed25519_public: Mapped[str] = mapped_column(String(64))
     link_key_secret_id: Mapped[int] = mapped_column(ForeignKey("vault_secrets.id"))
     state: Mapped[str] = mapped_column(String(16), index=True)
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     approved_by: Mapped[str] = mapped_column(String(200), default="")
-    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     enrolment_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
@@ -130,10 +129,10 @@ class EdgeEnrolmentToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     note: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
@@ -147,7 +146,7 @@ class EdgeImage(Base):
     digests: Mapped[list[str]] = mapped_column(JSON, default=list)
     actions: Mapped[list[str]] = mapped_column(JSON, default=list)
     users: Mapped[list[str]] = mapped_column(JSON, default=list)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
 
 
@@ -165,7 +164,7 @@ class EdgeRule(Base):
     digest: Mapped[str] = mapped_column(String(200), default="*")
     effect: Mapped[str] = mapped_column(String(8))
     note: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")
 
 
@@ -186,13 +185,13 @@ class EdgeAuthzRequest(Base):
     container: Mapped[str | None] = mapped_column(String(256), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_hash: Mapped[str] = mapped_column(String(64))
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     state: Mapped[str] = mapped_column(String(16))
     rule: Mapped[str] = mapped_column(String(200), default="")
     reason: Mapped[str] = mapped_column(String(1000), default="")
-    hold_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    hold_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     decided_by: Mapped[str] = mapped_column(String(200), default="")
     published: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -210,7 +209,7 @@ class EdgeReport(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_edge_reports_gateway_seq", "gateway_id", "seq"),)

@@ -14,7 +14,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Integer,
     LargeBinary,
     String,
@@ -22,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from casemate.core.db import Base
+from casemate.core.db import Base, UtcDateTime
 
 
 class EdgeProxyUser(Base):
@@ -33,7 +32,7 @@ class EdgeProxyUser(Base):
     uid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     username: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
 
 
@@ -45,7 +44,7 @@ class EdgeImageTrust(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     digests: Mapped[list[str]] = mapped_column(JSON, default=list)
     require_signature: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_by: Mapped[str] = mapped_column(String(200), default="")
 
 
@@ -57,7 +56,7 @@ class EdgeCosignKey(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     pem: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(71), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")
 
 
@@ -73,5 +72,5 @@ class EdgeImageSignature(Base):
     signature: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     key_name: Mapped[str] = mapped_column(String(100), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")

@@ -15,7 +15,6 @@ from casemate.edge.cloud.policy import Effect, RuleOutcome, evaluate, subject_of
 from casemate.edge.cloud.records import PendingApproval
 from casemate.edge.cloud.rulebook import RuleRegistry
 from casemate.edge.cloudlink import (
-    as_utc,
     utc_now,
 )
 from casemate.edge.models import (
@@ -192,11 +191,11 @@ class ApprovalRegistry(RuleRegistry):
                     digest=r.digest,
                     container=r.container,
                     details=r.details,
-                    received_at=as_utc(r.received_at),
-                    hold_until=as_utc(r.hold_until),
+                    received_at=r.received_at,
+                    hold_until=r.hold_until,
                 )
                 for r in rows
-                if r.hold_until is not None and as_utc(r.hold_until) > now
+                if r.hold_until is not None and r.hold_until > now
             ]
 
     def approve(self, request_id: str, *, by: str) -> None:
@@ -214,7 +213,7 @@ class ApprovalRegistry(RuleRegistry):
                 raise NotFound(f"request {request_id} does not exist")
             if row.state != "held":
                 raise Conflict(f"request {request_id} is not awaiting approval ({row.state})")
-            if row.hold_until is None or as_utc(row.hold_until) <= now:
+            if row.hold_until is None or row.hold_until <= now:
                 raise Conflict(f"request {request_id} has expired; the gateway has blocked it")
             row.state = "allowed" if allowed else "denied"
             row.rule, row.reason = "manual", reason

@@ -25,7 +25,6 @@ from casemate.edge.cloud.records import (
     _token_hash,
 )
 from casemate.edge.cloudlink import (
-    as_utc,
     utc_now,
 )
 from casemate.edge.models import (
@@ -218,7 +217,7 @@ class GatewayRegistry:
             select(EdgeEnrolmentToken).where(EdgeEnrolmentToken.token_hash == _token_hash(token))
         ).one_or_none()
         now = utc_now()
-        if row is None or row.used_at is not None or as_utc(row.expires_at) <= now:
+        if row is None or row.used_at is not None or row.expires_at <= now:
             return None
         row.used_at = now
         row.used_by = gateway_id

@@ -15,9 +15,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from casemate.edge import messages as m
 from casemate.edge.cloud.policy import Effect, Rule
-from casemate.edge.cloudlink import (
-    as_utc,
-)
 from casemate.edge.models import (
     EdgeGateway,
     EdgeImage,
@@ -97,10 +94,10 @@ def _gateway_info(row: EdgeGateway) -> GatewayInfo:
         hostname=row.hostname,
         state=row.state,
         fingerprint=m.key_fingerprint(row.ed25519_public, row.x25519_public),
-        registered_at=as_utc(row.registered_at),
-        approved_at=as_utc(row.approved_at) if row.approved_at else None,
+        registered_at=row.registered_at,
+        approved_at=row.approved_at if row.approved_at else None,
         approved_by=row.approved_by,
-        last_seen=as_utc(row.last_seen) if row.last_seen else None,
+        last_seen=row.last_seen if row.last_seen else None,
     )
 
 

@@ -10,7 +10,6 @@ from casemate.edge import messages as m
 from casemate.edge.cloud.approvals import ApprovalRegistry
 from casemate.edge.cloud.records import ReportInfo
 from casemate.edge.cloudlink import (
-    as_utc,
     utc_now,
 )
 from casemate.edge.models import (
@@ -98,8 +97,8 @@ class CloudRegistry(ApprovalRegistry):
                     seq=r.seq,
                     kind=r.kind,
                     payload=r.payload,
-                    ts=as_utc(r.ts),
-                    received_at=as_utc(r.received_at),
+                    ts=r.ts,
+                    received_at=r.received_at,
                 )
                 for r in reversed(rows)
             ]
