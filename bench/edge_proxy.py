@@ -15,7 +15,12 @@ super user with a write token, busybox allowlisted by image ID).
   the cloud round trip over loopback MQTT.
 
     .venv/bin/python bench/edge_proxy.py [--runs 15] [--decisions 500] [--cloud-decisions 200]
-        [--sqlite-sync FULL|NORMAL] [--broker-default-config]
+        [--cpu-requests 2000] [--skip-cli] [--sqlite-sync FULL|NORMAL] [--broker-default-config]
+
+* **Proxy CPU per proxied GET**: a client in another process sends ``--cpu-requests`` GETs
+  (``/_ping``, ``/containers/json``) on one keep-alive connection; the bench process's CPU time
+  over them (the proxy, its audit commits, the idle cloud parts) divided by the count (aim
+  <= 0.5 ms). Every one of them is decided and audited.
 
 mosquitto runs with ``set_tcp_nodelay true`` unless ``--broker-default-config``. Valid token
 lookups are cached for ``ProxyConfig.token_cache_ttl`` (2 s), so repeated evaluations
@@ -26,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -76,9 +83,14 @@ class NoDelayBroker(MosquittoBroker):
 class Loop:
     """The proxy and the cloud run on an event loop thread; the CLI runs from the main one."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._main, daemon=True)
+    def __init__(self, use_uvloop: bool = False) -> None:
+        if use_uvloop:
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, daemon=True, name="proxy-loop")
         self.thread.start()
 
     def _main(self) -> None:
@@ -170,11 +182,71 @@ async def capture(docker_env: dict[str, str], args: list[str], directory: Path) 
     return [r for r in seen if wanted(r)]
 
 
+#: A client in its own process: ``n`` sequential GETs on one keep-alive connection, each answer
+#: read to its end (Content-Length), so the bench process's CPU is the proxy's (and its audit).
+_CPU_CLIENT = r"""
+import socket, sys
+path, target, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_UNIX); s.connect(path)
+req = f"GET {target} HTTP/1.1\r\nHost: docker\r\n\r\n".encode()
+buf = b""
+for _ in range(n):
+    s.sendall(req)
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    while len(buf) < length:
+        buf += s.recv(65536)
+    buf = buf[length:]
+s.close()
+"""
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of this process (``/proc/self/task``), named by Python's
+    thread names (the proxy's loop is ``proxy-loop``; ``asyncio_N`` are to_thread workers)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tid = int(task.name)
+        name = names.get(tid, "other")
+        name = "to_thread workers" if name.startswith("asyncio_") else name
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+async def _call(fn: Any) -> None:
+    fn()  # on the loop's thread (cProfile profiles the thread that enables it)
+
+
+def cpu_client(socket_path: str, target: str, n: int) -> None:
+    subprocess.run(
+        [sys.executable, "-c", _CPU_CLIENT, socket_path, target, str(n)], check=True, timeout=600
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--decisions", type=int, default=500)
     parser.add_argument("--cloud-decisions", type=int, default=200)
+    parser.add_argument("--cpu-requests", type=int, default=2000)
+    parser.add_argument("--skip-cli", action="store_true", help="skip the docker CLI timings")
+    parser.add_argument("--uvloop", action="store_true", help="run the proxy on uvloop")
+    parser.add_argument(
+        "--profile", type=Path, help="write a cProfile of the proxy's loop thread (CPU phase)"
+    )
     parser.add_argument(
         "--sqlite-sync",
         default="FULL",
@@ -195,7 +267,7 @@ def main() -> None:
     broker: MosquittoBroker = (
         MosquittoBroker(top / "mq") if args.broker_default_config else NoDelayBroker(top / "mq")
     )
-    loop = Loop()
+    loop = Loop(args.uvloop)
     rt: Runtime | None = None
     cloud_db: Database | None = None
     cloud_audit: AuditLog | None = None
@@ -278,6 +350,8 @@ def main() -> None:
             "docker run --rm busybox true": ["run", "--rm", image, "true"],
             "docker ps": ["ps"],
         }
+        if args.skip_cli:
+            commands = {}
         for argv in commands.values():  # warm up both paths
             cli(direct, *argv)
             cli(proxied, *argv)
@@ -291,12 +365,45 @@ def main() -> None:
             d, p = statistics.median(times["direct"]), statistics.median(times["proxy"])
             print(f"{label:32} {d:9.4f} {p:9.4f} {p / d:7.3f}")
 
+        # --- proxy CPU per proxied GET (with its audit record) ------------------------------
+        print(f"\nproxy process CPU per proxied GET, {args.cpu_requests} requests (aim <= 0.5 ms)")
+        for path in ("/v1.41/_ping", "/v1.41/containers/json"):
+            cpu_client(str(proxy.socket_path), path, 50)  # warm up
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                loop.run(_call(profiler.enable))
+            threads0 = thread_cpu()
+            before_seq, cpu0, wall0 = proxy.decisions, time.process_time(), time.perf_counter()
+            cpu_client(str(proxy.socket_path), path, args.cpu_requests)
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - wall0
+            if profiler is not None:
+                loop.run(_call(profiler.disable))
+                profiler.dump_stats(f"{args.profile}.{path.rsplit('/', 1)[-1]}")
+            audited = proxy.decisions - before_seq
+            print(
+                f"  GET {path:28} {cpu / args.cpu_requests * 1000:7.3f} ms CPU/request, "
+                f"{wall / args.cpu_requests * 1000:7.3f} ms wall/request, {audited} audited"
+            )
+            by_thread: dict[str, float] = {}
+            for tid, (name, seconds) in thread_cpu().items():
+                spent = seconds - threads0.get(tid, (name, 0.0))[1]
+                by_thread[name] = by_thread.get(name, 0.0) + spent
+            print(
+                "      per request by thread: "
+                + ", ".join(
+                    f"{name} {spent / args.cpu_requests * 1000:.3f} ms"
+                    for name, spent in sorted(by_thread.items(), key=lambda kv: -kv[1])
+                    if spent / args.cpu_requests >= 0.00001
+                )
+            )
+
         # --- decision latency ---------------------------------------------------------------
         captured: list[bytes] = []
         for argv in (
             ["create", image, "true"],
             ["ps"],
-            ["exec", "-u", "1000", "some-container", "true"],
+            ["exec", "-u", "1000:1000", "some-container", "true"],
         ):
             captured += loop.run(capture(proxied, argv, top))
         requests = {r.action.value: r for r in (read_request(raw) for raw in captured)}
