@@ -223,3 +223,48 @@ def test_malformed_json_names_the_line_and_column(client: TestClient) -> None:
     detail = problem_of(r)["detail"]
     assert detail.startswith("body: the body is not valid JSON at line 2, column 14"), detail
     assert "35" not in detail
+
+
+def openssh_key(comment: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{line.decode()} {comment}"
+
+
+def test_ssh_keys_are_self_service_and_admin_managed(
+    client: TestClient, admin: dict[str, str], operator: dict[str, str]
+) -> None:
+    key = openssh_key("olga@laptop")
+    r = client.post("/api/v1/users/olga/ssh-keys", headers=operator, json={"public_key": key})
+    assert r.status_code == 201, r.text
+    added = r.json()
+    assert added["name"] == "olga@laptop" and added["fingerprint"].startswith("SHA256:")
+    [listed] = client.get("/api/v1/users/olga/ssh-keys", headers=operator).json()
+    assert listed["fingerprint"] == added["fingerprint"]
+
+    client.post("/api/v1/users", headers=admin, json={"username": "bob", "password": USER_PASSWORD})
+    bob = login(client, "bob", USER_PASSWORD)
+    other = openssh_key("bob@evil")
+    for method, body in (("GET", None), ("POST", {"public_key": other})):
+        r = client.request(method, "/api/v1/users/olga/ssh-keys", headers=bob, json=body)
+        assert r.status_code == 403, r.text
+    r = client.delete(
+        "/api/v1/users/olga/ssh-keys", headers=bob, params={"fingerprint": added["fingerprint"]}
+    )
+    assert r.status_code == 403
+    # the same key cannot be registered twice (it would log in as either user)
+    r = client.post("/api/v1/users/admin/ssh-keys", headers=admin, json={"public_key": key})
+    assert r.status_code == 409
+    r = client.post(
+        "/api/v1/users/olga/ssh-keys", headers=operator, json={"public_key": "ssh-rsa AAAA<script>"}
+    )
+    assert r.status_code == 422, r.text
+    assert problem_of(r)["detail"]
+    r = client.delete(
+        "/api/v1/users/olga/ssh-keys", headers=admin, params={"fingerprint": added["fingerprint"]}
+    )
+    assert r.status_code == 200
+    assert client.get("/api/v1/users/olga/ssh-keys", headers=admin).json() == []

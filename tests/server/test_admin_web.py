@@ -18,6 +18,7 @@ from casemate.core.runtime import Runtime
 from casemate.events import CommandDecided
 from casemate.server.app import create_app
 from tests.server.conftest import ADMIN_PASSWORD
+from tests.server.test_admin_api import openssh_key
 from tests.server.test_reviewfeed import hold
 from tests.server.test_web import Cdp, chromium, serve
 
@@ -95,8 +96,13 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
         )
 
     with serve(create_app(runtime)) as base, chromium(tmp_path / "profile") as cdp:
-        cdp.call("Emulation.setDeviceMetricsOverride", width=1280, height=800,
-                 deviceScaleFactor=1, mobile=False)
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1280,
+            height=800,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         log_in(cdp, base, "admin", ADMIN_PASSWORD)
         cdp.evaluate("window.confirm = () => true")
         hidden = cdp.evaluate(
@@ -245,6 +251,14 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
         )
         cdp.wait_for("document.querySelector('.page-me .notice.ok') !== null")
         assert runtime.identity.get_user("admin").totp_enabled
+        # an SSH key, added and listed
+        key = openssh_key(XSS)
+        cdp.evaluate(
+            "(() => { const f = document.querySelector('form.ssh-key');"
+            f" f['public-key'].value = {json.dumps(key)}; f.requestSubmit(); }})()"
+        )
+        cdp.wait_for("document.querySelector('tr[data-key]') !== null")
+        assert XSS in text_of(cdp, "tr[data-key]")
 
         assert cdp.evaluate("window.__xss") is None
         # the refusals this test provoked on purpose are logged by Chromium; nothing else may be

@@ -29,6 +29,7 @@ from casemate.server.routes import (
     recordings,
     reviews,
     sessions,
+    sshkeys,
     tokens,
     users,
     vuln,
@@ -88,7 +89,18 @@ def create_app(
     app.add_middleware(MetricsMiddleware, registry=registry)
 
     app.include_router(health.router)
-    for module in (auth, users, groups, tokens, audit, clusters, grants, reviews, recordings):
+    for module in (
+        auth,
+        users,
+        sshkeys,
+        groups,
+        tokens,
+        audit,
+        clusters,
+        grants,
+        reviews,
+        recordings,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(policies.router, prefix=API_PREFIX)
     app.include_router(sessions.router, prefix=API_PREFIX)

@@ -1,6 +1,6 @@
 // Self-service: my account, change my password, enrol TOTP with a QR code (drawn by the server
-// as SVG path data, built here with createElementNS: no markup is parsed), my API tokens and
-// my grants.
+// as SVG path data, built here with createElementNS: no markup is parsed), my API tokens, my SSH
+// keys and my grants.
 
 import { api, session } from "../api.js";
 import { field, h, notice, replace, svg, table, when } from "../dom.js";
@@ -32,6 +32,34 @@ export function me({ view }) {
   const tokenBody = h("div", {});
   const grantBody = h("div", {});
   const issued = h("div", { "aria-live": "polite" });
+  const keyBody = h("div", {});
+  const keysPath = `/users/${enc(user.username)}/ssh-keys`;
+  const keyText = h("textarea", {
+    name: "public-key",
+    rows: 3,
+    class: "code",
+    placeholder: "ssh-ed25519 AAAA… you@laptop",
+    required: true,
+  });
+  const keyForm = h(
+    "form",
+    {
+      class: "stack ssh-key",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const k = await api(keysPath, { method: "POST", body: { public_key: keyText.value.trim() } });
+          say("ok", `SSH key ${k.fingerprint} added.`);
+          keyForm.reset();
+          load();
+        } catch (err) {
+          say("error", err.message);
+        }
+      },
+    },
+    field("Public key (one OpenSSH line)", keyText),
+    h("button", { type: "submit" }, "Add SSH key"),
+  );
 
   function say(kind, text) {
     replace(status, notice(kind, text));
@@ -160,11 +188,51 @@ export function me({ view }) {
 
   async function load() {
     try {
-      const [u, tokens, grants] = await Promise.all([
+      const [u, tokens, grants, keys] = await Promise.all([
         api(`/users/${enc(user.username)}`),
         api("/tokens"),
         api("/grants/mine"),
+        api(keysPath),
       ]);
+      replace(
+        keyBody,
+        keys.length
+          ? table(
+              ["Name", "Type", "Fingerprint", "Added", ""],
+              keys.map((k) =>
+                h(
+                  "tr",
+                  { "data-key": k.fingerprint },
+                  h("td", {}, k.name),
+                  h("td", {}, `${k.algorithm} ${k.bits}`),
+                  h("td", {}, h("code", {}, k.fingerprint)),
+                  h("td", {}, when(k.created_at)),
+                  h(
+                    "td",
+                    {},
+                    h(
+                      "button",
+                      {
+                        class: "danger",
+                        onclick: async () => {
+                          try {
+                            const q = new URLSearchParams({ fingerprint: k.fingerprint });
+                            await api(`${keysPath}?${q}`, { method: "DELETE" });
+                            say("ok", `SSH key ${k.name} removed.`);
+                          } catch (err) {
+                            say("error", err.message);
+                          }
+                          load();
+                        },
+                      },
+                      "Remove",
+                    ),
+                  ),
+                ),
+              ),
+            )
+          : notice("info", "No SSH keys: add one to use ssh to the gateway."),
+      );
       replace(
         account,
         h(
@@ -268,6 +336,9 @@ export function me({ view }) {
     tokenForm,
     issued,
     tokenBody,
+    h("h2", {}, "SSH keys"),
+    keyBody,
+    keyForm,
     h("h2", {}, "My grants"),
     grantBody,
     h("p", {}, h("a", { href: "#/sessions" }, "My live sessions"), " · ", h("a", { href: "#/recordings" }, "My recordings")),

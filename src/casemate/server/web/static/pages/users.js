@@ -130,6 +130,50 @@ export function users({ view }) {
     }
   }
 
+  async function showKeys(u) {
+    tokenBox.hidden = false;
+    const path = `/users/${enc(u.username)}/ssh-keys`;
+    try {
+      const keys = await api(path);
+      const rows = keys.map((k) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, k.name),
+          h("td", {}, `${k.algorithm} ${k.bits}`),
+          h("td", {}, h("code", {}, k.fingerprint)),
+          h("td", {}, when(k.created_at)),
+          h(
+            "td",
+            {},
+            h(
+              "button",
+              {
+                class: "danger",
+                onclick: () =>
+                  act(`SSH key ${k.name} of ${u.username} removed.`, async () => {
+                    const q = new URLSearchParams({ fingerprint: k.fingerprint });
+                    await api(`${path}?${q}`, { method: "DELETE" });
+                    await showKeys(u);
+                  }),
+              },
+              "Remove",
+            ),
+          ),
+        ),
+      );
+      replace(
+        tokenBox,
+        h("h2", {}, `SSH keys of ${u.username}`),
+        rows.length
+          ? table(["Name", "Type", "Fingerprint", "Added", ""], rows)
+          : notice("info", "No SSH keys."),
+      );
+    } catch (e) {
+      replace(tokenBox, notice("error", e.message));
+    }
+  }
+
   function userRow(u) {
     const roles = h("span", { class: "roles" }, roleBoxes(`u-${u.id}`, u.roles));
     const path = `/users/${enc(u.username)}`;
@@ -197,6 +241,7 @@ export function users({ view }) {
         "End logins",
       ),
       h("button", { onclick: () => showTokens(u) }, "Tokens"),
+      h("button", { onclick: () => showKeys(u) }, "SSH keys"),
       h(
         "button",
         {
