@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
@@ -35,26 +33,6 @@ kind: Service
 metadata: {name: web, namespace: shop}
 spec: {type: NodePort}
 """
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    from casemate.cli import common, main
-
-    monkeypatch.setattr(common.out, "_width", 300)  # restored to auto after the test
-
-    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
-        monkeypatch.setattr(sys, "argv", ["casemate", *args])
-        capsys.readouterr()
-        code = 0
-        try:
-            main.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture

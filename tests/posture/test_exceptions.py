@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,10 +279,8 @@ spec:
 
 
 @pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    from casemate.cli import common, main
-
-    monkeypatch.setattr(common.out, "_width", 300)
+def data_cli(cli, monkeypatch, tmp_path):
+    """``cli`` with an installation of its own (CASEMATE_DATA_DIR): (code, stdout, stderr)."""
     data = tmp_path / "data"
     open_runtime(load_settings(data_dir=data), create=True).close()
     for key in [k for k in os.environ if k.startswith("CASEMATE_")]:
@@ -291,20 +288,14 @@ def cli(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("CASEMATE_DATA_DIR", str(data))
 
     def invoke(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["casemate", *args])
-        capsys.readouterr()
-        code = 0
-        try:
-            main.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        r = cli(*args)
+        return r.returncode, r.stdout, r.stderr
 
     return invoke
 
 
-def test_cli_exception_lifecycle_and_scan(cli, tmp_path: Path) -> None:
+def test_cli_exception_lifecycle_and_scan(data_cli, tmp_path: Path) -> None:
+    cli = data_cli
     manifest = tmp_path / "agent.yaml"
     manifest.write_text(APP)
     scan = ("posture", "scan", str(manifest), "--rule", RULE)

@@ -1,10 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import pytest
-
 from casemate.posture.engine import Scanner
 from casemate.posture.fixes import FIXES, default_deny_policies, fix_text
 from casemate.posture.manifests import parse_documents
@@ -142,26 +137,6 @@ def test_default_deny_policies_clear_the_network_findings():
     assert policies[2]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
     after = _ns_findings([workload, service, *policies])
     assert {f for f in after if f[0].startswith("network.")} == set()
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    from casemate.cli import common, main
-
-    monkeypatch.setattr(common.out, "_width", 300)  # restored to auto after the test
-
-    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
-        monkeypatch.setattr(sys, "argv", ["casemate", *args])
-        capsys.readouterr()
-        code = 0
-        try:
-            main.main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
-
-    return invoke
 
 
 def test_cli_fix_then_rescan(cli, tmp_path):
