@@ -19,13 +19,15 @@ from hypothesis import strategies as st
 from casemate.bastion.kubectl import CommandRefused, ResourceRef, parse_command
 from casemate.bastion.policy import (
     REFUSED,
-    Action,
     Context,
     Policy,
     Rule,
     decide,
     default_policy,
     load_rulepack,
+)
+from casemate.bastion.policy import (
+    CommandAction as Action,
 )
 from casemate.bastion.shell import ShellRefused, parse_line
 

@@ -14,19 +14,23 @@ from casemate.bastion.kubectl import ResourceRef, parse_command
 from casemate.bastion.policy import (
     BUILTIN_GROUPS,
     REFUSED,
-    Action,
     AppliesTo,
     Context,
     FlagCondition,
     Policy,
     Rule,
     RuleMatch,
-    Verdict,
     decide,
     default_policy,
     load_baseline,
     load_rulepack,
     migrate,
+)
+from casemate.bastion.policy import (
+    CommandAction as Action,
+)
+from casemate.bastion.policy import (
+    CommandVerdict as Verdict,
 )
 from casemate.bastion.shell import Command, ParsedLine, ShellRefused, parse_line
 from casemate.errors import PolicyError

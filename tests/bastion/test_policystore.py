@@ -15,7 +15,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from casemate.bastion.policy import Action, default_policy
+from casemate.bastion.policy import CommandAction as Action
+from casemate.bastion.policy import default_policy
 from casemate.bastion.policystore import (
     MAX_POLICY_BYTES,
     TEST_WORKSPACE,

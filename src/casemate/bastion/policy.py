@@ -1,4 +1,4 @@
-"""The bastion's command policy: a parsed command and its context → a :class:`Verdict`.
+"""The bastion's command policy: a parsed command and its context → a :class:`CommandVerdict`.
 
 Decision semantics
 ------------------
@@ -65,7 +65,7 @@ __all__ = [
     "BUILTIN_GROUPS",
     "CURRENT_VERSION",
     "REFUSED",
-    "Action",
+    "CommandAction",
     "AppliesTo",
     "Context",
     "FlagCondition",
@@ -73,7 +73,7 @@ __all__ = [
     "Policy",
     "Rule",
     "RuleMatch",
-    "Verdict",
+    "CommandVerdict",
     "decide",
     "default_policy",
     "load_baseline",
@@ -84,7 +84,7 @@ CURRENT_VERSION = 1
 REFUSED = "casemate.refused"
 
 
-class Action(StrEnum):
+class CommandAction(StrEnum):
     ACCEPT = "accept"
     WARN = "warn"
     REVIEW = "review"
@@ -95,7 +95,12 @@ class Action(StrEnum):
         return _SEVERITY[self]
 
 
-_SEVERITY = {Action.ACCEPT: 0, Action.WARN: 1, Action.REVIEW: 2, Action.REJECT: 3}
+_SEVERITY = {
+    CommandAction.ACCEPT: 0,
+    CommandAction.WARN: 1,
+    CommandAction.REVIEW: 2,
+    CommandAction.REJECT: 3,
+}
 
 # Tri-state matching -------------------------------------------------------------------------
 
@@ -384,7 +389,7 @@ class AppliesTo:
 class Rule:
     id: str
     priority: int
-    action: Action
+    action: CommandAction
     match: RuleMatch = RuleMatch()
     applies_to: AppliesTo = AppliesTo()
     description: str = ""
@@ -416,8 +421,8 @@ class Notice:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    action: Action
+class CommandVerdict:
+    action: CommandAction
     rule_id: str | None
     reason: str
     warnings: tuple[Notice, ...] = ()
@@ -426,13 +431,13 @@ class Verdict:
     @property
     def allowed(self) -> bool:
         """Whether the command may run now (accept, or accept with warnings)."""
-        return self.action in (Action.ACCEPT, Action.WARN)
+        return self.action in (CommandAction.ACCEPT, CommandAction.WARN)
 
 
 @dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...] = ()
-    default_action: Action = Action.REJECT
+    default_action: CommandAction = CommandAction.REJECT
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     version: int = CURRENT_VERSION
     #: The site's API-level rules (a :mod:`casemate.kubeproxy.rules` document, merged over
@@ -510,7 +515,7 @@ def decide(
     policy: Policy,
     *,
     first: KubeCommand | None = None,
-) -> Verdict:
+) -> CommandVerdict:
     """Decide one command line (or an already parsed kubectl/helm command). Never raises for a
     refused command: it becomes a ``reject`` verdict with rule id :data:`REFUSED`.
 
@@ -520,21 +525,27 @@ def decide(
     if isinstance(line, KubeCommand):
         return _decide_kube(line, ctx, policy, stage=None)
     if not line.stages:
-        return Verdict(Action.REJECT, REFUSED, "empty command", stage=0)
-    verdicts: list[Verdict] = []
+        return CommandVerdict(CommandAction.REJECT, REFUSED, "empty command", stage=0)
+    verdicts: list[CommandVerdict] = []
     if first is not None and tuple(first.argv) != tuple(line.first.argv):
-        return Verdict(Action.REJECT, REFUSED, "internal: parsed command does not match", stage=0)
+        return CommandVerdict(
+            CommandAction.REJECT, REFUSED, "internal: parsed command does not match", stage=0
+        )
     try:
         command = first if first is not None else parse_command(line.first.argv)
     except CommandRefused as exc:
-        return Verdict(Action.REJECT, REFUSED, exc.reason, stage=0)
+        return CommandVerdict(CommandAction.REJECT, REFUSED, exc.reason, stage=0)
     if line.redirect is not None:
         if ctx.workspace is None:
-            return Verdict(Action.REJECT, REFUSED, "redirections need a session workspace", stage=0)
+            return CommandVerdict(
+                CommandAction.REJECT, REFUSED, "redirections need a session workspace", stage=0
+            )
         try:
             resolve_in_workspace(line.redirect.path, ctx.workspace)
         except CommandRefused as exc:
-            return Verdict(Action.REJECT, REFUSED, exc.reason, stage=len(line.stages) - 1)
+            return CommandVerdict(
+                CommandAction.REJECT, REFUSED, exc.reason, stage=len(line.stages) - 1
+            )
     verdicts.append(_decide_kube(command, ctx, policy, stage=0))
     for index, stage in enumerate(line.filters, start=1):
         verdicts.append(_decide_filter(stage, ctx, policy, index))
@@ -543,20 +554,22 @@ def decide(
     worst = max(verdicts, key=lambda v: (_base(v.action).severity, -(v.stage or 0)))
     warnings = tuple(notice for verdict in verdicts for notice in verdict.warnings)
     action = _base(worst.action)
-    if action == Action.ACCEPT and warnings:
-        action = Action.WARN
+    if action == CommandAction.ACCEPT and warnings:
+        action = CommandAction.WARN
     return replace(worst, action=action, warnings=warnings)
 
 
-def _base(action: Action) -> Action:
-    return Action.ACCEPT if action == Action.WARN else action
+def _base(action: CommandAction) -> CommandAction:
+    return CommandAction.ACCEPT if action == CommandAction.WARN else action
 
 
-def _decide_kube(cmd: KubeCommand, ctx: Context, policy: Policy, stage: int | None) -> Verdict:
+def _decide_kube(
+    cmd: KubeCommand, ctx: Context, policy: Policy, stage: int | None
+) -> CommandVerdict:
     if cmd.files or cmd.local_paths:
         if ctx.workspace is None:
-            return Verdict(
-                Action.REJECT,
+            return CommandVerdict(
+                CommandAction.REJECT,
                 REFUSED,
                 "local files are not allowed: no session workspace",
                 stage=stage,
@@ -564,29 +577,32 @@ def _decide_kube(cmd: KubeCommand, ctx: Context, policy: Policy, stage: int | No
         try:
             check_paths(cmd, ctx.workspace)
         except CommandRefused as exc:
-            return Verdict(Action.REJECT, REFUSED, exc.reason, stage=stage)
+            return CommandVerdict(CommandAction.REJECT, REFUSED, exc.reason, stage=stage)
     return _walk(cmd, ctx, policy, policy.default_action, stage)
 
 
-def _decide_filter(stage: Command, ctx: Context, policy: Policy, index: int) -> Verdict:
+def _decide_filter(stage: Command, ctx: Context, policy: Policy, index: int) -> CommandVerdict:
     if stage.program not in FILTERS:
-        return Verdict(
-            Action.REJECT, REFUSED, f"{stage.program!r} is not an allowed filter", stage=index
+        return CommandVerdict(
+            CommandAction.REJECT,
+            REFUSED,
+            f"{stage.program!r} is not an allowed filter",
+            stage=index,
         )
     try:
         check_filter(stage.argv)
     except FilterRefusal as exc:
-        return Verdict(Action.REJECT, REFUSED, str(exc), stage=index)
-    return _walk(stage, ctx, policy, Action.ACCEPT, index)
+        return CommandVerdict(CommandAction.REJECT, REFUSED, str(exc), stage=index)
+    return _walk(stage, ctx, policy, CommandAction.ACCEPT, index)
 
 
 def _walk(
     stage: KubeCommand | Command,
     ctx: Context,
     policy: Policy,
-    default: Action,
+    default: CommandAction,
     index: int | None,
-) -> Verdict:
+) -> CommandVerdict:
     ordered = sorted(
         (rule for rule in policy.rules if rule.enabled),
         key=lambda rule: (-rule.priority, -rule.action.severity),
@@ -595,23 +611,25 @@ def _walk(
     for rule in ordered:
         if not rule.applies_to.contains(ctx):
             continue
-        accepting = rule.action == Action.ACCEPT
+        accepting = rule.action == CommandAction.ACCEPT
         result = rule.match.evaluate(stage, ctx, policy.verb_paths(rule), every=accepting)
         if result == _NO or (result == _MAYBE and accepting):
             continue
         reason = rule.reason if result == _YES else f"{rule.reason} {_maybe_note(stage)}"
-        if rule.action == Action.WARN:
+        if rule.action == CommandAction.WARN:
             warnings.append(Notice(rule.id, reason))
             continue
-        action = Action.WARN if rule.action == Action.ACCEPT and warnings else rule.action
-        return Verdict(action, rule.id, reason, tuple(warnings), index)
-    action = Action.WARN if default == Action.ACCEPT and warnings else default
+        action = (
+            CommandAction.WARN if rule.action == CommandAction.ACCEPT and warnings else rule.action
+        )
+        return CommandVerdict(action, rule.id, reason, tuple(warnings), index)
+    action = CommandAction.WARN if default == CommandAction.ACCEPT and warnings else default
     reason = (
         "no rule matched"
         if isinstance(stage, Command)
         else f"no rule matched; the policy's default is {default}"
     )
-    return Verdict(action, None, reason, tuple(warnings), index)
+    return CommandVerdict(action, None, reason, tuple(warnings), index)
 
 
 def _maybe_note(stage: KubeCommand | Command) -> str:

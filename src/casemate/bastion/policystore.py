@@ -52,10 +52,10 @@ from sqlalchemy.orm import defer
 from casemate.bastion.models import CommandPolicy
 from casemate.bastion.policy import (
     REFUSED,
-    Action,
+    CommandAction,
+    CommandVerdict,
     Context,
     Policy,
-    Verdict,
     decide,
     default_policy,
 )
@@ -171,7 +171,9 @@ def validate_yaml(text: object, *, source: str = "policy") -> Policy:
         raise _located(exc.message, text, source) from None
     except (TypeError, ValueError, RecursionError) as exc:  # belt and braces: never a 500
         raise InvalidPolicy(f"{source}: the policy cannot be read ({type(exc).__name__})") from None
-    if policy.default_action is not Action.REJECT and not any(r.enabled for r in policy.rules):
+    if policy.default_action is not CommandAction.REJECT and not any(
+        r.enabled for r in policy.rules
+    ):
         line = _line_of_path(text, "default_action", "")
         where = f"{source}: line {line}" if line is not None else source
         raise InvalidPolicy(
@@ -325,14 +327,14 @@ def check_line(
     cluster: str = "",
     account: str = "",
     namespace: str = "default",
-) -> Verdict:
+) -> CommandVerdict:
     """What ``policy`` decides for ``line`` typed by ``user`` on ``cluster`` through
     ``account``, as in a session whose workspace is :data:`TEST_WORKSPACE`. A line the
     restricted shell refuses is a ``reject`` with rule id ``casemate.refused``."""
     try:
         parsed = parse_line(line)
     except ShellRefused as exc:
-        return Verdict(Action.REJECT, REFUSED, exc.reason, stage=0)
+        return CommandVerdict(CommandAction.REJECT, REFUSED, exc.reason, stage=0)
     ctx = Context(
         user=user,
         groups=frozenset(groups),

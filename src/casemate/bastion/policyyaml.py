@@ -23,8 +23,8 @@ from casemate.bastion.filters import FILTERS
 from casemate.bastion.kinds import canonical_kind
 from casemate.bastion.policy import (
     CURRENT_VERSION,
-    Action,
     AppliesTo,
+    CommandAction,
     FlagCondition,
     Policy,
     Rule,
@@ -166,13 +166,13 @@ def _scalar_text(value: object, at: At) -> str:
     raise at.error("expected a string, number or boolean")
 
 
-def _action(value: object, at: At) -> Action:
+def _action(value: object, at: At) -> CommandAction:
     text = _str(value, at)
     try:
-        return Action(text)
+        return CommandAction(text)
     except ValueError:
         raise at.error(
-            f"unknown action {text!r} (one of {', '.join(a.value for a in Action)})"
+            f"unknown action {text!r} (one of {', '.join(a.value for a in CommandAction)})"
         ) from None
 
 

@@ -74,7 +74,7 @@ from casemate.bastion.inspection import (
 )
 from casemate.bastion.kubectl import CommandRefused, KubeCommand, parse_command
 from casemate.bastion.pipeline import OutputTooLarge, RedirectFile, Tools, run_pipeline, spawn_env
-from casemate.bastion.policy import Action, Context, Policy, Verdict, decide
+from casemate.bastion.policy import CommandAction, CommandVerdict, Context, Policy, decide
 from casemate.bastion.preview import preview
 from casemate.bastion.ptyrun import (
     EARLY_FLUSH_MAX,
@@ -236,7 +236,7 @@ class _Output:
             self.kept.extend(clean[: _KEPT_OUTPUT_BYTES - len(self.kept)])
 
     def end(
-        self, verdict: Verdict, outcome: str, code: int, start: float, approver: str
+        self, verdict: CommandVerdict, outcome: str, code: int, start: float, approver: str
     ) -> CommandEnd:
         return CommandEnd(
             verdict.action.value,
@@ -349,10 +349,10 @@ class CommandRunner:
         verdict = decide(parsed, policy_ctx, policy, first=first)
         for notice in verdict.warnings:
             await write(f"casemate: warning: {notice.reason} (rule {notice.rule_id})\n".encode())
-        if verdict.action == Action.REJECT:
+        if verdict.action == CommandAction.REJECT:
             return await self._refuse(ctx, verdict.reason, verdict.rule_id or "")
         ticket_id, approver = 0, ""
-        if verdict.action == Action.REVIEW:
+        if verdict.action == CommandAction.REVIEW:
             held = await self._hold(ctx, verdict, on_ticket)
             if isinstance(held, CommandResult):
                 return held
@@ -370,14 +370,14 @@ class CommandRunner:
     # -- refusals and audit
 
     async def _refuse(self, ctx: CommandContext, reason: str, rule_id: str = "") -> CommandResult:
-        verdict = Verdict(Action.REJECT, rule_id or "shell.refused", reason)
+        verdict = CommandVerdict(CommandAction.REJECT, rule_id or "shell.refused", reason)
         await self._audit_decided(ctx, verdict, "denied")
         rule = f" (rule {rule_id})" if rule_id else ""
         await ctx.write(f"casemate: refused: {reason}{rule}\n".encode("utf-8", "replace"))
         return CommandResult(ctx.command_id, "reject", EXIT_REFUSED, rule_id, reason)
 
     async def _audit_decided(
-        self, ctx: CommandContext, verdict: Verdict, outcome: str, ticket_id: int = 0
+        self, ctx: CommandContext, verdict: CommandVerdict, outcome: str, ticket_id: int = 0
     ) -> None:
         argvs = ctx.argvs
         event = CommandDecided(
@@ -401,7 +401,7 @@ class CommandRunner:
     async def _hold(
         self,
         ctx: CommandContext,
-        verdict: Verdict,
+        verdict: CommandVerdict,
         on_ticket: Callable[[Ticket], Awaitable[None]] | None,
     ) -> CommandResult | tuple[int, str]:
         parsed, first, info = ctx.parsed, ctx.first, ctx.info
@@ -476,7 +476,7 @@ class CommandRunner:
     # -- running
 
     async def _execute(
-        self, ctx: CommandContext, verdict: Verdict, ticket_id: int, approver: str
+        self, ctx: CommandContext, verdict: CommandVerdict, ticket_id: int, approver: str
     ) -> CommandResult:
         parsed, write = ctx.parsed, ctx.write
         assert parsed is not None  # a decided command parsed

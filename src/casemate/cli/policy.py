@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casemate.bastion.policy import Action, Policy, Rule
+from casemate.bastion.policy import CommandAction, Policy, Rule
 from casemate.bastion.policystore import (
     MAX_POLICY_BYTES,
     PolicyInfo,
@@ -287,7 +287,7 @@ def test(
     out.print(_safe(f"{verdict.action}{rule}: {verdict.reason}"), markup=False)
     for notice in verdict.warnings:
         out.print(_safe(f"  warning ({notice.rule_id}): {notice.reason}"), markup=False)
-    if verdict.action is Action.REVIEW:
+    if verdict.action is CommandAction.REVIEW:
         out.print("  the command would be held until an approver releases it", markup=False)
 
 
