@@ -42,6 +42,7 @@ from casemate.core.identity.rules import (
     validate_name,
 )
 from casemate.core.models import ApiToken, Group, LoginSession, User
+from casemate.core.records import record
 from casemate.core.settings import Settings
 from casemate.core.vault import Vault
 from casemate.errors import (
@@ -223,47 +224,28 @@ class IdentityBase:
 
     def _user_info(self, u: User) -> UserInfo:
         locked = u.locked_until
-        return UserInfo(
-            id=u.id,
-            username=u.username,
-            display_name=u.display_name,
-            email=u.email,
+        return record(
+            UserInfo,
+            u,
             roles=_stored_roles(u.roles),
             groups=frozenset(g.name for g in u.groups),
             effective_roles=_effective_roles(u),
-            disabled=u.disabled,
             has_password=u.password_hash is not None,
-            totp_enabled=u.totp_enabled,
-            failed_logins=u.failed_logins,
             locked_until=locked if locked is not None and locked > self._now() else None,
-            created_at=u.created_at,
-            password_changed_at=u.password_changed_at,
         )
 
     @staticmethod
     def _group_info(g: Group) -> GroupInfo:
-        return GroupInfo(
-            id=g.id,
-            name=g.name,
-            description=g.description,
+        return record(
+            GroupInfo,
+            g,
             roles=_stored_roles(g.roles),
             members=frozenset(m.username for m in g.members),
-            created_at=g.created_at,
         )
 
     @staticmethod
     def _token_info(t: ApiToken) -> TokenInfo:
-        return TokenInfo(
-            id=t.id,
-            user_id=t.user_id,
-            name=t.name,
-            prefix=t.prefix,
-            scopes=frozenset(t.scopes),
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            last_used_at=t.last_used_at,
-            revoked_at=t.revoked_at,
-        )
+        return record(TokenInfo, t, scopes=frozenset(t.scopes))
 
     def _credential_failed(self, s: Session, event: Event, user: User | None) -> None:
         """Audit a failed credential check; with ``user`` it counts toward lock-out.
