@@ -62,6 +62,16 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
     clusters = Clusters(rt.db, rt.vault, rt.audit)
     clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
     clusters.add_account("test", "reader", Credential.bearer(kube_cluster.admin_token), by=None)
+    from datetime import UTC, datetime, timedelta
+
+    from casemate.posture.exception_store import ExceptionStore
+    from casemate.posture.rules import RULES_BY_ID
+
+    excepted = ExceptionStore(rt.db, rt.audit).create(
+        "escape.privileged", namespace=kube_namespace, labels={"app": "agent"}, owner="team",
+        reason="node agent", expires_at=datetime.now(UTC) + timedelta(hours=1), actor="test",
+        known_rules=RULES_BY_ID,
+    )  # fmt: skip
     rt.close()
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CASEMATE_")},
@@ -101,10 +111,20 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
         while not any(wanted in line for line in lines):
             assert time.monotonic() - created < 15, "".join(lines)
             time.sleep(0.2)
+        assert not any("[excepted" in line for line in lines if wanted in line)
+        agent = privileged("agent")
+        agent["metadata"].update(namespace=kube_namespace, labels={"app": "agent"})
+        kube_cluster.kubectl("create", "-f", "-", input=json.dumps(agent))
+        wanted_agent = f"critical escape.privileged Pod/{kube_namespace}/agent"
+        while not any(wanted_agent in line for line in lines):
+            assert time.monotonic() - created < 30, "".join(lines)
+            time.sleep(0.2)
+        (agent_line,) = [line for line in lines if wanted_agent in line]
+        assert agent_line.rstrip().endswith(f"[excepted {excepted.id}]"), agent_line
         # The gauge is set before the finding is printed, so one scrape suffices.
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert (
-            'casemate_posture_findings{rule="escape.privileged",severity="critical"} 1.0' in metrics
+            'casemate_posture_findings{rule="escape.privileged",severity="critical"} 2.0' in metrics
         ), metrics
     finally:
         proc.terminate()
@@ -114,7 +134,10 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
                 stream.close()
     rt = open_runtime(load_settings(data_dir=data_dir))
     try:
-        (entry,) = rt.audit.query(kind="posture.finding", text="escape.privileged")
-        assert entry.details["object"]["name"] == "rooted" and entry.outcome == "critical"
+        entries = rt.audit.query(kind="posture.finding", text="escape.privileged")
+        by_name = {e.details["object"]["name"]: e for e in entries}
+        assert by_name["rooted"].outcome == "critical"
+        assert by_name["rooted"].details["exception"] is None
+        assert by_name["agent"].details["exception"]["id"] == excepted.id
     finally:
         rt.close()

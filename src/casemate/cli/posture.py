@@ -387,14 +387,18 @@ def watch(
 ) -> None:
     """Follow a cluster's changes and report each new finding at once: a line on stdout, an
     audit record (posture.finding; forwarded to syslog when the audit log forwards), and the
-    casemate_posture_findings gauge."""
+    casemate_posture_findings gauge. A finding a stored exception covers is reported with
+    "[excepted ID]" (the exceptions are re-read every 30 seconds)."""
     import queue
     import threading
+    import time
+    from datetime import UTC, datetime
 
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
     from casemate.events import GenericEvent
     from casemate.k8s.clusters import Clusters
+    from casemate.posture.exceptions import apply_exceptions
     from casemate.posture.live import cluster_access
     from casemate.posture.watch import WATCHED, FindingTracker, WatchEvent, watch_resource
 
@@ -429,9 +433,12 @@ def watch(
         tracker = FindingTracker(chosen)
         shown: set[tuple[str, str]] = set()
         synced = 0
+        stored, read_at = _stored_exceptions(rt), time.monotonic()
         try:
             while True:
                 event = events.get()
+                if time.monotonic() - read_at > 30:
+                    stored, read_at = _stored_exceptions(rt), time.monotonic()
                 if event.type == "SYNCED":
                     synced += 1
                     if synced == len(resources):
@@ -449,9 +456,12 @@ def watch(
                 for rule_id, severity in shown - counts.keys():
                     gauge.remove(rule_id, severity)
                 shown = set(counts)
+                if fresh and stored:
+                    fresh = apply_exceptions(fresh, stored, datetime.now(UTC)).findings
                 for f in fresh:
                     where = f"{f.object_ref} {f.path}".strip()
-                    sys.stdout.write(f"{f.severity.value} {f.rule_id} {where}: {f.message}\n")
+                    note = f" [excepted {f.waiver.id}]" if f.waiver is not None else ""
+                    sys.stdout.write(f"{f.severity.value} {f.rule_id} {where}: {f.message}{note}\n")
                     sys.stdout.flush()
                     rt.audit.append(
                         GenericEvent(
