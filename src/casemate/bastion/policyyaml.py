@@ -12,7 +12,7 @@ duplicate rule ids are :class:`~casemate.errors.PolicyError` naming the place
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -38,6 +38,15 @@ from casemate.bastion.policycheck import (
     is_glob,
     spec_known,
     validate_match,
+)
+from casemate.core.policyfields import (
+    choice,
+    integer,
+    mapping,
+    opt_bool,
+    scalar_text,
+    str_list,
+    string,
 )
 from casemate.core.policyfile import At, StrictLoader
 from casemate.errors import PolicyError
@@ -112,68 +121,8 @@ def default_policy() -> Policy:
 # Reading YAML with locations ----------------------------------------------------------------------
 
 
-def _mapping(
-    value: object, at: At, allowed: Iterable[str] | None, required: Iterable[str] = ()
-) -> dict[str, Any]:
-    """A mapping with string keys; ``allowed`` None means any key."""
-    if not isinstance(value, dict):
-        raise at.error("expected a mapping")
-    allowed_set = None if allowed is None else set(allowed)
-    for key in value:
-        if not isinstance(key, str):
-            raise at.error(f"keys must be strings, not {key!r}")
-        if allowed_set is not None and key not in allowed_set:
-            raise at.error(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed_set))})")
-    for key in required:
-        if key not in value:
-            raise at.error(f"missing key {key!r}")
-    return value
-
-
-def _str(value: object, at: At) -> str:
-    if not isinstance(value, str):
-        raise at.error("expected a string")
-    return value
-
-
-def _int(value: object, at: At) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise at.error("expected an integer")
-    return value
-
-
-def _opt_bool(value: object, at: At) -> bool | None:
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise at.error("expected true or false")
-    return value
-
-
-def _str_list(value: object, at: At) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise at.error("expected a list of strings")
-    return tuple(_str(item, at / index) for index, item in enumerate(value))
-
-
-def _scalar_text(value: object, at: At) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | str):
-        return str(value)
-    raise at.error("expected a string, number or boolean")
-
-
 def _action(value: object, at: At) -> CommandAction:
-    text = _str(value, at)
-    try:
-        return CommandAction(text)
-    except ValueError:
-        raise at.error(
-            f"unknown action {text!r} (one of {', '.join(a.value for a in CommandAction)})"
-        ) from None
+    return choice(value, at, CommandAction)
 
 
 _MATCH_KEYS = (
@@ -199,20 +148,20 @@ _RULE_KEYS = ("id", "priority", "action", "match", "applies_to", "description", 
 
 
 def _read_policy(data: dict[str, Any], at: At) -> Policy:
-    body = _mapping(
+    body = mapping(
         data, at, ("version", "default_action", "groups", "rules", "api_rules"), ("version",)
     )
     api_rules = body.get("api_rules")
     if api_rules is not None and not isinstance(api_rules, dict):
         raise (at / "api_rules").error("expected a mapping (an API rule set, version 1)")
     groups: dict[str, tuple[str, ...]] = {}
-    raw_groups = _mapping(body.get("groups") or {}, at / "groups", None)
+    raw_groups = mapping(body.get("groups") or {}, at / "groups", None)
     for name, members in raw_groups.items():
         if not GROUP_NAME.fullmatch(name):
             raise (at / "groups").error(f"invalid group name {name!r}")
         if name in BUILTIN_GROUPS:
             raise (at / "groups" / name).error("the built-in group cannot be redefined")
-        groups[name] = _str_list(members, at / "groups" / name)
+        groups[name] = str_list(members, at / "groups" / name)
         for index, member in enumerate(groups[name]):
             if not spec_known(member, tuple(TOOLS)):
                 raise (at / "groups" / name / index).error(f"unknown command {member!r}")
@@ -233,33 +182,33 @@ def _read_policy(data: dict[str, Any], at: At) -> Policy:
 
 
 def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> Rule:
-    body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
-    rule_id = _str(body["id"], at / "id")
+    body = mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
+    rule_id = string(body["id"], at / "id")
     if not RULE_ID.fullmatch(rule_id):
         raise (at / "id").error(f"invalid rule id {rule_id!r} (lowercase, digits, . _ -)")
-    applies = _mapping(
+    applies = mapping(
         body.get("applies_to") or {}, at / "applies_to", ("users", "groups", "clusters", "accounts")
     )
-    enabled = _opt_bool(body.get("enabled", True), at / "enabled")
+    enabled = opt_bool(body.get("enabled", True), at / "enabled")
     return Rule(
         id=rule_id,
-        priority=_int(body["priority"], at / "priority"),
+        priority=integer(body["priority"], at / "priority"),
         action=_action(body["action"], at / "action"),
         match=_read_match(body.get("match") or {}, at / "match", groups),
         applies_to=AppliesTo(
-            users=_str_list(applies.get("users"), at / "applies_to" / "users"),
-            groups=_str_list(applies.get("groups"), at / "applies_to" / "groups"),
-            clusters=_str_list(applies.get("clusters"), at / "applies_to" / "clusters"),
-            accounts=_str_list(applies.get("accounts"), at / "applies_to" / "accounts"),
+            users=str_list(applies.get("users"), at / "applies_to" / "users"),
+            groups=str_list(applies.get("groups"), at / "applies_to" / "groups"),
+            clusters=str_list(applies.get("clusters"), at / "applies_to" / "clusters"),
+            accounts=str_list(applies.get("accounts"), at / "applies_to" / "accounts"),
         ),
-        description=_str(body.get("description", ""), at / "description"),
+        description=string(body.get("description", ""), at / "description"),
         enabled=True if enabled is None else enabled,
     )
 
 
 def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> RuleMatch:
-    body = _mapping(data, at, _MATCH_KEYS)
-    tools = _str_list(body.get("tools"), at / "tools")
+    body = mapping(data, at, _MATCH_KEYS)
+    tools = str_list(body.get("tools"), at / "tools")
     for index, tool in enumerate(tools):
         if tool not in TOOLS and tool not in FILTERS:
             raise (at / "tools" / index).error(f"unknown tool {tool!r}")
@@ -267,16 +216,16 @@ def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> 
     if tools and not kube_tools and set(body) - {"tools", "regex"}:
         raise at.error("kubectl/helm conditions on a rule for filters only (use tools and regex)")
     verbs: list[str] = []
-    for index, spec in enumerate(_str_list(body.get("verbs"), at / "verbs")):
+    for index, spec in enumerate(str_list(body.get("verbs"), at / "verbs")):
         if not spec_known(spec, kube_tools):
             raise (at / "verbs" / index).error(f"unknown command {spec!r}")
         verbs.append(" ".join(spec.split()))
-    group_names = _str_list(body.get("groups"), at / "groups")
+    group_names = str_list(body.get("groups"), at / "groups")
     for index, group in enumerate(group_names):
         if group not in groups:
             raise (at / "groups" / index).error(f"unknown group {group!r}")
     kinds: list[str] = []
-    for index, kind in enumerate(_str_list(body.get("kinds"), at / "kinds")):
+    for index, kind in enumerate(str_list(body.get("kinds"), at / "kinds")):
         lowered = kind.lower()
         canonical = lowered if is_glob(lowered) else canonical_kind(lowered)
         if canonical is None:
@@ -284,7 +233,7 @@ def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> 
         kinds.append(canonical)
     known_flags = frozenset().union(*(all_flag_names(t) for t in kube_tools))
     flag_conditions: list[FlagCondition] = []
-    raw_flags = _mapping(body.get("flags") or {}, at / "flags", None)
+    raw_flags = mapping(body.get("flags") or {}, at / "flags", None)
     for name, values in raw_flags.items():
         canonical_name = name.lstrip("-")
         if canonical_name not in known_flags:
@@ -292,13 +241,13 @@ def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> 
         if values is None:
             texts: tuple[str, ...] = ()
         elif isinstance(values, list):
-            texts = tuple(_scalar_text(v, at / "flags" / name / i) for i, v in enumerate(values))
+            texts = tuple(scalar_text(v, at / "flags" / name / i) for i, v in enumerate(values))
         else:
-            texts = (_scalar_text(values, at / "flags" / name),)
+            texts = (scalar_text(values, at / "flags" / name),)
         flag_conditions.append(FlagCondition(canonical_name, texts))
     regex = body.get("regex")
     if regex is not None:
-        regex = _str(regex, at / "regex")
+        regex = string(regex, at / "regex")
         try:
             re.compile(regex)
         except re.error as exc:
@@ -309,18 +258,18 @@ def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> 
         verbs=tuple(verbs),
         groups=group_names,
         kinds=tuple(kinds),
-        names=_str_list(body.get("names"), at / "names"),
-        namespaces=_str_list(body.get("namespaces"), at / "namespaces"),
-        all_namespaces=_opt_bool(body.get("all_namespaces"), at / "all_namespaces"),
-        selector=_opt_bool(body.get("selector"), at / "selector"),
-        all=_opt_bool(body.get("all"), at / "all"),
-        bulk=_opt_bool(body.get("bulk"), at / "bulk"),
+        names=str_list(body.get("names"), at / "names"),
+        namespaces=str_list(body.get("namespaces"), at / "namespaces"),
+        all_namespaces=opt_bool(body.get("all_namespaces"), at / "all_namespaces"),
+        selector=opt_bool(body.get("selector"), at / "selector"),
+        all=opt_bool(body.get("all"), at / "all"),
+        bulk=opt_bool(body.get("bulk"), at / "bulk"),
         flags=tuple(flag_conditions),
-        output=tuple(o.lower() for o in _str_list(body.get("output"), at / "output")),
-        data_output=_opt_bool(body.get("data_output"), at / "data_output"),
-        dry_run=_opt_bool(body.get("dry_run"), at / "dry_run"),
-        max_replicas=None if max_replicas is None else _int(max_replicas, at / "max_replicas"),
-        privileged=_opt_bool(body.get("privileged"), at / "privileged"),
+        output=tuple(o.lower() for o in str_list(body.get("output"), at / "output")),
+        data_output=opt_bool(body.get("data_output"), at / "data_output"),
+        dry_run=opt_bool(body.get("dry_run"), at / "dry_run"),
+        max_replicas=None if max_replicas is None else integer(max_replicas, at / "max_replicas"),
+        privileged=opt_bool(body.get("privileged"), at / "privileged"),
         regex=regex,
     )
     try:

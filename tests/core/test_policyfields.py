@@ -1,0 +1,76 @@
+"""Typed policy-document fields with locations (core/policyfields.py): every refusal names the
+place, and the values that pass come back typed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pytest
+
+from casemate.core.policyfields import (
+    choice,
+    integer,
+    mapping,
+    opt_bool,
+    scalar_text,
+    str_list,
+    string,
+)
+from casemate.core.policyfile import At
+from casemate.errors import PolicyError
+
+AT = At("p.yaml", "") / "rules" / 2
+
+
+class Colour(StrEnum):
+    RED = "red"
+    BLUE = "blue"
+
+
+def refused(message: str) -> pytest.RaisesExc[PolicyError]:
+    return pytest.raises(PolicyError, match=f"^p.yaml: rules\\[2\\]: {message}")
+
+
+def test_mapping_keys_allowed_and_required() -> None:
+    assert mapping({"a": 1}, AT, ("a", "b"), ("a",)) == {"a": 1}
+    assert mapping({"x": 1}, AT, None) == {"x": 1}
+    with refused("expected a mapping"):
+        mapping([1], AT, None)
+    with refused("keys must be strings, not 1"):
+        mapping({1: 1}, AT, None)
+    with refused(r"unknown key 'c' \(allowed: a, b\)"):
+        mapping({"c": 1}, AT, ("b", "a"))
+    with refused("missing key 'a'"):
+        mapping({"b": 1}, AT, ("a", "b"), ("a",))
+
+
+def test_scalars() -> None:
+    assert string("x", AT) == "x"
+    with refused("expected a string"):
+        string(1, AT)
+    assert integer(3, AT) == 3
+    for value in (True, "3", 3.0):
+        with refused("expected an integer"):
+            integer(value, AT)
+    assert opt_bool(None, AT) is None and opt_bool(False, AT) is False
+    with refused("expected true or false"):
+        opt_bool("yes", AT)
+    assert [scalar_text(v, AT) for v in (True, False, 7, "s")] == ["true", "false", "7", "s"]
+    with refused("expected a string, number or boolean"):
+        scalar_text(1.5, AT)
+
+
+def test_str_list_names_the_item() -> None:
+    assert str_list(None, AT) == () and str_list(["a", "b"], AT) == ("a", "b")
+    with refused("expected a list of strings"):
+        str_list("a", AT)
+    with pytest.raises(PolicyError, match=r"^p.yaml: rules\[2\]\[1\]: expected a string"):
+        str_list(["a", 2], AT)
+
+
+def test_choice() -> None:
+    assert choice("blue", AT, Colour) is Colour.BLUE
+    with refused(r"unknown colour 'green' \(one of red, blue\)"):
+        choice("green", AT, Colour, "colour")
+    with refused("expected a string"):
+        choice(None, AT, Colour)
