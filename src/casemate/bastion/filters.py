@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 __all__ = ["FILTERS", "FilterRefusal", "FilterSpec", "check_filter"]
 
 
-class FilterRefusal(Exception):  # noqa: N818 - internal signal, turned into ShellRefused
+class FilterRefusal(Exception):  # internal signal, turned into ShellRefused
     """Raised by :func:`check_filter`; the shell turns it into a ``ShellRefused``."""
 
 

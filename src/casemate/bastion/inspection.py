@@ -42,7 +42,7 @@ __all__ = [
 _MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
 
 
-class RunRefused(Exception):  # noqa: N818 - a refusal, not a fault
+class RunRefused(Exception):  # a refusal, not a fault
     """A command refused before it runs (a path, a manifest, a terminal it lacks)."""
 
     def __init__(self, reason: str) -> None:

@@ -72,7 +72,7 @@ class Tools:
         return path
 
 
-class OutputTooLarge(Exception):  # noqa: N818 - a signal
+class OutputTooLarge(Exception):  # a signal
     """A ``> FILE`` reached its cap."""
 
 

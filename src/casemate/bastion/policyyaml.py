@@ -66,7 +66,7 @@ __all__ = [
 
 def policy_from_yaml(text: str, *, source: str = "<policy>") -> Policy:
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - safe subclass
+        data = yaml.load(text, Loader=StrictLoader)  # a safe subclass
     except PolicyError as exc:
         raise PolicyError(f"{source}: {exc.message}") from None
     except yaml.YAMLError as exc:

@@ -635,7 +635,7 @@ class CommandRunner:
                 )
                 try:
                     await asyncio.to_thread(self.audit.append, event)
-                except Exception as e:  # noqa: BLE001 - best effort, said in the docs
+                except Exception as e:  # best effort, said in the docs
                     log.warning("bastion: a container input line was not audited: %s", e)
 
         auditor = asyncio.ensure_future(audit_lines())
