@@ -284,7 +284,7 @@ def test_cli_images_keys_signatures(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_parse_helpers() -> None:
-    from casemate.cli.edge import default_mac, parse_mode
+    from casemate.edge.service import default_mac, parse_mode
 
     assert parse_mode("0660") == 0o660 and parse_mode("666") == 0o666
     for bad in ("0999", "rw", "06600"):

@@ -9,22 +9,15 @@ and put their Casemate token in ``~/.docker/config.json``::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
-import grp
 import json
 import logging
 import os
-import re
-import ssl
-import stat
 import sys
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -33,15 +26,19 @@ from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloudlink import (
-    BrokerConfig,
-    CloudLink,
     CloudLinkConfig,
-    LinkState,
-    waiting_for,
 )
-from casemate.edge.decide import RiskPolicy, canonical_host_path
-from casemate.edge.guard import GuardSettings, run_guard
-from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, EdgeProxy, ProxyConfig, parse_unix_url
+from casemate.edge.guard import GuardSettings
+from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, ProxyConfig
+from casemate.edge.service import (
+    BROKER_PASSWORD_ENV,
+    STATUS_FILE,
+    allow_path_warnings,
+    guard_settings,
+    link_config,
+    proxy_config,
+    run_edge,
+)
 from casemate.edge.store import ProxyStore, parse_role
 from casemate.errors import ConfigError, InvalidInput
 from casemate.risks.imageref import InvalidImageReference, split_repository
@@ -57,11 +54,6 @@ app.add_typer(user_app, name="user")
 app.add_typer(image_app, name="image")
 app.add_typer(key_app, name="key")
 app.add_typer(signature_app, name="signature")
-
-ENROL_TOKEN_ENV = "CASEMATE_EDGE_ENROL_TOKEN"
-BROKER_PASSWORD_ENV = "CASEMATE_BROKER_PASSWORD"
-STATUS_FILE = "edge-status.json"
-STATUS_INTERVAL = 1.0
 
 
 def _by() -> str:
@@ -110,79 +102,24 @@ def init(data_dir: DataDirOption = None) -> None:
 # Serve ----------------------------------------------------------------------------------------
 
 
-def parse_mode(text: str) -> int:
-    if not re.fullmatch(r"0?[0-7]{3}", text):
-        raise InvalidInput(f"--socket-mode must be octal like 0660, got {text!r}")
-    return int(text, 8)
-
-
-def default_mac() -> str:
-    node = uuid.getnode()
-    return ":".join(f"{(node >> shift) & 0xFF:02x}" for shift in range(40, -1, -8))
-
-
-def _group_id(name: str | None) -> int | None:
-    if name is None:
-        return None
-    if name.isdigit():
-        return int(name)
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ConfigError(f"there is no group {name!r}") from None
-
-
-def allow_path_warnings(paths: Iterable[str]) -> list[str]:
-    """Check ``--allow-path`` values: each must be an existing directory named by its real,
-    canonical path (else ConfigError). Returns warnings for directories (the allowed one or any
-    above it) that users other than root could change: they could swap a bind source between
-    the guard's check and dockerd's mount (the residual risk in docs/edge.md)."""
-    warnings: list[str] = []
-    for path in paths:
-        if canonical_host_path(path) != path:
-            raise ConfigError(f"--allow-path {path!r} must be a canonical absolute path")
-        real = os.path.realpath(path)
-        if real != path or not os.path.isdir(path):
-            raise ConfigError(
-                f"--allow-path {path} must be an existing directory without symlinks"
-                + (f" (its real path is {real})" if real != path else "")
-            )
-        current = path
-        while True:
-            st = os.lstat(current)
-            writable = st.st_mode & 0o022
-            shielded = current != path and st.st_mode & stat.S_ISVTX  # sticky: /tmp-like
-            if st.st_uid != 0 or (writable and not shielded):
-                warnings.append(
-                    f"{current} (above or at --allow-path {path}) can be changed by users other "
-                    "than root: they could swap a bind source between the guard's check and "
-                    "dockerd's mount; make it root-owned and not group/other-writable"
-                )
-            if current == "/":
-                break
-            current = os.path.dirname(current)
-    return warnings
-
-
-class _LinkReporter:
-    """The guard's reporter: reports go to the cloud link's durable outbox."""
-
-    def __init__(self, link: CloudLink) -> None:
-        self.link = link
-
-    async def report(self, kind: str, payload: Mapping[str, Any]) -> None:
-        await self.link.report(kind, payload)
-
-
 @app.command("serve")
 def serve(
     data_dir: DataDirOption = None,
     listen: Annotated[
-        str, typer.Option(help="Socket the docker CLI connects to (unix:///path).")
-    ] = "unix:///run/casemate/docker.sock",
+        str | None,
+        typer.Option(
+            help="Socket the docker CLI connects to (unix:///path) "
+            "[default: unix:///run/casemate/docker.sock].",
+            show_default=False,
+        ),
+    ] = None,
     docker: Annotated[
-        str, typer.Option(help="dockerd's socket (unix:///path).")
-    ] = "unix:///var/run/docker.sock",
+        str | None,
+        typer.Option(
+            help="dockerd's socket (unix:///path) [default: unix:///var/run/docker.sock].",
+            show_default=False,
+        ),
+    ] = None,
     broker: Annotated[
         str | None,
         typer.Option(
@@ -209,25 +146,42 @@ def serve(
         typer.Option(help="Only accept a cloud with this key fingerprint (sha256:…)."),
     ] = None,
     authz_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the cloud's decision.")
-    ] = 3.0,
+        float | None,
+        typer.Option(
+            help="Seconds to wait for the cloud's decision [default: 3].", show_default=False
+        ),
+    ] = None,
     register_timeout: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Seconds to wait for the cloud's answer to a registration; unanswered "
-            "registrations are retried with backoff (1 s doubling up to --register-retry-max)."
+            "registrations are retried with backoff (1 s doubling up to --register-retry-max) "
+            "[default: 10].",
+            show_default=False,
         ),
-    ] = 10.0,
+    ] = None,
     register_retry_max: Annotated[
-        float, typer.Option(help="Longest wait (seconds) between registration attempts.")
-    ] = 60.0,
-    socket_mode: Annotated[str, typer.Option(help="Mode of the listening socket.")] = "0660",
+        float | None,
+        typer.Option(
+            help="Longest wait (seconds) between registration attempts [default: 60].",
+            show_default=False,
+        ),
+    ] = None,
+    socket_mode: Annotated[
+        str | None,
+        typer.Option(help="Mode of the listening socket [default: 0660].", show_default=False),
+    ] = None,
     socket_group: Annotated[
         str | None, typer.Option(help="Group of the listening socket.", show_default=False)
     ] = None,
     token_header: Annotated[
-        str, typer.Option(help="Header the docker CLI sends the Casemate token in.")
-    ] = DEFAULT_TOKEN_HEADER,
+        str | None,
+        typer.Option(
+            help="Header the docker CLI sends the Casemate token in "
+            f"[default: {DEFAULT_TOKEN_HEADER}].",
+            show_default=False,
+        ),
+    ] = None,
     allow_path: Annotated[
         list[str] | None,
         typer.Option("--allow-path", help="Host path containers may bind (repeatable)."),
@@ -257,11 +211,25 @@ def serve(
         ),
     ] = None,
     guard: Annotated[
-        bool, typer.Option("--guard/--no-guard", help="Run the resource guard beside the proxy.")
-    ] = False,
-    guard_cpu: Annotated[float, typer.Option(help="Guard CPU threshold (%).")] = 90.0,
-    guard_memory: Annotated[float, typer.Option(help="Guard memory threshold (%).")] = 90.0,
-    guard_window: Annotated[float, typer.Option(help="Guard window in seconds.")] = 10.0,
+        bool | None,
+        typer.Option(
+            "--guard/--no-guard",
+            help="Run the resource guard beside the proxy [default: no].",
+            show_default=False,
+        ),
+    ] = None,
+    guard_cpu: Annotated[
+        float | None,
+        typer.Option(help="Guard CPU threshold (%) [default: 90].", show_default=False),
+    ] = None,
+    guard_memory: Annotated[
+        float | None,
+        typer.Option(help="Guard memory threshold (%) [default: 90].", show_default=False),
+    ] = None,
+    guard_window: Annotated[
+        float | None,
+        typer.Option(help="Guard window in seconds [default: 10].", show_default=False),
+    ] = None,
     dev: Annotated[
         bool, typer.Option("--dev", help="Dev mode: allows weak secrets. Never in production.")
     ] = False,
@@ -271,60 +239,49 @@ def serve(
     The enrolment token for a first registration with the cloud is read from
     CASEMATE_EDGE_ENROL_TOKEN (without one the gateway registers as pending).
     """
-    settings = load_settings(data_dir=data_dir, dev_mode=True if dev else None)
+    settings = load_settings(
+        data_dir=data_dir,
+        dev_mode=True if dev else None,
+        edge_listen=listen,
+        edge_docker=docker,
+        edge_broker=broker,
+        edge_gateway_id=gateway_id,
+        edge_mac=mac,
+        edge_broker_user=broker_user,
+        edge_broker_ca=broker_ca,
+        edge_cloud_fingerprint=cloud_fingerprint,
+        edge_authz_timeout_seconds=authz_timeout,
+        edge_register_timeout_seconds=register_timeout,
+        edge_register_retry_max_seconds=register_retry_max,
+        edge_socket_mode=socket_mode,
+        edge_socket_group=socket_group,
+        edge_token_header=token_header,
+        edge_allow_paths=tuple(allow_path) if allow_path else None,
+        edge_insecure_registries=tuple(insecure_registry) if insecure_registry else None,
+        edge_max_memory=max_memory,
+        edge_max_pids=max_pids,
+        edge_guard=guard,
+        edge_guard_cpu_percent=guard_cpu,
+        edge_guard_memory_percent=guard_memory,
+        edge_guard_window_seconds=guard_window,
+    )
     logging.getLogger("casemate").setLevel(settings.log_level.upper())
-    for warning in allow_path_warnings(allow_path or ()):
+    for warning in allow_path_warnings(settings.edge_allow_paths):
         err.print(f"warning: {warning}", markup=False)
-    config = ProxyConfig(
-        listen=parse_unix_url(listen),
-        docker=parse_unix_url(docker),
-        socket_mode=parse_mode(socket_mode),
-        socket_group=_group_id(socket_group),
-        token_header=token_header,
-        insecure_registries=frozenset(insecure_registry or ()),
-        policy=RiskPolicy(
-            required_scope="write",
-            host_path_allowlist=frozenset(allow_path or ()),
-            max_memory=max_memory,
-            max_pids=max_pids,
-        ),
-    )
-    link_config: CloudLinkConfig | None = None
-    if broker is not None:
-        tls = None
-        if broker_ca is not None:
-            try:
-                tls = ssl.create_default_context(cafile=str(broker_ca))
-            except (OSError, ssl.SSLError) as e:
-                raise ConfigError(f"cannot load the broker CA bundle {broker_ca}: {e}") from None
-        broker_config = BrokerConfig.parse(
-            broker, username=broker_user, password=os.environ.get(BROKER_PASSWORD_ENV), tls=tls
-        )
-        mac_address = mac or default_mac()
-        extra: dict[str, Any] = {
-            "authz_timeout": authz_timeout,
-            "cloud_fingerprint": cloud_fingerprint,
-            "register_timeout": register_timeout,
-            "register_retry_min": min(1.0, register_retry_max),
-            "register_retry_max": register_retry_max,
-        }
-        if gateway_id is None:
-            link_config = CloudLinkConfig.for_mac(mac_address, broker_config, **extra)
-        else:
-            link_config = CloudLinkConfig(
-                gateway_id=gateway_id, mac_address=mac_address, broker=broker_config, **extra
-            )
-    guard_settings = (
-        GuardSettings(cpu_percent=guard_cpu, memory_percent=guard_memory, window=guard_window)
-        if guard
-        else None
-    )
+    config = proxy_config(settings)
+    link = link_config(settings)
+    guard_config = guard_settings(settings)
     config.listen.parent.mkdir(parents=True, exist_ok=True)
     rt = open_runtime(settings, create=True)
     try:
-        asyncio.run(_serve(rt, config, link_config, guard_settings))
+        asyncio.run(_serve(rt, config, link, guard_config))
     finally:
         rt.close()
+
+
+def _announce(line: str) -> None:
+    out.print(line, markup=False)
+    sys.stdout.flush()
 
 
 async def _serve(
@@ -334,158 +291,10 @@ async def _serve(
     guard_settings: GuardSettings | None,
 ) -> None:
     async with stop_signals() as stop:
-        await _run_proxy(rt, config, link_config, guard_settings, stop)
+        await run_edge(
+            rt, config, link_config, guard_settings, stop, announce=_announce, bounded=bounded
+        )
     out.print("casemate edge proxy stopped")
-
-
-async def _run_proxy(
-    rt: Runtime,
-    config: ProxyConfig,
-    link_config: CloudLinkConfig | None,
-    guard_settings: GuardSettings | None,
-    stop: asyncio.Event,
-) -> None:
-    link: CloudLink | None = None
-    guard_task: asyncio.Task[None] | None = None
-    status_task: asyncio.Task[None] | None = None
-    status_path = rt.settings.data_dir / STATUS_FILE
-    proxy = EdgeProxy(
-        config, store=ProxyStore(rt.db, rt.audit), identity=rt.identity, audit=rt.audit
-    )
-    try:
-        if link_config is not None:
-            link = CloudLink(rt.db, rt.vault, link_config)
-            await link.start()
-            proxy.cloud = link
-            link.keep_registering(os.environ.get(ENROL_TOKEN_ENV) or None)
-        await proxy.start()
-        status_task = asyncio.create_task(
-            _keep_status(status_path, config, proxy, link), name="edge-status"
-        )
-        if guard_settings is not None:
-            reporter = _LinkReporter(link) if link is not None else None
-            guard_task = asyncio.create_task(
-                run_guard(config.docker, guard_settings, reporter), name="edge-guard"
-            )
-        out.print(
-            f"casemate edge proxy listening on unix://{config.listen} "
-            f"in front of unix://{config.docker}",
-            markup=False,
-        )
-        out.print(f"  data directory: {rt.settings.data_dir.absolute()}", markup=False)
-        if link is not None and link_config is not None:
-            out.print(
-                f"  gateway {link_config.gateway_id}: {link.status}, "
-                f"fingerprint {link.fingerprint()}",
-                markup=False,
-            )
-            waiting = waiting_for(link.state())
-            if waiting:
-                out.print(
-                    f"  waiting for {waiting}; privileged calls are refused until then "
-                    "(casemate edge status)",
-                    markup=False,
-                )
-        else:
-            out.print("  no cloud link: privileged calls are refused", markup=False)
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        if status_task is not None:
-            status_task.cancel()
-            await asyncio.gather(status_task, return_exceptions=True)
-        with contextlib.suppress(OSError):
-            status_path.unlink()
-        if guard_task is not None:
-            guard_task.cancel()
-            await bounded(
-                asyncio.gather(guard_task, return_exceptions=True), what="stopping the guard"
-            )
-        await bounded(proxy.stop(), what="stopping the edge proxy")
-        if link is not None:
-            await bounded(link.stop(), what="stopping the cloud link")
-
-
-def status_document(
-    *,
-    pid: int,
-    listen: str,
-    docker: str,
-    started_at: datetime,
-    decisions: int,
-    outcomes_pending: int,
-    link: LinkState | None,
-    fingerprint: str | None = None,
-) -> dict[str, Any]:
-    """What ``edge serve`` publishes in its status file (no secrets): who it is, and what it
-    waits for before privileged calls can be decided (``waiting_for``; empty: nothing)."""
-    doc: dict[str, Any] = {
-        "pid": pid,
-        "listen": listen,
-        "docker": docker,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "decisions": decisions,
-        "outcomes_pending": outcomes_pending,
-    }
-    if link is None:
-        doc["gateway"] = None
-        doc["waiting_for"] = "nothing: no cloud link is configured (--broker)"
-        doc["privileged_calls"] = "refused"
-        return doc
-    waiting = waiting_for(link)
-    doc["gateway"] = {
-        "id": link.gateway_id,
-        "broker": link.broker,
-        "connected": link.connected,
-        "status": link.status,
-        "fingerprint": fingerprint,
-        "registration_failures": link.failures,
-        "last_error": link.last_error,
-        "next_attempt": link.retry_at.isoformat(timespec="seconds") if link.retry_at else None,
-    }
-    doc["waiting_for"] = waiting
-    doc["privileged_calls"] = "refused" if waiting else "decided by the cloud"
-    return doc
-
-
-def _write_status(path: Path, doc: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-async def _keep_status(
-    path: Path, config: ProxyConfig, proxy: EdgeProxy, link: CloudLink | None
-) -> None:
-    """Rewrite the status file whenever what it says changes (checked every second)."""
-    started = datetime.now(UTC)
-    fingerprint = link.fingerprint() if link is not None else None
-    last: dict[str, Any] | None = None
-    failing = False
-    while True:
-        doc = status_document(
-            pid=os.getpid(),
-            listen=f"unix://{config.listen}",
-            docker=f"unix://{config.docker}",
-            started_at=started,
-            decisions=proxy.decisions,
-            outcomes_pending=proxy.backlog.pending,
-            link=link.state() if link is not None else None,
-            fingerprint=fingerprint,
-        )
-        if doc != last:
-            try:
-                await asyncio.to_thread(_write_status, path, doc)
-            except OSError as e:
-                if not failing:
-                    log.warning("cannot write the status file %s: %s", path, e.strerror)
-                failing = True
-            else:
-                last, failing = doc, False
-        await asyncio.sleep(STATUS_INTERVAL)
 
 
 def _alive(pid: int) -> bool:

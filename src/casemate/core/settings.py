@@ -79,6 +79,30 @@ class Settings(BaseSettings):
     ssh_listen: str | None = None
     ssh_idle_timeout_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
 
+    # edge: casemate edge serve (docs/edge.md); each has a command-line option of its own
+    edge_listen: str = "unix:///run/casemate/docker.sock"
+    edge_docker: str = "unix:///var/run/docker.sock"
+    edge_socket_mode: str = "0660"
+    edge_socket_group: str | None = None
+    edge_token_header: str = "X-Casemate-Token"
+    edge_allow_paths: tuple[str, ...] = ()
+    edge_insecure_registries: tuple[str, ...] = ()
+    edge_max_memory: int | None = None
+    edge_max_pids: int | None = None
+    edge_broker: str | None = None  # HOST:PORT of the cloud's MQTT broker; none: no cloud
+    edge_broker_user: str | None = None  # the password: CASEMATE_BROKER_PASSWORD
+    edge_broker_ca: Path | None = None
+    edge_gateway_id: str | None = None
+    edge_mac: str | None = None
+    edge_cloud_fingerprint: str | None = None
+    edge_authz_timeout_seconds: float = 3.0
+    edge_register_timeout_seconds: float = 10.0
+    edge_register_retry_max_seconds: float = 60.0
+    edge_guard: bool = False
+    edge_guard_cpu_percent: float = 90.0
+    edge_guard_memory_percent: float = 90.0
+    edge_guard_window_seconds: float = 10.0
+
     # single sign-on (docs/sso.md): who may still use a local password, and what groups grant
     sso_required: bool = False  # local passwords only for the break-glass accounts
     sso_break_glass_users: tuple[str, ...] = ()  # besides admin_username
