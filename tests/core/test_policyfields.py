@@ -1,5 +1,5 @@
-"""Typed policy-document fields with locations (core/policyfields.py): every refusal names the
-place, and the values that pass come back typed."""
+"""Typed policy-document fields with locations (core/policyfields.py, core/rulescope.py): every
+refusal names the place, and the values that pass come back typed."""
 
 from __future__ import annotations
 
@@ -74,3 +74,27 @@ def test_choice() -> None:
         choice("green", AT, Colour, "colour")
     with refused("expected a string"):
         choice(None, AT, Colour)
+
+
+def test_applies_to_scope_and_yaml_form() -> None:
+    from dataclasses import dataclass
+
+    from casemate.core.rulescope import AppliesTo
+
+    @dataclass(frozen=True)
+    class Who:
+        user: str
+        groups: frozenset[str]
+        cluster: str
+        account: str
+
+    scope = AppliesTo.read({"users": ["al*"], "clusters": ["prod-*"]}, AT / "applies_to")
+    assert scope == AppliesTo(users=("al*",), clusters=("prod-*",))
+    assert scope.to_dict() == {"users": ["al*"], "clusters": ["prod-*"]}
+    assert scope.contains(Who("alice", frozenset(), "prod-1", "x"))
+    assert not scope.contains(Who("bob", frozenset(), "prod-1", "x"))
+    assert not scope.contains(Who("alice", frozenset(), "dev", "x"))
+    assert AppliesTo(groups=("ops",)).contains(Who("bob", frozenset({"ops"}), "c", "a"))
+    assert AppliesTo.read(None, AT) == AppliesTo() and AppliesTo().to_dict() == {}
+    with pytest.raises(PolicyError, match=r"rules\[2\]: unknown key 'roles'"):
+        AppliesTo.read({"roles": ["x"]}, AT)

@@ -41,10 +41,9 @@ duplicate YAML keys are :class:`~casemate.errors.PolicyError` with the location.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -59,6 +58,7 @@ from casemate.bastion.kubectl import (
 )
 from casemate.bastion.policycheck import BUILTIN_GROUPS, is_glob, resolve_verbs, validate_policy
 from casemate.bastion.shell import Command, ParsedLine
+from casemate.core.rulescope import AppliesTo, matches_any
 from casemate.errors import PolicyError
 
 __all__ = [
@@ -107,8 +107,7 @@ _SEVERITY = {
 _NO, _MAYBE, _YES = 0, 1, 2
 
 
-def _any(values: Iterable[str], patterns: Sequence[str]) -> bool:
-    return any(fnmatchcase(value, pattern) for value in values for pattern in patterns)
+_any = matches_any
 
 
 @dataclass(frozen=True)
@@ -365,24 +364,6 @@ def _namespace_scope(cmd: KubeCommand, ctx: Context) -> _Scope:
 
 def _bool(wanted: bool | None, actual: bool) -> int:
     return _YES if wanted is None or wanted == actual else _NO
-
-
-@dataclass(frozen=True)
-class AppliesTo:
-    """Who and where a rule applies to (globs); an empty list means all."""
-
-    users: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    clusters: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()
-
-    def contains(self, ctx: Context) -> bool:
-        return (
-            (not self.users or _any([ctx.user], self.users))
-            and (not self.groups or _any(ctx.groups, self.groups))
-            and (not self.clusters or _any([ctx.cluster], self.clusters))
-            and (not self.accounts or _any([ctx.account], self.accounts))
-        )
 
 
 @dataclass(frozen=True)

@@ -186,21 +186,14 @@ def _read_rule(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> R
     rule_id = string(body["id"], at / "id")
     if not RULE_ID.fullmatch(rule_id):
         raise (at / "id").error(f"invalid rule id {rule_id!r} (lowercase, digits, . _ -)")
-    applies = mapping(
-        body.get("applies_to") or {}, at / "applies_to", ("users", "groups", "clusters", "accounts")
-    )
+    applies_to = AppliesTo.read(body.get("applies_to"), at / "applies_to")
     enabled = opt_bool(body.get("enabled", True), at / "enabled")
     return Rule(
         id=rule_id,
         priority=integer(body["priority"], at / "priority"),
         action=_action(body["action"], at / "action"),
         match=_read_match(body.get("match") or {}, at / "match", groups),
-        applies_to=AppliesTo(
-            users=str_list(applies.get("users"), at / "applies_to" / "users"),
-            groups=str_list(applies.get("groups"), at / "applies_to" / "groups"),
-            clusters=str_list(applies.get("clusters"), at / "applies_to" / "clusters"),
-            accounts=str_list(applies.get("accounts"), at / "applies_to" / "accounts"),
-        ),
+        applies_to=applies_to,
         description=string(body.get("description", ""), at / "description"),
         enabled=True if enabled is None else enabled,
     )
@@ -289,11 +282,7 @@ def _rule_to_dict(rule: Rule) -> dict[str, Any]:
         out["description"] = rule.description
     if not rule.enabled:
         out["enabled"] = False
-    applies = {
-        key: list(getattr(rule.applies_to, key))
-        for key in ("users", "groups", "clusters", "accounts")
-        if getattr(rule.applies_to, key)
-    }
+    applies = rule.applies_to.to_dict()
     if applies:
         out["applies_to"] = applies
     match: dict[str, Any] = {}
