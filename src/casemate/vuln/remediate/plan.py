@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from casemate.vuln.model import Finding, Inventory
 from casemate.vuln.versions import compare
 
 FIXES_DIR = "/casemate-fixes"
+APT_LIST = "/tmp/casemate-apt.list"  # apt's sources while Casemate fetches and installs
+APT_PARTS = "/tmp/casemate-apt.d"  # (empty: no other source of the image is read)
 #: Source packages whose fix needs the main process to restart to take effect.
 RESTART_SOURCES = frozenset(
     {"glibc", "musl", "openssl", "gnutls28", "libgcrypt20", "nss", "libssh", "krb5",
      "systemd", "dbus"}
 )  # fmt: skip
-IMAGE_PATH = "patch or rebuild the image instead (casemate vuln patch-image is not built yet)"
+IMAGE_PATH = "patch the image instead (casemate vuln patch-image IMAGE) or rebuild it"
+REBUILD = "rebuild the image on a base that has the fixes (it cannot install packages itself)"
 RACE = (
     "postStart runs concurrently with the entrypoint: the main process may start, and load "
     "the old libraries, before the upgrade is installed"
@@ -79,17 +82,17 @@ def _minimum(installed_binary: str, installed_source: str, fixed_source: str) ->
     return fixed_source
 
 
-def plan_container(facts: ContainerFacts, inventory: Inventory,
-                   findings: Sequence[Finding]) -> ContainerPlan:  # fmt: skip
+def plan_container(facts: ContainerFacts, inventory: Inventory, findings: Sequence[Finding],
+                   *, in_place: bool = True) -> ContainerPlan:  # fmt: skip
     manager = inventory.os.manager if inventory.os else None
     refusals: list[str] = []
     if manager is None:
         refusals.append(f"{facts.image}: no supported OS with a package manager")
     if "bin/sh" not in inventory.tools:
-        refusals.append(f"{facts.image} has no shell (distroless or scratch): {IMAGE_PATH}")
+        refusals.append(f"{facts.image} has no shell (distroless or scratch): {REBUILD}")
     needed = ("usr/bin/dpkg", "usr/bin/apt-get") if manager == "dpkg" else ("sbin/apk",)
     if manager and any(tool not in inventory.tools for tool in needed):
-        refusals.append(f"{facts.image} has no package manager ({manager}): {IMAGE_PATH}")
+        refusals.append(f"{facts.image} has no package manager ({manager}): {REBUILD}")
     user = inventory.user.split(":")[0]
     if facts.run_as_user not in (None, 0):
         refusals.append(f"runs as uid {facts.run_as_user}: postStart cannot install packages")
@@ -108,7 +111,7 @@ def plan_container(facts: ContainerFacts, inventory: Inventory,
         if finding.fixed is None:
             skipped.append(f"{finding.package}: {', '.join(ids)} has no fix ({finding.state})")
             continue
-        if finding.package in RESTART_SOURCES:
+        if in_place and finding.package in RESTART_SOURCES:
             skipped.append(
                 f"{finding.package}: the running process keeps the old library until it "
                 f"restarts, so a postStart install does not fix {', '.join(ids)}: {IMAGE_PATH}"
@@ -138,6 +141,15 @@ def plan_container(facts: ContainerFacts, inventory: Inventory,
     )
 
 
+def plan_image(image: str, inventory: Inventory, findings: Sequence[Finding]) -> ContainerPlan:
+    """The plan for a patched image (``vuln patch-image``): every fixable package, the C library
+    and OpenSSL included (a container of the new image starts with them); only an image that
+    cannot install packages itself (no shell, no package manager) is refused. The image's own
+    user does not matter: the patch runs as root and the image keeps its user."""
+    facts = ContainerFacts("patch", image, run_as_user=0)
+    return replace(plan_container(facts, inventory, findings, in_place=False), notes=())
+
+
 def fixes_dir(plan: ContainerPlan) -> str:
     """Where this container's packages wait (one directory per container of the pod)."""
     return f"{FIXES_DIR}/{plan.container}"
@@ -160,9 +172,9 @@ def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRR
         for f in plan.fixes
     )
     source = shlex.quote(f"deb {mirror} {codename}-security main")
-    apt = "apt-get -q -o Dir::Etc::SourceList=/tmp/casemate-security.list -o Dir::Etc::SourceParts=-"
+    apt = f"apt-get -q -o Dir::Etc::SourceList={APT_LIST} -o Dir::Etc::SourceParts={APT_PARTS}"
     return (  # only the security suite: no other source of the image is needed or contacted
-        f"set -eu; echo {source} > /tmp/casemate-security.list; "
+        f"set -eu; mkdir -p {APT_PARTS}; echo {source} > {APT_LIST}; "
         f"{apt} update; mkdir -p {directory}; cd {directory}; "
         f"{apt} download {names}; {checks}; "
         "sha256sum *.deb > SHA256SUMS"
@@ -175,4 +187,11 @@ def install_script(plan: ContainerPlan) -> str:
     directory = shlex.quote(fixes_dir(plan))
     if plan.manager == "apk":
         return f"set -eu; cd {directory}; sha256sum -c SHA256SUMS; apk add --no-network *.apk"
-    return f"set -eu; cd {directory}; sha256sum -c SHA256SUMS; dpkg -i *.deb"
+    # dpkg -i of many files unpacks them in name order: a file whose Pre-Depends is another
+    # of the files fails in the first pass and succeeds in the next; a failure that stays
+    # after three passes fails the hook
+    return (
+        f"set -eu; cd {directory}; sha256sum -c SHA256SUMS; ok=; for pass in 1 2 3; do "
+        "if DEBIAN_FRONTEND=noninteractive dpkg -i *.deb; then ok=1; break; fi; done; "
+        '[ -n "$ok" ] || { echo "casemate: dpkg -i failed" >&2; exit 1; }'
+    )
