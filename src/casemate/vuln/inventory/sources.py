@@ -20,6 +20,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
+import zstandard
 
 from casemate.vuln.inventory.cache import InventoryCache
 from casemate.vuln.inventory.parsers import InventoryError
@@ -60,6 +61,20 @@ def _user(config: Any) -> str:
     return user if isinstance(user, str) else ""
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _open_layer(raw: IO[bytes]) -> tarfile.TarFile:
+    """A layer as a tar archive: plain, gzip, bzip2, xz, or zstd (read as a stream: member
+    bytes are only decompressed as far as the archive is read, and bounded per file)."""
+    head = raw.read(4)
+    raw.seek(0)
+    if head == ZSTD_MAGIC:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+        return tarfile.open(fileobj=reader, mode="r|")
+    return tarfile.open(fileobj=raw, mode="r:*")
+
+
 def _apply(name: str, digest: str | None, layers: list[_Layer], user: str = "") -> Inventory:
     tree = LayeredTree()
     problems: list[str] = []
@@ -67,7 +82,7 @@ def _apply(name: str, digest: str | None, layers: list[_Layer], user: str = "") 
         try:
             with layer.open() as raw:
                 try:
-                    archive = tarfile.open(fileobj=raw, mode="r:*")
+                    archive = _open_layer(raw)
                 except tarfile.CompressionError as e:
                     raise InventoryError(f"{layer.where}: unsupported compression ({e})") from None
                 except (tarfile.TarError, EOFError, OSError) as e:
@@ -78,6 +93,8 @@ def _apply(name: str, digest: str | None, layers: list[_Layer], user: str = "") 
                     problems += tree.apply_layer(archive, layer.where)
         except InventoryError as e:
             problems.append(str(e))
+        except zstandard.ZstdError as e:  # nothing of a layer applies unless it reads whole
+            problems.append(f"{layer.where}: a broken zstd stream ({e})")
     return inventory_of(tree, name, digest, tuple(problems), user)
 
 
