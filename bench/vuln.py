@@ -11,10 +11,14 @@ All times are CPU seconds of this process (the machine is shared; wall time vari
     archive): inventory (layers in memory, dpkg status) plus match, with the index loaded.
     Aim: under 1 s.
 
-Not done: the issue's comparison with syft (building it from its Go module) is not part of this
-script yet.
+(d) **syft** (the peer): ``syft scan docker-archive:ARCHIVE -o syft-json`` inventories the same
+    archive; the dpkg packages (name, version) of both are compared and every difference
+    printed, with both times (wall, and CPU of the process: syft's as a child's rusage).
+    syft is built from its Go module (``github.com/anchore/syft`` v1.57.2) into the test cache
+    on first use (``go install``, several minutes); ``--quick`` only uses it when already built.
+    Aim: Casemate at most as slow as syft.
 
-    .venv/bin/python bench/vuln.py [--advisories 100000] [--quick]
+    .venv/bin/python bench/vuln.py [--advisories 100000] [--quick] [--no-syft]
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from casemate.testenv.images import debian12_rootfs
+from casemate.testenv.images import debian12_rootfs, testenv_cache_dir
 from casemate.vuln.advisories.index import IndexStore
 from casemate.vuln.inventory.sources import scan_docker_archive
 from casemate.vuln.match import match
@@ -42,6 +48,7 @@ from casemate.vuln.model import Inventory, OsRelease, Package
 P = ParamSpec("P")
 T = TypeVar("T")
 DEBIAN = OsRelease("debian", "12", "bookworm")
+SYFT = "v1.57.2"
 
 
 def synthetic_feed(path: Path, count: int, rng: random.Random) -> int:
@@ -103,10 +110,47 @@ def debian_archive(directory: Path) -> Path:
     return archive
 
 
+def syft_binary(build: bool) -> Path | None:
+    """syft from the test cache, built with ``go install`` on first use when ``build``."""
+    directory = testenv_cache_dir() / "syft" / SYFT
+    binary = directory / "syft"
+    if binary.is_file() or not build:
+        return binary if binary.is_file() else None
+    if shutil.which("go") is None:
+        return None
+    print(f"    building syft {SYFT} with go install (first use)…", flush=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["go", "install", f"github.com/anchore/syft/cmd/syft@{SYFT}"],
+                          env={**os.environ, "GOBIN": str(directory)}, capture_output=True,
+                          text=True, timeout=3600)  # fmt: skip
+    if done.returncode != 0:
+        print(f"    go install failed: {done.stderr[-500:]}")
+        return None
+    return binary
+
+
+def run_syft(binary: Path, archive: Path) -> tuple[set[tuple[str, str]], float, float]:
+    """syft's dpkg packages of the archive, its wall time and its CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(binary), "scan", f"docker-archive:{archive}", "-o", "syft-json", "-q"],
+        env={**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"},
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    artifacts = json.loads(done.stdout).get("artifacts") or []
+    found = {(a["name"], a["version"]) for a in artifacts if a.get("type") == "deb"}
+    return found, wall, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--advisories", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="10,000 advisories, smaller runs")
+    parser.add_argument("--no-syft", action="store_true", help="skip the comparison with syft")
     args = parser.parse_args()
     count = 10_000 if args.quick else args.advisories
     sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
@@ -135,6 +179,22 @@ def main() -> None:
         print(f"(c) Debian 12 test image: inventory {scanned:.2f} s "
               f"({len(inventory.packages)} packages), match {matched * 1000:.1f} ms, "
               f"total {scanned + matched:.2f} s")  # fmt: skip
+        binary = None if args.no_syft else syft_binary(build=not args.quick)
+        if binary is None:
+            print("(d) syft: not available (--no-syft, or --quick before it was built)")
+        else:
+            started = time.perf_counter()
+            cpu_started = time.process_time()
+            mine = scan_docker_archive(archive)[0]
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            ours = {(p.name, p.version) for p in mine.packages}
+            theirs, syft_wall, syft_cpu = run_syft(binary, archive)
+            print(f"(d) syft {SYFT} on the same archive: {len(theirs)} dpkg packages, Casemate "
+                  f"{len(ours)}; only in syft: {sorted(theirs - ours) or 'none'}; only in "
+                  f"Casemate: {sorted(ours - theirs) or 'none'}")  # fmt: skip
+            print(f"    time: Casemate {wall:.2f} s wall / {cpu:.2f} s CPU, syft "
+                  f"{syft_wall:.2f} s wall / {syft_cpu:.2f} s CPU; Casemate/syft CPU ratio "
+                  f"{cpu / syft_cpu:.2f}")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
