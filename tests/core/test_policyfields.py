@@ -98,3 +98,27 @@ def test_applies_to_scope_and_yaml_form() -> None:
     assert AppliesTo.read(None, AT) == AppliesTo() and AppliesTo().to_dict() == {}
     with pytest.raises(PolicyError, match=r"rules\[2\]: unknown key 'roles'"):
         AppliesTo.read({"roles": ["x"]}, AT)
+
+
+def test_migrate_document_step_by_step() -> None:
+    from casemate.core.policyfields import migrate_document
+
+    steps = {
+        1: lambda d: {"version": d["version"], "b": d["a"]},
+        2: lambda d: {**d, "c": d["b"] * 2},
+    }
+    out = migrate_document({"version": 1, "a": 2}, source="s", current=3, migrations=steps)
+    assert out == {"version": 3, "b": 2, "c": 4}
+    assert migrate_document({"version": 3}, source="s", current=3, migrations={}) == {"version": 3}
+    cases = [
+        ([], {}, "s: a rule set must be a mapping"),
+        ({"version": True}, {}, r"s: version: expected an integer \(current: 3\)"),
+        ({"version": 4}, {}, r"s: version: 4 is newer than this Casemate understands \(3\)"),
+        ({"version": 0}, {"oldest": 1}, "s: version: 0 is not a rule set version"),
+        ({"version": 0}, {}, "s: version: no migration from version 0"),
+    ]
+    for data, extra, message in cases:
+        with pytest.raises(PolicyError, match=f"^{message}$"):
+            migrate_document(
+                data, source="s", current=3, migrations=steps, noun="rule set", **extra
+            )

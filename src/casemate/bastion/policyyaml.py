@@ -12,7 +12,7 @@ duplicate rule ids are :class:`~casemate.errors.PolicyError` naming the place
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -40,9 +40,11 @@ from casemate.bastion.policycheck import (
     validate_match,
 )
 from casemate.core.policyfields import (
+    Migration,
     choice,
     integer,
     mapping,
+    migrate_document,
     opt_bool,
     scalar_text,
     str_list,
@@ -302,8 +304,6 @@ def _rule_to_dict(rule: Rule) -> dict[str, Any]:
 
 # Versions ----------------------------------------------------------------------
 
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
-
 # MIGRATIONS[n] turns a version-n document into a version-(n+1) document. Readers apply them
 # step by step; there is nothing to migrate yet.
 MIGRATIONS: dict[int, Migration] = {}
@@ -311,22 +311,6 @@ MIGRATIONS: dict[int, Migration] = {}
 
 def migrate(data: object, *, source: str = "<policy>") -> dict[str, Any]:
     """Bring a policy document to :data:`CURRENT_VERSION` (or raise PolicyError)."""
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a policy must be a mapping")
-    version = data.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise PolicyError(f"{source}: version: expected an integer (current: {CURRENT_VERSION})")
-    if version > CURRENT_VERSION:
-        raise PolicyError(
-            f"{source}: version: {version} is newer than this Casemate understands "
-            f"({CURRENT_VERSION})"
-        )
-    document = dict(data)
-    while version < CURRENT_VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise PolicyError(f"{source}: version: no migration from version {version}")
-        document = step(document)
-        version += 1
-        document["version"] = version
-    return document
+    return migrate_document(
+        data, source=source, current=CURRENT_VERSION, migrations=MIGRATIONS, noun="policy"
+    )

@@ -10,15 +10,29 @@ string``). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
 from casemate.core.policyfile import At
+from casemate.errors import PolicyError
 
-__all__ = ["choice", "integer", "mapping", "opt_bool", "scalar_text", "str_list", "string"]
+__all__ = [
+    "Migration",
+    "choice",
+    "integer",
+    "mapping",
+    "migrate_document",
+    "opt_bool",
+    "scalar_text",
+    "str_list",
+    "string",
+]
 
 E = TypeVar("E", bound=Enum)
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns a version-n document into a version-(n+1) document."""
 
 
 def mapping(
@@ -89,3 +103,37 @@ def choice(value: object, at: At, kind: type[E], what: str = "action") -> E:
         raise at.error(
             f"unknown {what} {text!r} (one of {', '.join(str(m.value) for m in kind)})"
         ) from None
+
+
+def migrate_document(
+    data: object,
+    *,
+    source: str,
+    current: int,
+    migrations: Mapping[int, Migration],
+    noun: str = "policy",
+    oldest: int | None = None,
+) -> dict[str, Any]:
+    """Bring a versioned document (a mapping with an integer ``version``) to ``current``,
+    applying ``migrations[n]`` step by step from its version; a newer version, one below
+    ``oldest``, or a step that does not exist is a :class:`~casemate.errors.PolicyError`."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a {noun} must be a mapping")
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise PolicyError(f"{source}: version: expected an integer (current: {current})")
+    if version > current:
+        raise PolicyError(
+            f"{source}: version: {version} is newer than this Casemate understands ({current})"
+        )
+    if oldest is not None and version < oldest:
+        raise PolicyError(f"{source}: version: {version} is not a {noun} version")
+    document = dict(data)
+    while version < current:
+        step = migrations.get(version)
+        if step is None:
+            raise PolicyError(f"{source}: version: no migration from version {version}")
+        document = step(document)
+        version += 1
+        document["version"] = version
+    return document
