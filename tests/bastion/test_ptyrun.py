@@ -65,6 +65,19 @@ def test_an_approval_releases_only_the_named_connection() -> None:
     assert api_release(cmd("kubectl delete pod x"), "ns") == ApiRelease()
 
 
+def test_kubectl_cp_releases_its_exec_connections_into_the_named_pod_only() -> None:
+    into = ("exec", "ns", "p")
+    # into the pod: the test -d of the destination, then the tar x
+    assert api_release(cmd("kubectl cp f.txt p:/tmp/f.txt"), "ns") == ApiRelease(
+        (into, into), others=False
+    )
+    # out of it: the tar c, and one more per retry (at most 10)
+    assert api_release(cmd("kubectl cp p:/tmp/f.txt f.txt"), "ns").connects == (into,)
+    assert len(api_release(cmd("kubectl cp p:/f f --retries=3"), "ns").connects) == 4
+    assert len(api_release(cmd("kubectl cp p:/f f --retries=99"), "ns").connects) == 11
+    assert api_release(cmd("kubectl cp -n o p:/f f"), "ns").connects == (("exec", "o", "p"),)
+
+
 def lines_of(tracker: InputLines, keys: bytes, shown: bytes) -> list[tuple[str, str]]:
     tracker.feed(keys)
     return tracker.output(shown)

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from casemate.bastion.kubectl import KubeCommand
+from casemate.bastion.kubectl import KubeCommand, ResourceRef
 
 __all__ = [
     "EARLY_FLUSH_MAX",
@@ -110,7 +110,9 @@ def api_release(command: KubeCommand, namespace: str) -> ApiRelease:
     if command.verb in ("exec", "attach"):
         return ApiRelease(((command.verb, ns, target if named else "*"),), others=False)
     if command.verb == "cp":
-        return ApiRelease(tuple(("exec", r.namespace or ns, r.name or "*") for r in pods))
+        return ApiRelease(
+            tuple(c for r in pods for c in _cp_connects(command, r, ns)), others=False
+        )
     if command.verb == "port-forward":
         return ApiRelease((("portforward", ns, target),))
     if command.verb == "run":
@@ -121,6 +123,22 @@ def api_release(command: KubeCommand, namespace: str) -> ApiRelease:
         attached = _on(command, "tty") or _on(command, "stdin") or _on(command, "attach")
         return ApiRelease((("attach", ns, copy or target),) if attached else ())
     return ApiRelease()
+
+
+def _cp_connects(
+    command: KubeCommand, pod: ResourceRef, namespace: str
+) -> tuple[tuple[str, str, str], ...]:
+    """The exec connections ``kubectl cp`` opens into ``pod``: into the pod (the last
+    argument is the pod's), a ``test -d`` of the destination and the ``tar x``; out of it,
+    the ``tar c`` and one more per ``--retries`` (at most 10)."""
+    one = ("exec", pod.namespace or namespace, pod.name or "*")
+    if command.args and command.args[-1] not in command.local_paths:  # into the pod
+        return (one, one)
+    try:
+        retries = min(max(int(command.flag("retries") or 0), 0), 10)
+    except ValueError:
+        retries = 0
+    return (one,) * (1 + retries)
 
 
 # Typed lines (sans-io) -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ __all__ = [
     "ContainerInput",
     "RECORDING_ACCESSED",
     "SESSION_TYPED",
+    "WORKSPACE_DOWNLOADED",
     "RecordingClosed",
     "ReviewDecided",
     "ReviewRequested",
@@ -31,6 +32,12 @@ RECORDING_ACCESSED: Final = register_kind(
 #: (``actor`` the typist; ``session_id``, ``owner``, ``cluster``, ``line``: secrets masked).
 SESSION_TYPED: Final = register_kind(
     "bastion.session.typed", "a colleague typed a line into a session shared with them"
+)
+
+#: GenericEvent kind: a file of a session's workspace was downloaded (``channel``: http or
+#: sftp; ``session_id``, ``owner``, ``path``, ``size``).
+WORKSPACE_DOWNLOADED: Final = register_kind(
+    "bastion.workspace.downloaded", "a file of a bastion session's workspace was downloaded"
 )
 
 

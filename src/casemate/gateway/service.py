@@ -62,10 +62,16 @@ from casemate.events import (
     BastionSessionStarted,
     GenericEvent,
 )
-from casemate.events.bastion import SESSION_TYPED
+from casemate.events.bastion import SESSION_TYPED, WORKSPACE_DOWNLOADED
 from casemate.gateway.apirules import effective_api_rules
 from casemate.gateway.recovery import Recovery, recover
 from casemate.gateway.sharing import Sharing
+from casemate.gateway.workspace import (
+    WorkspaceFile,
+    get_workspace_file,
+    list_workspace,
+    put_workspace_file,
+)
 from casemate.k8s.clusters import Access, Clusters
 from casemate.kubeproxy.classify import ApiRequest
 from casemate.kubeproxy.proxy import (
@@ -267,7 +273,17 @@ class BastionSession:
     def put_file(self, name: str, data: bytes) -> str:
         """Put a file into the session's workspace (what a user uploads: manifests, charts,
         values). ``name`` is a relative path inside the workspace; returns it normalised."""
-        return _put_workspace_file(self.env.workspace, name, data)
+        return put_workspace_file(self.env.workspace, name, data)
+
+    def files(self) -> list[WorkspaceFile]:
+        """The regular files of the workspace."""
+        return list_workspace(self.env.workspace)
+
+    def get_file(self, name: str, *, by: str, channel: str = "http") -> bytes:
+        """A workspace file's content, for the owner; the download is audited."""
+        data = get_workspace_file(self.env.workspace, name)
+        self.gateway.audit_download(self, by, name, len(data), channel)
+        return data
 
     def interrupt(self) -> bool:
         """Stop the running command (Ctrl-C); True if one was running."""
@@ -728,6 +744,36 @@ class Gateway:
         for rest in session.sharing.stopped(who.username):
             self._audit_typed(session, who.username, rest)
 
+    def newest_own_session(self, user: str, cluster: str | None = None) -> BastionSession:
+        """``user``'s newest live session (on ``cluster``): what SFTP serves."""
+        own = [
+            s
+            for s in self._live.values()
+            if s.info.user == user and not s.closed and cluster in (None, s.info.cluster)
+        ]
+        if not own:
+            raise NotFound("you have no live session" + (f" on {cluster}" if cluster else ""))
+        return max(own, key=lambda s: s.started_at)
+
+    def audit_download(
+        self, session: BastionSession, by: str, path: str, size: int, channel: str
+    ) -> None:
+        self.runtime.audit.append(
+            GenericEvent(
+                actor=by,
+                outcome="downloaded",
+                name=WORKSPACE_DOWNLOADED,
+                data={
+                    "session_id": session.id,
+                    "owner": session.info.user,
+                    "cluster": session.info.cluster,
+                    "path": path[:1000],
+                    "size": size,
+                    "channel": channel,
+                },
+            )
+        )
+
     def _audit_typed(self, session: BastionSession, user: str, line: str) -> None:
         self.runtime.audit.append(
             GenericEvent(
@@ -869,42 +915,6 @@ class Gateway:
         for child in self.work_dir.iterdir():
             if child.name.split(".", 1)[0] not in self._live:
                 shutil.rmtree(child, ignore_errors=True)
-
-
-MAX_WORKSPACE_FILE: Final = 8 * 1024 * 1024
-
-
-def _put_workspace_file(workspace: Path, name: str, data: bytes) -> str:
-    parts = name.split("/")
-    if (
-        not name
-        or len(name) > 255
-        or name.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or any(not c.isprintable() or c == "\\" for c in name)
-        or len(parts) > 8
-    ):
-        raise InvalidInput(
-            "a workspace file name is a relative path of printable characters, without "
-            "'..', '.' or empty parts (at most 255 characters)"
-        )
-    if len(data) > MAX_WORKSPACE_FILE:
-        raise InvalidInput("a workspace file holds at most 8 MiB")
-    root = Path(os.path.realpath(workspace))
-    target = root.joinpath(*parts)
-    parent = target.parent
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    real_parent = Path(os.path.realpath(parent))
-    if real_parent != root and root not in real_parent.parents:
-        raise InvalidInput(f"{name}: outside the session workspace")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-    try:
-        fd = os.open(real_parent / target.name, flags, 0o600)
-    except OSError as e:
-        raise InvalidInput(f"{name}: cannot be written ({e.strerror})") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return "/".join(parts)
 
 
 def _default_namespace(access: Access) -> str:

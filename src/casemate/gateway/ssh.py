@@ -35,9 +35,10 @@ Sessions
     without input for ``ssh_idle_timeout_seconds`` (and no command running) is closed
     (reason ``idle``).
 
-Refused, failing closed: port forwarding (local, remote, Unix sockets, tun/tap), agent and X11
-forwarding, subsystems (sftp) and scp, environment variables (``env`` requests are answered
-with a failure and never stored).
+SFTP serves the workspace of the user's newest live session, read-only and confined to it
+(:mod:`casemate.gateway.sftp`). Refused, failing closed: port forwarding (local, remote, Unix
+sockets, tun/tap), agent and X11 forwarding, other subsystems and scp, environment variables
+(``env`` requests are answered with a failure and never stored).
 """
 
 from __future__ import annotations
@@ -51,15 +52,25 @@ from pathlib import Path
 from typing import Any, Final
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 from asyncssh.packet import SSHPacket
+from asyncssh.stream import SSHServerStreamSession
 
 from casemate.bastion.lineedit import Echo, EndOfInput, Interrupt, LineEditor, Submit
 from casemate.bastion.review import Ticket
 from casemate.core.files import write_atomic
 from casemate.core.identity import Principal, Scope
 from casemate.core.settings import parse_listen
-from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, UpstreamError
+from casemate.errors import (
+    AuthenticationFailed,
+    CasemateError,
+    ConfigError,
+    Denied,
+    NotFound,
+    UpstreamError,
+)
 from casemate.gateway.service import BastionSession, Gateway
+from casemate.gateway.sftp import WorkspaceSFTP
 from casemate.gateway.sshkeys import KeyLogin, SshKeys
 from casemate.gateway.terminal import TerminalShell
 
@@ -516,7 +527,40 @@ class _Session(asyncssh.SSHServerSession[bytes]):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        return False  # sftp and every other subsystem
+        """``sftp`` serves the workspace of the user's newest live session, read-only (see
+        :mod:`casemate.gateway.sftp`); every other subsystem is refused."""
+        login, chan = self.connection.login, self.chan
+        if subsystem != "sftp" or login is None or chan is None:
+            return False
+        user = login.principal.username
+        try:
+            session = self.gateway.newest_own_session(user, self.connection.cluster)
+        except NotFound:
+            return False
+        connection = self.connection
+
+        async def serve(channel: SSHChannel[bytes]) -> asyncssh.SFTPServer:
+            try:
+                principal = await connection.principal()  # the account, checked again
+                if principal.username != user or session.closed:
+                    raise Denied("the session has ended")
+            except CasemateError:
+                channel.close()
+                raise
+
+            def opened(path: str, size: int) -> None:
+                session.gateway.audit_download(session, user, path, size, "sftp")
+
+            assert isinstance(channel, asyncssh.SSHServerChannel)
+            return WorkspaceSFTP(channel, root=session.env.workspace, on_open=opened)
+
+        stream: SSHServerStreamSession[bytes] = SSHServerStreamSession(
+            None, sftp_factory=serve, sftp_version=3
+        )
+        stream.connection_made(chan)
+        chan._session = stream  # the channel is the SFTP server's from here on
+        self.connection.sessions.discard(self)
+        return True
 
     def session_started(self) -> None:
         self._task = self.connection.ssh.spawn(self._main())

@@ -29,18 +29,19 @@ import binascii
 import contextlib
 import json
 import shlex
+import urllib.parse
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from casemate.bastion.review import Ticket
 from casemate.core.identity import Principal, Scope
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, InvalidInput
-from casemate.gateway.service import Gateway
+from casemate.gateway.service import BastionSession, Gateway
 from casemate.gateway.terminal import TerminalShell
 from casemate.server.deps import (
     SESSION_COOKIE,
@@ -398,6 +399,52 @@ async def upload(
         raise Denied("only the session's owner puts files into its workspace")
     data = _decode_files({body.name: body.content})[body.name]
     await asyncio.to_thread(session.put_file, body.name, data)
+
+
+class WorkspaceFileOut(BaseModel):
+    path: str
+    size: int
+    modified: datetime
+
+
+def _own_session(gateway: Gateway, session_id: str, principal: Principal) -> BastionSession:
+    session = gateway.get(session_id)
+    if session.info.user != principal.username:
+        raise Denied("only the session's owner reads its workspace")
+    return session
+
+
+@router.get("/sessions/{session_id}/files", response_model=list[WorkspaceFileOut])
+async def list_files(
+    session_id: str, principal: PrincipalDep, gateway: GatewayDep
+) -> list[WorkspaceFileOut]:
+    """The regular files of a live session's workspace (its owner only)."""
+    session = _own_session(gateway, session_id, principal)
+    found = await asyncio.to_thread(session.files)
+    return [
+        WorkspaceFileOut(path=f.path, size=f.size, modified=datetime.fromtimestamp(f.modified, UTC))
+        for f in found
+    ]
+
+
+@router.get("/sessions/{session_id}/files/{name:path}")
+async def download_file(
+    session_id: str, name: str, principal: PrincipalDep, gateway: GatewayDep
+) -> Response:
+    """One workspace file (its owner only; at most 8 MiB); every download is audited."""
+    session = _own_session(gateway, session_id, principal)
+    data = await asyncio.to_thread(session.get_file, name, by=principal.username)
+    filename = name.rsplit("/", 1)[-1]
+    quoted = urllib.parse.quote(filename, safe="")
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.post("/sessions/{session_id}/share", status_code=204)
