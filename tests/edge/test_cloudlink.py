@@ -730,7 +730,7 @@ async def test_no_key_material_in_logs_or_database(
     ident = link._identity
     assert ident is not None and ident.link_key is not None
     cloud = env.registry.keys()
-    from casemate.edge.cloud.records import _raw_private
+    from casemate.edge.linkconfig import raw_private as _raw_private
 
     secrets_ = [
         _raw_private(ident.ed25519),

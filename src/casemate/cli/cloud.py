@@ -22,7 +22,7 @@ from casemate.cli.common import DataDirOption, bounded, out, runtime, stop_signa
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.cloud import CloudRegistry, CloudService, Effect, push_once
-from casemate.edge.cloudlink import BrokerConfig
+from casemate.edge.linkconfig import BrokerConfig
 from casemate.edge.messages import format_ts
 from casemate.errors import ConfigError
 

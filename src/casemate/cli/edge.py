@@ -25,10 +25,10 @@ from rich.table import Table
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
-from casemate.edge.cloudlink import (
+from casemate.edge.guard import GuardSettings
+from casemate.edge.linkconfig import (
     CloudLinkConfig,
 )
-from casemate.edge.guard import GuardSettings
 from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, ProxyConfig
 from casemate.edge.service import (
     BROKER_PASSWORD_ENV,

@@ -37,26 +37,35 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import delete, func, select, update
 
 from casemate.core.db import Database
 from casemate.core.vault import Vault
 from casemate.edge import messages as m
-from casemate.edge.models import EdgeGatewayIdentity, EdgeGatewayPush, EdgeOutbox
+from casemate.edge.linkconfig import (
+    BrokerConfig,
+    CloudLinkConfig,
+    LinkState,
+    ThreadRunner,
+    broker_error,
+    cancel_and_wait,
+    raw_private,
+    retry_delay,
+    utc_now,
+    waiting_for,
+)
+from casemate.edge.models import EdgeGatewayIdentity, EdgeGatewayPush
+from casemate.edge.outbox import ReportOutbox
 from casemate.errors import (
     AuthenticationFailed,
     CasemateError,
@@ -66,207 +75,32 @@ from casemate.errors import (
     UpstreamError,
 )
 
+__all__ = [
+    "BrokerConfig",
+    "CloudLink",
+    "CloudLinkConfig",
+    "LinkState",
+    "cancel_and_wait",
+    "retry_delay",
+    "waiting_for",
+]
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-T = TypeVar("T")
-_OUTBOX_BATCH: Final = 100
 _PRUNE_EVERY: Final = 3600.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # Broker connection ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class BrokerConfig:
-    """Where the MQTT broker is and how to log in (use TLS and credentials in production)."""
-
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: ssl.SSLContext | None = field(default=None, repr=False)
-    keepalive: int = 30
-    timeout: float = 10.0
-
-    @classmethod
-    def parse(cls, text: str, **kwargs: Any) -> BrokerConfig:
-        """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"expected the broker as HOST:PORT, got {text!r}")
-        return cls(host=host.strip("[]"), port=int(port), **kwargs)
-
-    def client(self, identifier: str, *, clean_session: bool) -> aiomqtt.Client:
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            identifier=identifier,
-            clean_session=clean_session,
-            username=self.username,
-            password=self.password,
-            tls_context=self.tls,
-            keepalive=self.keepalive,
-            timeout=self.timeout,
-            logger=logging.getLogger("casemate.mqtt"),
-            # paho leaves Nagle on: a PUBACK followed by a PUBLISH would wait ~40 ms for the
-            # peer's delayed ACK.
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        )
-        # Many concurrent authorizations are normal; aiomqtt warns above 10 in flight.
-        client.pending_calls_threshold = 10_000
-        return client
-
-
-def broker_error(e: BaseException) -> UpstreamError:
-    """An aiomqtt/paho/socket failure as a Casemate error (no payloads in the message)."""
-    return UpstreamError(f"MQTT broker: {type(e).__name__}: {str(e)[:200]}")
-
-
-class ThreadRunner:
-    """Runs blocking calls (database work) in threads and can wait for all of them: a
-    cancelled caller does not stop its thread, so ``stop()`` drains them before the caller
-    disposes the database."""
-
-    def __init__(self) -> None:
-        self._running: set[asyncio.Future[Any]] = set()
-
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)
-        return await asyncio.shield(future)
-
-    async def drain(self) -> None:
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any], *, retry: float = 0.5) -> None:
-    """Cancel ``task`` until it is done: on Python 3.11, ``asyncio.wait_for`` (inside aiomqtt)
-    can swallow a cancellation that races with its inner future (gh-86296)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=retry)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-
 # Configuration ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class CloudLinkConfig:
-    """How a gateway talks to the cloud.
-
-    ``grant_cache_ttl``: seconds an automatic allow may be reused for the same caller, action,
-    image and digest (0 = off, the default). ``cloud_fingerprint``: the cloud key fingerprint
-    to accept at registration (``sha256:…``); ``None`` trusts the first cloud that answers.
-    ``pending_refresh``: while the cloud has not approved the gateway, it registers again this
-    often (seconds) to learn about the approval; reports wait in the outbox until then.
-    """
-
-    gateway_id: str
-    mac_address: str
-    broker: BrokerConfig
-    hostname: str = field(default_factory=socket.gethostname)
-    authz_timeout: float = 3.0
-    manual_timeout: float = 60.0
-    register_timeout: float = 10.0
-    grant_cache_ttl: float = 0.0
-    cloud_fingerprint: str | None = None
-    pending_refresh: float = 30.0
-    client_id: str | None = None
-    reconnect_min: float = 0.2
-    reconnect_max: float = 5.0
-    register_retry_min: float = 1.0
-    register_retry_max: float = 60.0
-    outbox_retention: timedelta = timedelta(days=7)
-
-    def __post_init__(self) -> None:
-        m.gateway_topic(self.gateway_id, m.REPORT)  # validates the id
-        object.__setattr__(self, "mac_address", m.normalise_mac(self.mac_address))
-        if self.authz_timeout <= 0 or self.manual_timeout < self.authz_timeout:
-            raise ConfigError("authz_timeout must be > 0 and manual_timeout >= authz_timeout")
-        if self.grant_cache_ttl < 0:
-            raise ConfigError("grant_cache_ttl must be >= 0 (0 turns the cache off)")
-        if self.register_timeout <= 0 or not 0 < self.register_retry_min <= self.register_retry_max:
-            raise ConfigError(
-                "register_timeout must be > 0 and 0 < register_retry_min <= register_retry_max"
-            )
-        if self.cloud_fingerprint is not None and not self.cloud_fingerprint.startswith("sha256:"):
-            raise ConfigError("cloud_fingerprint must look like sha256:<64 hex digits>")
-
-    @classmethod
-    def for_mac(cls, mac_address: str, broker: BrokerConfig, **kwargs: Any) -> CloudLinkConfig:
-        """The default gateway id for a MAC address: ``gw-001a2b3c4d5e``."""
-        mac = m.normalise_mac(mac_address)
-        return cls(
-            gateway_id="gw-" + mac.replace(":", ""), mac_address=mac, broker=broker, **kwargs
-        )
 
 
 # What the link waits for -----------------------------------------------------------------------
 
 
-def retry_delay(failures: int, minimum: float, maximum: float) -> float:
-    """Seconds to wait after ``failures`` failed attempts in a row: ``minimum`` doubling, at
-    most ``maximum``."""
-    return min(maximum, minimum * 2.0 ** max(0, min(failures - 1, 32)))
-
-
-@dataclass(frozen=True)
-class LinkState:
-    """A snapshot of the link for status output (no key material)."""
-
-    gateway_id: str
-    broker: str
-    connected: bool
-    status: str
-    """``unregistered``, ``pending``, ``approved`` or ``rejected`` (as the cloud last said)."""
-    registered: bool
-    registering: bool
-    """A background registration is running (:meth:`CloudLink.keep_registering`)."""
-    failures: int = 0
-    last_error: str = ""
-    retry_at: datetime | None = None
-
-
-def waiting_for(state: LinkState) -> str:
-    """What the link waits for before privileged calls can be decided, in words; ``""`` when
-    it waits for nothing (connected and approved)."""
-    if state.status == "rejected":
-        return f"nothing: the cloud rejected this gateway ({state.last_error})"
-    if not state.connected:
-        return f"the MQTT broker at {state.broker} (connecting, retried with backoff)"
-    if not state.registered or state.status == "unregistered":
-        if not state.registering:
-            return "registration with the cloud (not attempted: restart to register)"
-        if state.failures == 0:
-            return "registration with the cloud (first attempt in progress)"
-        retry = (
-            f"; next attempt at {state.retry_at.strftime('%H:%M:%S')} UTC"
-            if state.retry_at is not None
-            else ""
-        )
-        return (
-            f"registration with the cloud ({state.failures} attempt(s) failed, last: "
-            f"{state.last_error}{retry})"
-        )
-    if state.status == "pending":
-        return "approval of this gateway by a cloud administrator"
-    return ""
-
-
 # Identity ---------------------------------------------------------------------------------------
-
-
-def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 @dataclass
@@ -362,6 +196,8 @@ class CloudLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push: m.Push | None = None
         self._last_prune = 0.0
+        self.outbox = ReportOutbox(db, config.gateway_id, config.outbox_retention, clock=clock)
+        """The durable outbox of reports (database rows until the broker acknowledges them)."""
         self.on_push: list[Callable[[m.Push], None]] = []
         self._threads = ThreadRunner()
         self._registering: asyncio.Task[None] | None = None
@@ -511,8 +347,8 @@ class CloudLink:
                 row = EdgeGatewayIdentity(
                     gateway_id=gid,
                     mac_address=self.config.mac_address,
-                    ed25519_secret_id=self.vault.put(s, _purpose(gid, "ed25519"), _raw_private(ed)),
-                    x25519_secret_id=self.vault.put(s, _purpose(gid, "x25519"), _raw_private(x)),
+                    ed25519_secret_id=self.vault.put(s, _purpose(gid, "ed25519"), raw_private(ed)),
+                    x25519_secret_id=self.vault.put(s, _purpose(gid, "x25519"), raw_private(x)),
                     ed25519_public=m.public_hex(ed),
                     x25519_public=m.public_hex(x),
                     status="unregistered",
@@ -850,41 +686,11 @@ class CloudLink:
 
     def enqueue_report(self, kind: str, payload: Mapping[str, Any]) -> str:
         """Commit a report to the outbox (blocking; safe from any thread); returns its id."""
-        report = m.Report(
-            report_id=str(uuid.uuid4()),
-            gateway_id=self.config.gateway_id,
-            seq=1,  # replaced by the outbox row's seq
-            kind=kind,
-            payload=payload,
-            ts=self._clock(),
-        )
-        with self.db.session() as s:
-            row = EdgeOutbox(
-                report_id=report.report_id,
-                gateway_id=report.gateway_id,
-                kind=kind,
-                body="",
-                created_at=utc_now(),
-                attempts=0,
-            )
-            s.add(row)
-            s.flush()
-            row.body = (
-                m.Report(
-                    report_id=report.report_id,
-                    gateway_id=report.gateway_id,
-                    seq=row.seq,
-                    kind=kind,
-                    payload=report.payload,
-                    ts=report.ts,
-                )
-                .to_json()
-                .decode()
-            )
+        report_id = self.outbox.add(kind, payload)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._outbox_wake.set)
-        return report.report_id
+        return report_id
 
     async def report(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Commit a report to the durable outbox (raises ``InvalidInput`` for a payload that is
@@ -894,18 +700,7 @@ class CloudLink:
 
     def outbox_pending(self) -> int:
         """Reports not yet acknowledged by the broker."""
-        with self.db.reader() as s:
-            return int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(EdgeOutbox)
-                    .where(
-                        EdgeOutbox.gateway_id == self.config.gateway_id,
-                        EdgeOutbox.delivered_at.is_(None),
-                    )
-                )
-                or 0
-            )
+        return self.outbox.pending()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty; ``False`` if it is not after ``timeout`` seconds."""
@@ -919,56 +714,18 @@ class CloudLink:
                     await self._outbox_idle.wait()
         return True
 
-    def _undelivered(self) -> list[tuple[int, str]]:
-        with self.db.reader() as s:
-            rows = s.execute(
-                select(EdgeOutbox.seq, EdgeOutbox.body)
-                .where(
-                    EdgeOutbox.gateway_id == self.config.gateway_id,
-                    EdgeOutbox.delivered_at.is_(None),
-                )
-                .order_by(EdgeOutbox.seq)
-                .limit(_OUTBOX_BATCH)
-            ).all()
-        return [(int(r.seq), str(r.body)) for r in rows]
-
-    def _mark_delivered(self, seq: int) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(EdgeOutbox).where(EdgeOutbox.seq == seq).values(delivered_at=utc_now())
-            )
-
-    def _count_attempt(self, seq: int) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(EdgeOutbox)
-                .where(EdgeOutbox.seq == seq)
-                .values(attempts=EdgeOutbox.attempts + 1)
-            )
-
-    def _prune(self) -> None:
-        cutoff = utc_now() - self.config.outbox_retention
-        with self.db.session() as s:
-            s.execute(
-                delete(EdgeOutbox).where(
-                    EdgeOutbox.gateway_id == self.config.gateway_id,
-                    EdgeOutbox.delivered_at.is_not(None),
-                    EdgeOutbox.delivered_at < cutoff,
-                )
-            )
-
     async def _deliver_outbox(self, client: aiomqtt.Client) -> None:
         topic = m.gateway_topic(self.config.gateway_id, m.REPORT)
         while True:
             self._outbox_wake.clear()
             ident = self._identity
             approved = self.registered and ident is not None and ident.status == "approved"
-            rows = await self._threads.run(self._undelivered) if approved else []
+            rows = await self._threads.run(self.outbox.undelivered) if approved else []
             if not rows:
                 self._outbox_idle.set()
                 if time.monotonic() - self._last_prune > _PRUNE_EVERY:
                     self._last_prune = time.monotonic()
-                    await self._threads.run(self._prune)
+                    await self._threads.run(self.outbox.prune)
                 await self._outbox_wake.wait()
                 continue
             assert ident is not None and ident.link_key is not None
@@ -977,14 +734,14 @@ class CloudLink:
                     report = m.Report.from_json(body)
                 except InvalidInput:
                     log.error("outbox row %d is unreadable; skipping it", seq)
-                    await self._threads.run(self._mark_delivered, seq)
+                    await self._threads.run(self.outbox.mark_delivered, seq)
                     continue
                 try:
                     await client.publish(topic, m.with_mac(report, ident.link_key).to_json(), qos=1)
                 except aiomqtt.MqttError:
-                    await self._threads.run(self._count_attempt, seq)
+                    await self._threads.run(self.outbox.count_attempt, seq)
                     raise
-                await self._threads.run(self._mark_delivered, seq)
+                await self._threads.run(self.outbox.mark_delivered, seq)
                 log.debug("delivered report %s (seq %d)", report.report_id, seq)
 
     # Connection --------------------------------------------------------------------------------

@@ -23,15 +23,15 @@ from typing import Any
 
 from casemate.core.runtime import Runtime
 from casemate.core.settings import Settings
-from casemate.edge.cloudlink import (
+from casemate.edge.cloudlink import CloudLink
+from casemate.edge.decide import RiskPolicy, canonical_host_path
+from casemate.edge.guard import GuardSettings, run_guard
+from casemate.edge.linkconfig import (
     BrokerConfig,
-    CloudLink,
     CloudLinkConfig,
     LinkState,
     waiting_for,
 )
-from casemate.edge.decide import RiskPolicy, canonical_host_path
-from casemate.edge.guard import GuardSettings, run_guard
 from casemate.edge.proxy import EdgeProxy
 from casemate.edge.proxyconfig import ProxyConfig, parse_unix_url
 from casemate.edge.store import ProxyStore

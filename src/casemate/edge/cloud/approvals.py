@@ -14,7 +14,7 @@ from casemate.edge import messages as m
 from casemate.edge.cloud.policy import Effect, RuleOutcome, evaluate, subject_of
 from casemate.edge.cloud.records import PendingApproval
 from casemate.edge.cloud.rulebook import RuleRegistry
-from casemate.edge.cloudlink import (
+from casemate.edge.linkconfig import (
     utc_now,
 )
 from casemate.edge.models import (

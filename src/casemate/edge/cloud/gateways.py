@@ -21,10 +21,10 @@ from casemate.edge.cloud.records import (
     CloudKeys,
     GatewayInfo,
     _gateway_info,
-    _raw_private,
     _token_hash,
 )
-from casemate.edge.cloudlink import (
+from casemate.edge.linkconfig import (
+    raw_private,
     utc_now,
 )
 from casemate.edge.models import (
@@ -87,10 +87,10 @@ class GatewayRegistry:
                         EdgeCloudIdentity(
                             id=1,
                             ed25519_secret_id=self.vault.put(
-                                s, "edge.cloud.ed25519", _raw_private(keys.ed25519)
+                                s, "edge.cloud.ed25519", raw_private(keys.ed25519)
                             ),
                             x25519_secret_id=self.vault.put(
-                                s, "edge.cloud.x25519", _raw_private(keys.x25519)
+                                s, "edge.cloud.x25519", raw_private(keys.x25519)
                             ),
                             ed25519_public=keys.ed25519_public,
                             x25519_public=keys.x25519_public,

@@ -11,7 +11,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from casemate.edge import messages as m
 from casemate.edge.cloud.policy import Effect, Rule
@@ -77,10 +76,6 @@ class CloudKeys:
     @property
     def fingerprint(self) -> str:
         return m.key_fingerprint(self.ed25519_public, self.x25519_public)
-
-
-def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 def _token_hash(token: str) -> str:

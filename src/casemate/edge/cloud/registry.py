@@ -9,7 +9,7 @@ from sqlalchemy import select
 from casemate.edge import messages as m
 from casemate.edge.cloud.approvals import ApprovalRegistry
 from casemate.edge.cloud.records import ReportInfo
-from casemate.edge.cloudlink import (
+from casemate.edge.linkconfig import (
     utc_now,
 )
 from casemate.edge.models import (

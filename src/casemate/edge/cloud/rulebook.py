@@ -11,7 +11,7 @@ from casemate.edge import messages as m
 from casemate.edge.cloud.gateways import GatewayRegistry
 from casemate.edge.cloud.policy import Effect, Rule, image_pattern
 from casemate.edge.cloud.records import _grant, _rule
-from casemate.edge.cloudlink import (
+from casemate.edge.linkconfig import (
     utc_now,
 )
 from casemate.edge.models import (

@@ -14,7 +14,7 @@ import aiomqtt
 
 from casemate.edge import messages as m
 from casemate.edge.cloud.registry import CloudRegistry
-from casemate.edge.cloudlink import (
+from casemate.edge.linkconfig import (
     BrokerConfig,
     ThreadRunner,
     broker_error,
