@@ -205,6 +205,8 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
         hold(runtime, "olga")
         cdp.wait_for("document.getElementById('review-count').textContent === '1'")
         assert not cdp.evaluate("document.getElementById('review-count').hidden")
+        go(cdp, "#/reviews", "document.querySelector('.ticket') !== null")
+        shoot(cdp, "reviews")
 
         # Recordings: search by command, then the replay jumps to the command.
         go(cdp, "#/recordings", "document.querySelector('form.filters') !== null")
@@ -213,6 +215,7 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
             " f.command.value = 'get pods'; f.requestSubmit(); })()"
         )
         cdp.wait_for("document.querySelector('a[href=\"#/play/rec-1\"]') !== null")
+        shoot(cdp, "recordings")
         cdp.evaluate("document.querySelector('a[href=\"#/play/rec-1\"]').click()")
         cdp.wait_for("document.querySelector('button.jump') !== null")
         assert "kubectl get pods" in text_of(cdp, "button.jump")
