@@ -8,12 +8,13 @@ is validated with its location in the error (``At``). The model and the decision
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
 import yaml
 
+from casemate.core.policyfields import choice, integer, mapping, opt_bool, str_list, string
 from casemate.core.policyfile import At, StrictLoader
 from casemate.errors import PolicyError
 from casemate.kubeproxy.rules import (
@@ -349,59 +350,8 @@ def _valid_rule_id(rule_id: str) -> bool:
     return bool(rule_id) and rule_id[0].isalnum() and set(rule_id) <= _RULE_ID_CHARS
 
 
-def _mapping(
-    value: object, at: At, allowed: Iterable[str], required: Iterable[str] = ()
-) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise at.error("expected a mapping")
-    allowed_set = set(allowed)
-    for key in value:
-        if not isinstance(key, str):
-            raise at.error(f"keys must be strings, not {key!r}")
-        if key not in allowed_set:
-            raise at.error(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed_set))})")
-    for key in required:
-        if key not in value:
-            raise at.error(f"missing key {key!r}")
-    return value
-
-
-def _str(value: object, at: At) -> str:
-    if not isinstance(value, str):
-        raise at.error("expected a string")
-    return value
-
-
-def _int(value: object, at: At) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise at.error("expected an integer")
-    return value
-
-
-def _opt_bool(value: object, at: At) -> bool | None:
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise at.error("expected true or false")
-    return value
-
-
-def _str_list(value: object, at: At) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise at.error("expected a list of strings")
-    return tuple(_str(item, at / index) for index, item in enumerate(value))
-
-
 def _action(value: object, at: At) -> ApiAction:
-    text = _str(value, at)
-    try:
-        return ApiAction(text)
-    except ValueError:
-        raise at.error(
-            f"unknown action {text!r} (one of {', '.join(a.value for a in ApiAction)})"
-        ) from None
+    return choice(value, at, ApiAction)
 
 
 _MATCH_KEYS: Final = (
@@ -422,11 +372,10 @@ _MATCH_KEYS: Final = (
 )
 _LIST_KEYS: Final = tuple(key for key in _MATCH_KEYS if key != "dry_run")
 _RULE_KEYS: Final = ("id", "priority", "action", "match", "applies_to", "description", "enabled")
-_APPLIES_KEYS: Final = ("users", "groups", "clusters", "accounts")
 
 
 def _read_rules(data: dict[str, Any], at: At) -> ApiRules:
-    body = _mapping(data, at, ("version", "default_action", "rules"), ("version",))
+    body = mapping(data, at, ("version", "default_action", "rules"), ("version",))
     raw_rules = body.get("rules", [])
     if raw_rules is None:
         raw_rules = []
@@ -447,28 +396,25 @@ def _read_rules(data: dict[str, Any], at: At) -> ApiRules:
 
 
 def _read_rule(data: object, at: At) -> ApiRule:
-    body = _mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
-    rule_id = _str(body["id"], at / "id")
+    body = mapping(data, at, _RULE_KEYS, ("id", "priority", "action"))
+    rule_id = string(body["id"], at / "id")
     if not _valid_rule_id(rule_id):
         raise (at / "id").error(f"invalid rule id {rule_id!r} (lowercase, digits, . _ -)")
-    applies = _mapping(body.get("applies_to") or {}, at / "applies_to", _APPLIES_KEYS)
-    enabled = _opt_bool(body.get("enabled", True), at / "enabled")
+    enabled = opt_bool(body.get("enabled", True), at / "enabled")
     return ApiRule(
         id=rule_id,
-        priority=_int(body["priority"], at / "priority"),
+        priority=integer(body["priority"], at / "priority"),
         action=_action(body["action"], at / "action"),
         match=_read_match(body.get("match") or {}, at / "match"),
-        applies_to=AppliesTo(
-            **{key: _str_list(applies.get(key), at / "applies_to" / key) for key in _APPLIES_KEYS}
-        ),
-        description=_str(body.get("description", ""), at / "description"),
+        applies_to=AppliesTo.read(body.get("applies_to"), at / "applies_to"),
+        description=string(body.get("description", ""), at / "description"),
         enabled=True if enabled is None else enabled,
     )
 
 
 def _read_match(data: object, at: At) -> ApiMatch:
-    body = _mapping(data, at, _MATCH_KEYS)
-    lists = {key: _str_list(body.get(key), at / key) for key in _LIST_KEYS}
+    body = mapping(data, at, _MATCH_KEYS)
+    lists = {key: str_list(body.get(key), at / key) for key in _LIST_KEYS}
     for index, verb in enumerate(lists["verbs"]):
         if verb not in _KNOWN_VERBS:
             raise (at / "verbs" / index).error(
@@ -479,7 +425,7 @@ def _read_match(data: object, at: At) -> ApiMatch:
             raise (at / "scopes" / index).error(
                 f"unknown scope {scope!r} (one of {', '.join(SCOPES)})"
             )
-    return ApiMatch(**lists, dry_run=_opt_bool(body.get("dry_run"), at / "dry_run"))
+    return ApiMatch(**lists, dry_run=opt_bool(body.get("dry_run"), at / "dry_run"))
 
 
 def _rule_to_dict(rule: ApiRule) -> dict[str, Any]:
@@ -488,11 +434,7 @@ def _rule_to_dict(rule: ApiRule) -> dict[str, Any]:
         out["description"] = rule.description
     if not rule.enabled:
         out["enabled"] = False
-    applies = {
-        key: list(getattr(rule.applies_to, key))
-        for key in _APPLIES_KEYS
-        if getattr(rule.applies_to, key)
-    }
+    applies = rule.applies_to.to_dict()
     if applies:
         out["applies_to"] = applies
     match: dict[str, Any] = {}

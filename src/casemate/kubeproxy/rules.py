@@ -98,7 +98,7 @@ actions, verbs or scopes, bad rule ids, duplicate ids and duplicate YAML keys ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -107,6 +107,7 @@ from typing import Any, Final
 
 import yaml
 
+from casemate.core.rulescope import AppliesTo, matches_any
 from casemate.errors import InvalidInput, PolicyError
 from casemate.kubeproxy.classify import READ_VERBS, WRITE_VERBS, ApiRequest
 
@@ -197,10 +198,6 @@ class SessionGrant:
 # Rules ------------------------------------------------------------------------------------------
 
 
-def _any(values: Iterable[str], patterns: Sequence[str]) -> bool:
-    return any(fnmatchcase(value, pattern) for value in values for pattern in patterns)
-
-
 def request_scope(request: ApiRequest) -> str:
     """``namespaced``, ``all-namespaces``, ``cluster`` or ``non-resource``."""
     if not request.is_resource:
@@ -245,32 +242,32 @@ class ApiMatch:
             return False
         if self.scopes and request_scope(request) not in self.scopes:
             return False
-        if self.paths and not _any([request.path], self.paths):
+        if self.paths and not matches_any([request.path], self.paths):
             return False
         if self.dry_run is not None and request.dry_run != self.dry_run:
             return False
         if self.api_groups or self.resources:
             if not request.is_resource:
                 return False
-            if self.api_groups and not _any([request.api_group], self.api_groups):
+            if self.api_groups and not matches_any([request.api_group], self.api_groups):
                 return False
-            if self.resources and not _any([request.resource_path], self.resources):
+            if self.resources and not matches_any([request.resource_path], self.resources):
                 return False
         if self.names:
             if request.name:
-                if not _any([request.name], self.names):
+                if not matches_any([request.name], self.names):
                     return False
             elif every or not request.is_resource:
                 return False
         if self.namespaces:
             if request.namespace:
-                if not _any([request.namespace], self.namespaces):
+                if not matches_any([request.namespace], self.namespaces):
                     return False
             elif every or request_scope(request) != "all-namespaces":
                 return False
         if self.label_selectors:
             terms = {t.strip() for t in (request.param("labelSelector") or "").split(",")}
-            if not all(_any(terms, [pattern]) for pattern in self.label_selectors):
+            if not all(matches_any(terms, [pattern]) for pattern in self.label_selectors):
                 return False
         return self._body_matches(request, every=every)
 
@@ -303,27 +300,9 @@ class ApiMatch:
             unknown = {"?", "?/?", "-1", "unreadable"} & values
             if unknown and not every:
                 continue
-            if not _any(values - unknown, patterns):
+            if not matches_any(values - unknown, patterns):
                 return False
         return True
-
-
-@dataclass(frozen=True)
-class AppliesTo:
-    """Who and where a rule applies to (globs); an empty list means all."""
-
-    users: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    clusters: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()
-
-    def contains(self, grant: SessionGrant) -> bool:
-        return (
-            (not self.users or _any([grant.user], self.users))
-            and (not self.groups or _any(grant.groups, self.groups))
-            and (not self.clusters or _any([grant.cluster], self.clusters))
-            and (not self.accounts or _any([grant.account], self.accounts))
-        )
 
 
 @dataclass(frozen=True)
