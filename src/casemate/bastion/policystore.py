@@ -63,6 +63,7 @@ from casemate.bastion.shell import ShellRefused, parse_line
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database, is_postgres
 from casemate.core.policyfile import StrictLoader
+from casemate.core.records import record
 from casemate.core.runtime import Runtime
 from casemate.errors import Conflict, InvalidInput, NotFound, PolicyError, UpstreamError
 from casemate.events import CommandPolicyChanged
@@ -366,13 +367,7 @@ def _digest(text: str) -> str:
 
 
 def _info(row: CommandPolicy) -> PolicyInfo:
-    return PolicyInfo(
-        version=row.version,
-        digest=row.digest,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        comment=row.comment,
-    )
+    return record(PolicyInfo, row)
 
 
 @lru_cache(maxsize=1)

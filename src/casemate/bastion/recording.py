@@ -46,6 +46,7 @@ from casemate.bastion.models import Recording
 from casemate.bastion.redaction import MAX_ESCAPE, Redactor, TerminalSanitizer, secret_variants
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database
+from casemate.core.records import record
 from casemate.core.runtime import Runtime
 from casemate.errors import (
     Conflict,
@@ -110,23 +111,7 @@ class RecordingInfo:
 
 
 def _info(row: Recording) -> RecordingInfo:
-    return RecordingInfo(
-        session_id=row.session_id,
-        user=row.username,
-        cluster=row.cluster,
-        account=row.account,
-        title=row.title,
-        status=row.status,
-        format_version=row.format_version,
-        width=row.width,
-        height=row.height,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        size=row.size,
-        sha256=row.sha256,
-        file_name=row.file_name,
-        owner=row.owner,
-    )
+    return record(RecordingInfo, row, user=row.username)
 
 
 class Replay:

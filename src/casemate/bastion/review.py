@@ -72,6 +72,7 @@ from casemate.bastion.tickets import (
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database, as_utc
 from casemate.core.identity import Principal
+from casemate.core.records import record
 from casemate.core.runtime import Runtime
 from casemate.errors import CasemateError, InvalidInput, NotFound
 from casemate.events import Event, ReviewDecided, ReviewRequested
@@ -102,33 +103,14 @@ def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
 
 
 def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
-    return Ticket(
-        id=row.id,
-        state=TicketState(row.state),
-        user=row.username,
-        command_hash=row.command_hash,
-        command_display=row.command_display,
-        cluster=row.cluster,
-        account=row.account,
-        namespace=row.namespace,
-        rule_id=row.rule_id,
-        reason=row.reason,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        # masked again when read: tickets stored before previews were masked show no data
-        preview=(
-            redact_preview(row.command_display, decode_preview(row.preview_format, row.preview))
-            if with_preview
-            else None
-        ),
-        preview_format=row.preview_format,
-        preview_sha256=row.preview_sha256,
-        decided_at=row.decided_at,
-        decided_by=row.decided_by,
-        decision_note=row.decision_note,
-        self_approved=row.self_approved,
-        consumed_at=row.consumed_at,
+    # the preview is masked again when read: tickets stored before previews were masked show
+    # no data (without it, the deferred column is not loaded)
+    preview = (
+        redact_preview(row.command_display, decode_preview(row.preview_format, row.preview))
+        if with_preview
+        else None
     )
+    return record(Ticket, row, state=TicketState(row.state), user=row.username, preview=preview)
 
 
 # The service ------------------------------------------------------------------------------
