@@ -47,22 +47,38 @@ exports (:meth:`AuditLog.export_jsonl`) to catch that too.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import math
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, Final, NamedTuple, Protocol
+from typing import IO, Any, Final, Protocol
 
 from sqlalchemy import ColumnElement, Connection, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from casemate.core.auditformat import (
+    FORMAT_VERSION,
+    GENESIS_HASH,
+    MAX_DETAILS_BYTES,
+    MAX_DETAILS_DEPTH,
+    PREVIEW_CHARS,
+    AuditEntry,
+    StoredRecord,
+    VerifyReport,
+    _body,
+    _clean_str,
+    _entry,
+    _prepare,
+    _Stored,
+    _utc,
+    canonical_json,
+    format_ts,
+    record_hash,
+)
+from casemate.core.auditverify import _batches, _json_str, _verify_rows, verify_jsonl
 from casemate.core.db import Database, is_postgres
 from casemate.core.models import AuditHead, AuditRecord
 from casemate.errors import IntegrityError, InvalidInput, UpstreamError
@@ -70,205 +86,33 @@ from casemate.events import Event, migrate_details
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION: Final = 1
-GENESIS_HASH: Final = "0" * 64
-MAX_DETAILS_BYTES: Final = 64 * 1024
-MAX_DETAILS_DEPTH: Final = 32
-PREVIEW_CHARS: Final = 4096
+__all__ = [
+    "FORMAT_VERSION",
+    "GENESIS_HASH",
+    "MAX_DETAILS_BYTES",
+    "MAX_DETAILS_DEPTH",
+    "MAX_QUERY_LIMIT",
+    "PREVIEW_CHARS",
+    "AppendHook",
+    "AuditBacklog",
+    "AuditEntry",
+    "AuditLog",
+    "AuditSink",
+    "AuditWriter",
+    "StoredRecord",
+    "VerifyReport",
+    "canonical_json",
+    "entries_between",
+    "format_ts",
+    "left_open",
+    "record_hash",
+    "verify_jsonl",
+]
+
 MAX_QUERY_LIMIT: Final = 10_000
 
 _HEAD_ID: Final = 1
-_LABEL_WIDTH: Final = {"kind": 100, "actor": 200, "source": 200, "outcome": 32}
-_UNSAFE_LABEL_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_VERIFY_BATCH: Final = 10_000
-_RECENT: Final = 64
 _PAGE: Final = 1_000
-
-
-# Records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One committed record, decoded from its body."""
-
-    seq: int
-    ts: datetime
-    kind: str
-    actor: str
-    source: str
-    outcome: str
-    details: dict[str, Any]
-    hash: str
-    event_version: int = 1
-    prev_hash: str = GENESIS_HASH
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``ts`` as RFC 3339 text), e.g. for the API and ``audit tail``."""
-        return {
-            "seq": self.seq,
-            "ts": format_ts(self.ts),
-            "kind": self.kind,
-            "event_version": self.event_version,
-            "actor": self.actor,
-            "source": self.source,
-            "outcome": self.outcome,
-            "details": self.details,
-            "hash": self.hash,
-            "prev_hash": self.prev_hash,
-        }
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """Result of a chain check. ``first_bad_seq`` is the earliest record found inconsistent."""
-
-    ok: bool
-    checked: int
-    first_bad_seq: int | None = None
-    problem: str | None = None
-
-
-class _Stored(NamedTuple):
-    seq: int
-    prev_hash: str
-    hash: str
-    body: str
-
-
-StoredRecord = _Stored
-"""A record as stored: ``seq``, ``prev_hash``, ``hash`` and its canonical JSON ``body``."""
-
-
-def canonical_json(value: Any) -> str:
-    """The canonical JSON text of ``value`` (see the module docstring)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def record_hash(prev_hash: str, body: str) -> str:
-    """``sha256(prev_hash + body)`` as lowercase hex, both encoded as UTF-8 (hex is ASCII)."""
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
-
-
-def format_ts(ts: datetime) -> str:
-    """RFC 3339 UTC with microseconds: ``2026-11-23T10:39:18.121374Z``."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _clean_label(value: str, width: int) -> str:
-    value = _UNSAFE_LABEL_CHAR.sub(_escape_char, str(value))
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    code = ord(m.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def _clean_str(value: str) -> str:
-    if value.isascii():
-        return value
-    try:
-        value.encode()
-    except UnicodeEncodeError:  # unpaired surrogates (e.g. undecodable file names)
-        return value.encode("utf-8", "backslashreplace").decode()
-    return value
-
-
-def _clean_value(value: Any, depth: int = 0) -> Any:
-    if isinstance(value, str):
-        return _clean_str(value)
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if depth >= MAX_DETAILS_DEPTH:
-        return "<too deep>"
-    if isinstance(value, Mapping):
-        return {_clean_str(str(k)): _clean_value(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean_value(v, depth + 1) for v in value]
-    return _clean_str(str(value))
-
-
-def _details(details: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """The cleaned (or truncated) details and their canonical JSON."""
-    cleaned: dict[str, Any] = _clean_value(details)
-    text = canonical_json(cleaned)
-    size = len(text.encode())
-    if size <= MAX_DETAILS_BYTES:
-        return cleaned, text
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    cut = {"_truncated": {"bytes": size, "sha256": digest, "preview": text[:PREVIEW_CHARS]}}
-    return cut, canonical_json(cut)
-
-
-_Prepared = tuple[str, str, str, str, dict[str, Any], str, int]
-
-
-def _prepare(event: Event) -> _Prepared:
-    """The cleaned labels, details and version of an event (no chain position yet)."""
-    details, details_json = _details(event.details())
-    return (
-        _clean_label(event.kind, _LABEL_WIDTH["kind"]),
-        _clean_label(event.actor, _LABEL_WIDTH["actor"]),
-        _clean_label(event.source, _LABEL_WIDTH["source"]),
-        _clean_label(event.outcome, _LABEL_WIDTH["outcome"]),
-        details,
-        details_json,
-        int(type(event).VERSION),
-    )
-
-
-def _body(
-    *,
-    seq: int,
-    ts: str,
-    kind: str,
-    version: int,
-    actor: str,
-    source: str,
-    outcome: str,
-    details_json: str,
-) -> str:
-    """Canonical JSON of the envelope, assembled around the already-canonical details."""
-    j = canonical_json
-    return (
-        f'{{"actor":{j(actor)},"details":{details_json},"event_version":{version},'
-        f'"kind":{j(kind)},"outcome":{j(outcome)},"seq":{seq},"source":{j(source)},'
-        f'"ts":"{ts}","v":{FORMAT_VERSION}}}'
-    )
-
-
-def _entry(row: _Stored) -> AuditEntry:
-    try:
-        doc = json.loads(row.body)
-        if doc.get("v") != FORMAT_VERSION:
-            raise ValueError(f"unknown format version {doc.get('v')!r}")
-        return AuditEntry(
-            seq=row.seq,
-            ts=datetime.fromisoformat(doc["ts"]),
-            kind=doc["kind"],
-            actor=doc["actor"],
-            source=doc["source"],
-            outcome=doc["outcome"],
-            details=doc["details"],
-            hash=row.hash,
-            event_version=doc["event_version"],
-            prev_hash=row.prev_hash,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IntegrityError(
-            f"audit record {row.seq} cannot be decoded; run `casemate audit verify`"
-        ) from e
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)  # SQLite stores and compares the UTC fields as text
 
 
 # The log ----------------------------------------------------------------------------------
@@ -790,197 +634,6 @@ def _fire_pending(session: Session) -> None:
 
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
-
-
-def _batches(conn: Connection, sql: str) -> Iterator[Sequence[tuple[Any, ...]]]:
-    """Rows of ``sql`` in batches from a raw driver cursor (server-side on PostgreSQL), in the
-    transaction ``conn`` has begun."""
-    dbapi_conn: Any = conn.connection.dbapi_connection
-    postgres = conn.dialect.name == "postgresql"
-    cursor = dbapi_conn.cursor(name="casemate_audit_verify") if postgres else dbapi_conn.cursor()
-    try:
-        cursor.execute(sql)
-        while rows := cursor.fetchmany(_VERIFY_BATCH):
-            yield rows
-    except conn.dialect.loaded_dbapi.Error as e:
-        raise UpstreamError(f"database error: {type(e).__name__}") from e
-    finally:
-        cursor.close()
-
-
-def _verify_rows(
-    batches: Iterable[Sequence[tuple[Any, ...]]],
-    head: Sequence[Any] | None,
-    progress: Callable[[int], None] | None,
-) -> VerifyReport:
-    """The chain check over rows ``(seq, prev_hash, hash, body, ts, kind, actor, outcome)``.
-
-    The fast path proves without parsing JSON that a row agrees with its columns. Bodies are
-    written canonical (and their hashes pin them), so a body starts with
-    ``{"actor":<actor>,"details":``, ends with ``,"ts":"<ts>","v":1}``, and its last
-    ``,"kind":`` is the top-level one (only scalars follow it, and ``,"`` cannot occur inside a
-    JSON string, which escapes ``"``), where ``,"kind":<kind>,"outcome":<outcome>,"seq":<seq>,
-    "source":"`` must start. Any mismatch goes to :func:`_diagnose`, which parses the row and
-    names the problem.
-    """
-    sha256 = hashlib.sha256
-    heads: dict[str, str] = {}  # actor -> expected start of body
-    middles: dict[tuple[str, str], str] = {}  # (kind, outcome) -> expected middle
-    expected, prev = 1, GENESIS_HASH
-    recent = [GENESIS_HASH] * _RECENT  # hashes of the last verified records, by seq % _RECENT
-    for rows in batches:
-        for row in rows:
-            seq, prev_hash, digest, body, ts, kind, actor, outcome = row
-            try:
-                start = heads.get(actor)
-                if start is None:
-                    start = heads[actor] = f'{{"actor":{_json_str(actor)},"details":'
-                middle = middles.get((kind, outcome))
-                if middle is None:
-                    middle = middles[kind, outcome] = (
-                        f',"kind":{_json_str(kind)},"outcome":{_json_str(outcome)},"seq":'
-                    )
-                ok = (
-                    seq == expected
-                    and prev_hash == prev
-                    and sha256((prev_hash + body).encode()).hexdigest() == digest
-                    and body.startswith(start)
-                    and body.endswith(f',"ts":"{ts.replace(" ", "T")}Z","v":1}}')
-                    and body.startswith(f'{middle}{seq},"source":"', body.rfind(',"kind":'))
-                )
-            except (TypeError, AttributeError):  # NULLs or wrong types in tampered rows
-                ok = False
-            if not ok:
-                bad, problem = _diagnose(row, expected, prev, recent)
-                return VerifyReport(False, bad - 1, bad, problem)
-            expected, prev = seq + 1, digest
-            recent[seq % _RECENT] = digest
-        if progress is not None:
-            progress(expected - 1)
-    last = expected - 1
-    head_seq, head_hash = (0, GENESIS_HASH) if head is None else (int(head[0]), str(head[1]))
-    if head is None and last > 0:
-        return VerifyReport(False, last, None, "the audit head row is missing")
-    if head_seq > last:
-        return VerifyReport(
-            False,
-            last,
-            last + 1,
-            f"the chain ends at {last} but the head says {head_seq} (records deleted at the end)",
-        )
-    if head_seq < last:
-        return VerifyReport(
-            False,
-            head_seq,
-            head_seq + 1,
-            f"records {head_seq + 1}..{last} lie beyond the head {head_seq} "
-            "(inserted outside the log)",
-        )
-    if head_hash != prev:
-        if last == 0:
-            return VerifyReport(False, 0, None, "the audit head row is corrupt")
-        return VerifyReport(
-            False, last - 1, last, f"record {last} was modified (the head holds another hash)"
-        )
-    return VerifyReport(True, last)
-
-
-def _json_str(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _diagnose(row: Sequence[Any], expected: int, prev: str, recent: list[str]) -> tuple[int, str]:
-    """Name the first problem of a row that failed the fast path (slow; runs once).
-
-    ``recent`` holds the hashes of the last ``_RECENT`` verified records; it tells an original
-    record pushed back by inserted ones (it still links to the record before them, and another
-    record took its place) from a replayed copy of an old record.
-    """
-    seq, prev_hash, digest, body, ts, kind, actor, outcome = row
-    if seq != expected:
-        return expected, f"record {expected} is missing (deleted)"
-    try:
-        intact = record_hash(prev_hash, body) == digest
-    except TypeError:
-        intact = False
-    if not intact:
-        return seq, f"record {seq} was modified"
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return seq, f"record {seq}'s body is not JSON"
-    if not isinstance(doc, dict):
-        return seq, f"record {seq}'s body is not a JSON object"
-    body_seq = doc.get("seq")
-    if body_seq != seq:
-        if (
-            isinstance(body_seq, int)
-            and seq - _RECENT < body_seq < seq
-            and recent[(body_seq - 1) % _RECENT] == prev_hash
-            and recent[body_seq % _RECENT] != digest
-        ):
-            return body_seq, (
-                f"records {body_seq}..{seq - 1} were inserted (the original record {body_seq} "
-                f"follows at {seq})"
-            )
-        return seq, f"records out of order at {seq} (position {seq} holds record {body_seq})"
-    if prev_hash != prev:
-        if seq == 1:
-            return 1, "record 1 does not start the chain (its prev_hash is not the genesis hash)"
-        return seq - 1, f"record {seq - 1} was modified (record {seq} links to another hash)"
-    ts = ts.replace(" ", "T") + "Z" if isinstance(ts, str) else ts
-    for name, column in (("ts", ts), ("kind", kind), ("actor", actor), ("outcome", outcome)):
-        if doc.get(name) != column:
-            return seq, f"record {seq}'s {name} column disagrees with its body"
-    return seq, f"record {seq}'s body is not in the canonical format"
-
-
-def verify_jsonl(lines: Iterable[str], *, contiguous: bool = True) -> VerifyReport:
-    """Verify an :meth:`AuditLog.export_jsonl` file offline.
-
-    Every record must hash correctly and carry its own ``seq``, and consecutive records must
-    link. With ``contiguous`` (an unfiltered export) a gap in ``seq`` is a missing record; the
-    first line anchors the check (if it is record 1, its ``prev_hash`` must be the genesis
-    hash). Pass ``contiguous=False`` for a filtered export: records must still be in
-    increasing ``seq`` order, but only neighbours with consecutive ``seq`` can be linked.
-    Blank lines are ignored.
-    """
-    checked, last, prev = 0, 0, GENESIS_HASH
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            seq, prev_hash, digest, body = obj["seq"], obj["prev_hash"], obj["hash"], obj["body"]
-            if not (isinstance(seq, int) and isinstance(body, str) and isinstance(prev_hash, str)):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return VerifyReport(False, checked, None, f"line {number} is not an exported record")
-        if last and seq <= last:
-            return VerifyReport(False, checked, seq, f"records out of order at {seq}")
-        if contiguous and last and seq != last + 1:
-            return VerifyReport(
-                False, checked, last + 1, f"record {last + 1} is missing (deleted or moved)"
-            )
-        if record_hash(prev_hash, body) != digest:
-            return VerifyReport(False, checked, seq, f"record {seq} was modified")
-        try:
-            body_seq = json.loads(body).get("seq")
-        except (ValueError, AttributeError):
-            body_seq = None
-        if body_seq != seq:
-            return VerifyReport(False, checked, seq, f"records out of order at {seq}")
-        if seq == 1 and prev_hash != GENESIS_HASH:
-            return VerifyReport(False, checked, 1, "record 1 does not start the chain")
-        if last and seq == last + 1 and prev_hash != prev:
-            return VerifyReport(
-                False,
-                checked,
-                last,
-                f"record {last} was modified (record {seq} links to another hash)",
-            )
-        checked, last, prev = checked + 1, seq, digest
-    return VerifyReport(True, checked)
 
 
 # Group commit for asyncio callers ---------------------------------------------------------
