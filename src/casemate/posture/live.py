@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from casemate.errors import CasemateError, InvalidInput, NotFound
-from casemate.k8s.client import ClusterForbidden, Credential, CredentialRejected, KubeClient
-from casemate.k8s.clusters import Access, Clusters
+from casemate.errors import CasemateError, NotFound
+from casemate.k8s.access import stored_client
+from casemate.k8s.client import ClusterForbidden, CredentialRejected, KubeClient
+from casemate.k8s.clusters import Clusters
 from casemate.posture.manifests import LoadProblem
 from casemate.posture.model import Subject
 
@@ -25,7 +26,6 @@ __all__ = [
     "RESOURCES",
     "LiveResource",
     "anonymous_client",
-    "cluster_access",
     "cluster_client",
     "controller_owned",
     "iter_cluster",
@@ -121,45 +121,10 @@ def iter_cluster(
                 break
 
 
-def cluster_access(
-    clusters: Clusters, cluster: str, account: str | None = None
-) -> tuple[str, bytes, Credential]:
-    """(server, CA bundle, credential) of one of ``cluster``'s stored system accounts (the
-    only one, or the one named). The credential is decrypted from the vault into memory only."""
-    info = clusters.get_cluster(cluster)
-    accounts = clusters.list_accounts(cluster)
-    if account is None:
-        if len(accounts) != 1:
-            names = ", ".join(a.name for a in accounts) or "none"
-            raise InvalidInput(
-                f"cluster {cluster} has {len(accounts)} system accounts ({names}): "
-                "name one with --account"
-            )
-        chosen = accounts[0]
-    else:
-        chosen = clusters.get_account(cluster, account)
-    access = Access(
-        cluster_id=info.id,
-        cluster=info.name,
-        server=info.server,
-        ca_pem=info.ca_pem,
-        account_id=chosen.id,
-        account=chosen.name,
-        credential_kind=chosen.kind,
-        can_impersonate=chosen.can_impersonate,
-        namespaces=chosen.namespaces,
-        expires_at=None,
-        grant_id=0,
-        via="posture scan",
-    )
-    return info.server, info.ca_pem.encode("ascii"), clusters.account_credential(access)
-
-
 def cluster_client(clusters: Clusters, cluster: str, account: str | None = None) -> KubeClient:
-    """A client for ``cluster`` as one of its stored system accounts (see
-    :func:`cluster_access`)."""
-    server, ca_pem, credential = cluster_access(clusters, cluster, account)
-    return KubeClient(server, ca_pem, credential, cluster=cluster)
+    """A client for ``cluster`` as one of its stored system accounts (the only one, or the one
+    named; see :func:`casemate.k8s.access.stored_access`)."""
+    return stored_client(clusters, cluster, account, via="posture scan")
 
 
 #: What an anonymous caller is asked (read-only), and whether Kubernetes' defaults answer it.
