@@ -29,7 +29,7 @@ def privileged(name="p"):
 def test_tracker_reports_only_new_findings():
     tracker = FindingTracker(select_rules(["escape.privileged", "escape.host-namespaces"]))
     assert tracker.update(WatchEvent("ADDED", privileged(), initial=True)) == []
-    assert tracker.counts() == {("escape.privileged", "critical"): 1}
+    assert tracker.counts() == ({("escape.privileged", "critical"): 1}, {})
     assert tracker.update(WatchEvent("MODIFIED", privileged())) == []  # already known
     worse = privileged()
     worse["spec"]["hostPID"] = True
@@ -39,7 +39,31 @@ def test_tracker_reports_only_new_findings():
         "escape.privileged"
     ]
     tracker.update(WatchEvent("DELETED", worse))
-    assert tracker.counts() == {("escape.privileged", "critical"): 1}
+    assert tracker.counts() == ({("escape.privileged", "critical"): 1}, {})
+
+
+def test_tracker_counts_excepted_findings_apart_until_their_exception_expires():
+    from datetime import UTC, datetime, timedelta
+
+    from casemate.posture.exceptions import ExceptionScope, PostureException
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    exception = PostureException(
+        id=7,
+        scope=ExceptionScope(rule="escape.privileged", namespace="ns", name="agent"),
+        owner="team",
+        reason="node agent",
+        created_by="test",
+        created_at=now - timedelta(days=1),
+        expires_at=now + timedelta(hours=1),
+    )
+    tracker = FindingTracker(select_rules(["escape.privileged"]))
+    tracker.update(WatchEvent("ADDED", privileged("agent"), initial=True))
+    tracker.update(WatchEvent("ADDED", privileged("rooted"), initial=True))
+    label = ("escape.privileged", "critical")
+    assert tracker.counts([exception], now) == ({label: 1}, {label: 1})
+    assert tracker.counts([exception], now + timedelta(hours=2)) == ({label: 2}, {})
+    assert tracker.counts() == ({label: 2}, {})
 
 
 def _free_port() -> int:
@@ -123,8 +147,13 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
         assert agent_line.rstrip().endswith(f"[excepted {excepted.id}]"), agent_line
         # The gauge is set before the finding is printed, so one scrape suffices.
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        # The excepted finding is not an open one: only the other gauge counts it.
         assert (
-            'casemate_posture_findings{rule="escape.privileged",severity="critical"} 2.0' in metrics
+            'casemate_posture_findings{rule="escape.privileged",severity="critical"} 1.0' in metrics
+        ), metrics
+        assert (
+            'casemate_posture_findings_excepted{rule="escape.privileged",severity="critical"} 1.0'
+            in metrics
         ), metrics
     finally:
         proc.terminate()

@@ -397,16 +397,22 @@ def watch(
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
     from casemate.events import GenericEvent
+    from casemate.k8s.access import stored_access
     from casemate.k8s.clusters import Clusters
     from casemate.posture.exceptions import apply_exceptions
-    from casemate.posture.live import cluster_access
     from casemate.posture.watch import WATCHED, FindingTracker, WatchEvent, watch_resource
 
     chosen = tuple(r for r in select_rules(rules or ()) if r.scope == "object")
     registry = CollectorRegistry()
     gauge = Gauge(
         "casemate_posture_findings",
-        "Current posture findings of the watched cluster",
+        "Current posture findings of the watched cluster that no stored exception covers",
+        ["rule", "severity"],
+        registry=registry,
+    )
+    excepted_gauge = Gauge(
+        "casemate_posture_findings_excepted",
+        "Current posture findings of the watched cluster covered by an active exception",
         ["rule", "severity"],
         registry=registry,
     )
@@ -417,8 +423,8 @@ def watch(
         start_http_server(int(port), addr=host, registry=registry)
     rt = runtime(data_dir)
     try:
-        server, ca_pem, credential = cluster_access(
-            Clusters(rt.db, rt.vault, rt.audit), cluster, account
+        server, ca_pem, credential = stored_access(
+            Clusters(rt.db, rt.vault, rt.audit), cluster, account, via="posture watch"
         )
         events: queue.Queue[WatchEvent] = queue.Queue()
         stop = threading.Event()
@@ -431,7 +437,7 @@ def watch(
                 name=f"watch-{resource.resource}",
             ).start()
         tracker = FindingTracker(chosen)
-        shown: set[tuple[str, str]] = set()
+        shown: dict[Gauge, set[tuple[str, str]]] = {gauge: set(), excepted_gauge: set()}
         synced = 0
         stored, read_at = _stored_exceptions(rt), time.monotonic()
         try:
@@ -448,14 +454,16 @@ def watch(
                     err.print(f"watch: {event.obj.get('message')}", markup=False)
                     continue
                 fresh = tracker.update(event)
-                # The gauge is current before a finding is printed: whoever reads the line
-                # and then scrapes /metrics sees the finding counted.
-                counts = tracker.counts()
-                for (rule_id, severity), count in counts.items():
-                    gauge.labels(rule=rule_id, severity=severity).set(count)
-                for rule_id, severity in shown - counts.keys():
-                    gauge.remove(rule_id, severity)
-                shown = set(counts)
+                # The gauges are current before a finding is printed: whoever reads the line
+                # and then scrapes /metrics sees the finding counted (an excepted one only in
+                # casemate_posture_findings_excepted, so alerts on the first stay quiet).
+                tallies = tracker.counts(stored, datetime.now(UTC))
+                for metric, counts in zip((gauge, excepted_gauge), tallies, strict=True):
+                    for (rule_id, severity), count in counts.items():
+                        metric.labels(rule=rule_id, severity=severity).set(count)
+                    for rule_id, severity in shown[metric] - counts.keys():
+                        metric.remove(rule_id, severity)
+                    shown[metric] = set(counts)
                 if fresh and stored:
                     fresh = apply_exceptions(fresh, stored, datetime.now(UTC)).findings
                 for f in fresh:

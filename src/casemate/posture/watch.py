@@ -14,14 +14,16 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
 
 from casemate.k8s.client import Credential, tls_context
 from casemate.posture.engine import Scanner
+from casemate.posture.exceptions import PostureException, apply_exceptions
 from casemate.posture.live import LiveResource, controller_owned
 from casemate.posture.model import Finding, Rule, Settings, Subject
 
@@ -55,7 +57,7 @@ class FindingTracker:
 
     rules: tuple[Rule, ...]
     settings: Settings = field(default_factory=Settings)
-    _known: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = field(default_factory=dict)
+    _known: dict[tuple[str, str, str], dict[str, Finding]] = field(default_factory=dict)
 
     def update(self, event: WatchEvent) -> list[Finding]:
         """The findings of the object that were not there before (none for the initial
@@ -68,18 +70,27 @@ class FindingTracker:
         scanner = Scanner([r for r in self.rules if r.scope == "object"], self.settings)
         findings = scanner.check(subject)
         before = self._known.get(key, {})
-        self._known[key] = {f.fingerprint: (f.rule_id, f.severity.value) for f in findings}
+        self._known[key] = {f.fingerprint: f for f in findings}
         if event.initial:
             return []
         return [f for f in findings if f.fingerprint not in before]
 
-    def counts(self) -> dict[tuple[str, str], int]:
-        """Current findings by (rule, severity), for metrics."""
-        out: dict[tuple[str, str], int] = {}
-        for findings in self._known.values():
-            for label in findings.values():
-                out[label] = out.get(label, 0) + 1
-        return out
+    def counts(
+        self, exceptions: Sequence[PostureException] = (), now: datetime | None = None
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Current findings by (rule, severity), for metrics: (open, excepted). A finding an
+        active exception covers counts as excepted only; one whose exception expired (at
+        ``now``) is open again."""
+        current = [f for findings in self._known.values() for f in findings.values()]
+        if exceptions:
+            current = apply_exceptions(current, exceptions, now or datetime.now(UTC)).findings
+        open_: dict[tuple[str, str], int] = {}
+        excepted: dict[tuple[str, str], int] = {}
+        for f in current:
+            into = excepted if f.waiver is not None else open_
+            label = (f.rule_id, f.severity.value)
+            into[label] = into.get(label, 0) + 1
+        return open_, excepted
 
 
 def _client(server: str, ca_pem: bytes, credential: Credential) -> httpx.Client:
