@@ -22,6 +22,7 @@ from casemate.kubeproxy.sessions import (
     SESSION_PREFIX,
     KubeconfigCredentials,
     KubeproxyCredential,
+    ReleaseWindow,
     SessionGrant,
     SessionStore,
     TokenRouter,
@@ -209,6 +210,30 @@ def test_revoke() -> None:
     assert store.revoke_user("bob") == 1
     with pytest.raises(AuthenticationFailed):
         store.resolve(two.token)
+
+
+def test_release_windows_are_state_of_the_store() -> None:
+    store = SessionStore(now=Clock())
+    store.issue(grant(), upstream(), session_id="s1")
+    pod = {"namespace": "team-a", "name": "web-1"}
+    assert not store.releasing("s1")
+    assert not store.take_release("s1", connect="", **pod)  # nothing released
+    store.open_release("s1", ReleaseWindow((("exec", "team-a", "web-1"),), others=False))
+    assert store.releasing("s1")
+    assert not store.take_release("s1", connect="", **pod)  # an exec's window holds no others
+    assert not store.take_release("s1", connect="attach", **pod)
+    assert not store.take_release("s1", connect="exec", namespace="team-b", name="web-1")
+    assert store.take_release("s1", connect="exec", **pod)
+    assert not store.take_release("s1", connect="exec", **pod)  # each connection once
+    store.open_release("s1", ReleaseWindow((("attach", "team-a", "*"),)))
+    assert store.take_release("s1", connect="", **pod)  # others allowed
+    assert store.take_release("s1", connect="attach", namespace="team-a", name="any")
+    store.close_release("s1")
+    store.close_release("s1")  # twice is fine
+    assert not store.releasing("s1") and not store.take_release("s1", connect="", **pod)
+    store.open_release("s1", ReleaseWindow())
+    store.revoke("s1")  # a revoked session's window closes with it
+    assert not store.releasing("s1")
 
 
 def test_reissuing_a_session_replaces_its_token() -> None:
