@@ -20,6 +20,10 @@ TLS, timeouts, I/O    ``UpstreamError`` (a certificate that does not verify says
 Messages name the cluster and the operation and quote the Kubernetes ``Status`` message (cut
 short, control characters removed); they never include a credential. A :class:`Credential`
 keeps its secrets out of ``repr`` and ``str``.
+
+This client stays on httpx, unlike the proxies' per-request path (:mod:`casemate.wire.upstream`):
+it makes a few control-plane calls per command or page, where httpx's millisecond of overhead
+does not matter and its JSON, TLS, timeout and error handling do.
 """
 
 from __future__ import annotations
