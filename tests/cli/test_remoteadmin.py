@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -126,3 +127,113 @@ def test_admin_commands_work_against_a_remote_gateway(
     r = cli(base, admin, "recording", "recover", home=tmp_path)
     assert r.returncode == 1 and "server-local" in r.stderr
     assert not (tmp_path / "casemate-data").exists()  # nothing opened locally
+
+
+def test_tokens_policy_export_and_recordings_over_the_api(
+    gateway: tuple[str, Runtime], tmp_path: Path
+) -> None:
+    from casemate.bastion.recording import ACCESS_EVENT, RecordingStore
+
+    base, runtime = gateway
+    admin = token(base, "admin", ADMIN_PASSWORD)
+    runtime.identity.create_user("olga", by=None, password=USER_PASSWORD, roles=["operator"])
+
+    # token issue takes the server-side command's flags
+    r = cli(base, admin, "token", "issue", "-u", "olga", "--name", "ci", "-s", "read",
+            "--ttl", "12h", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    issued = r.stdout.strip()
+    assert issued.startswith("cmt_") and issued not in r.stderr and "shown only now" in r.stderr
+    (info,) = runtime.identity.list_tokens(runtime.identity.get_user("olga").id)
+    assert info.name == "ci" and info.expires_at is not None
+    left = (info.expires_at - info.created_at).total_seconds()
+    assert 12 * 3600 - 60 < left <= 12 * 3600 + 60
+    r = cli(base, admin, "token", "issue", "--name", "x", "-s", "read", "--ttl", "12y",
+            home=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--ttl must look like" in r.stderr
+    olga = token(base, "olga", USER_PASSWORD)
+    r = cli(base, olga, "token", "issue", "-u", "admin", "--name", "steal", "-s", "admin",
+            home=tmp_path)  # fmt: skip
+    assert r.returncode == 1 and "cmt_" not in r.stdout, r.stdout
+
+    # policy export: the policy in force, and a stored version
+    policy = tmp_path / "p.yaml"
+    r = cli(base, admin, "policy", "export", "-o", str(policy), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = policy.read_text() + "# saved remotely\n"
+    policy.write_text(text)
+    r = cli(base, admin, "policy", "import", str(policy), "--comment", "remote", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    version = r.stdout.split()[2]
+    r = cli(base, admin, "policy", "export", home=tmp_path)
+    assert r.returncode == 0 and r.stdout == text
+    r = cli(base, admin, "policy", "export", "--version", "0", home=tmp_path)
+    assert r.returncode == 0 and r.stdout != text and "# saved remotely" not in r.stdout
+    r = cli(base, admin, "policy", "export", "--version", version, home=tmp_path)
+    assert r.returncode == 0 and r.stdout == text
+    r = cli(base, admin, "policy", "export", "--version", "99", home=tmp_path)
+    assert r.returncode == 1 and "99" in r.stderr
+
+    # recording export (byte for byte, audited by the server) and play
+    store = RecordingStore.from_runtime(runtime)
+    with store.start("s-remote", user="olga", cluster="prod", secrets=[]) as w:
+        w.output(b"$ kubectl get pods\r\n")
+        w.output(b"\x1b]52;c;ZXZpbA==\x07web-0   Running\r\n")
+    original = (store.directory / "s-remote.cast").read_bytes()
+    out = tmp_path / "s.cast"
+    r = cli(base, admin, "recording", "export", "s-remote", "-o", str(out), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == original
+    r = cli(base, admin, "recording", "export", "s-remote", "-o", str(out), home=tmp_path)
+    assert r.returncode == 2 and "exists" in r.stderr
+    r = cli(base, admin, "recording", "play", "s-remote", "--speed", "100", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "web-0   Running" in r.stdout and "]52;" not in r.stdout  # clipboard write removed
+    r = cli(base, admin, "recording", "play", "s-remote", "--speed", "0", home=tmp_path)
+    assert r.returncode == 2 and "--speed" in r.stderr
+    # a user who may not see it: the server's refusal, nothing written
+    runtime.identity.create_user("bob", by=None, password=USER_PASSWORD, roles=["operator"])
+    bob = token(base, "bob", USER_PASSWORD)
+    r = cli(base, bob, "recording", "export", "s-remote", "-o", str(tmp_path / "b.cast"),
+            home=tmp_path)  # fmt: skip
+    assert r.returncode == 1 and r.stderr.startswith("casemate: error:"), r.stderr
+    assert not (tmp_path / "b.cast").exists() and not (tmp_path / "b.cast.part").exists()
+    accesses = runtime.audit.query(kind=ACCESS_EVENT)
+    assert [(e.actor, e.details["purpose"]) for e in accesses if e.outcome != "denied"][:2] == [
+        ("admin", "download"),
+        ("admin", "download"),
+    ]
+
+
+def test_cluster_accounts_provision_and_rotate_over_the_api(
+    gateway: tuple[str, Runtime], tmp_path: Path, kube_cluster: Any, kube_namespace: str
+) -> None:
+    from casemate.k8s.clusters import Clusters
+
+    base, runtime = gateway
+    clusters = Clusters(runtime.db, runtime.vault, runtime.audit)
+    admin = token(base, "admin", ADMIN_PASSWORD)
+    r = cli(base, admin, "cluster", "import", str(kube_cluster.admin_kubeconfig), "--name",
+            "test", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+    r = cli(base, admin, "cluster", "account", "provision", "test", "remote1", "--preset",
+            "view", "-n", kube_namespace, "--admin-account", "casemate-admin",
+            home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "provisioned account remote1" in r.stdout
+    first = clusters.get_account("test", "remote1")
+    assert first.service_account == "casemate-system/casemate-remote1"
+
+    # rotate with a one-shot admin token read from standard input (never in argv)
+    r = cli(base, admin, "cluster", "account", "rotate", "test", "remote1",
+            stdin=kube_cluster.admin_token + "\n", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert clusters.get_account("test", "remote1").rotated_at is not None
+    assert kube_cluster.admin_token not in r.stdout + r.stderr
+
+    r = cli(base, admin, "cluster", "account", "provision", "test", "bad", "--preset", "root",
+            "-n", kube_namespace, "--admin-account", "casemate-admin", home=tmp_path)  # fmt: skip
+    assert r.returncode == 1 and "preset" in r.stderr, r.stderr
+    r = cli(base, admin, "cluster", "account", "list", "test", home=tmp_path)
+    assert r.returncode == 0 and "remote1" in r.stdout

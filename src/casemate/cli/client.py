@@ -26,7 +26,7 @@ import stat
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
 from casemate.core.files import write_atomic
@@ -325,6 +325,19 @@ class Api:
             return response.json()
         except ValueError:
             raise RemoteError(f"the server at {self.url} sent an invalid answer") from None
+
+    def download(self, path: str, sink: IO[bytes]) -> int:
+        """GET a file and write its bytes to ``sink`` as they arrive; the byte count."""
+        size = 0
+        try:
+            with self._client.stream("GET", path) as response:
+                self._raise_for(response)
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+                    size += len(chunk)
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from None
+        return size
 
     @contextlib.contextmanager
     def stream_ndjson(self, path: str, json_body: Any) -> Iterator[Iterator[dict[str, Any]]]:

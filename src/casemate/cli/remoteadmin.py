@@ -9,8 +9,12 @@ the token never appears in argv. Commands that only make sense on the gateway's 
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -23,6 +27,7 @@ from casemate.cli.client import Api, load_config, quote_part
 from casemate.errors import ConfigError, InvalidInput
 
 out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 #: The server chosen by main() from --server (None: the environment or the stored login).
 SERVER: list[str | None] = [None]
@@ -230,15 +235,42 @@ def token_list(user: Annotated[str | None, typer.Option(help="Another user's.")]
 
 @token_app.command("issue")
 def token_issue(
-    name: str,
-    scope: Annotated[list[str] | None, typer.Option("--scope", help="read, write, admin.")] = None,
-    user: Annotated[str | None, typer.Option(help="Issue for this user (admins).")] = None,
-    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+    name: Annotated[str, typer.Option("--name", help="What the token is for.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="read, write or admin (repeatable).")
+    ],
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Owner (default: you; others: admins).")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, … or 'never'.")] = "30d",
 ) -> None:
-    """Issue a token; it is printed once, on standard output."""
-    body = {"name": name, "scopes": scope or ["read"], "user": user, "ttl_seconds": ttl}
+    """Issue a token (the same flags as on the server); it is printed once, on standard
+    output."""
+    seconds = _ttl_seconds(ttl)
+    body = {"name": name, "scopes": scope, "user": user, "ttl_seconds": seconds}
     issued = _call("POST", "/tokens", body)
+    info = issued["info"]
+    expiry = info["expires_at"] or "never"
+    err.print(
+        f"token {info['id']} for {user or 'you'} "
+        f"({', '.join(sorted(info['scopes']))}), expires {expiry}; it is shown only now:"
+    )
     sys.stdout.write(issued["token"] + "\n")
+
+
+_TTL = re.compile(r"(\d{1,6})([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _ttl_seconds(text: str) -> int | None:
+    """``30d``, ``12h``, ``90m``… or ``never`` (None), as ``casemate token issue`` on the
+    server reads it."""
+    if text == "never":
+        return None
+    m = _TTL.fullmatch(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise InvalidInput(f"--ttl must look like 30d, 12h, 90m or 'never', got {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 @token_app.command("revoke")
@@ -279,14 +311,86 @@ def cluster_import(
     out.print(f"imported cluster {r['cluster']['name']} with account {r['account']['name']}")
 
 
-@cluster_app.command("accounts")
-def cluster_accounts(cluster: str) -> None:
-    """List a cluster's system accounts."""
+def _accounts_table(cluster: str) -> None:
     rows = [
         [a["name"], a["kind"], a["preset"], a["subject"], ",".join(a["namespaces"])]
         for a in _call("GET", f"/clusters/{_p(cluster)}/accounts")
     ]
     _table("account", "kind", "preset", "subject", "namespaces", rows=rows)
+
+
+@cluster_app.command("accounts")
+def cluster_accounts(cluster: str) -> None:
+    """List a cluster's system accounts."""
+    _accounts_table(cluster)
+
+
+account_app = typer.Typer(help="A cluster's system accounts.", no_args_is_help=True)
+cluster_app.add_typer(account_app, name="account")
+
+AdminAccountOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-account",
+        help="A stored account of the cluster to act with (default: an admin token read from "
+        "standard input, used for this call only).",
+    ),
+]
+
+
+def _admin_choice(admin_account: str | None) -> dict[str, Any]:
+    if admin_account is not None:
+        return {"admin_account": admin_account}
+    return {"admin_token": _secret_stdin("Cluster admin token")}
+
+
+@account_app.command("list")
+def account_list(cluster: str) -> None:
+    """List a cluster's system accounts."""
+    _accounts_table(cluster)
+
+
+@account_app.command("provision")
+def account_provision(
+    cluster: str,
+    name: str,
+    preset: Annotated[str, typer.Option("--preset", help="view, edit or admin.")],
+    namespace: Annotated[
+        list[str], typer.Option("--namespace", "-n", help="Namespace (repeatable).")
+    ],
+    admin_account: AdminAccountOpt = None,
+) -> None:
+    """Create ServiceAccount casemate-NAME bound to the preset in each namespace; the gateway
+    stores its token in its vault."""
+    body = {"name": name, "preset": preset, "namespaces": namespace}
+    body.update(_admin_choice(admin_account))
+    a = _call("POST", f"/clusters/{_p(cluster)}/accounts/provision", body)
+    out.print(f"provisioned account {a['name']} on {cluster} ({a['subject']})", markup=False)
+
+
+@account_app.command("rotate")
+def account_rotate(
+    cluster: str,
+    name: str,
+    admin_account: AdminAccountOpt = None,
+    new_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-token",
+            help="Not a provisioned account: read its new token from standard input.",
+        ),
+    ] = False,
+) -> None:
+    """Replace an account's credential: a provisioned account gets a new token from the
+    cluster (the old one is revoked); another takes the new token (--new-token)."""
+    if new_token:
+        if admin_account is not None:
+            raise InvalidInput("--new-token and --admin-account do not go together")
+        body: dict[str, Any] = {"token": _secret_stdin("New token")}
+    else:
+        body = _admin_choice(admin_account)
+    a = _call("POST", f"/clusters/{_p(cluster)}/accounts/{_p(name)}/rotate", body)
+    out.print(f"rotated account {a['name']} on {cluster}", markup=False)
 
 
 grant_app = typer.Typer(help="Give users and groups access to clusters.", no_args_is_help=True)
@@ -447,6 +551,79 @@ def recording_list(
     _table("session", "started", "user", "cluster", "status", "bytes", rows=rows)
 
 
+@recording_app.command("export")
+def recording_export(
+    session_id: str,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write ('-' for standard output).")
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Download a recording, byte for byte (asciicast v2); the server audits the access."""
+    path = f"/recordings/{_p(session_id)}/download"
+    if str(output) == "-":
+        with _api() as api:
+            api.download(path, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    if output.exists() and not force:
+        raise InvalidInput(f"{output} exists (use --force to overwrite)")
+    partial = output.with_name(output.name + ".part")
+    try:
+        with _api() as api, partial.open("wb") as f:
+            size = api.download(path, f)
+        partial.replace(output)
+    except OSError as e:
+        raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    err.print(f"exported {size} bytes to {output}")
+
+
+@recording_app.command("play")
+def recording_play(
+    session_id: str,
+    speed: Annotated[float, typer.Option(help="Playback speed factor (2 = twice as fast).")] = 1.0,
+    max_wait: Annotated[
+        float | None,
+        typer.Option(help="Cap pauses at this many seconds (default: the recording's own cap)."),
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Pass every escape sequence through.")] = False,
+) -> None:
+    """Replay a recording from the gateway on this terminal with its original timing
+    (clipboard and device control sequences removed unless --raw)."""
+    from casemate.bastion.asciicast import open_cast
+    from casemate.bastion.redaction import TerminalSanitizer
+
+    if not speed > 0 or speed == float("inf"):
+        raise InvalidInput("--speed must be a positive number")
+    if max_wait is not None and not max_wait >= 0:
+        raise InvalidInput("--max-wait must not be negative")
+    buffer = io.BytesIO()
+    with _api() as api:
+        api.download(f"/recordings/{_p(session_id)}/download", buffer)
+    sanitizer = None if raw else TerminalSanitizer()
+    sink = sys.stdout.buffer
+    reader = open_cast(buffer.getvalue())
+    cap = max_wait if max_wait is not None else reader.header.idle_time_limit
+    previous = 0.0
+    for event in reader:
+        if event.code != "o":
+            continue
+        delay = min(max(0.0, event.time - previous), cap if cap is not None else math.inf)
+        previous = max(previous, event.time)
+        if delay > 0:
+            time.sleep(delay / speed)
+        data = event.data.encode("utf-8", "replace")
+        sink.write(data if sanitizer is None else sanitizer.feed(data))
+        sink.flush()
+    if sanitizer is not None:
+        sink.write(sanitizer.flush())
+        sink.flush()
+    if reader.truncated:
+        err.print("(the recording ends with a line cut short: its writer stopped)")
+
+
 policy_app = typer.Typer(help="The bastion's command policy.", no_args_is_help=True)
 
 
@@ -455,6 +632,32 @@ def policy_show() -> None:
     """The policy in force (its YAML)."""
     doc = _call("GET", "/policies/commands")
     sys.stdout.write(doc["yaml"])
+
+
+@policy_app.command("export")
+def policy_export(
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File (default stdout).")
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", help="An older version (0: the built-in default)."),
+    ] = None,
+) -> None:
+    """Write the policy in force (or one version) as YAML."""
+    if version is None:
+        text = _call("GET", "/policies/commands")["yaml"]
+    else:
+        text = _call("GET", f"/policies/commands/versions/{version}")["yaml"]
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
+    err.print(f"exported the policy to {output}")
 
 
 @policy_app.command("history")
