@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from casemate.core.files import write_atomic
+from casemate.core.files import read_bounded, size_text, write_atomic
+from casemate.errors import InvalidInput
 
 
 def test_replaces_atomically_with_the_mode_from_birth(tmp_path: Path) -> None:
@@ -35,3 +36,38 @@ def test_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_atomic(tmp_path / "missing-dir" / "f", b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_bounded_reads_up_to_the_limit(tmp_path: Path) -> None:
+    f = tmp_path / "ca.pem"
+    f.write_bytes(b"x" * 1024)
+    assert read_bounded(f, 1024) == b"x" * 1024
+
+
+def test_read_bounded_refuses_one_byte_more_naming_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "ca.pem"
+    f.write_bytes(b"x" * 1025)
+    with pytest.raises(InvalidInput, match=r"the CA file .* is larger than 1024 bytes \(1 KiB\)"):
+        read_bounded(f, 1024, f"the CA file {f}")
+
+
+def test_read_bounded_stops_reading_at_the_limit(tmp_path: Path) -> None:
+    # /dev/zero never ends: an unbounded read would never return
+    with pytest.raises(InvalidInput, match="larger than 10 bytes"):
+        read_bounded(Path("/dev/zero"), 10)
+
+
+def test_read_bounded_errors_are_one_line_of_the_callers_kind(tmp_path: Path) -> None:
+    class Mine(Exception):
+        pass
+
+    with pytest.raises(Mine, match=r"cannot read .*missing: No such file or directory$"):
+        read_bounded(tmp_path / "missing", 10, error=Mine)
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_bounded(tmp_path, 10)  # a directory
+
+
+def test_size_text() -> None:
+    assert size_text(1024 * 1024) == "1048576 bytes (1 MiB)"
+    assert size_text(256 * 1024) == "262144 bytes (256 KiB)"
+    assert size_text(1000) == "1000 bytes"

@@ -1,12 +1,47 @@
-"""Writing files that hold secrets or must never be seen half-written."""
+"""Reading files with a size bound, and writing files that hold secrets or must never be seen
+half-written."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+from casemate.errors import InvalidInput
+
+__all__ = ["read_bounded", "size_text", "write_atomic"]
+
+
+def size_text(limit: int) -> str:
+    """``limit`` as people read it: ``"1048576 bytes (1 MiB)"``, ``"65536 bytes (64 KiB)"``,
+    ``"1000 bytes"``."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if limit >= size and limit % size == 0:
+            return f"{limit} bytes ({limit // size} {unit})"
+    return f"{limit} bytes"
+
+
+def read_bounded(
+    path: Path,
+    limit: int,
+    label: str | None = None,
+    *,
+    error: Callable[[str], Exception] = InvalidInput,
+) -> bytes:
+    """The bytes of ``path``, reading at most ``limit + 1`` of them (a huge file or a device
+    never fills memory). A file that cannot be read or holds more than ``limit`` bytes raises
+    ``error(message)`` (:class:`~casemate.errors.InvalidInput` unless told), the message naming
+    ``label`` (default: the path) and, for the size, the limit; never a traceback of ``OSError``."""
+    name = label if label is not None else str(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"cannot read {name}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise error(f"{name} is larger than {size_text(limit)}")
+    return data
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

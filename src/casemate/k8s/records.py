@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from casemate.core.db import as_utc
+from casemate.core.files import read_bounded
 from casemate.core.identity import Principal, Role
 from casemate.errors import (
     Denied,
@@ -181,14 +182,7 @@ def _purpose(account_id: int, part: str) -> str:
 
 
 def _read_file(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise InvalidInput(f"cannot read the {what} file {path}: {e.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InvalidInput(f"the {what} file {path} is larger than {MAX_FILE_BYTES // 1024} KiB")
-    return data
+    return read_bounded(path, MAX_FILE_BYTES, f"the {what} file {path}")
 
 
 def _is_label(value: str, max_length: int = 63) -> bool:
