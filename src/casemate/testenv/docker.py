@@ -289,6 +289,18 @@ class DockerEngine(Component):
         sample: dict[str, str] = json.loads(out)
         return sample
 
+    def cpu_seconds(self, container: str) -> float:
+        """CPU time ``container`` has used so far (the engine's ``cpu_usage.total_usage`` from
+        its cgroup), in seconds: unlike ``CPUPerc`` it does not depend on how loaded the machine
+        is."""
+        with self._client(timeout=30) as client:
+            response = client.get(
+                f"/containers/{container}/stats", params={"stream": "false", "one-shot": "true"}
+            )
+            response.raise_for_status()
+            usage: int = response.json()["cpu_stats"]["cpu_usage"]["total_usage"]
+        return usage / 1e9
+
     # -- clean-up ---------------------------------------------------------------------------
 
     def _cgroups(self) -> Iterator[Path]:
