@@ -152,45 +152,43 @@ class ContainerInput(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewRequested(Event):
+class _ReviewTicket(Event):
+    """The held command a review record is about: the fields a ticket's request and
+    decision records share (no kind of its own)."""
+
+    ticket_id: int = 0
+    user: str = ""
+    command: str = ""
+    command_hash: str = ""
+    cluster: str = ""
+    account: str = ""
+    namespace: str = ""
+    rule_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewRequested(_ReviewTicket):
     """A command hit a review rule and is held as ticket ``ticket_id`` until an approver
     decides. ``command_hash`` binds the ticket to the exact command (argv, cluster, account,
     namespace, user and workspace file digests); ``preview`` is the start of what the command
     would change (the caller passes it redacted), ``preview_sha256`` covers all of it."""
 
     KIND: ClassVar[str] = "bastion.review.requested"
-    ticket_id: int = 0
-    user: str = ""
-    command: str = ""
-    command_hash: str = ""
-    cluster: str = ""
-    account: str = ""
-    namespace: str = ""
-    rule_id: str = ""
-    reason: str = ""
     preview: str = ""
     preview_sha256: str = ""
     expires_at: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReviewDecided(Event):
+class ReviewDecided(_ReviewTicket):
     """A held command changed state: ``decision`` is approved, denied, cancelled, expired,
     consumed (the approved command was released to run, once) or refused (a release was
     asked for and refused: wrong command, other user, not approved, expired or used).
     ``self_approved`` marks an admin override of the four-eyes rule."""
 
     KIND: ClassVar[str] = "bastion.review.decided"
-    ticket_id: int = 0
     decision: str = ""
-    user: str = ""
-    command: str = ""
-    command_hash: str = ""
-    cluster: str = ""
-    account: str = ""
-    namespace: str = ""
-    rule_id: str = ""
-    reason: str = ""
     self_approved: bool = False
 
 

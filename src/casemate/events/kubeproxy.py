@@ -22,7 +22,27 @@ CREDENTIAL_CHANGED: Final = register_kind(
 
 
 @dataclass(frozen=True, kw_only=True)
-class KubeApiRequestAudited(Event):
+class _KubeApiRequest(Event):
+    """What a request through the Kubernetes API proxy asked for: the fields its decision
+    and outcome records share, first in both (no kind of its own)."""
+
+    request_id: str = ""
+    session_id: str = ""
+    cluster: str = ""
+    account: str = ""
+    method: str = ""
+    path: str = ""
+    query: str = ""
+    verb: str = ""
+    api_group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeApiRequestAudited(_KubeApiRequest):
     """One HTTP request through the Kubernetes API proxy, with the decision and the status
     answered. ``actor`` is the person, ``source`` the client address, ``outcome`` one of
     ``allowed``, ``denied``, ``refused`` (malformed), ``unauthenticated``, ``failed``, or
@@ -40,19 +60,6 @@ class KubeApiRequestAudited(Event):
 
     KIND: ClassVar[str] = "kubeproxy.request"
     VERSION: ClassVar[int] = 2
-    request_id: str = ""
-    session_id: str = ""
-    cluster: str = ""
-    account: str = ""
-    method: str = ""
-    path: str = ""
-    query: str = ""
-    verb: str = ""
-    api_group: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
     decision: str = ""  # allow, warn, review, deny, or "" when no decision was reached
     rule: str = ""
     reason: str = ""
@@ -66,7 +73,7 @@ class KubeApiRequestAudited(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class KubeApiRequestDecided(Event):
+class KubeApiRequestDecided(_KubeApiRequest):
     """A request through the Kubernetes API proxy that can change something (every method but
     GET, HEAD and OPTIONS, and every upgrade: exec, attach, port-forward), allowed and about
     to be forwarded: committed *before* the apiserver sees it (if it cannot be committed, the
@@ -75,19 +82,6 @@ class KubeApiRequestDecided(Event):
     the fields are those of the outcome record without status and duration."""
 
     KIND: ClassVar[str] = "kubeproxy.request.decided"
-    request_id: str = ""
-    session_id: str = ""
-    cluster: str = ""
-    account: str = ""
-    method: str = ""
-    path: str = ""
-    query: str = ""
-    verb: str = ""
-    api_group: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
     decision: str = ""
     rule: str = ""
     reason: str = ""
