@@ -97,6 +97,32 @@ def test_sarif_is_valid_and_fingerprints_are_stable(cli, app, tmp_path):
     )
 
 
+@pytest.mark.parametrize("fmt", ["json", "sarif"])
+def test_baseline_reports_only_new_findings(cli, app, tmp_path, fmt):
+    before = tmp_path / f"before.{fmt}"
+    r = cli("posture", "scan", str(app), "-f", fmt, "-o", str(before))
+    assert r.returncode == 1, r
+    # lines shift and a new risk appears: only the new risk is reported and fails the run
+    app.write_text(
+        "# moved\n" + APP.replace("      containers:", "      hostPID: true\n      containers:")
+    )
+    r = cli("posture", "scan", str(app), "-f", "json", "--baseline", str(before))
+    rules = [f["rule_id"] for f in json.loads(r.stdout)["findings"]]
+    assert rules == ["escape.host-namespaces"], r
+    assert r.returncode == 1 and "baseline:" in r.stderr and "1 new" in r.stderr
+    app.write_text("# moved\n" + APP)
+    r = cli("posture", "scan", str(app), "--baseline", str(before))
+    assert r.returncode == 0 and "0 new" in r.stderr, r
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"kind": "Pod"}'])
+def test_bad_baseline_is_refused(cli, app, tmp_path, content):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    r = cli("posture", "scan", str(app), "--baseline", str(bad))
+    assert r.returncode == 2 and "--baseline" in r.stderr, r
+
+
 def test_junit_and_policyreport(cli, app, tmp_path):
     out = tmp_path / "junit.xml"
     r = cli("posture", "scan", str(app), "-f", "junit", "-o", str(out), "--rule", "escape.priv*")

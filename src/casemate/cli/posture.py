@@ -229,6 +229,14 @@ def scan(
             help="Apply the exceptions stored in Casemate (default: for --cluster scans only).",
         ),
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="A previous report (-f json or sarif): report only findings whose fingerprint "
+            "it does not hold (new since then).",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Check manifests (PATH...: files, folders, Helm charts, Kustomize directories) or a live
@@ -240,6 +248,7 @@ def scan(
     if (namespace is not None or kubelets) and cluster is None:
         raise InvalidInput("--namespace and --kubelets apply to --cluster scans")
     threshold, floor = _severity(fail_on), _severity(min_severity)
+    known = _baseline_fingerprints(baseline) if baseline is not None else None
     custom = load_policy_files(policies or [])
     chosen = select_rules(rules or (), rules=(*ALL_RULES, *custom))
     settings = Settings(
@@ -296,11 +305,45 @@ def scan(
     if use_exceptions:
         findings = _apply_exceptions(findings, stored)
     findings = at_least(findings, floor)
+    if known is not None:
+        new = [f for f in findings if f.fingerprint not in known]
+        err.print(
+            f"baseline: {len(findings) - len(new)} findings already in {baseline}, {len(new)} new",
+            markup=False,
+        )
+        findings = new
     _emit(fmt, findings, problems, chosen, scanner.objects, output)
     if problems:
         raise typer.Exit(EXIT_UNCHECKED)
     if at_least(open_findings(findings), threshold):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _baseline_fingerprints(path: Path) -> frozenset[str]:
+    """The finding fingerprints of a previous ``-f json`` or ``-f sarif`` report."""
+    try:
+        doc = json.loads(path.read_bytes()[: 256 * 1024 * 1024])
+    except (OSError, ValueError) as e:
+        raise InvalidInput(
+            f"--baseline {path}: not a readable JSON or SARIF report ({e})"
+        ) from None
+    prints: set[str] = set()
+    if isinstance(doc, dict) and isinstance(doc.get("findings"), list):
+        for f in doc["findings"]:
+            props = f.get("properties") if isinstance(f, dict) else None
+            for pair in props if isinstance(props, list) else ():
+                if isinstance(pair, list) and len(pair) == 2 and pair[0] == "fingerprint":
+                    prints.add(str(pair[1]))
+    elif isinstance(doc, dict) and isinstance(doc.get("runs"), list):
+        for run in doc["runs"]:
+            results = run.get("results") if isinstance(run, dict) else None
+            for r in results if isinstance(results, list) else ():
+                fp = r.get("partialFingerprints", {}) if isinstance(r, dict) else {}
+                if isinstance(fp, dict) and "casematePosture/v1" in fp:
+                    prints.add(str(fp["casematePosture/v1"]))
+    else:
+        raise InvalidInput(f"--baseline {path}: neither a casemate JSON report nor SARIF")
+    return frozenset(prints)
 
 
 def open_findings(findings: Iterable[Finding]) -> list[Finding]:
