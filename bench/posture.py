@@ -14,7 +14,12 @@ module: ``go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0``; found 
 300 MB for the scan, p99 under 20 ms for the webhook.
 
     .venv/bin/python bench/posture.py [--objects 10000] [--per-file 100]
-        [--requests 2000] [--concurrency 50] [--no-webhook]
+        [--requests 2000] [--concurrency 50] [--no-webhook] [--no-manifests]
+        [--live 2000,10000]
+
+``--live`` starts a fresh test cluster, fills it up to each count (suspended CronJobs, Roles,
+ConfigMaps) and scans it live in a new process after each step: seconds, CPU and that
+process's peak memory (VmHWM), to show that memory does not grow with the object count.
 """
 
 from __future__ import annotations
@@ -332,6 +337,122 @@ def bench_webhook(requests: int, concurrency: int, rate: float) -> None:
           f"{p99 / AIM_P99_MS:.2f}x (closed loop) of {AIM_P99_MS:.0f} ms")  # fmt: skip
 
 
+# -- live scan of the test cluster
+
+LIVE_NAMESPACES = 20
+
+
+def _live_object(i: int) -> tuple[str, dict[str, object]]:
+    """(collection path, object) of the i-th live object: suspended CronJobs (a pod template
+    with findings, and no controller creating anything), Roles and ConfigMaps."""
+    ns = f"bench-{i % LIVE_NAMESPACES}"
+    meta = {"name": f"o{i}", "namespace": ns, "labels": {"app": f"app{i % 37}"}}
+    if i % 3 == 0:
+        pod = {"containers": [_container(i)], "restartPolicy": "Never"}
+        return f"/apis/batch/v1/namespaces/{ns}/cronjobs", {
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
+            "spec": {"schedule": "0 3 * * *", "suspend": True,
+                     "jobTemplate": {"spec": {"template": {"spec": pod}}}},
+        }  # fmt: skip
+    if i % 3 == 1:
+        return f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+            "rules": [{"apiGroups": [""], "resources": ["secrets", "pods/exec"],
+                       "verbs": ["get", "list", "create"]}],
+        }  # fmt: skip
+    return f"/api/v1/namespaces/{ns}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+        "data": {"LOG_LEVEL": "info", "PORT": str(8000 + i % 100)},
+    }  # fmt: skip
+
+
+def _create(http: httpx.Client, first: int, last: int, threads: int = 8) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> None:
+        path, obj = _live_object(i)
+        resp = http.post(path, json=obj)
+        if resp.status_code not in (201, 409):
+            raise SystemExit(f"creating {path}: {resp.status_code} {resp.text[:200]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(first, last)))
+    return time.perf_counter() - start
+
+
+def live_child() -> None:
+    """One live scan in this (fresh) process: every resource of every namespace, page by page,
+    each object checked with every rule as it arrives; findings counted, not kept, so the
+    process's peak memory is the reader's and the engine's. Prints one JSON line."""
+    from casemate.k8s.client import Credential, KubeClient
+    from casemate.posture.live import iter_cluster
+    from casemate.posture.model import Subject
+
+    ca = Path(os.environ["BENCH_CA"]).read_bytes()
+    credential = Credential.bearer(os.environ.pop("BENCH_TOKEN"))
+    rss_before = _vm_hwm_mb()
+    scanner = Scanner()
+    findings = problems = 0
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with KubeClient(os.environ["BENCH_SERVER"], ca, credential, cluster="bench") as client:
+        for item in iter_cluster(client, cluster="bench"):
+            if isinstance(item, Subject):
+                findings += len(scanner.check(item))
+            else:
+                problems += 1
+        findings += len(scanner.finish())
+    print(json.dumps({
+        "objects": scanner.objects, "findings": findings, "problems": problems,
+        "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu_start,
+        "rss_before_mb": rss_before,
+        "peak_mb": _vm_hwm_mb(),
+    }))  # fmt: skip
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak resident set since its exec (ru_maxrss would include the parent's
+    high-water mark from before the exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_live(steps: list[int]) -> None:
+    """Start a fresh test cluster, fill it up to each of ``steps`` objects and scan it live in a
+    new process each time (its peak memory then says whether memory grows with the count)."""
+    from casemate.testenv.kube import LocalCluster
+
+    with tempfile.TemporaryDirectory(prefix="casemate-posture-live-") as tmp:
+        cluster = LocalCluster(Path(tmp))
+        cluster.start()
+        try:
+            for n in range(LIVE_NAMESPACES):
+                cluster.create_namespace(f"bench-{n}")
+            ca_file = Path(tmp) / "ca.pem"
+            ca_file.write_bytes(cluster.ca_pem)
+            env = {**os.environ, "BENCH_SERVER": cluster.server_url, "BENCH_CA": str(ca_file),
+                   "BENCH_TOKEN": cluster.admin_token}  # fmt: skip
+            created = 0
+            for target in steps:
+                took = _create(cluster.http, created, target)
+                print(f"live: created objects {created}..{target} in {took:.1f} s")
+                created = target
+                out = subprocess.run(
+                    [sys.executable, __file__, "--live-child"],
+                    env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"live scan, {target} bench objects ({r['objects']} objects read in all, "
+                      f"{r['findings']} findings, {r['problems']} not checked): "
+                      f"{r['seconds']:.2f} s wall, {r['cpu']:.2f} s CPU, peak memory "
+                      f"{r['peak_mb']:.0f} MB (imports: {r['rss_before_mb']:.0f} MB)")  # fmt: skip
+        finally:
+            cluster.stop()
+    print(f"load average: {os.getloadavg()[0]:.1f} (shared machine)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=10_000)
@@ -340,7 +461,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop reviews per second")
     parser.add_argument("--no-webhook", action="store_true")
+    parser.add_argument("--no-manifests", action="store_true")
+    parser.add_argument(
+        "--live", default="", help="object counts to scan live, e.g. 2000,10000 (a test cluster)"
+    )
+    parser.add_argument("--live-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.live_child:
+        live_child()
+        return
+    if args.live:
+        bench_live([int(n) for n in args.live.split(",")])
+    if args.no_manifests:
+        if not args.no_webhook:
+            bench_webhook(args.requests, args.concurrency, args.rate)
+        return
     with tempfile.TemporaryDirectory(prefix="casemate-posture-bench-") as tmp:
         folder = Path(tmp)
         size = write_corpus(folder, args.objects, args.per_file)
