@@ -63,21 +63,16 @@ class Accounts(Provisioning):
             self._ensure_account_free(s, c, name)
             server, ca, cname = c.server, c.ca_pem, c.name
         subject = self._verify_credential(server, ca, credential, cname, can_impersonate)
-        with self.db.session() as s:
-            c = self._cluster(s, cluster)
-            self._ensure_account_free(s, c, name)
-            row = self._insert_account(
-                s,
-                c,
-                name,
-                credential,
-                subject=subject,
-                namespaces=bound,
-                can_impersonate=can_impersonate,
-                by=by,
-            )
-            self._account_event(s, by, "added", c, row)
-            return self._account_info(row, c)
+        return self._store_new_account(
+            cluster,
+            name,
+            credential,
+            "added",
+            subject=subject,
+            namespaces=bound,
+            can_impersonate=can_impersonate,
+            by=by,
+        )
 
     def provision_account(
         self,
@@ -126,23 +121,18 @@ class Accounts(Provisioning):
                     raise UpstreamError(
                         f"the new token of {sa_name} authenticates as {subject}, not {expected}"
                     )
-                with self.db.session() as s:
-                    c = self._cluster(s, cluster)
-                    self._ensure_account_free(s, c, name)
-                    row = self._insert_account(
-                        s,
-                        c,
-                        name,
-                        credential,
-                        subject=subject,
-                        namespaces=bound,
-                        can_impersonate=False,
-                        by=by,
-                        sa=(self.home_namespace, sa_name, secret_name),
-                        preset=preset,
-                    )
-                    self._account_event(s, by, "provisioned", c, row)
-                    return self._account_info(row, c)
+                return self._store_new_account(
+                    cluster,
+                    name,
+                    credential,
+                    "provisioned",
+                    subject=subject,
+                    namespaces=bound,
+                    can_impersonate=False,
+                    by=by,
+                    sa=(self.home_namespace, sa_name, secret_name),
+                    preset=preset,
+                )
             except BaseException:
                 self._undo(client, created)
                 raise
@@ -338,6 +328,40 @@ class Accounts(Provisioning):
         ).first()
         if taken is not None:
             raise Conflict(f"cluster {c.name} already has a system account {name}")
+
+    def _store_new_account(
+        self,
+        cluster: str,
+        name: str,
+        credential: Credential,
+        action: str,
+        *,
+        subject: str,
+        namespaces: Sequence[str],
+        can_impersonate: bool,
+        by: Principal | None,
+        sa: tuple[str, str, str] | None = None,
+        preset: str | None = None,
+    ) -> AccountInfo:
+        """Store a checked credential as account ``name`` (still free: checked again in the
+        writing transaction) and audit it as ``action``."""
+        with self.db.session() as s:
+            c = self._cluster(s, cluster)
+            self._ensure_account_free(s, c, name)
+            row = self._insert_account(
+                s,
+                c,
+                name,
+                credential,
+                subject=subject,
+                namespaces=namespaces,
+                can_impersonate=can_impersonate,
+                by=by,
+                sa=sa,
+                preset=preset,
+            )
+            self._account_event(s, by, action, c, row)
+            return self._account_info(row, c)
 
     def _insert_account(
         self,
