@@ -4,6 +4,7 @@ by the server with its own message; server-local commands say so."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,6 +174,24 @@ def test_tokens_policy_export_and_recordings_over_the_api(
     assert r.returncode == 0 and r.stdout == text
     r = cli(base, admin, "policy", "export", "--version", "99", home=tmp_path)
     assert r.returncode == 1 and "99" in r.stderr
+
+    # policy test takes the server command's flags; --file tries a policy without storing it
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(
+        "version: 1\ndefault_action: accept\nrules:\n  - id: no-get\n    priority: 10\n"
+        "    action: reject\n"
+        "    description: nothing is read here\n    match: {verbs: [get]}\n"
+    )
+    r = cli(base, admin, "policy", "test", "--json", "-f", str(strict), "--line",
+            "kubectl get pods -n web", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    verdict = json.loads(r.stdout)
+    assert verdict["action"] == "reject" and verdict["rule_id"] == "no-get", verdict
+    r = cli(base, admin, "policy", "test", "-f", str(strict), "--", "kubectl", "version",
+            home=tmp_path)  # fmt: skip
+    assert r.returncode == 0 and "no-get" not in r.stdout, r.stdout
+    r = cli(base, admin, "policy", "test", home=tmp_path)
+    assert r.returncode == 2 and "--line" in r.stderr
 
     # recording export (byte for byte, audited by the server) and play
     store = RecordingStore.from_runtime(runtime)

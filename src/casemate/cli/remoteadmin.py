@@ -686,18 +686,55 @@ def policy_import(
 
 @policy_app.command("test")
 def policy_test(
-    line: str,
-    user: str | None = None,
-    cluster: str = "",
-    namespace: str = "default",
+    words: Annotated[
+        list[str] | None,
+        typer.Argument(help="The command line, after `--` (words are joined with spaces)."),
+    ] = None,
+    line: Annotated[
+        str | None, typer.Option("--line", "-l", help="The command line as one string.")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="Who types it (default: you).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="A group of the user (repeat).")
+    ] = None,
+    cluster: Annotated[str, typer.Option(help="The cluster.")] = "",
+    account: Annotated[str, typer.Option(help="The system account.")] = "",
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Default namespace.")] = (
+        "default"
+    ),
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Try this policy file instead of the one in force."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
-    """What the policy in force would decide for a command line (nothing runs)."""
-    body = {"line": line, "user": user, "cluster": cluster, "namespace": namespace}
+    """What the policy would decide for a command line (nothing runs), answered by the
+    gateway: this machine loads no parser or policy code."""
+    if (line is None) == (not words):
+        raise InvalidInput("give the command line after `--` or with --line (one of them)")
+    body: dict[str, Any] = {
+        "line": line if line is not None else " ".join(words or []),
+        "user": user,
+        "groups": group or [],
+        "cluster": cluster,
+        "account": account,
+        "namespace": namespace,
+    }
+    if file is not None:
+        try:
+            body["yaml"] = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
     v = _call("POST", "/policies/commands/test", body)
-    rule = f" ({v['rule_id']})" if v["rule_id"] else ""
-    out.print(f"{v['action']}{rule}: {v['reason']}")
-    if not v["allowed"]:
-        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(v, ensure_ascii=False) + "\n")
+        return
+    rule = f" (rule {v['rule_id']})" if v["rule_id"] else ""
+    out.print(f"{v['action']}{rule}: {v['reason']}", markup=False)
+    for notice in v.get("warnings") or []:
+        out.print(f"  warning ({notice['rule_id']}): {notice['reason']}", markup=False)
+    if v["action"] == "review":
+        out.print("  the command would be held until an approver releases it", markup=False)
 
 
 APPS: dict[str, typer.Typer] = {
