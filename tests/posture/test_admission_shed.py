@@ -1,0 +1,69 @@
+"""``casemate admission serve`` sheds load: beyond ``--max-in-flight`` connections or requests
+it answers 503 at once (the API server then applies the webhook's ``failurePolicy``) instead of
+queueing the review until the API server's timeout."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.posture.test_admission_e2e import _free_port, _tls
+
+
+def test_beyond_max_in_flight_the_answer_is_an_immediate_503(tmp_path: Path) -> None:
+    cert, key, ca_pem = _tls(tmp_path)
+    port = _free_port()
+    log = tmp_path / "webhook.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
+             "--key", str(key), "--listen", f"127.0.0.1:{port}", "--max-in-flight", "2"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", verify=ctx, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the webhook did not start: {log.read_text()}")
+            time.sleep(0.3)
+        # two connections held open (as the API server keeps them): a third request is shed
+        held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                server_hostname="127.0.0.1") for _ in range(2)]  # fmt: skip
+        try:
+            time.sleep(0.5)
+            start = time.monotonic()
+            r = httpx.post(f"{url}/validate", content=b"{}", verify=ctx, timeout=10)
+            assert r.status_code == 503, r.text
+            assert time.monotonic() - start < 5
+        finally:
+            for s in held:
+                s.close()
+        # capacity back: the same request is answered (400: not an AdmissionReview)
+        deadline = time.monotonic() + 10
+        while True:
+            r = httpx.post(f"{url}/validate", content=b"{}", verify=ctx, timeout=10)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 400 and "AdmissionReview" in r.text, r.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
