@@ -139,6 +139,12 @@ def policy_test(runs: int, env: dict[str, str]) -> None:
     print(f"{'how':<34}{'wall p50 s':>11}{'cpu p50 s':>11}  bashlex imported")
     with tempfile.TemporaryDirectory() as tmp:
         local = {**env, "CASEMATE_DATA_DIR": f"{tmp}/fresh"}
+        fresh = (
+            "import sys; from casemate.core.runtime import open_runtime; "
+            "from casemate.core.settings import load_settings; "
+            "open_runtime(load_settings(data_dir=sys.argv[1]), create=True).close()"
+        )
+        subprocess.run([sys.executable, "-c", fresh, f"{tmp}/fresh"], check=True, env=env)
         results = [run(POLICY_TEST, local) for _ in range(runs)]
         loaded = any(
             n.startswith("bashlex") for _, n in imports(POLICY_TEST, local, top_only=False)
