@@ -174,9 +174,13 @@ def bench_kube_score(folder: Path) -> float | None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of process ``pid`` and its live children (the --workers) so far."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0.0
+    for p in (pid, *map(int, children)):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class _Connection:
@@ -217,7 +221,7 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
     )
 
 
-def bench_webhook(requests: int, concurrency: int, rate: float) -> None:
+def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1) -> None:
     with tempfile.TemporaryDirectory(prefix="casemate-webhook-bench-") as tmp:
         cert, key, client_ctx = _tls(Path(tmp))
         with socket.socket() as s:
@@ -226,7 +230,7 @@ def bench_webhook(requests: int, concurrency: int, rate: float) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
              "--key", str(key), "--listen", f"127.0.0.1:{port}",
-             "--max-in-flight", str(concurrency * 4)],
+             "--max-in-flight", str(concurrency * 4), "--workers", str(workers)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -317,6 +321,7 @@ def bench_webhook(requests: int, concurrency: int, rate: float) -> None:
             proc.terminate()
             proc.wait(10)
     p50, p99 = _percentiles(closed)
+    print(f"webhook with {workers} worker process(es), load average {os.getloadavg()[0]:.1f}")
     print(f"webhook, closed loop ({concurrency} kept-alive clients, each sending its next review "
           f"when answered): {len(closed)} reviews in {elapsed:.1f} s "
           f"({len(closed) / elapsed:,.0f}/s); p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
@@ -461,6 +466,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop reviews per second")
     parser.add_argument("--no-webhook", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="admission serve --workers")
     parser.add_argument("--no-manifests", action="store_true")
     parser.add_argument(
         "--live", default="", help="object counts to scan live, e.g. 2000,10000 (a test cluster)"
@@ -474,7 +480,7 @@ def main() -> None:
         bench_live([int(n) for n in args.live.split(",")])
     if args.no_manifests:
         if not args.no_webhook:
-            bench_webhook(args.requests, args.concurrency, args.rate)
+            bench_webhook(args.requests, args.concurrency, args.rate, args.workers)
         return
     with tempfile.TemporaryDirectory(prefix="casemate-posture-bench-") as tmp:
         folder = Path(tmp)
@@ -503,7 +509,7 @@ def main() -> None:
         print(f"kube-score on the same files: {peer:.2f} s wall; casemate/kube-score time ratio "
               f"{seconds / peer:.2f}")  # fmt: skip
     if not args.no_webhook:
-        bench_webhook(args.requests, args.concurrency, args.rate)
+        bench_webhook(args.requests, args.concurrency, args.rate, args.workers)
 
 
 if __name__ == "__main__":

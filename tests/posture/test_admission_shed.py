@@ -67,3 +67,63 @@ def test_beyond_max_in_flight_the_answer_is_an_immediate_503(tmp_path: Path) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    import json
+
+    from tests.posture.test_admission import privileged, review
+
+    cert, key, ca_pem = _tls(tmp_path)
+    port = _free_port()
+    log = tmp_path / "webhook.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
+             "--key", str(key), "--listen", f"127.0.0.1:{port}", "--workers", "3"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    try:
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while len(children) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+            text = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+            children = [int(p) for p in text.split()]
+        answered = 0
+        while answered < 12:
+            assert time.monotonic() < deadline, log.read_text()
+            try:
+                r = httpx.post(f"{url}/validate", content=review(privileged()), verify=ctx)
+            except httpx.TransportError:
+                time.sleep(0.3)
+                continue
+            assert json.loads(r.text)["response"]["allowed"] is False
+            answered += 1
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(15) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for child in children:  # no worker outlives the parent
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+        )
+
+
+def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
+    cert, key, _ = _tls(tmp_path)
+    for n in ("0", "65"):
+        r = subprocess.run(
+            [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
+             "--key", str(key), "--workers", n],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2 and "--workers" in r.stderr, r

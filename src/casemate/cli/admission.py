@@ -8,9 +8,10 @@ refuses everything the rules cover while the webhook is down or overloaded (fail
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +26,9 @@ from casemate.errors import CasemateError, InvalidInput
 from casemate.posture.admission import AdmissionPolicy
 from casemate.posture.exceptions import PostureException
 from casemate.posture.model import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 app = typer.Typer(help="The posture admission webhook.", no_args_is_help=True)
 
@@ -57,6 +61,14 @@ def serve(
     refresh: Annotated[
         float, typer.Option("--exceptions-refresh", help="Seconds between re-reads.")
     ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Processes answering on the one listening socket (--max-in-flight is per "
+            "process).",
+        ),
+    ] = 1,
     data_dir: DataDirOption = None,
 ) -> None:
     """Answer AdmissionReview v1 requests with the posture rules (enforce / warn / audit).
@@ -74,6 +86,8 @@ def serve(
     for path in (cert, key):
         if not path.is_file():
             raise InvalidInput(f"{path} is not a file")
+    if not 1 <= workers <= 64:
+        raise InvalidInput("--workers must be between 1 and 64")
     custom = load_policy_files(policies or [])
     settings = Settings(signatures=signature_settings(signature_policy))
     policy = AdmissionPolicy.build(
@@ -87,17 +101,68 @@ def serve(
         f"({counts['enforce']} rules enforced, {counts['warn']} warned, {counts['audit']} audited)",
         markup=False,
     )
-    snapshot = _exception_snapshot(data_dir, refresh) if use_exceptions else tuple
-    uvicorn.run(
-        webhook_app(policy, exceptions=snapshot),
-        host=host.strip("[]"),
-        port=int(port),
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        limit_concurrency=max_in_flight,
-        timeout_keep_alive=30,
-        log_level="warning",
-    )
+
+    def config(snapshot: Callable[[], Sequence[PostureException]]) -> uvicorn.Config:
+        return uvicorn.Config(
+            webhook_app(policy, exceptions=snapshot),
+            host=host.strip("[]"),
+            port=int(port),
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+            limit_concurrency=max_in_flight,
+            timeout_keep_alive=30,
+            log_level="warning",
+        )
+
+    if workers == 1:
+        snapshot = _exception_snapshot(data_dir, refresh) if use_exceptions else tuple
+        uvicorn.Server(config(snapshot)).run()
+        return
+    _prefork(workers, lambda: config(_exception_snapshot(data_dir, refresh) if use_exceptions
+                                     else tuple))  # fmt: skip
+
+
+def _prefork(workers: int, make: Callable[[], uvicorn.Config]) -> None:
+    """Bind the socket once, then fork ``workers`` processes that accept on it, each with its
+    own event loop (and its own exceptions snapshot thread, started after the fork). The parent
+    only waits: SIGTERM or SIGINT is passed on to the workers, and when one worker ends the
+    others are stopped, so a supervisor sees the failure."""
+    import os
+    import signal
+
+    import uvicorn
+
+    sock = make().bind_socket()
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                uvicorn.Server(make()).run(sockets=[sock])
+            except BaseException:  # the worker ends here, never in the parent's code
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    pid, status = os.wait()
+    forward(signal.SIGTERM, None)
+    for child in children:
+        if child != pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, 0)
+    # uvicorn ends a worker by re-raising the SIGTERM it was stopped with: that is a clean stop
+    if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise typer.Exit(1)
 
 
 def _exception_snapshot(
