@@ -118,6 +118,33 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         )
 
 
+def test_a_dead_worker_stops_the_others_and_fails(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    cert, key, _ = _tls(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
+         "--key", str(key), "--listen", f"127.0.0.1:{_free_port()}", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while len(children) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+            text = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+            children = [int(p) for p in text.split()]
+        os.kill(children[0], signal.SIGKILL)
+        assert proc.wait(15) == 1
+        assert not Path(f"/proc/{children[1]}").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
     cert, key, _ = _tls(tmp_path)
     for n in ("0", "65"):
