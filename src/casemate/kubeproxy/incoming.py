@@ -17,6 +17,7 @@ relayed as the new protocol's first bytes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Final
@@ -246,6 +247,17 @@ class ClientConnection:
             headers.append(("www-authenticate", 'Bearer realm="casemate"'))
         body = status_body(code, message, reason)
         await self.write(simple_response(code, headers, body, head_request=head, close=close))
+
+    async def linger(self, seconds: float = 1.0) -> None:
+        """After an answer that ends the connection: stop sending (half-close where the
+        transport can), then read and drop what the client still sends, for at most
+        ``seconds``, so that it reads the answer instead of a connection reset."""
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            async with asyncio.timeout(seconds):
+                while await self.reader.read(READ_SIZE):
+                    pass
 
     def close(self) -> None:
         if not self.writer.is_closing():

@@ -294,6 +294,7 @@ class KubeProxy:
                 with contextlib.suppress(Refusal):
                     await self._finish(record, r.code, "refused")
                 await client.send_status(r.code, f"casemate: {r.message}", close=True)
+                await client.linger()
                 return
             if incoming is None:
                 return
