@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
@@ -137,6 +138,18 @@ def test_cli_live_scan(clusters: Clusters, rt: Runtime, populated: str, tmp_path
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     assert [dict(f["properties"])["object"] for f in doc["findings"]] == [f"Pod/{populated}/rooted"]
+    # a live scan as Kubernetes-native PolicyReports: one per namespace, the pod named
+    r = subprocess.run(
+        [sys.executable, "-m", "casemate.cli", "posture", "scan", "--cluster", "test",
+         "-n", populated, "-f", "policyreport", "--rule", "escape.privileged"],
+        capture_output=True, text=True, timeout=120,
+        env={"CASEMATE_DATA_DIR": env_dir, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    reports = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "PolicyReport"]
+    (report,) = [d for d in reports if d["metadata"]["namespace"] == populated]
+    failed = [x for x in report["results"] if x["result"] == "fail"]
+    assert [x["resources"][0]["name"] for x in failed] == ["rooted"], report
 
 
 def test_cli_prints_kubectl_patches_that_fix_live_objects(
