@@ -192,6 +192,8 @@ def test_tokens_policy_export_and_recordings_over_the_api(
     assert r.returncode == 0 and "no-get" not in r.stdout, r.stdout
     r = cli(base, admin, "policy", "test", home=tmp_path)
     assert r.returncode == 2 and "--line" in r.stderr
+    r = cli(base, admin, "policy", "api-rules", home=tmp_path)
+    assert r.returncode == 0 and "rules:" in r.stdout, r.stdout[:300]
 
     # recording export (byte for byte, audited by the server) and play
     store = RecordingStore.from_runtime(runtime)
@@ -256,3 +258,16 @@ def test_cluster_accounts_provision_and_rotate_over_the_api(
     assert r.returncode == 1 and "preset" in r.stderr, r.stderr
     r = cli(base, admin, "cluster", "account", "list", "test", home=tmp_path)
     assert r.returncode == 0 and "remote1" in r.stdout
+
+    r = cli(base, admin, "cluster", "disable", "test", home=tmp_path)
+    assert r.returncode == 0 and clusters.get_cluster("test").disabled, r.stderr
+    r = cli(base, admin, "cluster", "enable", "test", home=tmp_path)
+    assert r.returncode == 0 and not clusters.get_cluster("test").disabled, r.stderr
+    r = cli(base, admin, "cluster", "account", "delete", "test", "remote1", "--admin-account",
+            "casemate-admin", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert [a.name for a in clusters.list_accounts("test")] == ["casemate-admin"]
+    r = cli(base, admin, "cluster", "delete", "test", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli(base, admin, "cluster", "delete", "test", home=tmp_path)
+    assert r.returncode == 1 and "test" in r.stderr

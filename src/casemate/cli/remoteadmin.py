@@ -311,6 +311,27 @@ def cluster_import(
     out.print(f"imported cluster {r['cluster']['name']} with account {r['account']['name']}")
 
 
+@cluster_app.command("disable")
+def cluster_disable(name: str) -> None:
+    """Disable a cluster: its grants give no access until it is enabled again."""
+    _call("PATCH", f"/clusters/{_p(name)}", {"disabled": True})
+    out.print(f"cluster {name} disabled", markup=False)
+
+
+@cluster_app.command("enable")
+def cluster_enable(name: str) -> None:
+    """Enable a disabled cluster."""
+    _call("PATCH", f"/clusters/{_p(name)}", {"disabled": False})
+    out.print(f"cluster {name} enabled", markup=False)
+
+
+@cluster_app.command("delete")
+def cluster_delete(name: str) -> None:
+    """Forget a cluster, its system accounts (credentials leave the vault) and grants."""
+    _call("DELETE", f"/clusters/{_p(name)}")
+    out.print(f"deleted cluster {name}", markup=False)
+
+
 def _accounts_table(cluster: str) -> None:
     rows = [
         [a["name"], a["kind"], a["preset"], a["subject"], ",".join(a["namespaces"])]
@@ -366,6 +387,24 @@ def account_provision(
     body.update(_admin_choice(admin_account))
     a = _call("POST", f"/clusters/{_p(cluster)}/accounts/provision", body)
     out.print(f"provisioned account {a['name']} on {cluster} ({a['subject']})", markup=False)
+
+
+@account_app.command("delete")
+def account_delete(
+    cluster: str,
+    name: str,
+    admin_account: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-account", help="A stored admin account: also remove the cluster objects."
+        ),
+    ] = None,
+) -> None:
+    """Remove a system account (its credential leaves the vault)."""
+    _call(
+        "DELETE", f"/clusters/{_p(cluster)}/accounts/{_p(name)}" + _q(admin_account=admin_account)
+    )
+    out.print(f"deleted account {name} of {cluster}", markup=False)
 
 
 @account_app.command("rotate")
@@ -658,6 +697,16 @@ def policy_export(
     except OSError as e:
         raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
     err.print(f"exported the policy to {output}")
+
+
+@policy_app.command("api-rules")
+def policy_api_rules() -> None:
+    """The API proxy's rules in force (YAML): the built-in set with the policy's api_rules
+    section merged over it. Change them with an api_rules section in 'policy import'."""
+    text = io.BytesIO()
+    with _api() as api:
+        api.download("/policies/commands/api-rules?format=yaml", text)
+    sys.stdout.write(text.getvalue().decode("utf-8", "replace"))
 
 
 @policy_app.command("history")
