@@ -35,7 +35,6 @@ import hashlib
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 from sqlalchemy.orm import defer
 
+from casemate.bastion.inputs import label
 from casemate.bastion.models import CommandPolicy
 from casemate.bastion.policy import (
     REFUSED,
@@ -378,18 +378,6 @@ def _builtin() -> _Loaded:
     return _Loaded(0, info, text, policy)
 
 
-def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be text")
-    if required and not value.strip():
-        raise InvalidInput(f"{what} must not be empty")
-    if len(value) > limit:
-        raise InvalidInput(f"{what} is at most {limit} characters long")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
-        raise InvalidInput(f"{what} must not contain control characters")
-    return value
-
-
 class PolicyStore:
     """Stored versions of the command policy over a :class:`~casemate.core.db.Database`; see
     the module docstring. Thread-safe; methods are synchronous (the server runs them in its
@@ -493,8 +481,8 @@ class PolicyStore:
         :func:`~casemate.gateway.apirules.check_api_rules`); a ``PolicyError`` from it is
         refused like any other. Raises :class:`InvalidPolicy` (nothing stored) or
         ``InvalidInput``."""
-        _label(by, "by", MAX_BY_CHARS, required=True)
-        _label(comment, "the comment", MAX_COMMENT_CHARS)
+        label(by, "by", MAX_BY_CHARS, required=True, blank_is_empty=True)
+        label(comment, "the comment", MAX_COMMENT_CHARS)
         policy = validate_yaml(yaml_text)
         if check is not None:
             try:
@@ -515,8 +503,8 @@ class PolicyStore:
 
     def reset(self, by: str, *, comment: str = "", source: str = "") -> PolicyInfo:
         """Go back to the built-in default by storing it as the next version."""
-        _label(by, "by", MAX_BY_CHARS, required=True)
-        _label(comment, "the comment", MAX_COMMENT_CHARS)
+        label(by, "by", MAX_BY_CHARS, required=True, blank_is_empty=True)
+        label(comment, "the comment", MAX_COMMENT_CHARS)
         builtin = _builtin()
         assert builtin.policy is not None
         return self._store(

@@ -42,6 +42,7 @@ from casemate.bastion.castwriter import (
     file_digest,
     live_writers,
 )
+from casemate.bastion.inputs import aware
 from casemate.bastion.models import Recording
 from casemate.bastion.redaction import MAX_ESCAPE, Redactor, TerminalSanitizer, secret_variants
 from casemate.core.audit import AuditLog
@@ -377,9 +378,9 @@ class RecordingStore:
         if status is not None:
             query = query.where(Recording.status == status)
         if since is not None:
-            query = query.where(Recording.started_at >= _aware(since, "since"))
+            query = query.where(Recording.started_at >= aware(since, "since"))
         if until is not None:
-            query = query.where(Recording.started_at < _aware(until, "until"))
+            query = query.where(Recording.started_at < aware(until, "until"))
         with self.db.reader() as s:
             if before is not None:
                 anchor = s.get(Recording, before)
@@ -452,9 +453,3 @@ class RecordingStore:
                     f"the recording of session {session_id!r} does not match its SHA-256"
                 )
         return Replay(info, path, info.size)
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)

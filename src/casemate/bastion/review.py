@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
+from casemate.bastion.inputs import aware, label
 from casemate.bastion.models import ReviewTicket
 from casemate.bastion.previewmask import decode_preview, encode_preview, redact_preview
 from casemate.bastion.tickets import (
@@ -80,26 +80,6 @@ from casemate.events import Event, ReviewDecided, ReviewRequested
 # Ticket, TicketState and command_hash live in casemate.bastion.tickets; named here for the
 # callers that take them with the service.
 __all__ = ["ReviewService", "Ticket", "TicketState", "command_hash"]
-
-# Validation helpers -----------------------------------------------------------------------
-
-
-def _aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
-
-
-def _label(value: str, what: str, limit: int, *, required: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be text")
-    if required and not value:
-        raise InvalidInput(f"{what} must not be empty")
-    if len(value) > limit:
-        raise InvalidInput(f"{what} is at most {limit} characters long")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
-        raise InvalidInput(f"{what} must not contain control characters")
-    return value
 
 
 def _ticket(row: ReviewTicket, *, with_preview: bool = True) -> Ticket:
@@ -146,7 +126,7 @@ class ReviewService:
         return cls(runtime.db, runtime.audit, allow_admin_self_approval=override is True)
 
     def _now(self, now: datetime | None) -> datetime:
-        return _aware(now, "now") if now is not None else as_utc(self._clock())
+        return aware(now, "now") if now is not None else as_utc(self._clock())
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -168,16 +148,16 @@ class ReviewService:
     ) -> Ticket:
         """Hold a command for review; the returned ticket is pending (and audited)."""
         current = self._now(now)
-        _label(user, "the user", 64, required=True)
+        label(user, "the user", 64, required=True)
         if not isinstance(command_hash, str) or not HASH_RE.fullmatch(command_hash):
             raise InvalidInput("the command hash must be 64 lowercase hex digits (SHA-256)")
-        _label(command_display, "the command", MAX_COMMAND_CHARS, required=True)
-        _label(cluster, "the cluster", 200)
-        _label(account, "the account", 200)
-        _label(namespace, "the namespace", 253)
-        _label(rule_id, "the rule id", 200)
-        reason = _label(reason, "the reason", 1000)
-        expires = _aware(expires_at, "expires_at")
+        label(command_display, "the command", MAX_COMMAND_CHARS, required=True)
+        label(cluster, "the cluster", 200)
+        label(account, "the account", 200)
+        label(namespace, "the namespace", 253)
+        label(rule_id, "the rule id", 200)
+        reason = label(reason, "the reason", 1000)
+        expires = aware(expires_at, "expires_at")
         if expires <= current:
             raise InvalidInput("expires_at must be in the future")
         if expires - current > MAX_TTL:
@@ -240,7 +220,7 @@ class ReviewService:
     ) -> Ticket:
         """Approve a pending ticket (four-eyes; see the module docstring)."""
         current = self._now(now)
-        note = _label(note, "the note", 1000)
+        note = label(note, "the note", 1000)
 
         def decide(s: Session, row: ReviewTicket, ticket: Ticket) -> Ticket:
             self_approved = check_approval(
@@ -273,7 +253,7 @@ class ReviewService:
     ) -> Ticket:
         """Deny a pending ticket; the command is refused."""
         current = self._now(now)
-        reason = _label(reason, "the reason", 1000)
+        reason = label(reason, "the reason", 1000)
 
         def decide(s: Session, row: ReviewTicket, ticket: Ticket) -> Ticket:
             check_denial(ticket, approver, current)
