@@ -150,6 +150,23 @@ def test_cli_live_scan(clusters: Clusters, rt: Runtime, populated: str, tmp_path
     (report,) = [d for d in reports if d["metadata"]["namespace"] == populated]
     failed = [x for x in report["results"] if x["result"] == "fail"]
     assert [x["resources"][0]["name"] for x in failed] == ["rooted"], report
+    # a custom CEL rule (ValidatingAdmissionPolicy) on the live objects, by the same engine
+    from tests.posture.test_cel import vap
+
+    policy = tmp_path / "policy.yaml"
+    rule = {"expression": "object.metadata.name != 'rooted'", "message": "no rooted pods"}
+    policy.write_text(yaml.safe_dump(vap(rule, resources=("pods",), groups=("",))))
+    r = subprocess.run(
+        [sys.executable, "-m", "casemate.cli", "posture", "scan", "--cluster", "test",
+         "-n", populated, "-f", "json", "--policy", str(policy), "--rule", "cel.*"],
+        capture_output=True, text=True, timeout=120,
+        env={"CASEMATE_DATA_DIR": env_dir, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    found = [
+        (f["rule_id"], dict(f["properties"])["object"]) for f in json.loads(r.stdout)["findings"]
+    ]
+    assert found == [("cel.shop-rules.0", f"Pod/{populated}/rooted")], found
 
 
 def test_cli_prints_kubectl_patches_that_fix_live_objects(
