@@ -18,6 +18,7 @@ from casemate.server import problems, web
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
 from casemate.server.reviewfeed import ReviewFeed
 from casemate.server.routes import (
+    assets,
     audit,
     auth,
     clusters,
@@ -100,6 +101,7 @@ def create_app(
         grants,
         reviews,
         recordings,
+        assets,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(policies.router, prefix=API_PREFIX)

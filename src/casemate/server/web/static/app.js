@@ -8,6 +8,7 @@ import { notice, replace } from "./dom.js";
 const ROUTES = {
   login: { load: () => import("./pages/login.js"), page: "login", public: true },
   clusters: { load: () => import("./pages/clusters.js"), page: "clusters" },
+  assets: { load: () => import("./pages/assets.js"), page: "assets" },
   vulnerabilities: { load: () => import("./pages/vulnerabilities.js"), page: "vulnerabilities" },
   terminal: { load: () => import("./pages/terminal.js"), page: "terminal", full: true },
   sessions: { load: () => import("./pages/sessions.js"), page: "sessions" },

@@ -63,7 +63,7 @@ function fullWindow(view, title, back, readOnly, connect) {
 }
 
 /** Wire a websocket's output into the terminal and report how it ended. */
-function stream(term, setStatus, path, { onOpen } = {}) {
+function stream(term, setStatus, path, { onOpen, onOutput } = {}) {
   let ended = false;
   const end = (text) => {
     if (ended) return;
@@ -78,7 +78,10 @@ function stream(term, setStatus, path, { onOpen } = {}) {
       onOpen?.();
     },
     onMessage: (msg) => {
-      if (msg.type === "output" && typeof msg.data === "string") term.write(msg.data);
+      if (msg.type === "output" && typeof msg.data === "string") {
+        term.write(msg.data);
+        onOutput?.();
+      }
       else if (msg.type === "exit") end(`closed: ${msg.reason ?? "exit"}`);
     },
     onClose: (event) => {
@@ -89,9 +92,16 @@ function stream(term, setStatus, path, { onOpen } = {}) {
   return ws;
 }
 
+// The one line a link may have typed for the user (?run=, from the asset tree): a shell in one
+// container, which policy and review then decide like any exec typed by hand. Anything else is
+// ignored, so a crafted link cannot run a command in someone's session.
+const RUNNABLE = /^kubectl exec -it [a-z0-9][a-z0-9.-]{0,252} -c [a-z0-9][a-z0-9-]{0,62} -- sh$/;
+
 export function terminal({ view, args, query }) {
   const cluster = args[0] ?? "";
   const namespace = query.get("ns") || "";
+  const asked = query.get("run") || "";
+  let run = RUNNABLE.test(asked) ? asked : "";
   const title = namespace ? `${cluster} / ${namespace}` : cluster;
   const back = { href: "#/clusters", label: "Clusters" };
   return fullWindow(view, title, back, false, (term, setStatus) => {
@@ -101,6 +111,12 @@ export function terminal({ view, args, query }) {
     const ws = stream(term, setStatus, path, {
       // the size may have changed while connecting
       onOpen: () => ws.send({ type: "resize", cols: term.cols, rows: term.rows }),
+      // typed once the shell has shown its prompt
+      onOutput: () => {
+        if (!run) return;
+        ws.send({ type: "input", data: `${run}\r` });
+        run = "";
+      },
     });
     const input = term.onData((data) => ws.send({ type: "input", data }));
     const resize = term.onResize(({ cols, rows }) => ws.send({ type: "resize", cols, rows }));
