@@ -198,3 +198,23 @@ def test_cli_fix_refuses_namespace_names_that_are_paths(cli, tmp_path):
     assert r.returncode == 2 and "is not a namespace name" in r.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["evil.yaml"]
     assert not list(tmp_path.parent.glob("escape*"))
+
+
+def test_windows_host_process_is_switched_off_where_it_is_set():
+    text = """apiVersion: v1
+kind: Pod
+metadata: {name: w, namespace: shop}
+spec:
+  securityContext:
+    windowsOptions: {hostProcess: true}  # pod level
+  containers:
+  - name: c
+    image: x:1
+    securityContext:
+      windowsOptions: {hostProcess: true}
+"""
+    assert {f[0] for f in findings(text)} >= {"escape.windows-host-process"}
+    result = fix_text(text, "x.yaml")
+    assert "escape.windows-host-process" not in {f[0] for f in findings(result.text)}
+    assert findings(result.text) - findings(text) == set()
+    assert "windowsOptions: {hostProcess: false}" in result.text and "# pod level" in result.text

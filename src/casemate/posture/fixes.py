@@ -47,6 +47,7 @@ FIXES: Final[Mapping[str, object]] = {
     "escape.capabilities-restricted": _DROP_ALL,
     "escape.read-only-root-fs": True,
     "escape.share-process-namespace": False,
+    "escape.windows-host-process": False,
     "images.pull-policy": "Always",
     "rbac.automount-token": False,
     "rbac.serviceaccount-automount": False,
