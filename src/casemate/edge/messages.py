@@ -32,14 +32,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar
+from datetime import datetime
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -48,21 +45,35 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from casemate.edge.msgfields import (
+    _MAX_INT,
+    aware_field,
+    bool_field,
+    canonical_json,
+    digest_field,
+    int_field,
+    json_object,
+    load_json,
+    optional_text,
+    parse_ts,
+    string_list,
+    text_field,
+)
+from casemate.edge.msgfields import MAX_DETAILS_BYTES as MAX_DETAILS_BYTES
+from casemate.edge.msgfields import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from casemate.edge.msgfields import format_ts as format_ts
+from casemate.edge.msgfields import freeze_json as freeze_json
+from casemate.edge.msgfields import normalise_mac as normalise_mac
+from casemate.edge.msgfields import thaw_json as thaw_json
 from casemate.errors import AuthenticationFailed, InvalidInput
-from casemate.risks.imageref import is_digest
 
 PROTOCOL_VERSION: Final = 1
-MAX_MESSAGE_BYTES: Final = 64 * 1024
-MAX_DETAILS_BYTES: Final = 32 * 1024
-MAX_DEPTH: Final = 16
 MAX_IMAGES: Final = 1000
-MAX_LIST: Final = 256
 
 _SIGNATURE_DOMAIN: Final = b"casemate-edge-v1 signature\x00"
 _MAC_DOMAIN: Final = b"casemate-edge-v1 mac\x00"
 _REQUEST_HASH_DOMAIN: Final = b"casemate-edge-v1 request\x00"
 _HKDF_SALT: Final = b"casemate-edge-v1"
-_MAX_INT: Final = 2**63 - 1
 
 GATEWAY_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAC_ADDRESS_RE: Final = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
@@ -73,12 +84,6 @@ _NONCE_RE: Final = re.compile(r"[0-9a-f]{32}")
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _KIND_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
-_TS_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
-_UNSAFE_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-JsonValue: TypeAlias = (
-    "None | bool | int | float | str | tuple[JsonValue, ...] | Mapping[str, JsonValue]"
-)
 
 
 # Topics ---------------------------------------------------------------------------------------
@@ -95,7 +100,7 @@ _LEAVES: Final = frozenset({AUTHZ_REQUEST, AUTHZ_RESPONSE, REPORT, REGISTERED, P
 
 def gateway_topic(gateway_id: str, leaf: str) -> str:
     """``casemate/v1/gw/{gateway_id}/{leaf}``; gateway ids cannot hold ``/``, ``+`` or ``#``."""
-    _text(gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+    text_field(gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
     if leaf not in _LEAVES:
         raise InvalidInput(f"unknown topic leaf {leaf!r}")
     return f"{TOPIC_PREFIX}/gw/{gateway_id}/{leaf}"
@@ -122,199 +127,6 @@ def parse_gateway_topic(topic: str) -> tuple[str, str] | None:
 # Values ---------------------------------------------------------------------------------------
 
 
-def format_ts(ts: datetime) -> str:
-    """RFC 3339 UTC with microseconds and ``Z``."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_ts(text: object, name: str = "timestamp") -> datetime:
-    if not isinstance(text, str) or not _TS_RE.fullmatch(text):
-        raise InvalidInput(f"{name} must be an RFC 3339 UTC timestamp ending in Z")
-    try:
-        return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput(f"{name} is not a valid date and time") from None
-
-
-def normalise_mac(text: str) -> str:
-    """``00:1A:2b:…`` / ``00-1a-…`` / ``001a2b…`` → ``00:1a:2b:3c:4d:5e``."""
-    raw = re.sub(r"[:-]", "", text.strip().lower())
-    if not re.fullmatch(r"[0-9a-f]{12}", raw):
-        raise InvalidInput("a MAC address has six hexadecimal octets")
-    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
-
-
-def _check_utf8(value: str, name: str) -> None:
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise InvalidInput(f"{name} holds an unpaired surrogate") from None
-
-
-def _text(
-    value: object,
-    name: str,
-    *,
-    max_len: int,
-    pattern: re.Pattern[str] | None = None,
-    min_len: int = 1,
-) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a string")
-    if not min_len <= len(value) <= max_len:
-        raise InvalidInput(f"{name} must be {min_len} to {max_len} characters long")
-    if pattern is not None:
-        if not pattern.fullmatch(value):
-            raise InvalidInput(f"{name} has an invalid format")
-    else:
-        _check_utf8(value, name)
-        if _UNSAFE_TEXT.search(value):
-            raise InvalidInput(f"{name} holds control characters")
-    return value
-
-
-def _optional_text(value: object, name: str, **kwargs: Any) -> str | None:
-    return None if value is None else _text(value, name, **kwargs)
-
-
-def _int(value: object, name: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be an integer from {lo} to {hi}")
-    return value
-
-
-def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{name} must be true or false")
-    return value
-
-
-def _aware(value: object, name: str) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
-
-
-def _digest(value: object, name: str) -> str:
-    if not isinstance(value, str) or not is_digest(value):
-        raise InvalidInput(f"{name} must be a content digest (sha256:<64 hex>)")
-    return value
-
-
-def _strings(
-    value: object, name: str, check: Callable[[object, str], str], max_items: int = MAX_LIST
-) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or len(value) > max_items:
-        raise InvalidInput(f"{name} must be a list of at most {max_items} items")
-    items = tuple(check(v, name) for v in value)
-    if len(set(items)) != len(items):
-        raise InvalidInput(f"{name} holds duplicates")
-    return tuple(sorted(items))
-
-
-def freeze_json(value: object, name: str = "value", depth: int = 0) -> JsonValue:
-    """A deep, read-only copy of a JSON value (objects become read-only mappings, arrays
-    tuples); anything that is not plain JSON raises ``InvalidInput``."""
-    if value is None or isinstance(value, bool | str):
-        if isinstance(value, str):
-            _check_utf8(value, name)
-        return value
-    if isinstance(value, int):
-        if not -_MAX_INT - 1 <= value <= _MAX_INT:
-            raise InvalidInput(f"{name} holds an integer outside the 64-bit range")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInput(f"{name} holds a non-finite number")
-        return value
-    if depth >= MAX_DEPTH:
-        raise InvalidInput(f"{name} is nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, list | tuple):
-        return tuple(freeze_json(v, name, depth + 1) for v in value)
-    if isinstance(value, Mapping):
-        out: dict[str, JsonValue] = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise InvalidInput(f"{name} has a non-string key")
-            _check_utf8(k, name)
-            out[k] = freeze_json(v, name, depth + 1)
-        return MappingProxyType(out)
-    raise InvalidInput(f"{name} holds a value that is not JSON")
-
-
-def thaw_json(value: object) -> Any:
-    """The plain ``dict``/``list`` form of a frozen JSON value."""
-    if isinstance(value, Mapping):
-        return {k: thaw_json(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [thaw_json(v) for v in value]
-    return value
-
-
-def _json_object(value: object, name: str) -> Mapping[str, JsonValue]:
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f"{name} must be a JSON object")
-    frozen = freeze_json(value, name)
-    assert isinstance(frozen, Mapping)
-    if len(canonical_json(thaw_json(frozen))) > MAX_DETAILS_BYTES:
-        raise InvalidInput(f"{name} is larger than {MAX_DETAILS_BYTES} bytes")
-    return frozen
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
-
-
-def _to_wire(value: object) -> Any:
-    if isinstance(value, datetime):
-        return format_ts(value)
-    if isinstance(value, ImageGrant):
-        return value.to_doc()
-    if isinstance(value, Mapping):
-        return {k: _to_wire(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_to_wire(v) for v in value]
-    return value
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise InvalidInput("the message repeats a key")
-        out[k] = v
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidInput(f"the message holds the non-JSON number {name}")
-
-
-def load_json(data: bytes | str) -> Any:
-    """Parse one JSON document strictly (size, UTF-8, duplicates, NaN, depth)."""
-    raw = data.encode() if isinstance(data, str) else data
-    if not isinstance(raw, bytes | bytearray):
-        raise InvalidInput("a message must be bytes")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise InvalidInput(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        text = bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("the message is not UTF-8") from None
-    try:
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"the message is not JSON ({e.msg})") from None
-    except RecursionError:
-        raise InvalidInput("the message is nested too deeply") from None
-
-
 # Messages -------------------------------------------------------------------------------------
 
 
@@ -334,7 +146,7 @@ class _Message:
         doc: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
         for f in dataclasses.fields(self):
             if f.name != self.AUTH:
-                doc[f.name] = _to_wire(getattr(self, f.name))
+                doc[f.name] = to_wire(getattr(self, f.name))
         return doc
 
     def canonical_bytes(self) -> bytes:
@@ -426,14 +238,14 @@ class Register(_Signed):
         return f"Register(gateway_id={self.gateway_id!r}, mac_address={self.mac_address!r})"
 
     def __post_init__(self) -> None:
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        _text(self.mac_address, "mac_address", max_len=17, pattern=_MAC_ADDRESS_RE)
-        _text(self.hostname, "hostname", max_len=253)
-        _text(self.x25519_public, "x25519_public", max_len=64, pattern=_KEY_RE)
-        _text(self.ed25519_public, "ed25519_public", max_len=64, pattern=_KEY_RE)
-        _text(self.nonce, "nonce", max_len=32, pattern=_NONCE_RE)
-        self._set("ts", _aware(self.ts, "ts"))
-        _optional_text(self.enrolment_token, "enrolment_token", max_len=128, pattern=_TOKEN_RE)
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        text_field(self.mac_address, "mac_address", max_len=17, pattern=_MAC_ADDRESS_RE)
+        text_field(self.hostname, "hostname", max_len=253)
+        text_field(self.x25519_public, "x25519_public", max_len=64, pattern=_KEY_RE)
+        text_field(self.ed25519_public, "ed25519_public", max_len=64, pattern=_KEY_RE)
+        text_field(self.nonce, "nonce", max_len=32, pattern=_NONCE_RE)
+        self._set("ts", aware_field(self.ts, "ts"))
+        optional_text(self.enrolment_token, "enrolment_token", max_len=128, pattern=_TOKEN_RE)
         self._check_signature_field()
 
 
@@ -458,14 +270,14 @@ class Registered(_Signed):
     signature: str = ""
 
     def __post_init__(self) -> None:
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        _text(self.nonce, "nonce", max_len=32, pattern=_NONCE_RE)
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        text_field(self.nonce, "nonce", max_len=32, pattern=_NONCE_RE)
         if not isinstance(self.status, str) or self.status not in REGISTRATION_STATUSES:
             raise InvalidInput("status must be pending, approved or rejected")
-        _text(self.reason, "reason", max_len=1000, min_len=0)
-        _text(self.cloud_ed25519_public, "cloud_ed25519_public", max_len=64, pattern=_KEY_RE)
-        _text(self.cloud_x25519_public, "cloud_x25519_public", max_len=64, pattern=_KEY_RE)
-        self._set("ts", _aware(self.ts, "ts"))
+        text_field(self.reason, "reason", max_len=1000, min_len=0)
+        text_field(self.cloud_ed25519_public, "cloud_ed25519_public", max_len=64, pattern=_KEY_RE)
+        text_field(self.cloud_x25519_public, "cloud_x25519_public", max_len=64, pattern=_KEY_RE)
+        self._set("ts", aware_field(self.ts, "ts"))
         self._check_signature_field()
 
 
@@ -489,17 +301,17 @@ class AuthorizationRequest(_Maced):
     mac: str = ""
 
     def __post_init__(self) -> None:
-        _text(self.request_id, "request_id", max_len=36, pattern=_UUID_RE)
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        _text(self.caller, "caller", max_len=64)
-        _int(self.uid, "uid", 0, 2**32 - 1)
-        _text(self.action, "action", max_len=64, pattern=_ACTION_RE)
-        _optional_text(self.image, "image", max_len=512)
+        text_field(self.request_id, "request_id", max_len=36, pattern=_UUID_RE)
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        text_field(self.caller, "caller", max_len=64)
+        int_field(self.uid, "uid", 0, 2**32 - 1)
+        text_field(self.action, "action", max_len=64, pattern=_ACTION_RE)
+        optional_text(self.image, "image", max_len=512)
         if self.digest is not None:
-            _digest(self.digest, "digest")
-        _optional_text(self.container, "container", max_len=256)
-        self._set("details", _json_object(self.details, "details"))
-        self._set("ts", _aware(self.ts, "ts"))
+            digest_field(self.digest, "digest")
+        optional_text(self.container, "container", max_len=256)
+        self._set("details", json_object(self.details, "details"))
+        self._set("ts", aware_field(self.ts, "ts"))
         self._check_mac_field()
 
 
@@ -528,20 +340,20 @@ class Decision(_Signed):
     signature: str = ""
 
     def __post_init__(self) -> None:
-        _text(self.request_id, "request_id", max_len=36, pattern=_UUID_RE)
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        _text(self.request_hash, "request_hash", max_len=64, pattern=_KEY_RE)
-        _bool(self.allowed, "allowed")
-        _bool(self.held, "held")
-        _bool(self.cacheable, "cacheable")
+        text_field(self.request_id, "request_id", max_len=36, pattern=_UUID_RE)
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        text_field(self.request_hash, "request_hash", max_len=64, pattern=_KEY_RE)
+        bool_field(self.allowed, "allowed")
+        bool_field(self.held, "held")
+        bool_field(self.cacheable, "cacheable")
         if self.held and self.allowed:
             raise InvalidInput("a held decision cannot allow")
         if self.cacheable and not self.allowed:
             raise InvalidInput("only an allow can be cacheable")
-        _text(self.reason, "reason", max_len=1000, min_len=0)
-        _text(self.rule, "rule", max_len=200, min_len=0)
-        self._set("issued_at", _aware(self.issued_at, "issued_at"))
-        self._set("valid_until", _aware(self.valid_until, "valid_until"))
+        text_field(self.reason, "reason", max_len=1000, min_len=0)
+        text_field(self.rule, "rule", max_len=200, min_len=0)
+        self._set("issued_at", aware_field(self.issued_at, "issued_at"))
+        self._set("valid_until", aware_field(self.valid_until, "valid_until"))
         self._check_signature_field()
 
 
@@ -562,21 +374,21 @@ class Report(_Maced):
     mac: str = ""
 
     def __post_init__(self) -> None:
-        _text(self.report_id, "report_id", max_len=36, pattern=_UUID_RE)
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        _int(self.seq, "seq", 1, _MAX_INT)
-        _text(self.kind, "kind", max_len=64, pattern=_KIND_RE)
-        self._set("payload", _json_object(self.payload, "payload"))
-        self._set("ts", _aware(self.ts, "ts"))
+        text_field(self.report_id, "report_id", max_len=36, pattern=_UUID_RE)
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        int_field(self.seq, "seq", 1, _MAX_INT)
+        text_field(self.kind, "kind", max_len=64, pattern=_KIND_RE)
+        self._set("payload", json_object(self.payload, "payload"))
+        self._set("ts", aware_field(self.ts, "ts"))
         self._check_mac_field()
 
 
 def _action(value: object, name: str) -> str:
-    return _text(value, name, max_len=64, pattern=_ACTION_RE)
+    return text_field(value, name, max_len=64, pattern=_ACTION_RE)
 
 
 def _user(value: object, name: str) -> str:
-    return _text(value, name, max_len=64)
+    return text_field(value, name, max_len=64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,10 +402,10 @@ class ImageGrant:
     users: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _text(self.name, "image name", max_len=512)
-        object.__setattr__(self, "digests", _strings(self.digests, "digests", _digest))
-        object.__setattr__(self, "actions", _strings(self.actions, "actions", _action))
-        object.__setattr__(self, "users", _strings(self.users, "users", _user))
+        text_field(self.name, "image name", max_len=512)
+        object.__setattr__(self, "digests", string_list(self.digests, "digests", digest_field))
+        object.__setattr__(self, "actions", string_list(self.actions, "actions", _action))
+        object.__setattr__(self, "users", string_list(self.users, "users", _user))
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -630,8 +442,8 @@ class Push(_Signed):
     signature: str = ""
 
     def __post_init__(self) -> None:
-        _text(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
-        self._set("issued_at", _aware(self.issued_at, "issued_at"))
+        text_field(self.gateway_id, "gateway_id", max_len=64, pattern=GATEWAY_ID_RE)
+        self._set("issued_at", aware_field(self.issued_at, "issued_at"))
         if not isinstance(self.images, list | tuple) or len(self.images) > MAX_IMAGES:
             raise InvalidInput(f"images must be a list of at most {MAX_IMAGES} records")
         images = tuple(self.images)
@@ -755,5 +567,17 @@ def check_decision(
     if not hmac.compare_digest(decision.request_hash, request_hash(request)):
         raise AuthenticationFailed("the decision is for a different request body")
     verify_signature(decision, cloud_public)
-    if decision.valid_until <= _aware(now, "now"):
+    if decision.valid_until <= aware_field(now, "now"):
         raise AuthenticationFailed("the decision has expired")
+
+
+def to_wire(value: object) -> Any:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, ImageGrant):
+        return value.to_doc()
+    if isinstance(value, Mapping):
+        return {k: to_wire(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [to_wire(v) for v in value]
+    return value
