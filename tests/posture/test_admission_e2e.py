@@ -4,6 +4,7 @@ with a ValidatingWebhookConfiguration on the real test API server, driven with r
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.k8s
 
 
 def _tls(tmp: Path) -> tuple[Path, Path, bytes]:
-    """A CA and a serving certificate for 127.0.0.1 signed by it."""
+    """A CA and a serving certificate for 127.0.0.1 signed by it (the CA also in ca.pem)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posture-test-ca")])
@@ -63,7 +64,9 @@ def _tls(tmp: Path) -> tuple[Path, Path, bytes]:
             serialization.NoEncryption(),
         )
     )
-    return cert, key_path, ca.public_bytes(serialization.Encoding.PEM)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    (tmp / "ca.pem").write_bytes(ca_pem)
+    return cert, key_path, ca_pem
 
 
 def _free_port() -> int:
@@ -72,16 +75,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def webhook(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+@contextlib.contextmanager
+def serve_webhook(
+    tmp_path: Path, *args: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, ssl.SSLContext, Path]]:
+    """``casemate admission serve`` with a fresh certificate on a free loopback port, once its
+    /healthz answers: (process, base URL, client TLS context, its log). Stopped afterwards."""
     cert, key, ca_pem = _tls(tmp_path)
     port = _free_port()
     log = tmp_path / "webhook.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "casemate.cli", "admission", "serve", "--cert", str(cert),
-             "--key", str(key), "--listen", f"127.0.0.1:{port}", "--enforce",
-             "escape.privileged", "--enforce", "escape.host-*", "--warn", "images.latest-tag"],
+             "--key", str(key), "--listen", f"127.0.0.1:{port}", *args],
             stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"https://127.0.0.1:{port}"
@@ -97,14 +103,23 @@ def webhook(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the webhook did not start: {log.read_text()}")
             time.sleep(0.3)
-        yield url, ca_pem
+        yield proc, url, ctx, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    args = ("--enforce", "escape.privileged", "--enforce", "escape.host-*",
+            "--warn", "images.latest-tag")  # fmt: skip
+    with serve_webhook(tmp_path, *args) as (_, url, _, _):
+        yield url, (tmp_path / "ca.pem").read_bytes()
 
 
 def _pod(name: str, *, privileged: bool = False, image: str = "busybox:1.36") -> dict:
