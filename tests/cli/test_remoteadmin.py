@@ -155,6 +155,23 @@ def test_tokens_policy_export_and_recordings_over_the_api(
             home=tmp_path)  # fmt: skip
     assert r.returncode == 1 and "cmt_" not in r.stdout, r.stdout
 
+    # SSH keys: olga adds her own, may not touch admin's; admin lists and removes hers
+    from tests.server.test_admin_api import openssh_key
+
+    key = tmp_path / "id.pub"
+    key.write_text(openssh_key("olga@laptop") + "\n")
+    r = cli(base, olga, "user", "ssh-key", "add", "olga", str(key), home=tmp_path)
+    assert r.returncode == 0 and "added SSH key 'olga@laptop' for olga" in r.stdout, r.stderr
+    fingerprint = r.stdout.split()[-1]
+    r = cli(base, olga, "user", "ssh-key", "add", "admin", str(key), home=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("casemate: error:"), r.stderr
+    r = cli(base, admin, "user", "ssh-key", "list", "olga", home=tmp_path)
+    assert r.returncode == 0 and fingerprint in r.stdout
+    r = cli(base, admin, "user", "ssh-key", "remove", "olga", fingerprint, home=tmp_path)
+    assert r.returncode == 0 and "removed SSH key" in r.stdout
+    r = cli(base, admin, "user", "ssh-key", "list", "olga", home=tmp_path)
+    assert r.returncode == 0 and "olga has no SSH keys" in r.stdout
+
     # policy export: the policy in force, and a stored version
     policy = tmp_path / "p.yaml"
     r = cli(base, admin, "policy", "export", "-o", str(policy), home=tmp_path)

@@ -132,6 +132,50 @@ def user_delete(username: str) -> None:
     out.print(f"deleted {username}")
 
 
+ssh_key_app = typer.Typer(help="Users' SSH public keys.", no_args_is_help=True)
+user_app.add_typer(ssh_key_app, name="ssh-key")
+
+
+@ssh_key_app.command("add")
+def ssh_key_add(
+    username: str,
+    file: Annotated[Path, typer.Argument(help="The public key file (id_ed25519.pub; '-': stdin).")],
+    name: Annotated[str | None, typer.Option(help="A name (default: the key's comment).")] = None,
+) -> None:
+    """Register a public key for a user (yourself, or anyone as an admin)."""
+    try:
+        text = sys.stdin.read(64 * 1024) if str(file) == "-" else file.read_text(errors="replace")
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror}") from None
+    k = _call("POST", f"/users/{_p(username)}/ssh-keys", {"public_key": text, "name": name})
+    out.print(
+        f"added SSH key {k['name']!r} for {k['username']}: {k['algorithm']} ({k['bits']} bits) "
+        f"{k['fingerprint']}",
+        markup=False,
+    )
+
+
+@ssh_key_app.command("list")
+def ssh_key_list(username: str) -> None:
+    """List a user's SSH keys: fingerprint, type, name, date added."""
+    keys = _call("GET", f"/users/{_p(username)}/ssh-keys")
+    if not keys:
+        out.print(f"{username} has no SSH keys", markup=False)
+    for k in keys:
+        out.print(
+            f"{k['fingerprint']}  {k['algorithm']} ({k['bits']} bits)  {k['name']}  "
+            f"added {k['created_at'][:10]}",
+            markup=False,
+        )
+
+
+@ssh_key_app.command("remove")
+def ssh_key_remove(username: str, fingerprint: str) -> None:
+    """Remove one of a user's SSH keys, named by its fingerprint (SHA256:…)."""
+    k = _call("DELETE", f"/users/{_p(username)}/ssh-keys" + _q(fingerprint=fingerprint))
+    out.print(f"removed SSH key {k['name']!r} ({k['fingerprint']}) of {username}", markup=False)
+
+
 # group ----------------------------------------------------------------------------------------
 
 group_app = typer.Typer(help="Manage groups.", no_args_is_help=True)
