@@ -11,10 +11,11 @@ from casemate.bastion.inspection import (
     RunRefused,
     check_real_paths,
     check_redirect,
+    interactive,
     manifest_refs,
 )
 from casemate.bastion.kubectl import ResourceRef, parse_command
-from casemate.bastion.shell import Redirect
+from casemate.bastion.shell import Redirect, parse_line
 
 
 def test_manifest_refs_kinds_lists_and_custom_kinds() -> None:
@@ -88,3 +89,36 @@ def test_redirect_targets_inside_the_workspace_only(tmp_path: Path) -> None:
             check_redirect(Redirect(typed), ws)
         assert reason in info.value.reason, (typed, info.value.reason)
     assert not (tmp_path / "outside" / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "kubectl cp other/web:/etc/hostname out.txt",
+        "kubectl cp in.txt other/web:/tmp/in.txt",
+        "kubectl cp -n other web:/etc/hostname out.txt",
+        "kubectl cp team/web:/etc/hostname other/web:/tmp/x",
+        "kubectl exec -it -n other web -- sh",
+    ],
+)
+def test_pods_outside_the_grant_are_refused_before_review(line: str) -> None:
+    parsed = parse_line(line)
+    command = parse_command(parsed.first.argv)
+    with pytest.raises(RunRefused, match="namespace 'other' is outside your grant"):
+        interactive(command, parsed, None, "team", ["team"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "kubectl cp web:/etc/hostname out.txt",
+        "kubectl cp team/web:/etc/hostname out.txt",
+        "kubectl cp -n team in.txt web:/tmp/in.txt",
+        "kubectl get pods -n other",  # not a pod's terminal or files: the policy decides
+    ],
+)
+def test_pods_inside_the_grant_pass_the_early_check(line: str) -> None:
+    parsed = parse_line(line)
+    command = parse_command(parsed.first.argv)
+    assert interactive(command, parsed, None, "team", ["team"]) is False
+    assert interactive(command, parsed, None, "team", ["*"]) is False

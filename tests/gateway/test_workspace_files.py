@@ -92,13 +92,13 @@ async def test_kubectl_cp_both_ways_http_and_sftp_download(
         f"kubectl cp /etc/passwd {pod}:/tmp/passwd",
     ):
         await refused(session, line)
-    # a pod outside the grant: even approved, the API proxy refuses the exec
+    # a pod outside the grant: refused before any review (the API proxy would refuse it too)
     for line in (
         f"kubectl cp {b.ns_b}/{other}:/etc/hostname stolen.txt",
         f"kubectl cp -n {b.ns_b} {other}:/etc/hostname stolen.txt",
+        f"kubectl cp up.txt {b.ns_b}/{other}:/tmp/up.txt",
     ):
-        code, text = await reviewed(b, session, line)
-        assert code != 0 and "forbidden" in text.lower(), text
+        assert "outside your grant" in await refused(session, line), line
     assert not (session.env.workspace / "stolen.txt").exists()
     assert not (session.env.workspace / "passwd").exists()
     # the files, listed (no symbolic links) and downloaded over HTTP by the owner only

@@ -248,14 +248,15 @@ def interactive(
 ) -> bool:
     """Whether ``command`` runs on the user's terminal (a pty); refuses ``-t`` where there is
     no terminal, or where its output would not reach one, and an interactive command into a
-    namespace outside the grant (early: the API proxy refuses it anyway)."""
+    namespace outside the grant, ``kubectl cp`` to or from one included (early, before any
+    review: the API proxy refuses it anyway)."""
     tty = tty_requested(command)
-    if wants_terminal(command) and namespaces and "*" not in namespaces:
-        ns = command.namespace or namespace
-        if ns not in namespaces:
-            raise RunRefused(
-                f"namespace {ns!r} is outside your grant (namespaces: {', '.join(namespaces)})"
-            )
+    if namespaces and "*" not in namespaces:
+        for ns in _pod_namespaces(command, namespace):
+            if ns not in namespaces:
+                raise RunRefused(
+                    f"namespace {ns!r} is outside your grant (namespaces: {', '.join(namespaces)})"
+                )
     if tty and terminal is None:
         raise RunRefused(
             f"kubectl {command.verb} -t needs an interactive terminal: use the web terminal, "
@@ -268,3 +269,12 @@ def interactive(
             raise RunRefused(f"kubectl {command.verb} -t cannot be piped or redirected")
         return False
     return True
+
+
+def _pod_namespaces(command: KubeCommand, namespace: str) -> list[str]:
+    """The namespaces whose pods an interactive command or a ``kubectl cp`` reaches: a cp
+    side's own ``ns/pod:path`` first, else ``-n``, else the session's namespace."""
+    default = command.namespace or namespace
+    if command.tool == "kubectl" and command.verb == "cp":
+        return [ref.namespace or default for ref in command.resources]
+    return [default] if wants_terminal(command) else []
