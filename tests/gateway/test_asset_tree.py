@@ -1,0 +1,157 @@
+"""The web UI's asset tree against the real node (issue 11): GET /assets lists only what the
+person's grant covers, and in headless Chromium a container shell opened from the tree runs
+through review; the typed line is in the audit and the output in the replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from casemate.server.app import create_app
+from casemate.testenv.node import RealNode
+from tests.gateway.conftest import PASSWORD, Bastion
+from tests.gateway.helpers import in_thread, served_gateway
+from tests.gateway.test_container_entries import approve_sync
+from tests.gateway.test_container_terminal import busybox_pod, make_pod
+from tests.server.test_web import Cdp, chromium, serve
+
+pytestmark = [pytest.mark.k8s, pytest.mark.node]
+
+SCREEN = "[...document.querySelectorAll('.term .xterm-rows > div')].map(r => r.textContent)"
+
+
+def login(base: str, username: str) -> dict[str, str]:
+    r = httpx.post(f"{base}/api/v1/auth/login", json={"username": username, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def pods_listed(tree: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """namespace -> pod names, over every cluster of the tree."""
+    out: dict[str, set[str]] = {}
+    for cluster in tree:
+        for ns in cluster["namespaces"]:
+            names = out.setdefault(ns["name"], set())
+            for w in ns["workloads"]:
+                names.update(p["name"] for p in w["pods"])
+    return out
+
+
+def type_in(cdp: Cdp, text: str) -> None:
+    cdp.evaluate("document.querySelector('.term textarea').focus()")
+    cdp.call("Input.insertText", text=text)
+    cdp.call(
+        "Input.dispatchKeyEvent",
+        type="keyDown",
+        key="Enter",
+        code="Enter",
+        windowsVirtualKeyCode=13,
+        text="\r",
+    )
+    cdp.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter")
+
+
+def screen_has(cdp: Cdp, needle: str, *, line: bool = False) -> None:
+    test = f"r.trim() === {json.dumps(needle)}" if line else f"r.includes({json.dumps(needle)})"
+    cdp.wait_for(f"{SCREEN}.some(r => {test})", timeout=60)
+
+
+async def test_asset_tree_shell_in_chromium(
+    bastion: Bastion, real_node: RealNode, tmp_path: Path
+) -> None:
+    b = bastion
+    pod = busybox_pod(b, real_node)
+    other = make_pod(b.kube, real_node, b.ns_b)
+    app = create_app(b.rt, served_gateway(b.rt, b.clusters))
+
+    def drive() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with serve(app) as base:
+            alice = login(base, "alice")
+            r = httpx.get(f"{base}/api/v1/assets", headers=alice)
+            assert r.status_code == 200, r.text
+            out["api"] = r.json()
+            out["api_text"] = r.text
+            with chromium(tmp_path / "profile") as cdp:
+                cdp.call("Page.navigate", url=base + "/")
+                cdp.wait_for("document.querySelector('form.login') !== null")
+                cdp.evaluate(
+                    "(() => { const f = document.querySelector('form.login');"
+                    " f.username.value = 'alice';"
+                    f" f.password.value = {json.dumps(PASSWORD)};"
+                    " f.requestSubmit(); })()"
+                )
+                cdp.wait_for("location.hash === '#/clusters'")
+                cdp.evaluate("document.querySelector('nav a[data-route=\"assets\"]').click()")
+                shell = f'[data-pod={json.dumps(pod)}][data-container="box"] a.shell'
+                cdp.wait_for(f"document.querySelector({json.dumps(shell)}) !== null")
+                out["page"] = cdp.evaluate("document.getElementById('main').textContent")
+                cdp.evaluate(f"document.querySelector({json.dumps(shell)}).click()")
+                screen_has(cdp, "waiting for approval")
+                approve_sync(b)
+                screen_has(cdp, "/ # ")
+                type_in(cdp, "echo $((6*7))")
+                screen_has(cdp, "42", line=True)
+                type_in(cdp, "exit")
+                # the restricted shell's prompt again (the first one held the exec line)
+                prompt = json.dumps(f"alice@test:{b.ns_a}$")
+                cdp.wait_for(f"{SCREEN}.filter(r => r.includes({prompt})).length >= 2", 60)
+                type_in(cdp, "exit")
+                cdp.wait_for(
+                    "document.querySelector('.termbar .status')?.textContent.startsWith('closed')",
+                    timeout=60,
+                )
+                admin = login(base, "admin")
+                deadline = time.monotonic() + 30
+                typed: list[dict[str, Any]] = []
+                while not typed and time.monotonic() < deadline:
+                    r = httpx.get(
+                        f"{base}/api/v1/audit",
+                        params={"kind": "bastion.container.input", "actor": "alice"},
+                        headers=admin,
+                    )
+                    assert r.status_code == 200, r.text
+                    typed = [
+                        e["details"]
+                        for e in r.json()["items"]
+                        if e["details"].get("line") == "echo $((6*7))"
+                    ]
+                    time.sleep(0.2)
+                assert typed, "the typed line is not in the audit"
+                sid = typed[0]["session_id"]
+                out["audit"] = typed[0]
+                r = httpx.get(f"{base}/api/v1/recordings/{sid}/download", headers=alice)
+                assert r.status_code == 200, r.text
+                out["cast"] = r.text
+                cdp.evaluate(f"location.hash = '#/play/{sid}'")
+                cdp.wait_for(
+                    "document.querySelector('.player')?.textContent.includes('$((6*7))')"
+                    " && document.querySelector('.player').textContent.includes('42')",
+                    timeout=60,
+                )
+                out["problems"] = cdp.problems()
+        return out
+
+    out = await asyncio.wait_for(in_thread(drive), 420)
+    # the asset API: the granted namespace and its pod, nothing of the other namespace
+    assert pods_listed(out["api"]) == {b.ns_a: {pod}}
+    assert b.ns_b not in out["api_text"] and other not in out["api_text"]
+    assert b.token not in out["api_text"]
+    containers = [
+        c
+        for ns in out["api"][0]["namespaces"]
+        for w in ns["workloads"]
+        for p in w["pods"]
+        for c in p["containers"]
+    ]
+    assert [(c["name"], c["state"], c["ready"]) for c in containers] == [("box", "running", True)]
+    assert b.ns_b not in out["page"] and other not in out["page"]
+    assert out["audit"]["namespace"] == b.ns_a
+    assert "42" in out["cast"] and "echo $((6*7))" in out["cast"]
+    assert out["problems"] == []
