@@ -96,7 +96,13 @@ def timed(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[
 
 
 def debian_archive(directory: Path) -> Path:
-    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    rootfs = debian12_rootfs()
+    digest = hashlib.sha256()
+    with rootfs.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    layers = {"type": "layers", "diff_ids": [f"sha256:{digest.hexdigest()}"]}  # syft needs them
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": layers}).encode()
     name = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps([{"Config": name, "RepoTags": ["casemate-test/debian12:1"],
                             "Layers": ["rootfs/layer.tar"]}]).encode()  # fmt: skip
@@ -106,7 +112,7 @@ def debian_archive(directory: Path) -> Path:
             info = tarfile.TarInfo(member)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        tar.add(str(debian12_rootfs()), arcname="rootfs/layer.tar")
+        tar.add(str(rootfs), arcname="rootfs/layer.tar")
     return archive
 
 
