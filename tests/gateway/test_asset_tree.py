@@ -135,6 +135,13 @@ async def test_asset_tree_shell_in_chromium(
                     " && document.querySelector('.player').textContent.includes('42')",
                     timeout=60,
                 )
+                # a crafted link's ?run= that is not a container shell types nothing
+                hostile = f"kubectl delete pod {pod}"
+                params = f"ns={b.ns_a}&run={hostile.replace(' ', '+')}"
+                cdp.evaluate(f"location.hash = '#/terminal/test?{params}'")
+                cdp.wait_for(f"{SCREEN}.some(r => r.includes({prompt}))", 60)
+                time.sleep(1.5)
+                out["hostile_screen"] = cdp.evaluate(f"{SCREEN}.join('\\n')")
                 out["problems"] = cdp.problems()
         return out
 
@@ -154,4 +161,5 @@ async def test_asset_tree_shell_in_chromium(
     assert b.ns_b not in out["page"] and other not in out["page"]
     assert out["audit"]["namespace"] == b.ns_a
     assert "42" in out["cast"] and "echo $((6*7))" in out["cast"]
+    assert "kubectl delete" not in out["hostile_screen"], out["hostile_screen"]
     assert out["problems"] == []
