@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from casemate.core.files import read_bounded
 from casemate.vuln.advisories.alpine import AlpineSecdbSource
 from casemate.vuln.advisories.debian import DebianTrackerSource
 from casemate.vuln.advisories.interface import AdvisoryError, AdvisorySource, Parsed
@@ -48,14 +49,7 @@ def detect(head: bytes) -> str:
 
 
 def _read(path: Path, limit: int = MAX_FILE) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise AdvisoryError(f"cannot read {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise AdvisoryError(f"{path} is larger than {limit} bytes")
-    return data
+    return read_bounded(path, limit, error=AdvisoryError)
 
 
 def _files(path: Path) -> Iterator[tuple[str, bytes]]:
