@@ -321,8 +321,11 @@ def test_lockout_after_max_failures_then_expiry(
     assert ident.get_user("alice").locked_until == clock.now + timedelta(minutes=10)
 
     with pytest.raises(AuthenticationFailed) as exc:
-        login(ident)  # the right password, but locked
+        login(ident, password="Wrong-Password-123")  # no lock oracle for a wrong password
     assert_generic(exc)
+    with pytest.raises(AuthenticationFailed) as exc:
+        login(ident)  # the right password, but locked: it says so (and until when)
+    assert str(exc.value) == "account locked until 2026-03-02 09:10:05 UTC"
     assert last(audit, "auth.login").details["reason"] == "account locked"
 
     clock.advance(seconds=599)

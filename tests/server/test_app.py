@@ -51,9 +51,13 @@ def test_bad_credentials_are_one_generic_401(client: TestClient, runtime: Runtim
 def test_lockout_after_repeated_failures(client: TestClient, runtime: Runtime) -> None:
     for _ in range(runtime.settings.login_max_failures):
         client.post(f"{API}/auth/login", json={"username": "admin", "password": "x" * 12})
+    wrong = client.post(f"{API}/auth/login", json={"username": "admin", "password": "x" * 12})
+    assert problem_of(wrong)["detail"] == "invalid credentials"  # no lock oracle
     r = client.post(f"{API}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
     assert r.status_code == 401
-    assert runtime.identity.get_user("admin").locked_until is not None
+    until = runtime.identity.get_user("admin").locked_until
+    assert until is not None
+    assert problem_of(r)["detail"] == f"account locked until {until:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def test_missing_forged_and_malformed_tokens(client: TestClient) -> None:

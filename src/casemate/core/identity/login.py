@@ -4,6 +4,7 @@ login sessions."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -43,7 +44,8 @@ class Login(IdentityBase):
         """Log in with a password (and a TOTP code when enabled) and start a session.
 
         Every failure raises ``AuthenticationFailed("invalid credentials")``, after the attempt
-        with its real reason (and any lock-out) has been committed to the audit log.
+        with its real reason (and any lock-out) has been committed to the audit log; only the
+        right password on a locked account learns "account locked until <UTC time>".
         """
         name = _login_name(username)
         directory = self.ldap_directory()
@@ -56,8 +58,8 @@ class Login(IdentityBase):
                 )
         with self.db.session() as s:
             result = self._login(s, name, password, totp_code, source[:100])
-        if result is None:
-            raise AuthenticationFailed(GENERIC_FAILURE)
+        if isinstance(result, str):
+            raise AuthenticationFailed(result)
         return result
 
     def external_login(
@@ -77,7 +79,9 @@ class Login(IdentityBase):
 
     def _login(
         self, s: Session, name: str, password: str, totp_code: str | None, source: str
-    ) -> LoginResult | None:
+    ) -> LoginResult | str:
+        """The session, or the message for the client: generic unless the password was right
+        and the account is locked (then the lock's end, in UTC)."""
         counts: User | None
         now = self._now()
         user = self._lookup_for_login(s, name)
@@ -85,7 +89,7 @@ class Login(IdentityBase):
             self._verify_password(self._dummy(), password)  # the same cost as a real check
             reason = "unknown user" if user is None else "no password set"
             self._login_failed(s, name[:64], source, "password", reason, counts=None)
-            return None
+            return GENERIC_FAILURE
 
         password_ok = self._verify_password(user.password_hash, password)
         method = "password+totp" if user.totp_enabled else "password"
@@ -102,7 +106,10 @@ class Login(IdentityBase):
             reason = self._use_totp(s, user, totp_code, now) if totp_code else "TOTP code missing"
         if reason:
             self._login_failed(s, name, source, method, reason, counts=counts)
-            return None
+            if password_ok and reason == "account locked" and user.locked_until is not None:
+                until = user.locked_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                return f"account locked until {until}"
+            return GENERIC_FAILURE
 
         if self._hasher.check_needs_rehash(user.password_hash):
             user.password_hash = self._hasher.hash(password)

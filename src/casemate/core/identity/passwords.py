@@ -59,17 +59,27 @@ def check_password_policy(password: str, *, min_length: int, username: str = "")
         raise InvalidInput(f"a password is at most {MAX_PASSWORD_LENGTH} characters long")
     if not password.isprintable() or not _encodable(password):
         raise InvalidInput("a password must be printable text")
+    reason = _guessable_reason(password, username)
+    if reason is not None:
+        raise InvalidInput(f"this password is too easy to guess: {reason}; choose another one")
+
+
+def _guessable_reason(password: str, username: str) -> str | None:
+    """Why a password is easy to guess (a sentence naming the rule, never the password)."""
     low = password.lower()
     core = low.strip(string.digits + string.punctuation + " ")
-    if (
-        low in KNOWN_WEAK_SECRETS
-        or core in _WEAK_WORDS
-        or core in KNOWN_WEAK_SECRETS
-        or len(set(low)) < 5
-        or any(low in seq or low[::-1] in seq for seq in _SEQUENCES)
-        or (len(username) >= 3 and username.lower() in low)
-    ):
-        raise InvalidInput("this password is too easy to guess; choose another one")
+    if low in KNOWN_WEAK_SECRETS or core in _WEAK_WORDS or core in KNOWN_WEAK_SECRETS:
+        return (
+            "it is a common password or a common word with digits or symbols around it; "
+            "use several unrelated words"
+        )
+    if len(username) >= 3 and username.lower() in low:
+        return "it contains the user name; avoid names tied to the account"
+    if any(low in seq or low[::-1] in seq for seq in _SEQUENCES):
+        return "it is a keyboard or alphabet run (like abcdef or qwerty); avoid sequences"
+    if len(set(low)) < 5:
+        return "it has fewer than 5 different characters (repeats like aaaa are easy to guess)"
+    return None
 
 
 class Passwords(IdentityBase):
