@@ -749,6 +749,19 @@ def test_connect_with_a_bad_token_restores_the_terminal(serve: Server, tmp_path:
 
 
 @pytest.mark.k8s
+def test_a_terminal_client_outside_the_fixed_set_is_refused(remote: Remote) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    with remote.ws("/clusters/test/terminal?client=kubectl", remote.alice) as ws:
+        first = json.loads(ws.recv(timeout=60))
+        assert first == {"type": "exit", "reason": "client must be one of: cli, web"}
+        with pytest.raises(ConnectionClosed) as exc:
+            ws.recv(timeout=60)
+    assert exc.value.rcvd is not None and exc.value.rcvd.code == 4400
+    assert exc.value.rcvd.reason == "client must be one of: cli, web"
+    assert not [s for s in remote.gateway.live_sessions() if s.channel == "kubectl"]
+
+
 def test_connect_is_an_interactive_terminal(remote: Remote, tmp_path: Path) -> None:
     name = configmap(remote, "tty")
     env = client_env(tmp_path, remote.url, remote.alice)
@@ -776,6 +789,10 @@ def test_connect_is_an_interactive_terminal(remote: Remote, tmp_path: Path) -> N
     lines = [json.loads(line) for line in cast.read_text().splitlines()]
     assert (lines[0]["width"], lines[0]["height"]) == (100, 30)
     assert any(e[1] == "r" and e[2] == "120x40" for e in lines[1:]), lines
+    # casemate connect labels its session cli (the web UI's stay web)
+    started = remote.rt.audit.query(kind="bastion.session.started", limit=10_000)
+    (entry,) = [e for e in started if e.details.get("session_id") == sid.group(1)]
+    assert entry.details["channel"] == "cli"
 
     # refused by the server (no grant for that namespace): one line, terminal restored
     tty = Pty("connect", "test", "-n", remote.ns_b, env=env)

@@ -382,7 +382,7 @@ async def _terminal(config: ClientConfig, cluster: str, namespace: str | None) -
 
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     cols, rows = _terminal_size(fd_out, fd_in)
-    query: dict[str, str | int] = {"cols": cols, "rows": rows}
+    query: dict[str, str | int] = {"cols": cols, "rows": rows, "client": "cli"}
     if namespace:
         query["namespace"] = namespace
     loop = asyncio.get_running_loop()

@@ -43,7 +43,7 @@ WORKSPACE_DOWNLOADED: Final = register_kind(
 
 @dataclass(frozen=True, kw_only=True)
 class BastionSessionStarted(Event):
-    """A person opened a bastion session (``channel``: exec, terminal, ssh, web) on a cluster
+    """A person opened a bastion session (``channel``: exec, terminal, ssh, web, cli) on a cluster
     through a system account; ``namespaces`` are those the grant allows."""
 
     KIND: ClassVar[str] = "bastion.session.started"

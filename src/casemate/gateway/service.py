@@ -92,7 +92,7 @@ __all__ = ["BastionSession", "Gateway", "LiveSession", "account_group"]
 
 log = logging.getLogger(__name__)
 
-_CHANNELS: Final = frozenset({"exec", "terminal", "ssh", "web"})
+_CHANNELS: Final = frozenset({"exec", "terminal", "ssh", "web", "cli"})
 #: Sessions live in this process (every gateway in it): recovery leaves them alone.
 _LIVE_HERE: set[str] = set()
 

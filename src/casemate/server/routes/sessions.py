@@ -249,6 +249,10 @@ def _int(value: object, low: int, high: int, default: int) -> int:
     return max(low, min(high, number))
 
 
+#: Who opens a terminal websocket (``?client=``): the web UI, or ``casemate connect``.
+_TERMINAL_CLIENTS = frozenset({"web", "cli"})
+
+
 @router.websocket("/clusters/{cluster}/terminal")
 async def terminal(ws: WebSocket, cluster: str) -> None:
     gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
@@ -263,12 +267,15 @@ async def terminal(ws: WebSocket, cluster: str) -> None:
         namespace = params.get("namespace") or None
         cols = _int(params.get("cols", 80), 10, 1000, 80)
         rows = _int(params.get("rows", 24), 2, 500, 24)
+        client = params.get("client", "web")
+        if client not in _TERMINAL_CLIENTS:
+            raise InvalidInput("client must be one of: " + ", ".join(sorted(_TERMINAL_CLIENTS)))
         source = ws.client.host if ws.client else ""
         session = await gateway.open_session(
             principal,
             cluster,
             namespace=namespace,
-            channel="web",
+            channel=client,
             source=source,
             width=cols,
             height=rows,
