@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from casemate.bastion.kubectl import parse_command, preview_argv
+from casemate.bastion.kubectl import parse_command
+from casemate.bastion.kubepreview import preview_argv
 from casemate.bastion.models import ReviewTicket
 from casemate.bastion.previewmask import redact_preview
 from casemate.bastion.review import ReviewService

@@ -26,14 +26,22 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Final
 
+from casemate.bastion.cobraflags import (
+    Flagset,
+    args_minus_first,
+    flagset,
+    go_bool,
+    go_int,
+    normalize_flag,
+    strip_flags,
+)
 from casemate.bastion.commands import TOOLS, FlagSpec, ToolSpec, VerbSpec
-from casemate.bastion.kinds import CATEGORY_ALL, canonical_kind
-from casemate.errors import Denied
+from casemate.bastion.kinds import canonical_kind
+from casemate.bastion.kubemodel import CommandRefused, KubeCommand, ResourceRef
 
 __all__ = [
     "CommandRefused",
@@ -43,142 +51,10 @@ __all__ = [
     "check_paths",
     "known_command_paths",
     "parse_command",
-    "preview_argv",
     "resolve_in_workspace",
 ]
 
 MAX_VERBOSITY = 5  # -v 6 prints the kubeconfig path (the session directory); 7+ headers, bodies
-
-
-class CommandRefused(Denied):
-    """A kubectl/helm command line that Casemate will not run, whatever the policy says."""
-
-    title = "Command refused"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"command refused: {reason}")
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class ResourceRef:
-    """One object or kind a command targets. ``name`` None means "all of this kind" (or those
-    a selector picks); ``namespace`` is set only when the reference itself carries one (``kubectl
-    cp ns/pod:path``, objects read from manifests by the driver)."""
-
-    kind: str
-    name: str | None = None
-    namespace: str | None = None
-
-    def display(self) -> str:
-        return self.kind if self.name is None else f"{self.kind}/{self.name}"
-
-
-@dataclass(frozen=True)
-class KubeCommand:
-    """What a kubectl or helm command line means.
-
-    ``flags`` holds every flag given, in order, as (canonical long name, value): booleans as
-    ``"true"``/``"false"``, optional-value flags given bare as their implicit value. The
-    convenience fields (namespace, selector, output, ...) are derived from it.
-
-    ``file_kinds`` is filled by the driver after reading the manifests named by ``files`` (and
-    rendering a helm chart): None means "not inspected", and the policy then assumes the worst
-    for conditions on kinds and namespaces.
-    """
-
-    tool: str
-    verb: str
-    subverb: str | None = None
-    resources: tuple[ResourceRef, ...] = ()
-    namespace: str | None = None
-    all_namespaces: bool = False
-    selector: str | None = None
-    field_selector: str | None = None
-    all: bool = False
-    flags: tuple[tuple[str, str], ...] = ()
-    files: tuple[str, ...] = ()
-    local_paths: tuple[str, ...] = ()
-    output: str | None = None
-    dry_run: str = "none"
-    replicas: int | None = None
-    privileged: bool = False
-    raw: str | None = None
-    chart: str | None = None
-    args: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()
-    file_kinds: tuple[ResourceRef, ...] | None = None
-    argv: tuple[str, ...] = ()
-
-    # Derived views ---------------------------------------------------------------------
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        """``("rollout", "undo")``, ``("create", "secret", "generic")``, ``("get",)``."""
-        return (self.verb, *(self.subverb.split() if self.subverb else ()))
-
-    def has_flag(self, name: str) -> bool:
-        return any(flag == name for flag, _ in self.flags)
-
-    def flag_values(self, name: str) -> tuple[str, ...]:
-        return tuple(value for flag, value in self.flags if flag == name)
-
-    def flag(self, name: str) -> str | None:
-        """The effective (last) value of a flag, or None if absent."""
-        values = self.flag_values(name)
-        return values[-1] if values else None
-
-    @property
-    def needs_inspection(self) -> bool:
-        """Whether the command acts on manifests or a chart the driver has not inspected."""
-        return bool(self.files or self.chart) and self.file_kinds is None
-
-    @property
-    def targets(self) -> tuple[ResourceRef, ...]:
-        """Resources named on the command line plus those the driver found in manifests."""
-        return self.resources + (self.file_kinds or ())
-
-    @property
-    def kinds(self) -> frozenset[str]:
-        """Canonical kinds targeted, with the category ``all`` expanded to its built-ins."""
-        kinds: set[str] = set()
-        for ref in self.targets:
-            kinds.add(ref.kind)
-            if ref.kind == "all":
-                kinds.update(CATEGORY_ALL)
-        return frozenset(kinds)
-
-    @property
-    def data_output(self) -> bool:
-        """Whether the output shows object contents: anything but the table, ``wide`` or
-        ``name`` (``--raw`` reads count: their output is ``"raw"``)."""
-        return self.output not in (None, "wide", "name")
-
-    @property
-    def bulk(self) -> bool:
-        """Whether the command targets an unnamed set of objects: ``--all``, a selector,
-        ``--all-namespaces``, or a kind without names."""
-        if self.all or self.all_namespaces or self.selector is not None:
-            return True
-        if self.field_selector is not None:
-            return True
-        return any(ref.name is None for ref in self.resources)
-
-    @property
-    def normalized(self) -> str:
-        """The command in one canonical spelling, for regular expressions in rules:
-        ``tool verb [subverb] kind/name... args... --flag=value... [-- command...]``."""
-        parts = [self.tool, *self.path]
-        parts += [ref.display() for ref in self.resources]
-        parts += self.args
-        parts += [f"--{name}={value}" for name, value in self.flags]
-        if self.command:
-            parts += ["--", *self.command]
-        return " ".join(parts)
-
-    def with_file_kinds(self, refs: Iterable[ResourceRef]) -> KubeCommand:
-        """A copy carrying what the driver found in the manifests (or rendered chart)."""
-        return replace(self, file_kinds=tuple(refs))
 
 
 # Entry points -------------------------------------------------------------------------------
@@ -274,124 +150,6 @@ def canonical_command_path(tool: str, words: Sequence[str]) -> tuple[str, ...] |
         path.append(sub.name)
         spec = sub
     return tuple(path) if path else None
-
-
-# cobra / pflag emulation --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Flagset:
-    long: Mapping[str, FlagSpec]
-    short: Mapping[str, FlagSpec]
-
-
-_HELP = FlagSpec("help", "h", "bool", noopt="true")
-
-
-def _flagset(tool: ToolSpec, level: VerbSpec, *, with_help: bool) -> _Flagset:
-    long = dict(tool.global_flags)
-    if level is not tool.root:
-        long.update(level.flags)
-    if not with_help:
-        # cobra adds the help flag after it has found the command: while finding it,
-        # "-h"/"--help" are unknown and assumed to take a value.
-        long.pop("help", None)
-    elif "help" not in long:
-        long["help"] = _HELP
-    short = {spec.short: spec for spec in long.values() if spec.short}
-    return _Flagset(long, short)
-
-
-def _normalize(tool: ToolSpec, name: str) -> str:
-    return name.replace("_", "-") if tool.normalize_underscores else name
-
-
-def _skips_value(tool: ToolSpec, fs: _Flagset, arg: str) -> bool:
-    """cobra's test (stripFlags / argsMinusFirstX) for "this flag consumes the next arg"."""
-    if "=" in arg:
-        return False
-    if arg.startswith("--"):
-        spec = fs.long.get(_normalize(tool, arg[2:]))
-        return spec is None or not spec.noopt
-    if arg.startswith("-") and len(arg) == 2:
-        spec = fs.short.get(arg[1])
-        return spec is None or not spec.noopt
-    return False
-
-
-def _strip_flags(tool: ToolSpec, fs: _Flagset, args: Sequence[str]) -> list[str]:
-    """cobra.stripFlags: the non-flag words, as cobra sees them while finding a command."""
-    words: list[str] = []
-    rest = list(args)
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--":
-            break
-        if arg.startswith("-") and _skips_value(tool, fs, arg):
-            if len(rest) <= 1:
-                break
-            rest.pop(0)
-            continue
-        if arg != "" and not arg.startswith("-"):
-            words.append(arg)
-    return words
-
-
-def _args_minus_first(tool: ToolSpec, fs: _Flagset, args: list[str], word: str) -> list[str]:
-    """cobra.argsMinusFirstX: remove the first occurrence of ``word`` that is not a flag value."""
-    pos = 0
-    while pos < len(args):
-        arg = args[pos]
-        if arg == "--":
-            break
-        if arg.startswith("-") and _skips_value(tool, fs, arg):
-            pos += 2
-            continue
-        if not arg.startswith("-") and arg == word:
-            return args[:pos] + args[pos + 1 :]
-        pos += 1
-    return args
-
-
-_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def _go_bool(value: str) -> bool | None:
-    if value in _GO_TRUE:
-        return True
-    if value in _GO_FALSE:
-        return False
-    return None
-
-
-def _go_int(value: str, bits: int = 64) -> int | None:
-    """strconv.ParseInt(value, 0, bits), refusing underscores (None if invalid)."""
-    if not value or "_" in value or not value.isascii():
-        return None
-    sign = 1
-    digits = value
-    if digits[0] in "+-":
-        sign = -1 if digits[0] == "-" else 1
-        digits = digits[1:]
-    base = 10
-    lowered = digits.lower()
-    if lowered.startswith(("0x", "0o", "0b")):
-        base = {"x": 16, "o": 8, "b": 2}[lowered[1]]
-        digits = digits[2:]
-    elif len(digits) > 1 and digits[0] == "0":
-        base = 8
-        digits = digits[1:]
-    if not digits or not all(c.isalnum() for c in digits):
-        return None
-    try:
-        number = sign * int(digits, base)
-    except ValueError:
-        return None
-    limit = 1 << (bits - 1)
-    if not -limit <= number < limit:
-        return None
-    return number
 
 
 # Building the model ----------------------------------------------------------------------------
@@ -568,8 +326,8 @@ class _Builder:
         path: list[VerbSpec] = []
         rest = list(self.argv[1:])
         while True:
-            fs = _flagset(tool, level, with_help=False)
-            words = _strip_flags(tool, fs, rest)
+            fs = flagset(tool, level, with_help=False)
+            words = strip_flags(tool, fs, rest)
             if not words:
                 break
             sub = level.find_subverb(words[0])
@@ -584,7 +342,7 @@ class _Builder:
                     raise CommandRefused(f"unknown sub-command {words[0]!r} of {where!r}")
                 break
             path.append(sub)
-            rest = _args_minus_first(tool, fs, rest, words[0])
+            rest = args_minus_first(tool, fs, rest, words[0])
             level = sub
         if not path:
             raise CommandRefused(f"no {tool.name} command given")
@@ -603,7 +361,7 @@ class _Builder:
     # pflag ---------------------------------------------------------------------------
 
     def _parse_flags(self, final: VerbSpec, args: list[str]) -> None:
-        fs = _flagset(self.tool, final, with_help=True)
+        fs = flagset(self.tool, final, with_help=True)
         rest = list(args)
         while rest:
             arg = rest.pop(0)
@@ -619,12 +377,12 @@ class _Builder:
             else:
                 self._short(fs, arg, rest)
 
-    def _long(self, fs: _Flagset, arg: str, rest: list[str]) -> None:
+    def _long(self, fs: Flagset, arg: str, rest: list[str]) -> None:
         body = arg[2:]
         if body[0] in "-=":
             raise CommandRefused(f"bad flag syntax {arg!r}")
         name, eq, value = body.partition("=")
-        spec = fs.long.get(_normalize(self.tool, name))
+        spec = fs.long.get(normalize_flag(self.tool, name))
         if spec is None:
             raise CommandRefused(f"unknown flag --{name} (unknown flags are not allowed)")
         if not eq:
@@ -636,7 +394,7 @@ class _Builder:
                 raise CommandRefused(f"flag --{name} needs a value")
         self._record(spec, value, f"--{name}")
 
-    def _short(self, fs: _Flagset, arg: str, rest: list[str]) -> None:
+    def _short(self, fs: Flagset, arg: str, rest: list[str]) -> None:
         shorthands = arg[1:]
         if shorthands.startswith("test."):
             raise CommandRefused(f"bad flag syntax {arg!r}")
@@ -661,7 +419,7 @@ class _Builder:
         if spec.refuse:
             raise CommandRefused(f"flag {typed} (--{spec.name}) is not allowed: {spec.refuse}")
         if spec.kind == "bool":
-            parsed = _go_bool(value)
+            parsed = go_bool(value)
             if parsed is None:
                 raise CommandRefused(f"flag {typed} takes true or false, not {value!r}")
             value = "true" if parsed else "false"
@@ -890,7 +648,7 @@ class _Builder:
         if value is None:
             return "none"
         table = _DRY_RUN_KUBECTL if tool == "kubectl" else _DRY_RUN_HELM
-        as_bool = _go_bool(value)
+        as_bool = go_bool(value)
         if as_bool is not None:
             return "client" if as_bool else "none"
         if value not in table:
@@ -901,7 +659,7 @@ class _Builder:
         value = self._last("replicas")
         if value is None:
             return None
-        number = _go_int(value)
+        number = go_int(value)
         if number is None:
             raise CommandRefused(f"invalid --replicas value {value!r}")
         return number
@@ -1012,144 +770,3 @@ def _raw_resources(raw: str) -> list[ResourceRef]:
     if ref.kind == "namespaces" and ref.name is not None and namespace is None:
         ref = ResourceRef("namespaces", ref.name, ref.name)
     return [ref]
-
-
-# Review previews ------------------------------------------------------------------------------
-
-#: kubectl commands that take ``TYPE/NAME`` or ``TYPE[,TYPE]`` positionals and a server dry run.
-_PREVIEW_BUILDER: Final = frozenset(
-    {
-        ("delete",),
-        ("scale",),
-        ("patch",),
-        ("label",),
-        ("annotate",),
-        ("taint",),
-        ("set", "image"),
-        ("set", "env"),
-        ("set", "resources"),
-        ("set", "selector"),
-        ("set", "serviceaccount"),
-        ("set", "subject"),
-    }
-)
-#: kubectl commands that take one plain NAME (no type) and a server dry run.
-_PREVIEW_NAME: Final = frozenset(
-    {
-        ("drain",),
-        ("run",),
-        ("create", "deployment"),
-        ("create", "configmap"),
-        ("create", "service", "clusterip"),
-        ("create", "service", "nodeport"),
-        ("create", "service", "loadbalancer"),
-        ("create", "role"),
-        ("create", "rolebinding"),
-        ("create", "job"),
-        ("create", "cronjob"),
-        ("create", "namespace"),
-        ("create", "serviceaccount"),
-        ("create", "quota"),
-        ("create", "poddisruptionbudget"),
-        ("create", "priorityclass"),
-        ("create", "ingress"),
-        ("create", "clusterrole"),
-        ("create", "clusterrolebinding"),
-    }
-)
-#: kubectl commands that act on manifests (``-f``) with a server dry run.
-_PREVIEW_FILES: Final = frozenset({("create",), ("replace",), ("auth", "reconcile"), ("apply",)})
-#: Commands whose dry run prints nothing with ``-o`` (only ``-o name`` or no output flag).
-_NO_OUTPUT: Final = frozenset({("delete",), ("drain",)})
-#: Flags never carried into a preview: how it prints and whether it is a dry run are the
-#: preview's to say; ``-i`` would wait for an answer; ``-v`` would print the environment's paths.
-_PREVIEW_DROPPED: Final = frozenset(
-    {"dry-run", "output", "template", "show-managed-fields", "interactive", "v", "watch"}
-)
-#: What ``kubectl diff`` accepts of apply's flags (the rest only matter when applying).
-_DIFF_FLAGS: Final = frozenset(
-    {
-        "filename",
-        "kustomize",
-        "recursive",
-        "namespace",
-        "selector",
-        "server-side",
-        "force-conflicts",
-        "field-manager",
-    }
-)
-
-
-def preview_argv(command: KubeCommand, workspace: PurePosixPath | str) -> tuple[str, ...] | str:
-    """The argv (without the program) of a review preview of ``command``, built from the
-    parsed command and never from the words the user typed, or the reason there is none.
-
-    The result is parsed again and must mean the same command (same path, resources,
-    namespace and files) with a server dry run; anything else, and everything that cannot
-    be dry-run safely (``--raw``, words after ``--`` that kubectl would run in a container,
-    helm, names that look like flags) gets no preview. Whatever this returns, the preview
-    also runs with the session's dry-run-only credential."""
-    if command.tool != "kubectl":
-        return "helm commands are not previewed"
-    if command.raw is not None:
-        return "kubectl ignores --dry-run with --raw"
-    if command.command:
-        return "the command carries words after '--'"
-    path = command.path
-    words: list[str]
-    if path in _PREVIEW_BUILDER:
-        named = [r for r in command.resources if r.name is not None]
-        unnamed = [r for r in command.resources if r.name is None]
-        if named and unnamed:
-            return "the command mixes kinds with and without names"
-        if any(r.namespace for r in command.resources):
-            return "a resource carries its own namespace"
-        words = [f"{r.kind}/{r.name}" for r in named]
-        if unnamed:
-            words.append(",".join(r.kind for r in unnamed))
-    elif path in _PREVIEW_NAME:
-        only = command.resources[0] if len(command.resources) == 1 else None
-        if only is None or only.name is None:
-            return "the command does not name exactly one object"
-        words = [only.name]
-    elif path in _PREVIEW_FILES:
-        if command.resources:
-            return "the command names objects as well as files"
-        words = []
-    else:
-        return f"kubectl {' '.join(path)} has no server-side dry run"
-    words += command.args
-    if any(w.startswith("-") or w == "" for w in words):
-        return "an argument looks like a flag"
-    keep = _DIFF_FLAGS if path == ("apply",) else None
-    flags = [
-        f"--{name}={value}"
-        for name, value in command.flags
-        if name not in _PREVIEW_DROPPED and (keep is None or name in keep)
-    ]
-    if path == ("apply",):
-        argv: tuple[str, ...] = ("diff", *flags)
-        check = ("kubectl", *argv)
-    else:
-        tail = ["--dry-run=server"]
-        if path not in _NO_OUTPUT:
-            tail.append("--output=yaml")
-        argv = (*path, *words, *flags, *tail)
-        check = ("kubectl", *argv)
-    try:
-        again = parse_command(check, workspace=workspace)
-    except CommandRefused as e:
-        return f"it cannot be expressed as a dry run ({e.reason})"
-    expected_path = ("diff",) if path == ("apply",) else path
-    if (
-        again.path != expected_path
-        or sorted(map(repr, again.resources)) != sorted(map(repr, command.resources))
-        or again.namespace != command.namespace
-        or again.files != command.files
-        or again.command
-        or again.raw is not None
-        or (path != ("apply",) and again.dry_run != "server")
-    ):
-        return "the dry run would not mean the same command"
-    return argv

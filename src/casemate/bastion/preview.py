@@ -19,7 +19,8 @@ from typing import Final
 
 import yaml
 
-from casemate.bastion.kubectl import KubeCommand, ResourceRef, preview_argv
+from casemate.bastion.kubectl import KubeCommand, ResourceRef
+from casemate.bastion.kubepreview import preview_argv
 from casemate.bastion.pipeline import Tools, capture
 from casemate.bastion.workenv import WorkEnv
 from casemate.errors import ConfigError
