@@ -4,6 +4,7 @@ kube-apiserver. The routers are mounted here as the lead will in ``create_app``.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -215,3 +216,66 @@ def test_cluster_account_grant_flow_never_returns_tokens(
     for secret in (token, provisioned):
         assert secret not in everything and secret not in audit
         assert secret.encode() not in db
+
+
+@pytest.mark.k8s
+def test_an_admin_checks_a_stored_account_against_the_cluster(
+    api: TestClient,
+    admin_h: dict[str, str],
+    runtime: Runtime,
+    kube_cluster: LocalCluster,
+    kube_namespace: str,
+) -> None:
+    token = kube_cluster.admin_token
+    register(api, admin_h, kube_cluster, "test")
+    r = api.post(f"{API}/clusters/test/accounts", json={"name": "root", "token": token},
+                 headers=admin_h)  # fmt: skip
+    assert r.status_code == 201, r.text
+    name = f"chk-{secrets.token_hex(3)}"
+    body = {"name": name, "namespaces": [kube_namespace], "preset": "edit", "admin_account": "root"}
+    r = api.post(f"{API}/clusters/test/accounts/provision", json=body, headers=admin_h)
+    assert r.status_code == 201, r.text
+    seen: list[str] = []
+
+    def check(account: str, headers: dict[str, str] = admin_h) -> Any:
+        r = api.post(f"{API}/clusters/test/accounts/{account}/check", headers=headers)
+        seen.append(r.text)
+        return r
+
+    # The cluster admin: every namespace, cluster-wide.
+    r = check("root")
+    assert r.status_code == 200, r.text
+    root = r.json()
+    assert (root["reachable"], root["authenticated"], root["subject_matches"]) == (True,) * 3
+    assert root["subject"] == "casemate-admin" and root["cluster_wide"] and not root["error"]
+    assert root["namespaces"] == root["checked_namespaces"] and root["namespaces"]
+
+    # The provisioned account: its one namespace, nothing cluster-wide, not kube-system.
+    got = check(name).json()
+    assert got["subject"] == f"system:serviceaccount:casemate-system:casemate-{name}"
+    assert got["namespaces"] == got["checked_namespaces"] == [kube_namespace]
+    assert got["authenticated"] and got["subject_matches"] and not got["cluster_wide"]
+    assert "system:serviceaccounts" in got["groups"]
+
+    # Admins only; unknown accounts are 404.
+    op = user_headers(api, runtime, "olivia", roles=["operator"])
+    aud = user_headers(api, runtime, "aud", roles=["auditor"])
+    assert check(name, op).status_code == 403 and check(name, aud).status_code == 403
+    assert check("ghost").status_code == 404
+
+    # Its ServiceAccount deleted in the cluster: the stored token is rejected, said with a 200.
+    sa = f"/api/v1/namespaces/casemate-system/serviceaccounts/casemate-{name}"
+    assert kube_cluster.http.delete(sa).is_success
+    deadline = time.monotonic() + 60
+    while (got := check(name).json())["authenticated"]:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
+    assert got["reachable"] and not got["namespaces"] and not got["subject_matches"]
+    assert "rejected the stored credential" in got["error"]
+
+    checks = [e for e in runtime.audit.query(kind="k8s.account", limit=1000)
+              if e.details["action"] == "checked"]  # fmt: skip
+    assert [e.details["account"] for e in checks[:2]] == ["root", name]
+    assert checks[1].details["changes"]["namespaces_allowed"] == [kube_namespace]
+    audit = "\n".join(str(e.to_dict()) for e in runtime.audit.query(limit=1000))
+    assert token not in "\n".join(seen) and token not in audit

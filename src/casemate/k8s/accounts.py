@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,9 +35,96 @@ from casemate.k8s.records import (
     validate_namespaces,
 )
 
+#: At most this many namespaces are checked one by one for an account bound to none.
+MAX_CHECKED_NAMESPACES = 50
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    """An existing system account checked against its cluster, with its stored credential.
+
+    ``reachable``: the cluster answered over verified TLS; ``authenticated``: it accepted the
+    credential, as ``subject`` (``subject_matches``: the user recorded when it was stored);
+    ``namespaces``: of those checked, where it may get pods (SelfSubjectAccessReview);
+    ``cluster_wide``: it may get pods in every namespace; ``error``: why a step failed."""
+
+    cluster: str
+    account: str
+    reachable: bool
+    authenticated: bool
+    subject: str
+    groups: tuple[str, ...]
+    subject_matches: bool
+    namespaces: tuple[str, ...]
+    checked_namespaces: tuple[str, ...]
+    cluster_wide: bool
+    error: str
+
 
 class Accounts(Provisioning):
     """System accounts of the registered clusters."""
+
+    def check_account(self, cluster: str, name: str, *, by: Principal | None) -> AccountCheck:
+        """Check a stored account against its cluster (admins; audited as action ``checked``).
+
+        The namespaces checked are the account's bound ones, or when it has none and may list
+        namespaces, the cluster's (at most :data:`MAX_CHECKED_NAMESPACES`)."""
+        _require_admin(by)
+        with self.db.reader() as s:
+            c = self._cluster(s, cluster)
+            a = self._account(s, c, name)
+            credential = self._load_credential(s, a)
+            server, ca, cname, stored = c.server, c.ca_pem, c.name, a.subject
+            bound = tuple(a.namespaces)
+        reachable = authenticated = cluster_wide = False
+        subject, error = "", ""
+        groups: tuple[str, ...] = ()
+        allowed: list[str] = []
+        checked: tuple[str, ...] = bound
+        with self._client(server, ca, credential, cname) as client:
+            try:
+                try:
+                    subject, groups = client.whoami()
+                    reachable = authenticated = True
+                except CredentialRejected:
+                    reachable = True
+                    raise UpstreamError(
+                        f"cluster {cname} rejected the stored credential (401 Unauthorized): "
+                        "it is wrong, expired or revoked; rotate it"
+                    ) from None
+                cluster_wide = client.can_i("get", "pods")
+                if not bound and client.can_i("list", "namespaces"):
+                    items = client.get("/api/v1/namespaces", what="list namespaces")
+                    names = [i.get("metadata", {}).get("name") for i in items.get("items", [])]
+                    checked = tuple(sorted(n for n in names if isinstance(n, str)))
+                    checked = checked[:MAX_CHECKED_NAMESPACES]
+                allowed = [ns for ns in checked if client.can_i("get", "pods", namespace=ns)]
+            except CasemateError as e:
+                error = e.message
+        result = AccountCheck(
+            cluster=cname,
+            account=name,
+            reachable=reachable,
+            authenticated=authenticated,
+            subject=subject,
+            groups=groups,
+            subject_matches=authenticated and subject == stored,
+            namespaces=tuple(allowed),
+            checked_namespaces=checked,
+            cluster_wide=cluster_wide,
+            error=error,
+        )
+        with self.db.session() as s:
+            c = self._cluster(s, cluster)
+            changes = {
+                "reachable": reachable,
+                "authenticated": authenticated,
+                "subject_now": subject,
+                "namespaces_allowed": list(allowed),
+                "error": error,
+            }
+            self._account_event(s, by, "checked", c, self._account(s, c, name), changes)
+        return result
 
     def add_account(
         self,

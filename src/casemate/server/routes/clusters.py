@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from casemate.errors import InvalidInput
+from casemate.k8s.accounts import AccountCheck
 from casemate.k8s.client import Credential
 from casemate.k8s.clusters import AdminRef, Clusters
 from casemate.server.deps import AdminDep, AuditorDep, PrincipalDep, RuntimeDep
@@ -92,6 +93,38 @@ class Account(Record):
     created_at: datetime
     created_by: str
     rotated_at: datetime | None
+
+
+class AccountCheckOut(BaseModel):
+    """An account checked against its cluster with its stored credential (never shown)."""
+
+    cluster: str
+    account: str
+    reachable: bool = Field(description="The cluster answered over verified TLS")
+    authenticated: bool = Field(description="The cluster accepted the stored credential")
+    subject: str = Field(description="The Kubernetes user it authenticates as now")
+    groups: list[str]
+    subject_matches: bool = Field(description="The same user as when it was stored")
+    namespaces: list[str] = Field(description="Checked namespaces where it may get pods")
+    checked_namespaces: list[str]
+    cluster_wide: bool = Field(description="It may get pods in every namespace")
+    error: str = Field(description="Why a step failed; empty when every step answered")
+
+    @classmethod
+    def of(cls, c: AccountCheck) -> AccountCheckOut:
+        return cls(
+            cluster=c.cluster,
+            account=c.account,
+            reachable=c.reachable,
+            authenticated=c.authenticated,
+            subject=c.subject,
+            groups=list(c.groups),
+            subject_matches=c.subject_matches,
+            namespaces=list(c.namespaces),
+            checked_namespaces=list(c.checked_namespaces),
+            cluster_wide=c.cluster_wide,
+            error=c.error,
+        )
 
 
 class Imported(BaseModel):
@@ -278,6 +311,16 @@ def provision_account(
 @router.get("/{name}/accounts/{account}", response_model=Account)
 def get_account(name: str, account: str, _: AuditorDep, clusters: ClustersDep) -> Account:
     return Account.of(clusters.get_account(name, account))
+
+
+@router.post("/{name}/accounts/{account}/check", response_model=AccountCheckOut)
+def check_account(
+    name: str, account: str, admin: AdminDep, clusters: ClustersDep
+) -> AccountCheckOut:
+    """Check a stored account against its cluster: reachable, who it authenticates as
+    (SelfSubjectReview), which namespaces it may act in (SelfSubjectAccessReviews). A failed
+    step is reported in ``error`` with a 200: the check itself worked. Audited."""
+    return AccountCheckOut.of(clusters.check_account(name, account, by=admin))
 
 
 @router.post("/{name}/accounts/{account}/rotate", response_model=Account)
