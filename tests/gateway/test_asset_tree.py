@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from casemate.server.app import create_app
 from casemate.testenv.node import RealNode
@@ -41,6 +42,12 @@ def pods_listed(tree: list[dict[str, Any]]) -> dict[str, set[str]]:
             for w in ns["workloads"]:
                 names.update(p["name"] for p in w["pods"])
     return out
+
+
+def live_typists(base: str, auth: dict[str, str]) -> list[tuple[list[str], list[str]]]:
+    r = httpx.get(f"{base}/api/v1/sessions", headers=auth)
+    assert r.status_code == 200, r.text
+    return [(s["shared_with"], s["typists"]) for s in r.json()]
 
 
 def type_in(cdp: Cdp, text: str) -> None:
@@ -142,6 +149,28 @@ async def test_asset_tree_shell_in_chromium(
                 cdp.wait_for(f"{SCREEN}.some(r => r.includes({prompt}))", 60)
                 time.sleep(1.5)
                 out["hostile_screen"] = cdp.evaluate(f"{SCREEN}.join('\\n')")
+                # a live session of alice's (held open from here: leaving the terminal page
+                # ends the page's), shared from the sessions page with bob who "may type",
+                # then only his typing taken back
+                url = base.replace("http", "ws") + "/api/v1/clusters/test/terminal"
+                with ws_connect(url) as held:
+                    held.send(json.dumps({"type": "auth", "token": alice["Authorization"][7:]}))
+                    held.recv(timeout=30)
+                    cdp.evaluate("location.hash = '#/sessions'")
+                    cdp.wait_for("document.querySelector('form.share input[name=typing]') !== null")
+                    cdp.evaluate(
+                        "(() => { const f = document.querySelector('form.share');"
+                        " f.querySelector('input:not([type])').value = 'bob';"
+                        " f.typing.checked = true; f.requestSubmit(); })()"
+                    )
+                    cdp.wait_for("document.querySelector('button.stop-typing') !== null")
+                    out["typists"] = live_typists(base, alice)
+                    cdp.evaluate("document.querySelector('button.stop-typing').click()")
+                    cdp.wait_for(
+                        "document.querySelector('button.stop-typing') === null"
+                        " && document.querySelector('[data-user=bob]') !== null"
+                    )
+                    out["typists_after"] = live_typists(base, alice)
                 out["problems"] = cdp.problems()
         return out
 
@@ -162,4 +191,6 @@ async def test_asset_tree_shell_in_chromium(
     assert out["audit"]["namespace"] == b.ns_a
     assert "42" in out["cast"] and "echo $((6*7))" in out["cast"]
     assert "kubectl delete" not in out["hostile_screen"], out["hostile_screen"]
+    assert out["typists"] == [(["bob"], ["bob"])]
+    assert out["typists_after"] == [(["bob"], [])]
     assert out["problems"] == []

@@ -1,5 +1,6 @@
 // Live bastion sessions (GET /sessions): admins see all and may watch or terminate them;
-// the owner (or an admin) may share a session with another user, who may then watch it.
+// the owner (or an admin) may share a session with another user, who may then watch it, and
+// with "may type" also type into it; each share can be taken back, or only its typing.
 
 import { api, session } from "../api.js";
 import { h, notice, replace, table, when } from "../dom.js";
@@ -27,8 +28,9 @@ export function sessions({ view }) {
   function actions(s) {
     const cells = [];
     if (admin || s.shared_with.includes(me)) {
-      const href = `#/watch/${encodeURIComponent(s.session_id)}`;
-      cells.push(h("a", { class: "button", href }, "Watch"));
+      const typist = s.typists.includes(me);
+      const href = `#/watch/${encodeURIComponent(s.session_id)}${typist ? "?type=1" : ""}`;
+      cells.push(h("a", { class: "button", href }, typist ? "Watch and type" : "Watch"));
     }
     if (admin) {
       const terminate = () => {
@@ -45,17 +47,50 @@ export function sessions({ view }) {
         maxlength: 64,
         size: 12,
       });
+      const typing = h("input", { type: "checkbox", name: "typing" });
       const share = (event) => {
         event.preventDefault();
         const who = user.value.trim();
         if (!who) return;
         const path = `/sessions/${encodeURIComponent(s.session_id)}/share`;
-        act(`Shared with ${who}.`, api(path, { method: "POST", body: { user: who } }));
+        const body = { user: who, typing: typing.checked };
+        const label = typing.checked ? `Shared with ${who}, who may type.` : `Shared with ${who}.`;
+        act(label, api(path, { method: "POST", body }));
       };
       const submit = h("button", { type: "submit" }, "Share");
-      cells.push(h("form", { class: "inline", onsubmit: share }, user, submit));
+      const mayType = h("label", {}, typing, " may type");
+      cells.push(h("form", { class: "inline share", onsubmit: share }, user, mayType, submit));
     }
     return h("span", { class: "actions" }, cells);
+  }
+
+  /** Who the session is shared with, each with the owner's (or an admin's) take-back buttons. */
+  function sharedWith(s) {
+    if (s.shared_with.length === 0) return "—";
+    const mine = admin || s.user === me;
+    const base = `/sessions/${encodeURIComponent(s.session_id)}/share`;
+    return s.shared_with.map((who) => {
+      const typist = s.typists.includes(who);
+      const note = typist ? " (may type)" : "";
+      const item = h("span", { class: "share", "data-user": who }, who, note);
+      if (mine && typist) {
+        const stop = () =>
+          act(
+            `${who} may no longer type.`,
+            api(`${base}/${encodeURIComponent(who)}/typing`, { method: "DELETE" }),
+          );
+        item.append(" ", h("button", { class: "stop-typing", onclick: stop }, "Stop typing"));
+      }
+      if (mine) {
+        const unshare = () =>
+          act(
+            `No longer shared with ${who}.`,
+            api(`${base}/${encodeURIComponent(who)}`, { method: "DELETE" }),
+          );
+        item.append(" ", h("button", { class: "unshare", onclick: unshare }, "Unshare"));
+      }
+      return h("div", {}, item);
+    });
   }
 
   async function load() {
@@ -75,7 +110,7 @@ export function sessions({ view }) {
           h("td", {}, `${s.channel}${s.source ? ` from ${s.source}` : ""}`),
           h("td", {}, when(s.started_at)),
           h("td", { class: "num" }, s.commands),
-          h("td", {}, s.shared_with.join(", ") || "—"),
+          h("td", {}, sharedWith(s)),
           h("td", {}, actions(s)),
         ),
       );

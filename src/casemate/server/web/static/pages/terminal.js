@@ -128,11 +128,18 @@ export function terminal({ view, args, query }) {
   });
 }
 
-export function watch({ view, args }) {
+export function watch({ view, args, query }) {
   const id = args[0] ?? "";
+  // ?type=1 when the share lets this user type; the server checks that on every message
+  const typing = query.get("type") === "1";
   const back = { href: "#/sessions", label: "Live sessions" };
-  return fullWindow(view, `watching ${id} (read-only)`, back, true, (term, setStatus) => {
+  const title = `watching ${id}${typing ? " (you may type)" : " (read-only)"}`;
+  return fullWindow(view, title, back, !typing, (term, setStatus) => {
     const ws = stream(term, setStatus, `/sessions/${encodeURIComponent(id)}/watch`);
-    return () => ws.close();
+    const input = typing ? term.onData((data) => ws.send({ type: "input", data })) : null;
+    return () => {
+      input?.dispose();
+      ws.close();
+    };
   });
 }
