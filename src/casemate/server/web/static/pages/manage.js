@@ -1,5 +1,5 @@
 // Admin: clusters and their system accounts (import a kubeconfig, provision from a preset,
-// rotate, remove) and grants (add with namespaces and expiry, revoke). Same API as
+// rotate, check against the cluster, remove) and grants (add with namespaces and expiry, revoke). Same API as
 // `casemate cluster …` and `casemate grant …`; auditors see the lists read-only.
 
 import { api, session } from "../api.js";
@@ -22,6 +22,23 @@ export function manage({ view }) {
       replace(status, notice("error", e.message));
     }
     load();
+  }
+
+  // Check a stored account against its cluster: who it is there, where it may act.
+  async function check(c, a) {
+    try {
+      const r = await api(`/clusters/${enc(c.name)}/accounts/${enc(a.name)}/check`, { method: "POST" });
+      const where = r.cluster_wide ? "every namespace" : r.namespaces.join(", ") || "no namespace checked";
+      const who = r.subject_matches ? r.subject : `${r.subject} (stored as ${a.subject})`;
+      replace(
+        status,
+        r.error
+          ? notice("error", `Account ${a.name} on ${c.name}: ${r.error}`)
+          : notice(r.subject_matches ? "ok" : "error", `Account ${a.name} on ${c.name}: authenticated as ${who}; may get pods in ${where}.`),
+      );
+    } catch (e) {
+      replace(status, notice("error", e.message));
+    }
   }
 
   // Import a kubeconfig ---------------------------------------------------------------------
@@ -103,6 +120,7 @@ export function manage({ view }) {
             ? h(
                 "span",
                 { class: "actions" },
+                h("button", { class: "check", onclick: () => check(c, a) }, "Check"),
                 a.preset
                   ? h(
                       "button",
