@@ -158,6 +158,28 @@ def test_a_wrong_password_is_one_line_that_mentions_totp(serve: Server, tmp_path
     assert not (tmp_path / ".config" / "casemate" / "client.json").exists()
 
 
+def test_a_locked_account_says_until_when_once_the_password_is_right(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = cli_env(data, CASEMATE_ADMIN_PASSWORD=PASSWORD, CASEMATE_LOGIN_MAX_FAILURES="2")
+    s = start_server(data, env=env)
+    try:
+        env = client_env(tmp_path)
+        login = ("login", "--url", s.url, "--user", "admin")
+        for _ in range(2):
+            casemate(*login, stdin="not-it-at-all\n", env=env)
+        line = one_line_error(casemate(*login, stdin="not-it-at-all\n", env=env))
+        assert "invalid credentials" in line  # a wrong password learns nothing more
+        line = one_line_error(casemate(*login, stdin=PASSWORD + "\n", env=env))
+        assert re.fullmatch(
+            r"casemate: error: login failed: account locked until "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+            line,
+        ), line
+        assert PASSWORD not in line
+    finally:
+        s.stop()
+
+
 def test_login_with_a_totp_code(serve: Server, tmp_path: Path) -> None:
     password = "Granite-Heron-Mosaic-71"
     admin = login_token(serve.url, "admin")

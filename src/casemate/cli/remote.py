@@ -166,6 +166,8 @@ def login(
         try:
             answer = api.call("POST", "/auth/login", json_body=body)
         except RemoteError as e:
+            if e.http_status == 401 and e.message.startswith("account locked until "):
+                raise RemoteError(f"login failed: {e.message.split(' (')[0]}") from None
             if e.http_status == 401:
                 hint = "" if totp else " (if your account uses a TOTP code, add --totp)"
                 raise RemoteError(f"login failed: invalid credentials{hint}") from None
