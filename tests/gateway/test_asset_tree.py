@@ -50,6 +50,23 @@ def live_typists(base: str, auth: dict[str, str]) -> list[tuple[list[str], list[
     return [(s["shared_with"], s["typists"]) for s in r.json()]
 
 
+def browser_login(cdp: Cdp, username: str) -> None:
+    cdp.wait_for("document.querySelector('form.login') !== null")
+    cdp.evaluate(
+        "(() => { const f = document.querySelector('form.login');"
+        f" f.username.value = {json.dumps(username)};"
+        f" f.password.value = {json.dumps(PASSWORD)};"
+        " f.requestSubmit(); })()"
+    )
+    cdp.wait_for("location.hash === '#/clusters'")
+
+
+def switch_user(cdp: Cdp, username: str) -> None:
+    cdp.evaluate("document.getElementById('logout').click()")
+    cdp.wait_for("location.hash === '#/login'")
+    browser_login(cdp, username)
+
+
 def type_in(cdp: Cdp, text: str) -> None:
     cdp.evaluate("document.querySelector('.term textarea').focus()")
     cdp.call("Input.insertText", text=text)
@@ -87,14 +104,7 @@ async def test_asset_tree_shell_in_chromium(
             out["api_text"] = r.text
             with chromium(tmp_path / "profile") as cdp:
                 cdp.call("Page.navigate", url=base + "/")
-                cdp.wait_for("document.querySelector('form.login') !== null")
-                cdp.evaluate(
-                    "(() => { const f = document.querySelector('form.login');"
-                    " f.username.value = 'alice';"
-                    f" f.password.value = {json.dumps(PASSWORD)};"
-                    " f.requestSubmit(); })()"
-                )
-                cdp.wait_for("location.hash === '#/clusters'")
+                browser_login(cdp, "alice")
                 cdp.evaluate("document.querySelector('nav a[data-route=\"assets\"]').click()")
                 shell = f'[data-pod={json.dumps(pod)}][data-container="box"] a.shell'
                 cdp.wait_for(f"document.querySelector({json.dumps(shell)}) !== null")
@@ -165,6 +175,22 @@ async def test_asset_tree_shell_in_chromium(
                     )
                     cdp.wait_for("document.querySelector('button.stop-typing') !== null")
                     out["typists"] = live_typists(base, alice)
+                    # bob watches and types into it from his browser
+                    switch_user(cdp, "bob")
+                    cdp.evaluate("location.hash = '#/sessions'")
+                    link = "a[href$='?type=1']"
+                    cdp.wait_for(f"document.querySelector({json.dumps(link)}) !== null")
+                    cdp.evaluate(f"document.querySelector({json.dumps(link)}).click()")
+                    cdp.wait_for(
+                        "document.querySelector('.termbar .status')?.textContent === 'connected'"
+                    )
+                    type_in(cdp, "echo BOB$((1+1))")
+                    # his line reached alice's restricted shell, which refuses expansions
+                    screen_has(cdp, "$ echo BOB$((1+1))")
+                    screen_has(cdp, "refused: expansions")
+                    switch_user(cdp, "alice")
+                    cdp.evaluate("location.hash = '#/sessions'")
+                    cdp.wait_for("document.querySelector('button.stop-typing') !== null")
                     cdp.evaluate("document.querySelector('button.stop-typing').click()")
                     cdp.wait_for(
                         "document.querySelector('button.stop-typing') === null"
