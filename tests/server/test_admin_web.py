@@ -277,7 +277,7 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
             "[...document.querySelectorAll('#top nav a')].filter(a => !a.hidden)"
             ".map(a => a.dataset.route)"
         )
-        assert shown == ["clusters", "sessions", "reviews", "recordings"], shown
+        assert shown == ["clusters", "assets", "sessions", "reviews", "recordings"], shown
         go(cdp, "#/users", "document.querySelector('.page-users .notice.error') !== null")
         assert "admin role" in text_of(cdp, ".page-users .notice.error")
         go(cdp, "#/audit", "document.querySelector('.page-audit .notice.error') !== null")
