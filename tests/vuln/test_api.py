@@ -10,15 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from casemate.core.runtime import Runtime
+from casemate.k8s.access import stored_client
 from casemate.k8s.client import Credential
 from casemate.k8s.clusters import Clusters
 from casemate.server.app import create_app
 from casemate.testenv.docker import DockerEngine
 from casemate.testenv.kube import LocalCluster
 from casemate.vuln.advisories.index import IndexStore
+from casemate.vuln.remediate.manifest import diff
+from casemate.vuln.rollout.journal import Journal
+from casemate.vuln.rollout.run import RolloutRunner
 from tests.server.conftest import ADMIN_PASSWORD, login, problem_of, runtime
 from tests.server.test_web import chromium, serve
 from tests.vuln.remediate.test_fix_cli import advisories, manifest
@@ -94,6 +99,53 @@ def test_scans_plans_and_refusals(api: TestClient, loaded: Runtime, debian12_ima
             "/api/v1/vuln/rollouts/{rollout_id}"} <= set(spec["paths"])  # fmt: skip
     assert {"VulnFindingOut", "VulnScanOut", "VulnPlanOut", "VulnRolloutOut"} <= set(
         spec["components"]["schemas"]
+    )
+
+
+@pytest.mark.k8s
+def test_an_unfinished_rollout_is_rolled_back_at_server_start(
+    loaded: Runtime, kube_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    """A rollout the API stored (and audited) and applied before the server stopped is rolled
+    back when the server starts again: the original is in place, the record says why."""
+    clusters = Clusters(loaded.db, loaded.vault, loaded.audit)
+    clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
+    clusters.add_account("test", "deployer", Credential.bearer(kube_cluster.admin_token), by=None)
+    original = _web(ORIGINAL)
+    second = remediated(original)
+    journal = Journal(loaded.settings.data_dir / "vuln" / "rollouts")
+    with stored_client(clusters, "test", None, via="test") as client:
+        runner = RolloutRunner(client, journal, loaded.audit, cluster="test", actor="admin",
+                               source="api")  # fmt: skip
+        stored = runner.start(original, second, diff(original, second, "manifest.yaml"),
+                              "the original manifest", namespace=kube_namespace)  # fmt: skip
+        runner._put("Deployment", kube_namespace, "web", yaml.safe_load(second))
+    kube_cluster.kubectl("rollout", "status", "-n", kube_namespace, "deployment/web",
+                         "--timeout=120s")  # fmt: skip
+    assert [r.id for r in journal.unfinished()] == [stored.id]  # the server stopped here
+    with TestClient(create_app(loaded), raise_server_exceptions=False) as api:
+        admin = login(api)
+        deadline = time.monotonic() + 90
+        path = f"/api/v1/vuln/rollouts/{stored.id}"
+        while (record := api.get(path, headers=admin).json())["phase"] in (
+            "applying",
+            "rolling-back",
+        ):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.5)
+    assert record["phase"] == "rolled-back", (record["reason"], record["steps"])
+    assert "recovered: the rollout was interrupted" in record["reason"]
+    live = kube_cluster.http.get(f"/apis/apps/v1/namespaces/{kube_namespace}/deployments/web")
+    assert "initContainers" not in live.json()["spec"]["template"]["spec"]  # the original
+    steps = [e.details["step"] for e in loaded.audit.query(kind="vuln.rollout")]
+    assert steps[0] == "stored" and "recovered" in steps
+
+
+def _web(text: str) -> str:
+    return text.replace(
+        "spec:\n  replicas: 2\n", "spec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n", 1
+    ).replace(
+        "  template:\n    spec:\n", "  template:\n    metadata: {labels: {app: web}}\n    spec:\n"
     )
 
 

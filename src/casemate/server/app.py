@@ -52,6 +52,7 @@ def create_app(
             await gateway.start()
         feed = ReviewFeed(runtime)
         app.state.review_feed = feed
+        vuln.recover_rollouts(runtime)  # rollouts a stop of the server left unfinished
         watcher = asyncio.create_task(feed.run(), name="casemate-review-feed")
         try:
             if ssh is not None:

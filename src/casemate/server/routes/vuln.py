@@ -9,6 +9,7 @@ background: follow it with ``GET /vuln/rollouts/{id}``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +34,8 @@ from casemate.vuln.remediate.manifest import diff, load, sites
 from casemate.vuln.rollout.journal import Journal, Rollout
 from casemate.vuln.rollout.run import RolloutRunner
 from casemate.vuln.scans import ScanStore
+
+_log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/vuln", tags=["vulnerabilities"])
 MAX_MANIFEST = 1024 * 1024
@@ -299,3 +302,30 @@ def list_rollouts(_: AuditorDep, runtime: RuntimeDep) -> list[VulnRolloutOut]:
 @router.get("/rollouts/{rollout_id}", response_model=VulnRolloutOut)
 def get_rollout(rollout_id: IdParam, _: AuditorDep, runtime: RuntimeDep) -> VulnRolloutOut:
     return VulnRolloutOut.of(Journal(_dir(runtime) / "rollouts").get(rollout_id))
+
+
+def recover_rollouts(runtime: Runtime, timeout: float = 300.0) -> list[threading.Thread]:
+    """At server start: roll back, in the background, every rollout that a stop of the server
+    (or a crash of any process) left unfinished, one thread per cluster with its default
+    account, as ``casemate vuln recover`` does. A cluster that cannot be reached any more is
+    logged and left for ``vuln recover``."""
+    journal = Journal(_dir(runtime) / "rollouts")
+    threads = []
+    for cluster in sorted({r.cluster for r in journal.unfinished()}):
+        try:
+            client = stored_client(Clusters(runtime.db, runtime.vault, runtime.audit), cluster,
+                                   None, via="vuln recover")  # fmt: skip
+        except CasemateError as e:
+            _log.warning("vuln rollouts of cluster %s not recovered: %s", cluster, e)
+            continue
+        runner = RolloutRunner(client, journal, runtime.audit, cluster=cluster,
+                               actor="casemate", source="api")  # fmt: skip
+
+        def run(runner: RolloutRunner = runner) -> None:
+            with runner.client:
+                runner.recover(timeout=timeout)
+
+        thread = threading.Thread(target=run, name=f"casemate-recover-{cluster}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
