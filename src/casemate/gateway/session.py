@@ -18,6 +18,7 @@ from casemate.bastion.recording import RecordingWriter
 from casemate.bastion.review import Ticket
 from casemate.bastion.runner import CommandResult, SessionInfo
 from casemate.bastion.workenv import WorkEnv
+from casemate.core.identity import Principal, Scope
 from casemate.errors import Denied, InvalidInput
 from casemate.gateway.sharing import Sharing
 from casemate.gateway.workspace import (
@@ -196,9 +197,12 @@ class BastionSession:
         finally:
             self._running = None
 
-    def put_file(self, name: str, data: bytes) -> str:
+    def put_file(self, name: str, data: bytes, *, by: Principal) -> str:
         """Put a file into the session's workspace (what a user uploads: manifests, charts,
-        values). ``name`` is a relative path inside the workspace; returns it normalised."""
+        values) for ``by``, who needs the write scope. ``name`` is a relative path inside the
+        workspace; returns it normalised."""
+        if not by.allows(Scope.WRITE):
+            raise Denied("putting a file into a workspace needs the write scope")
         return put_workspace_file(self.env.workspace, name, data)
 
     def files(self) -> list[WorkspaceFile]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from casemate.core.identity import Principal
+from casemate.core.identity import Principal, Scope
 from casemate.core.runtime import Runtime
 from casemate.errors import Denied, InvalidInput, NotFound
 from casemate.events import BastionSessionShared, GenericEvent
@@ -36,6 +36,7 @@ class SharedSessions:
         session = self.get(session_id)
         if session.info.user != by.username and not by.is_admin:
             raise Denied("only the session's owner or an admin shares it")
+        _require_write(by, "sharing a session")
         if not with_user or len(with_user) > 64:
             raise InvalidInput("name the user to share with")
         try:
@@ -44,6 +45,8 @@ class SharedSessions:
             raise InvalidInput(f"there is no user {with_user[:64]!r}") from None
         if user.username == session.info.user:
             raise InvalidInput("the session is already theirs")
+        if typing and not self.runtime.identity.principal_of(user.username).allows(Scope.WRITE):
+            raise InvalidInput(f"{user.username} has no role that may type (write)")
         session.sharing.grant(user.username, typing=typing)
         self._audit_share(session, by, user.username, "shared-typing" if typing else "shared")
 
@@ -55,6 +58,7 @@ class SharedSessions:
         session = self.get(session_id)
         if session.info.user != by.username and not by.is_admin:
             raise Denied("only the session's owner or an admin revokes a share")
+        _require_write(by, "revoking a share")
         if with_user not in session.sharing.watchers:
             raise NotFound(f"the session is not shared with {with_user[:64]!r}")
         for rest in session.sharing.stopped(with_user):
@@ -87,7 +91,7 @@ class SharedSessions:
         session's terminal; their lines are audited under their own name. The grant is
         checked now, on every call: a revoked typist's next key is refused."""
         session = self.get(session_id)
-        if not session.sharing.may_type(who.username):
+        if not session.sharing.may_type(who.username) or not who.allows(Scope.WRITE):
             raise Denied("you may not type in this session")
         keyboard = session.sharing.keyboard
         if keyboard is None or session.closed:
@@ -152,3 +156,10 @@ class SharedSessions:
                 },
             )
         )
+
+
+def _require_write(by: Principal, what: str) -> None:
+    """Changing who may see or type into a session is a write: a read-scope token (or a role
+    without write power) may not do it."""
+    if not by.allows(Scope.WRITE):
+        raise Denied(f"{what} needs the write scope")

@@ -142,7 +142,7 @@ async def exec_command(
     )
     try:
         for name, data in files.items():
-            await asyncio.to_thread(session.put_file, name, data)
+            await asyncio.to_thread(session.put_file, name, data, by=principal)
     except BaseException:
         await session.close()
         raise
@@ -405,7 +405,7 @@ async def upload(
     if session.info.user != principal.username:
         raise Denied("only the session's owner puts files into its workspace")
     data = _decode_files({body.name: body.content})[body.name]
-    await asyncio.to_thread(session.put_file, body.name, data)
+    await asyncio.to_thread(session.put_file, body.name, data, by=principal)
 
 
 class WorkspaceFileOut(BaseModel):
