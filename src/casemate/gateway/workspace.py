@@ -7,6 +7,7 @@ link (``O_NOFOLLOW``). Downloads are audited by the caller (:class:`~casemate.ga
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ MAX_WORKSPACE_FILE: Final = 8 * 1024 * 1024
 #: at most this many entries are listed
 MAX_LISTED: Final = 2000
 _MAX_DEPTH: Final = 8
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,29 @@ def put_workspace_file(workspace: Path, name: str, data: bytes) -> str:
     if len(data) > MAX_WORKSPACE_FILE:
         raise InvalidInput("a workspace file holds at most 8 MiB")
     root = Path(os.path.realpath(workspace))
-    target = root.joinpath(*parts)
-    parent = target.parent
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    real_parent = _inside(root, parent, name)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    # Walk down from the workspace one directory at a time, never following a link: a link
+    # inside the workspace must not make us create directories (or the file) elsewhere.
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = os.open(real_parent / target.name, flags, 0o600)
-    except OSError as e:
-        raise InvalidInput(f"{name}: cannot be written ({e.strerror})") from None
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=directory)
+            try:
+                below = os.open(part, _DIR_FLAGS, dir_fd=directory)
+            except OSError:
+                raise InvalidInput(
+                    f"{name}: {part!r} is a link or not a directory (it could lead outside "
+                    "the session workspace)"
+                ) from None
+            os.close(directory)
+            directory = below
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        try:
+            fd = os.open(parts[-1], flags, 0o600, dir_fd=directory)
+        except OSError as e:
+            raise InvalidInput(f"{name}: cannot be written ({e.strerror})") from None
+    finally:
+        os.close(directory)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return "/".join(parts)

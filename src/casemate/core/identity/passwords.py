@@ -103,6 +103,7 @@ class Passwords(IdentityBase):
             own = by is not None and by.user_id == u.id
             if by is not None and not own and not by.has_role(Role.ADMIN):
                 raise Denied("only an admin may set another user's password")
+            self._require_self_or_admin(by, u.id)
             check_password_policy(
                 new_password, min_length=self.settings.password_min_length, username=u.username
             )

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 import zstandard
 
+from casemate.risks.imageref import InvalidImageReference, parse_image_ref
 from casemate.vuln.inventory.cache import InventoryCache
 from casemate.vuln.inventory.parsers import InventoryError
 from casemate.vuln.inventory.scan import inventory_of
@@ -288,7 +289,11 @@ def scan_docker_image(reference: str, *, docker_host: str | None = None,
     """An image of the local engine, read through its export API (never run)."""
     socket_path = docker_socket(docker_host)
     transport = httpx.HTTPTransport(uds=socket_path)
-    quoted = quote(reference, safe="/:@")
+    try:
+        parse_image_ref(reference)  # no '..', empty parts or anything dockerd would refuse
+    except InvalidImageReference as e:
+        raise InventoryError(e.message) from None
+    quoted = quote(reference, safe="")
     try:
         with httpx.Client(transport=transport, base_url="http://docker", timeout=60) as client:
             answer = client.get(f"/images/{quoted}/json")
