@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from casemate.cli import remotefiles
 from casemate.cli.client import (
     ENV_TOKEN,
     ENV_URL,
@@ -625,6 +626,10 @@ def upload(
             json_body={"name": name, "content": content},
         )
     _say(f"{name} is in the workspace of session {session_id}")
+
+
+session_app.command("files")(remotefiles.session_files)
+session_app.command("download")(remotefiles.session_download)
 
 
 @session_app.command("share")

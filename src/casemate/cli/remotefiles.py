@@ -1,5 +1,6 @@
-"""The remote commands that move files: recordings (list, export, play) and the command policy
-(show, export, api-rules, history, import, test), over the gateway's API."""
+"""The remote commands that move files: recordings (list, export, play), the command policy
+(show, export, api-rules, history, import, test) and a live session's workspace files (list,
+download), over the gateway's API."""
 
 from __future__ import annotations
 
@@ -44,12 +45,18 @@ def recording_export(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Download a recording, byte for byte (asciicast v2); the server audits the access."""
-    path = f"/recordings/{_p(session_id)}/download"
+    size = _save(f"/recordings/{_p(session_id)}/download", output, force)
+    if size >= 0:
+        err.print(f"exported {size} bytes to {output}")
+
+
+def _save(path: str, output: Path, force: bool) -> int:
+    """GET ``path`` into ``output`` ('-': standard output, then -1) via a ``.part`` file."""
     if str(output) == "-":
         with _api() as api:
             api.download(path, sys.stdout.buffer)
         sys.stdout.buffer.flush()
-        return
+        return -1
     if output.exists() and not force:
         raise InvalidInput(f"{output} exists (use --force to overwrite)")
     partial = output.with_name(output.name + ".part")
@@ -61,7 +68,35 @@ def recording_export(
         raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
     finally:
         partial.unlink(missing_ok=True)
-    err.print(f"exported {size} bytes to {output}")
+    return size
+
+
+# session files (registered on ``casemate session`` by remote.py) ------------------------
+
+
+def session_files(
+    session_id: Annotated[str, typer.Argument(help="The session's id (yours).")],
+) -> None:
+    """List the files in the workspace of your live session (e.g. what kubectl cp fetched)."""
+    rows = _call("GET", f"/sessions/{_p(session_id)}/files")
+    _table("PATH", "SIZE", "MODIFIED", rows=[[f["path"], f["size"], f["modified"]] for f in rows])
+
+
+def session_download(
+    session_id: Annotated[str, typer.Argument(help="The session's id (yours).")],
+    path: Annotated[str, typer.Argument(help="The file's path in the workspace.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write ('-': standard output)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Download one workspace file of your live session (at most 8 MiB; audited)."""
+    quoted = "/".join(_p(part) for part in path.split("/"))
+    target = output if output is not None else Path(path.rsplit("/", 1)[-1] or "download")
+    size = _save(f"/sessions/{_p(session_id)}/files/{quoted}", target, force)
+    if size >= 0:
+        err.print(f"downloaded {size} bytes to {target}")
 
 
 @recording_app.command("play")

@@ -1,7 +1,9 @@
 // The asset tree (GET /assets): the clusters of the person's grants → namespaces → workloads →
-// pods → containers, with status. "Shell" opens the web terminal on that cluster and namespace
-// and types `kubectl exec -it POD -c CONTAINER -- sh` into it, so the exec goes through the
-// command policy and review like any command typed there.
+// pods → containers, with status. "Shell", "Logs" and "Download a file" open the web terminal on
+// that cluster and namespace and type one line into it (`kubectl exec -it POD -c C -- sh`,
+// `kubectl logs -f POD -c C`, `kubectl cp POD:PATH ./NAME -c C`), so it goes through the command
+// policy and review like any command typed there; a copied file lands in the session's
+// workspace, which the terminal page's "Files" panel lists for download.
 
 import { api } from "../api.js";
 import { h, notice, replace } from "../dom.js";
@@ -15,9 +17,38 @@ export function shellLine(pod, container) {
   return `kubectl exec -it ${quote(pod)} -c ${quote(container)} -- sh`;
 }
 
+export function logsLine(pod, container) {
+  return `kubectl logs -f ${quote(pod)} -c ${quote(container)}`;
+}
+
+/** A container path the terminal page accepts (absolute, plain characters, no ".."). */
+export const COPYABLE = /^\/[A-Za-z0-9._\/-]{0,1023}$/;
+
+/** `kubectl cp POD:PATH ./NAME -c C`, or null for a path the terminal would not type. */
+export function copyLine(pod, container, path) {
+  const name = path.split("/").pop();
+  if (!COPYABLE.test(path) || path.includes("..") || !/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(name))
+    return null;
+  return `kubectl cp ${pod}:${path} ./${name} -c ${container}`;
+}
+
+function terminalHref(cluster, ns, run) {
+  return `#/terminal/${encodeURIComponent(cluster)}?${new URLSearchParams({ ns, run })}`;
+}
+
 function containerRow(cluster, ns, pod, c) {
-  const params = new URLSearchParams({ ns, run: shellLine(pod.name, c.name) });
-  const href = `#/terminal/${encodeURIComponent(cluster)}?${params}`;
+  const href = terminalHref(cluster, ns, shellLine(pod.name, c.name));
+  const logs = terminalHref(cluster, ns, logsLine(pod.name, c.name));
+  const fetchFile = () => {
+    const path = prompt(`A file in ${pod.name}/${c.name} to copy into your workspace:`, "/");
+    if (path === null) return;
+    const run = copyLine(pod.name, c.name, path.trim());
+    if (!run) {
+      alert("Give an absolute path of letters, digits, '.', '_', '-' and '/' (no '..').");
+      return;
+    }
+    location.hash = terminalHref(cluster, ns, run);
+  };
   return h(
     "li",
     { class: "container", "data-pod": pod.name, "data-container": c.name },
@@ -28,6 +59,10 @@ function containerRow(cluster, ns, pod, c) {
     h("span", { class: "muted" }, c.image),
     " ",
     h("a", { class: "button shell", href }, "Shell"),
+    " ",
+    h("a", { class: "button logs", href: logs }, "Logs"),
+    " ",
+    h("button", { class: "copy-file", onclick: fetchFile }, "Download a file"),
   );
 }
 
