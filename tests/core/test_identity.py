@@ -837,3 +837,18 @@ def test_first_admin_race_creates_one(
     assert sum(isinstance(r, str) for r in results) == 1, results
     assert results.count(None) == len(identities) - 1, results
     assert len(records(audit, "identity.user")) == 1
+
+
+def test_a_read_token_cannot_change_its_owners_password(ident: Identity) -> None:
+    """Insider review F3: the same rule as the other self-service changes (write scope)."""
+    uid = make_user(ident, "alice", "operator")
+    read = ident.resolve_token(ident.issue_token(uid, "ro", ["read"], None, by=None).token)
+    write = ident.resolve_token(
+        ident.issue_token(uid, "rw", ["read", "write"], None, by=None).token
+    )
+    new = "Plover&granite-77-wombat"
+    with pytest.raises(Denied):
+        ident.set_password(uid, new, by=read, old_password=PASSWORD)
+    login(ident, "alice", PASSWORD)  # unchanged
+    ident.set_password(uid, new, by=write, old_password=PASSWORD)
+    login(ident, "alice", new)
