@@ -73,3 +73,11 @@ def test_local_engine_export(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the export is gone
     with pytest.raises(InventoryError, match="'casemate-test/absent:1' is not in the Docker"):
         scan_docker_image("casemate-test/absent:1", docker_host=docker_engine.host)
+
+
+@pytest.mark.docker
+def test_reference_cannot_steer_the_engine_path(docker_engine: DockerEngine) -> None:
+    """A name with '..' or empty parts is refused before any request reaches the engine."""
+    for hostile in ("../containers/json", "casemate-test//x", "a/../../info", "x?all=1"):
+        with pytest.raises(InventoryError, match="invalid image reference"):
+            scan_docker_image(hostile, docker_host=docker_engine.host)
