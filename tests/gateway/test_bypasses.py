@@ -267,9 +267,9 @@ async def test_previews_never_change_the_cluster(door: Door) -> None:
     d.policy[0] = default_policy().merged(REVIEW_EVERYTHING)
     session = await d.gateway.open_session(d.alice, "test")
     try:
-        session.put_file("web.yaml", DEPLOY.encode())
-        session.put_file("cm.yaml", CONFIGMAP.encode())
-        session.put_file("role.yaml", STAR_ROLE.encode())
+        session.put_file("web.yaml", DEPLOY.encode(), by=d.alice)
+        session.put_file("cm.yaml", CONFIGMAP.encode(), by=d.alice)
+        session.put_file("role.yaml", STAR_ROLE.encode(), by=d.alice)
         before = d.snapshot()
         assert "Deployment/web" in before and "ConfigMap/keep" in before
         for line in PREVIEWED:
@@ -429,7 +429,7 @@ async def test_no_credential_can_be_minted_through_the_shell(door: Door) -> None
     d.reset()
     session = await d.gateway.open_session(d.alice, "test")
     try:
-        session.put_file("token.yaml", SA_TOKEN_SECRET.encode())
+        session.put_file("token.yaml", SA_TOKEN_SECRET.encode(), by=d.alice)
         out = Collect()
         result = await session.run("kubectl create -f token.yaml", out)
         assert result.exit_code != 0
@@ -570,8 +570,8 @@ async def test_the_shell_and_an_issued_kubeconfig_decide_alike(door: Door) -> No
     k = await d.kubeconfig()
     session = await d.gateway.open_session(d.alice, "test")
     try:
-        session.put_file("pod.yaml", PRIVILEGED_POD.encode())
-        session.put_file("hp.yaml", HOSTPATH_DEPLOY.encode())
+        session.put_file("pod.yaml", PRIVILEGED_POD.encode(), by=d.alice)
+        session.put_file("hp.yaml", HOSTPATH_DEPLOY.encode(), by=d.alice)
         for line, args, stdin, expected in DIFFERENTIAL:
             line = line.replace("NS", d.ns)
             args = tuple(a.replace("NS", d.ns) for a in args)

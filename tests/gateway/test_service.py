@@ -282,9 +282,9 @@ async def test_the_policy_sees_what_an_uploaded_manifest_holds(bastion: Bastion)
 
     try:
         with pytest.raises(InvalidInput):
-            session.put_file("../escape.yaml", b"x")
+            session.put_file("../escape.yaml", b"x", by=b.alice)
         with pytest.raises(InvalidInput):
-            session.put_file("/etc/x.yaml", b"x")
+            session.put_file("/etc/x.yaml", b"x", by=b.alice)
         # an innocent name, a ClusterRoleBinding inside: never applied without a reviewer
         session.put_file(
             "app/innocent.yaml",
@@ -292,6 +292,7 @@ async def test_the_policy_sees_what_an_uploaded_manifest_holds(bastion: Bastion)
             b"metadata: {name: me-admin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, "
             b"kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: User, name: alice, "
             b"apiGroup: rbac.authorization.k8s.io}]\n",
+            by=b.alice,
         )
         out = Collect()
         task = asyncio.ensure_future(
