@@ -64,7 +64,7 @@ async def test_kubectl_cp_both_ways_http_and_sftp_download(
         "&& echo inside > /tmp/evil/ok.txt",
     )  # fmt: skip
     session = await b.gateway.open_session(b.alice, b.cluster, channel="web")
-    session.put_file("up.txt", payload.encode())
+    session.put_file("up.txt", payload.encode(), by=b.alice)
     # workspace -> pod, after review
     code, text = await reviewed(b, session, f"kubectl cp up.txt {pod}:/tmp/up.txt -c box")
     assert code == 0, text
