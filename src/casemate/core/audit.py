@@ -377,15 +377,41 @@ class AuditLog:
         body)`` and the links offline (:func:`verify_jsonl`). An unfiltered export is a
         contiguous piece of the chain; a filtered one only proves each record by itself.
         """
+        count = 0
+        for line in self.export_lines(
+            kind=kind,
+            actor=actor,
+            outcome=outcome,
+            since=since,
+            until=until,
+            text=text,
+            after_seq=after_seq,
+        ):
+            out.write(line)
+            count += 1
+        return count
+
+    def export_lines(
+        self,
+        *,
+        kind: str | None = None,
+        actor: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        after_seq: int | None = None,
+    ) -> Iterator[str]:
+        """The lines of :meth:`export_jsonl` (each ending in a newline), read a page at a time
+        (for a streamed HTTP answer)."""
         conds = _filters(kind, actor, outcome, since, until, text)
-        cursor, count = after_seq or 0, 0
+        cursor = after_seq or 0
         while True:
             rows = self._select([*conds, AuditRecord.seq > cursor], _PAGE, False)
             for row in rows:
-                out.write(canonical_json(row._asdict()) + "\n")
-            count += len(rows)
+                yield canonical_json(row._asdict()) + "\n"
             if len(rows) < _PAGE:
-                return count
+                return
             cursor = rows[-1].seq
 
     def tail(
