@@ -73,13 +73,12 @@ from casemate.core.auditformat import (
     _entry,
     _prepare,
     _Stored,
-    _utc,
     canonical_json,
     format_ts,
     record_hash,
 )
 from casemate.core.auditverify import _batches, _json_str, _verify_rows, verify_jsonl
-from casemate.core.db import Database, is_postgres
+from casemate.core.db import Database, aware_utc, is_postgres
 from casemate.core.models import AuditHead, AuditRecord
 from casemate.errors import IntegrityError, InvalidInput, UpstreamError
 from casemate.events import Event, migrate_details
@@ -644,9 +643,9 @@ def _filters(
     if outcome is not None:
         conds.append(AuditRecord.outcome == outcome)
     if since is not None:
-        conds.append(AuditRecord.ts >= _utc(since, "since"))
+        conds.append(AuditRecord.ts >= aware_utc(since, "since"))
     if until is not None:
-        conds.append(AuditRecord.ts < _utc(until, "until"))
+        conds.append(AuditRecord.ts < aware_utc(until, "until"))
     if text:
         needle = json.dumps(_clean_str(text), ensure_ascii=False)[1:-1]
         conds.append(AuditRecord.body.icontains(needle, autoescape=True))

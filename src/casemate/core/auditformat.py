@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
-from casemate.errors import IntegrityError, InvalidInput
+from casemate.errors import IntegrityError
 from casemate.events import Event
 
 FORMAT_VERSION: Final = 1
@@ -203,9 +203,3 @@ def _entry(row: _Stored) -> AuditEntry:
         raise IntegrityError(
             f"audit record {row.seq} cannot be decoded; run `casemate audit verify`"
         ) from e
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)  # SQLite stores and compares the UTC fields as text

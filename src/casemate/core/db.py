@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from casemate.errors import ConfigError, UpstreamError
+from casemate.errors import ConfigError, InvalidInput, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,14 @@ class Base(DeclarativeBase):
 def as_utc(value: datetime) -> datetime:
     """``value`` in UTC; a naive value is taken to be UTC already (clocks, SQLite)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def aware_utc(value: datetime, name: str) -> datetime:
+    """A caller's ``value`` (a query bound, an argument) in UTC; a naive one is refused with
+    :class:`~casemate.errors.InvalidInput` naming ``name`` (its zone would be a guess)."""
+    if value.tzinfo is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

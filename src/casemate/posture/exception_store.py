@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, select
+from sqlalchemy import JSON, Boolean, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Base, Database
+from casemate.core.db import Base, Database, UtcDateTime, as_utc
 from casemate.errors import NotFound
 from casemate.events import PostureExceptionChanged
 from casemate.posture.exceptions import (
@@ -41,14 +41,10 @@ class PostureExceptionRow(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
     owner: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expiry_recorded: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200))
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _exception(row: PostureExceptionRow) -> PostureException:
@@ -60,8 +56,8 @@ def _exception(row: PostureExceptionRow) -> PostureException:
         ),
         owner=row.owner,
         reason=row.reason,
-        expires_at=_utc(row.expires_at),
-        created_at=_utc(row.created_at),
+        expires_at=as_utc(row.expires_at),
+        created_at=as_utc(row.created_at),
         created_by=row.created_by,
     )
 
@@ -110,7 +106,7 @@ class ExceptionStore:
         scope = check_scope(
             rule, namespace=namespace, kind=kind, name=name, labels=labels, known_rules=known_rules
         )
-        expires_at = _utc(expires_at) if expires_at.tzinfo is not None else expires_at
+        expires_at = as_utc(expires_at) if expires_at.tzinfo is not None else expires_at
         check_terms(owner, reason, expires_at, now)
         with self._db.session() as s:
             row = PostureExceptionRow(
@@ -167,7 +163,7 @@ class ExceptionStore:
         with self._db.session() as s:
             events = []
             for row in self._rows(s, ids):
-                if row.expiry_recorded or _utc(row.expires_at) > now:
+                if row.expiry_recorded or row.expires_at > now:
                     continue  # another reader recorded it first
                 row.expiry_recorded = True
                 events.append(_event("expired", _exception(row), actor, "expiry"))
