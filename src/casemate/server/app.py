@@ -18,6 +18,7 @@ from casemate.server import problems, web
 from casemate.server.middleware import LimitsMiddleware, MetricsMiddleware
 from casemate.server.reviewfeed import ReviewFeed
 from casemate.server.routes import (
+    apicheck,
     assets,
     audit,
     auth,
@@ -106,6 +107,7 @@ def create_app(
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(policies.router, prefix=API_PREFIX)
+    app.include_router(apicheck.router, prefix=API_PREFIX)
     app.include_router(sessions.router, prefix=API_PREFIX)
     app.include_router(posture.router, prefix=API_PREFIX)
     app.include_router(vuln.router, prefix=API_PREFIX)
