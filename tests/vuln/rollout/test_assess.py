@@ -1,5 +1,6 @@
 """The rollout's pure decisions: what a remediated manifest may change, and when a Deployment's
-rollout succeeded or failed. The journal survives a reopen and names what is unfinished."""
+rollout succeeded or failed (StatefulSets and DaemonSets: ``test_assess_kinds.py``). The
+journal survives a reopen and names what is unfinished."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from casemate.vuln.remediate.manifest import load as load_manifest
 from casemate.vuln.remediate.plan import ContainerPlan, PackageFix
 from casemate.vuln.rollout.assess import assess, check_remediation
 from casemate.vuln.rollout.journal import Journal, Rollout, Workload, new_id
-from casemate.vuln.rollout.run import pair_documents
+from casemate.vuln.rollout.run import _selector, pair_documents
 
 ORIGINAL = """\
 apiVersion: apps/v1
@@ -74,9 +75,16 @@ def test_pairing_refusals() -> None:
     renamed = remediated().replace("name: web", "name: other")
     with pytest.raises(InvalidInput, match="Deployment/other is in the remediated manifest but"):
         pair_documents(ORIGINAL, renamed, "web.yaml", "prod")
-    pod = ORIGINAL.replace("apps/v1", "v1").replace("Deployment", "ReplicaSet")
-    with pytest.raises(InvalidInput, match="watched for Deployments only"):
-        pair_documents(pod, remediated(pod), "rs.yaml", "prod")
+    rs = ORIGINAL.replace("Deployment", "ReplicaSet")
+    with pytest.raises(InvalidInput, match="ReplicaSet/web: not rolled out: a ReplicaSet does "
+                       "not replace its running pods"):  # fmt: skip
+        pair_documents(rs, remediated(rs), "rs.yaml", "prod")
+    on_delete = ORIGINAL.replace("Deployment", "DaemonSet").replace(
+        "replicas: 2", "updateStrategy: {type: OnDelete}"
+    )
+    with pytest.raises(InvalidInput, match="DaemonSet/web: updateStrategy OnDelete: the "
+                       "controller does not replace running pods"):  # fmt: skip
+        pair_documents(on_delete, remediated(on_delete), "ds.yaml", "prod")
     privileged = remediated().replace("image: debian:12\n", "image: debian:12\n        "
                                       "securityContext: {privileged: true}\n", 1)  # fmt: skip
     with pytest.raises(InvalidInput, match="changes more than 'casemate vuln fix' adds"):
@@ -103,6 +111,11 @@ def test_success_needs_every_new_pod_ready_and_the_old_ones_gone() -> None:
     assert assess(old_left, [pod()], [], elapsed=1, timeout=10).state == "progressing"
     stale = deployment(observedGeneration=1)
     assert assess(stale, [pod()], [], elapsed=1, timeout=10).state == "progressing"
+    # before the controller observed the spec, the pods are the previous spec's: a rollback
+    # must not fail on the failed rollout's pods
+    crashing = pod(False, state={"waiting": {"reason": "CrashLoopBackOff"}})
+    assert assess(stale, [crashing], [], elapsed=1, timeout=10).state == "progressing"
+    assert assess(stale, [crashing], [], elapsed=11, timeout=10).state == "failed"
     assert assess(deployment(), [], [], elapsed=1, timeout=10).state == "progressing"
 
 
@@ -147,3 +160,12 @@ def test_journal_is_durable_and_names_the_unfinished(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="is not a rollout id"):
         reopened.get("../../etc/passwd")
     assert not list((tmp_path / "rollouts").glob("*.tmp"))
+
+
+def test_selector_query_syntax() -> None:
+    selector = {"matchLabels": {"b": "2", "a": "1"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x", "y"]},
+                                     {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                                     {"key": "app", "operator": "Exists"},
+                                     {"key": "old", "operator": "DoesNotExist"}]}  # fmt: skip
+    assert _selector(selector) == "a=1,b=2,tier in (x,y),env notin (dev),app,!old"

@@ -6,11 +6,14 @@ Order of a rollout (each step durable before the next is taken):
    and the live objects read;
 2. the journal record (original and remediated texts, the diff, the live objects) is written
    and fsynced, then the ``stored`` audit event committed: if either fails, nothing is applied;
-3. the remediated Deployments are applied (``PUT``, or ``POST`` for one that did not exist);
-4. the rollout is watched (:func:`~casemate.vuln.rollout.assess.assess`) until it succeeds,
-   fails or times out;
+3. the remediated workloads (Deployments, StatefulSets, DaemonSets) are applied (``PUT``, or
+   ``POST`` for one that did not exist);
+4. the rollout is watched, each kind by its controller's own signals
+   (:mod:`~casemate.vuln.rollout.assess`), until it succeeds, fails or times out;
 5. on failure every workload is put back: the live object as it was (or the original document
-   if there was none), and that is watched too.
+   if there was none), and that is watched too. A StatefulSet's pods of the failed revision
+   that are not Ready are deleted (with their uid as precondition): its controller would wait
+   for them to become Ready before replacing them, forever.
 
 :meth:`RolloutRunner.recover` rolls back every rollout a crash or a restart left unfinished.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from casemate.core.audit import AuditLog
@@ -27,10 +31,22 @@ from casemate.errors import CasemateError, Conflict, InvalidInput, NotFound, Ups
 from casemate.events import VulnRolloutStep
 from casemate.k8s.client import KubeClient
 from casemate.vuln.remediate.manifest import load
-from casemate.vuln.rollout.assess import Assessment, _plain, assess, check_remediation
+from casemate.vuln.rollout.assess import (
+    Assessment,
+    _plain,
+    assess,
+    assess_daemonset,
+    assess_statefulset,
+    check_remediation,
+    newest_revision,
+    refusal,
+    stuck_pods,
+)
 from casemate.vuln.rollout.journal import Journal, Rollout, Workload, new_id
 
-SUPPORTED = frozenset({"Deployment"})
+#: The API collection of each kind that can be rolled out (see ``assess.refusal``).
+COLLECTIONS = {"Deployment": "deployments", "StatefulSet": "statefulsets",
+               "DaemonSet": "daemonsets"}  # fmt: skip
 DIFF_LIMIT = 256 * 1024
 Progress = Callable[[str, Assessment], None]
 
@@ -50,7 +66,8 @@ def _identity(document: Mapping[str, Any], namespace: str) -> tuple[str, str, st
 
 def pair_documents(original_text: str, remediated_text: str, where: str,
                    namespace: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:  # fmt: skip
-    """The (original, remediated) documents that differ, each checked: only Deployments, and
+    """The (original, remediated) documents that differ, each checked: a kind whose rollout
+    can be watched (Deployment, StatefulSet or DaemonSet with a RollingUpdate strategy), and
     nothing but Casemate's additions. Refuses anything else with the reason."""
     originals = {
         _identity(d, namespace): _plain(d)
@@ -69,9 +86,7 @@ def pair_documents(original_text: str, remediated_text: str, where: str,
         remediated = _plain(document)
         if remediated == original:
             continue
-        if key[0] not in SUPPORTED:
-            raise InvalidInput(f"{label}: rollouts are watched for Deployments only")
-        problem = check_remediation(original, remediated)
+        problem = refusal(remediated) or check_remediation(original, remediated)
         if problem:
             raise InvalidInput(problem)
         pairs.append((original, remediated))
@@ -81,13 +96,21 @@ def pair_documents(original_text: str, remediated_text: str, where: str,
 
 
 def _path(kind: str, namespace: str, name: str = "") -> str:
-    assert kind == "Deployment"
-    base = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    base = f"/apis/apps/v1/namespaces/{namespace}/{COLLECTIONS[kind]}"
     return f"{base}/{name}" if name else base
 
 
-def _selector(labels: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+def _selector(selector: Mapping[str, Any]) -> str:
+    """A label selector (``matchLabels`` and ``matchExpressions``) in the query syntax."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = ",".join(str(v) for v in expression.get("values") or [])
+        parts.append(
+            {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+             "Exists": f"{key}", "DoesNotExist": f"!{key}"}.get(str(operator), "")
+        )  # fmt: skip
+    return ",".join(p for p in parts if p)
 
 
 class RolloutRunner:
@@ -104,6 +127,7 @@ class RolloutRunner:
         self.poll = poll
         self.progress = progress
         self.clock = clock
+        self.deleted: list[str] = []  # pods a rollback deleted (StatefulSets stuck on a revision)
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -158,48 +182,78 @@ class RolloutRunner:
                 if attempt == 2:
                     raise
 
-    def _state(self, workload: Workload, started: float, timeout: float) -> Assessment:
-        deployment = self._read(workload.kind, workload.namespace, workload.name)
-        if deployment is None:
+    def _list(self, path: str, what: str, **params: str) -> list[dict[str, Any]]:
+        items = self.client.get(path, what=what, params=params).get("items")
+        return items if isinstance(items, list) else []
+
+    def _pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(f"/api/v1/namespaces/{namespace}/pods", "list pods",
+                          labelSelector=selector)  # fmt: skip
+
+    def _events(self, namespace: str) -> list[dict[str, Any]]:
+        return self._list(f"/api/v1/namespaces/{namespace}/events", "list events",
+                          fieldSelector="involvedObject.kind=Pod")  # fmt: skip
+
+    def _state(self, workload: Workload, started: float, timeout: float, *,
+               rolling_back: bool = False) -> Assessment:  # fmt: skip
+        obj = self._read(workload.kind, workload.namespace, workload.name)
+        if obj is None:
             return Assessment("failed", f"{workload.kind}/{workload.name} is gone")
         ns = workload.namespace
-        spec = deployment.get("spec") or {}
-        labels = (spec.get("selector") or {}).get("matchLabels") or {}
-        revision = (deployment["metadata"].get("annotations") or {}).get(
+        selector = _selector((obj.get("spec") or {}).get("selector") or {})
+        elapsed = self.clock() - started
+        if workload.kind == "StatefulSet":
+            pods = self._pods(ns, selector)
+            if rolling_back:
+                self._unstick(ns, obj, pods)
+            return assess_statefulset(obj, pods, self._events(ns), elapsed=elapsed,
+                                      timeout=timeout)  # fmt: skip
+        if workload.kind == "DaemonSet":
+            revisions = self._list(f"/apis/apps/v1/namespaces/{ns}/controllerrevisions",
+                                   "list controller revisions", labelSelector=selector)  # fmt: skip
+            return assess_daemonset(obj, newest_revision(revisions, obj), self._pods(ns, selector),
+                                    self._events(ns), elapsed=elapsed, timeout=timeout)  # fmt: skip
+        revision = (obj["metadata"].get("annotations") or {}).get(
             "deployment.kubernetes.io/revision"
         )
-        sets = self.client.get(f"/apis/apps/v1/namespaces/{ns}/replicasets", what="list replica"
-                               " sets", params={"labelSelector": _selector(labels)})  # fmt: skip
+        sets = self._list(f"/apis/apps/v1/namespaces/{ns}/replicasets", "list replica sets",
+                          labelSelector=selector)  # fmt: skip
         newest = [
-            rs for rs in sets.get("items") or []
+            rs for rs in sets
             if (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")
             == revision
         ]  # fmt: skip
-        pods: list[dict[str, Any]] = []
+        new: list[dict[str, Any]] = []
         if newest:
             template_hash = (newest[0]["metadata"].get("labels") or {}).get("pod-template-hash")
-            selector = _selector({**labels, "pod-template-hash": template_hash})
-            pods = (
-                self.client.get(
-                    f"/api/v1/namespaces/{ns}/pods",
-                    what="list pods",
-                    params={"labelSelector": selector},
-                ).get("items")
-                or []
-            )
-        events = self.client.get(f"/api/v1/namespaces/{ns}/events", what="list events",
-                                 params={"fieldSelector": "involvedObject.kind=Pod"})  # fmt: skip
-        return assess(deployment, pods, events.get("items") or [],
-                      elapsed=self.clock() - started, timeout=timeout)  # fmt: skip
+            new = self._pods(ns, f"{selector},pod-template-hash={template_hash}")
+        return assess(obj, new, self._events(ns), elapsed=elapsed, timeout=timeout)
 
-    def _watch(self, rollout: Rollout, timeout: float) -> Assessment:
+    def _unstick(self, namespace: str, statefulset: dict[str, Any],
+                 pods: list[dict[str, Any]]) -> None:  # fmt: skip
+        """Delete the StatefulSet's pods that are stuck on the failed revision (see
+        :func:`~casemate.vuln.rollout.assess.stuck_pods`); each only if its uid is unchanged."""
+        for name, uid in stuck_pods(statefulset, pods):
+            try:
+                self.client.request(
+                    "DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
+                    what=f"delete pod {name}",
+                    json={"apiVersion": "v1", "kind": "DeleteOptions",
+                          "preconditions": {"uid": uid}},
+                )  # fmt: skip
+            except (NotFound, Conflict):
+                continue  # already gone, or another pod of that name by now
+            self.deleted.append(f"{namespace}/{name}")
+
+    def _watch(self, rollout: Rollout, timeout: float, *, rolling_back: bool = False,
+               ) -> Assessment:  # fmt: skip
         """Until every workload succeeded, one failed, or the timeout passed."""
         started = self.clock()
         while True:
             states = []
             for workload in rollout.workloads:
                 try:
-                    state = self._state(workload, started, timeout)
+                    state = self._state(workload, started, timeout, rolling_back=rolling_back)
                 except UpstreamError as e:  # the cluster away for a moment: keep watching
                     state = Assessment("progressing", f"cluster unreachable: {e.message}")
                     if self.clock() - started > timeout:
@@ -259,12 +313,16 @@ class RolloutRunner:
                  step: str = "rolled-back") -> Rollout:  # fmt: skip
         """Put every workload back as it was before the rollout, and watch that."""
         rollout = self.journal.step(rollout, "rolling-back", reason)
+        self.deleted = []
         try:
             for w in rollout.workloads:
                 self._put(w.kind, w.namespace, w.name, w.live if w.live is not None else w.original)
-            restored = self._watch(rollout, timeout)
+            restored = self._watch(rollout, timeout, rolling_back=True)
         except CasemateError as e:
             restored = Assessment("failed", e.message)
+        if self.deleted:
+            restored = replace(restored, reason=f"{restored.reason}; deleted the pods stuck on "
+                               f"the failed revision: {', '.join(self.deleted)}")  # fmt: skip
         if restored.state == "succeeded":
             rollout = self.journal.step(rollout, "rolled-back", reason)
             self._audit(rollout, step, "success", f"{reason}; restored: {restored.reason}")
