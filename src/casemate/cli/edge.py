@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
+from casemate.core.files import read_bounded
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.guard import GuardSettings
@@ -70,17 +71,6 @@ def _store(data_dir: Path | None) -> Iterator[tuple[Runtime, ProxyStore]]:
         yield rt, ProxyStore(rt.db, rt.audit)
     finally:
         rt.close()
-
-
-def _read_file(path: Path, what: str, limit: int = 1024 * 1024) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise InvalidInput(f"cannot read the {what} {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise InvalidInput(f"the {what} {path} is larger than {limit} bytes")
-    return data
 
 
 # Init -----------------------------------------------------------------------------------------
@@ -479,7 +469,7 @@ def key_add(
     data_dir: DataDirOption = None,
 ) -> None:
     """Trust a cosign public key."""
-    data = _read_file(pem, "public key", 64 * 1024)
+    data = read_bounded(pem, 64 * 1024, f"the public key {pem}")
     with _store(data_dir) as (_rt, store):
         info = store.add_key(name, data, by=_by())
     out.print(f"key {info.name} added ({info.fingerprint})", markup=False)
@@ -514,8 +504,8 @@ def signature_add(
     data_dir: DataDirOption = None,
 ) -> None:
     """Store a cosign signature; a trusted key must verify it."""
-    payload_bytes = _read_file(payload, "payload", 64 * 1024)
-    signature_bytes = _read_file(signature, "signature", 8 * 1024)
+    payload_bytes = read_bounded(payload, 64 * 1024, f"the payload {payload}")
+    signature_bytes = read_bounded(signature, 8 * 1024, f"the signature {signature}")
     with _store(data_dir) as (_rt, store):
         info = store.add_signature(image, payload_bytes, signature_bytes, by=_by())
     out.print(

@@ -28,6 +28,7 @@ from casemate.bastion.policystore import (
     validate_yaml,
 )
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.core.files import read_bounded
 from casemate.errors import CasemateError, InvalidInput
 from casemate.gateway.apirules import check_api_rules, effective_api_rules
 
@@ -73,13 +74,7 @@ def _print_table(table: Table) -> None:
 
 
 def _read(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_POLICY_BYTES + 1)
-    except OSError as e:
-        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
-    if len(data) > MAX_POLICY_BYTES:
-        raise InvalidInput(f"{path} is larger than {MAX_POLICY_BYTES} bytes (1 MiB)")
+    data = read_bounded(path, MAX_POLICY_BYTES)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

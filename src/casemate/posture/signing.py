@@ -33,6 +33,7 @@ from typing import Any, Final
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from casemate.core.files import read_bounded
 from casemate.errors import InvalidInput
 from casemate.risks.imageref import InvalidImageReference, parse_image_ref
 from casemate.risks.signatures import (
@@ -93,17 +94,6 @@ def repository_of(image: str) -> tuple[str, str | None] | None:
     return ref.name, ref.digest
 
 
-def _read(path: Path, limit: int, what: str) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as e:
-        raise InvalidInput(f"{what} {path}: {e.strerror or e}") from None
-    if len(data) > limit:
-        raise InvalidInput(f"{what} {path} is larger than {limit} bytes")
-    return data
-
-
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{what} must be a mapping")
@@ -115,7 +105,7 @@ def load_signature_policy(path: Path) -> SignaturePolicy:
     an :class:`~casemate.errors.InvalidInput` naming it)."""
     where = str(path)
     try:
-        doc = yaml.safe_load(_read(path, MAX_POLICY_BYTES, "signature policy"))
+        doc = yaml.safe_load(read_bounded(path, MAX_POLICY_BYTES, f"signature policy {path}"))
     except yaml.YAMLError as e:
         raise InvalidInput(f"signature policy {where} is not YAML: {e}") from None
     doc = _mapping(doc, f"signature policy {where}")
@@ -130,7 +120,9 @@ def load_signature_policy(path: Path) -> SignaturePolicy:
         if not isinstance(name, str) or not isinstance(key_path, str):
             raise InvalidInput(f"{where}: keys maps names to PEM file paths")
         try:
-            keys[name] = load_public_key(_read(base / key_path, MAX_PEM_BYTES, "key"))
+            keys[name] = load_public_key(
+                read_bounded(base / key_path, MAX_PEM_BYTES, f"key {base / key_path}")
+            )
         except SignatureError as e:
             raise InvalidInput(f"{where}: key {name}: {e.message}") from None
     requirements = []
@@ -165,8 +157,8 @@ def load_signature_policy(path: Path) -> SignaturePolicy:
         for payload_path in payloads[:MAX_SIGNATURES]:
             sig_path = payload_path.with_suffix(".sig")
             try:
-                payload = _read(payload_path, MAX_PAYLOAD_BYTES, "payload")
-                signature = _read(sig_path, MAX_SIGNATURE_CHARS, "signature")
+                payload = read_bounded(payload_path, MAX_PAYLOAD_BYTES, f"payload {payload_path}")
+                signature = read_bounded(sig_path, MAX_SIGNATURE_CHARS, f"signature {sig_path}")
                 ok = verify_signature(payload, signature, keys)
             except (InvalidInput, SignatureError) as e:
                 rejected.append(f"{payload_path.name}: {e.message}")
