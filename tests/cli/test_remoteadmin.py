@@ -274,6 +274,40 @@ def test_cluster_accounts_provision_and_rotate_over_the_api(
     r = cli(base, admin, "cluster", "account", "list", "test", home=tmp_path)
     assert r.returncode == 0 and "remote1" in r.stdout
 
+    # an existing account checked against the cluster with its stored credential
+    r = cli(base, admin, "cluster", "account", "check", "test", "remote1", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ok, authenticates as system:serviceaccount:casemate-system:casemate-remote1" in (
+        r.stdout
+    )
+
+    # a cluster by address and CA, and a token stored as an account: both read from local
+    # files (or stdin) and sent in the body, never in argv
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(kube_cluster.ca_pem)
+    r = cli(base, admin, "cluster", "add", "byaddr", "--server", kube_cluster.server_url,
+            "--ca-file", str(ca), home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"registered cluster byaddr at {kube_cluster.server_url}" in r.stdout
+    assert clusters.get_cluster("byaddr").ca_pem.strip() == kube_cluster.ca_pem.decode().strip()
+    r = cli(base, admin, "cluster", "account", "add", "byaddr", "ops", "-n", kube_namespace,
+            stdin=kube_cluster.admin_token + "\n", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "stored account ops on byaddr (token" in r.stdout
+    assert clusters.get_account("byaddr", "ops").namespaces == (kube_namespace,)
+    assert kube_cluster.admin_token not in r.stdout + r.stderr
+    r = cli(base, admin, "cluster", "account", "add", "byaddr", "bad", "--token-file",
+            str(ca), home=tmp_path)  # fmt: skip  (a CA is no token: the cluster refuses it)
+    assert r.returncode == 1 and r.stderr.startswith("casemate: error:"), r.stderr
+    r = cli(base, admin, "cluster", "account", "add", "byaddr", "bad", "--cert-file",
+            str(ca), home=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--key-file" in r.stderr, r.stderr
+    r = cli(base, admin, "cluster", "add", "nope", "--server", kube_cluster.server_url,
+            "--ca-file", str(tmp_path / "missing.pem"), home=tmp_path)  # fmt: skip
+    assert r.returncode == 1 and "cannot read the CA file" in r.stderr, r.stderr
+    r = cli(base, admin, "cluster", "delete", "byaddr", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+
     r = cli(base, admin, "cluster", "disable", "test", home=tmp_path)
     assert r.returncode == 0 and clusters.get_cluster("test").disabled, r.stderr
     r = cli(base, admin, "cluster", "enable", "test", home=tmp_path)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from casemate.cli.remoteaudit import audit_app
 from casemate.cli.remotebase import (
     SERVER,
     SERVER_LOCAL,
@@ -28,10 +29,12 @@ from casemate.cli.remotebase import (
     err,
     out,
 )
+from casemate.cli.remoteclusters import cluster_app, grant_app
 from casemate.cli.remotefiles import policy_app, recording_app
+from casemate.cli.remotepolicy import policy_reset
 from casemate.errors import ConfigError, InvalidInput
 
-__all__ = ["APPS", "SERVER", "SERVER_LOCAL"]
+__all__ = ["APPS", "SERVER", "SERVER_LOCAL", "policy_reset"]  # policy_reset: registered
 
 RoleOption = Annotated[
     list[str] | None,
@@ -281,212 +284,6 @@ def token_revoke(token_id: int) -> None:
     out.print(f"revoked token {token_id}")
 
 
-# cluster and grant ----------------------------------------------------------------------------
-
-cluster_app = typer.Typer(help="Manage Kubernetes clusters and their system accounts.")
-
-
-@cluster_app.command("list")
-def cluster_list() -> None:
-    """List clusters."""
-    rows = [
-        [c["name"], c["server"], "disabled" if c["disabled"] else "", c["description"]]
-        for c in _call("GET", "/clusters")
-    ]
-    _table("cluster", "server", "state", "description", rows=rows)
-
-
-@cluster_app.command("import")
-def cluster_import(
-    kubeconfig: Annotated[Path, typer.Argument(help="A kubeconfig file ('-': standard input).")],
-    name: Annotated[str | None, typer.Option(help="Cluster name.")] = None,
-    context: Annotated[str | None, typer.Option(help="The context to import.")] = None,
-) -> None:
-    """Import a cluster and its credential from a kubeconfig (the credential goes to the
-    server's vault)."""
-    try:
-        text = sys.stdin.read() if str(kubeconfig) == "-" else kubeconfig.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read {kubeconfig}: {e.strerror}") from None
-    r = _call("POST", "/clusters/import", {"kubeconfig": text, "name": name, "context": context})
-    out.print(f"imported cluster {r['cluster']['name']} with account {r['account']['name']}")
-
-
-@cluster_app.command("disable")
-def cluster_disable(name: str) -> None:
-    """Disable a cluster: its grants give no access until it is enabled again."""
-    _call("PATCH", f"/clusters/{_p(name)}", {"disabled": True})
-    out.print(f"cluster {name} disabled", markup=False)
-
-
-@cluster_app.command("enable")
-def cluster_enable(name: str) -> None:
-    """Enable a disabled cluster."""
-    _call("PATCH", f"/clusters/{_p(name)}", {"disabled": False})
-    out.print(f"cluster {name} enabled", markup=False)
-
-
-@cluster_app.command("delete")
-def cluster_delete(name: str) -> None:
-    """Forget a cluster, its system accounts (credentials leave the vault) and grants."""
-    _call("DELETE", f"/clusters/{_p(name)}")
-    out.print(f"deleted cluster {name}", markup=False)
-
-
-def _accounts_table(cluster: str) -> None:
-    rows = [
-        [a["name"], a["kind"], a["preset"], a["subject"], ",".join(a["namespaces"])]
-        for a in _call("GET", f"/clusters/{_p(cluster)}/accounts")
-    ]
-    _table("account", "kind", "preset", "subject", "namespaces", rows=rows)
-
-
-@cluster_app.command("accounts")
-def cluster_accounts(cluster: str) -> None:
-    """List a cluster's system accounts."""
-    _accounts_table(cluster)
-
-
-account_app = typer.Typer(help="A cluster's system accounts.", no_args_is_help=True)
-cluster_app.add_typer(account_app, name="account")
-
-AdminAccountOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--admin-account",
-        help="A stored account of the cluster to act with (default: an admin token read from "
-        "standard input, used for this call only).",
-    ),
-]
-
-
-def _admin_choice(admin_account: str | None) -> dict[str, Any]:
-    if admin_account is not None:
-        return {"admin_account": admin_account}
-    return {"admin_token": _secret_stdin("Cluster admin token")}
-
-
-@account_app.command("list")
-def account_list(cluster: str) -> None:
-    """List a cluster's system accounts."""
-    _accounts_table(cluster)
-
-
-@account_app.command("provision")
-def account_provision(
-    cluster: str,
-    name: str,
-    preset: Annotated[str, typer.Option("--preset", help="view, edit or admin.")],
-    namespace: Annotated[
-        list[str], typer.Option("--namespace", "-n", help="Namespace (repeatable).")
-    ],
-    admin_account: AdminAccountOpt = None,
-) -> None:
-    """Create ServiceAccount casemate-NAME bound to the preset in each namespace; the gateway
-    stores its token in its vault."""
-    body = {"name": name, "preset": preset, "namespaces": namespace}
-    body.update(_admin_choice(admin_account))
-    a = _call("POST", f"/clusters/{_p(cluster)}/accounts/provision", body)
-    out.print(f"provisioned account {a['name']} on {cluster} ({a['subject']})", markup=False)
-
-
-@account_app.command("delete")
-def account_delete(
-    cluster: str,
-    name: str,
-    admin_account: Annotated[
-        str | None,
-        typer.Option(
-            "--admin-account", help="A stored admin account: also remove the cluster objects."
-        ),
-    ] = None,
-) -> None:
-    """Remove a system account (its credential leaves the vault)."""
-    _call(
-        "DELETE", f"/clusters/{_p(cluster)}/accounts/{_p(name)}" + _q(admin_account=admin_account)
-    )
-    out.print(f"deleted account {name} of {cluster}", markup=False)
-
-
-@account_app.command("rotate")
-def account_rotate(
-    cluster: str,
-    name: str,
-    admin_account: AdminAccountOpt = None,
-    new_token: Annotated[
-        bool,
-        typer.Option(
-            "--new-token",
-            help="Not a provisioned account: read its new token from standard input.",
-        ),
-    ] = False,
-) -> None:
-    """Replace an account's credential: a provisioned account gets a new token from the
-    cluster (the old one is revoked); another takes the new token (--new-token)."""
-    if new_token:
-        if admin_account is not None:
-            raise InvalidInput("--new-token and --admin-account do not go together")
-        body: dict[str, Any] = {"token": _secret_stdin("New token")}
-    else:
-        body = _admin_choice(admin_account)
-    a = _call("POST", f"/clusters/{_p(cluster)}/accounts/{_p(name)}/rotate", body)
-    out.print(f"rotated account {a['name']} on {cluster}", markup=False)
-
-
-grant_app = typer.Typer(help="Give users and groups access to clusters.", no_args_is_help=True)
-
-
-@grant_app.command("add")
-def grant_add(
-    cluster: str,
-    account: str,
-    user: Annotated[str | None, typer.Option(help="The user.")] = None,
-    group: Annotated[str | None, typer.Option(help="Or the group.")] = None,
-    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n")] = None,
-    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
-    note: str = "",
-) -> None:
-    """Grant a user or group an account's access to namespaces of a cluster."""
-    if (user is None) == (group is None):
-        raise InvalidInput("give exactly one of --user and --group")
-    body = {
-        "cluster": cluster,
-        "account": account,
-        "user": user,
-        "group": group,
-        "namespaces": namespace or [],
-        "ttl_seconds": ttl,
-        "note": note,
-    }
-    g = _call("POST", "/grants", body)
-    out.print(f"grant {g['id']}: {g['subject']} on {g['cluster']} ({', '.join(g['namespaces'])})")
-
-
-@grant_app.command("list")
-def grant_list() -> None:
-    """List grants."""
-    rows = [
-        [
-            g["id"],
-            ("@" if g["subject_kind"] == "group" else "") + g["subject"],
-            g["cluster"],
-            g["account"],
-            ",".join(g["namespaces"]),
-            g["expires_at"] or "never",
-            g["state"],
-        ]
-        for g in _call("GET", "/grants")
-    ]
-    _table("id", "who", "cluster", "account", "namespaces", "expires", "state", rows=rows)
-
-
-@grant_app.command("revoke")
-def grant_revoke(grant_id: int) -> None:
-    """Revoke a grant."""
-    _call("POST", f"/grants/{grant_id}/revoke", {})
-    out.print(f"revoked grant {grant_id}")
-
-
 # review -------------------------------------------------------------------------------------
 
 review_app = typer.Typer(help="Commands held for approval.", no_args_is_help=True)
@@ -522,54 +319,6 @@ def review_deny(ticket_id: int, reason: str = "") -> None:
     """Deny a held command."""
     t = _call("POST", f"/reviews/{ticket_id}/deny", {"reason": reason})
     out.print(f"ticket {t['id']} is {t['state']}")
-
-
-# audit ----------------------------------------------------------------------------------------
-
-audit_app = typer.Typer(help="Search and verify the audit log.", no_args_is_help=True)
-
-
-@audit_app.command("search")
-def audit_search(
-    kind: Annotated[str | None, typer.Option(help="Exact, or a prefix ending in *.")] = None,
-    user: Annotated[str | None, typer.Option(help="The actor.")] = None,
-    cluster: str | None = None,
-    decision: str | None = None,
-    outcome: str | None = None,
-    since: Annotated[str | None, typer.Option(help="ISO 8601 with zone.")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO 8601 with zone.")] = None,
-    text: Annotated[str | None, typer.Option(help="Text in the record.")] = None,
-    limit: int = 100,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
-) -> None:
-    """Records matching every filter, newest first."""
-    query = _q(
-        kind=kind,
-        actor=user,
-        cluster=cluster,
-        decision=decision,
-        outcome=outcome,
-        since=since,
-        until=until,
-        q=text,
-        limit=limit,
-    )
-    items = _call("GET", "/audit" + query)["items"]
-    if json_lines:
-        sys.stdout.writelines(json.dumps(r, sort_keys=True) + "\n" for r in items)
-        return
-    rows = [[r["seq"], r["ts"], r["kind"], r["actor"], r["outcome"]] for r in items]
-    _table("seq", "time", "kind", "actor", "outcome", rows=rows)
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the whole hash chain on the server."""
-    v = _call("GET", "/audit/verify")
-    if not v["ok"]:
-        out.print(f"BROKEN at record {v['first_bad_seq']}: {v['problem']}")
-        raise typer.Exit(1)
-    out.print(f"ok: {v['checked']} records verified")
 
 
 APPS: dict[str, typer.Typer] = {
