@@ -541,7 +541,7 @@ class AuditBacklog:
                 return True
             try:
                 self._audit.append_many(batch)
-            except Exception as e:  # noqa: BLE001 - kept for the next attempt
+            except Exception as e:  # kept for the next attempt
                 self.last_error = f"{type(e).__name__}: {e}"
                 return False
             with self._lock:

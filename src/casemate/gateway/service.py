@@ -199,7 +199,7 @@ class Gateway(SharedSessions):
                 in_flight=requests_in_flight(),
                 recordings=len(closed),
             )
-        except Exception as e:  # noqa: BLE001 - retried at the next start
+        except Exception as e:  # retried at the next start
             log.error("gateway: recovery could not run (%s); it runs again at the next start", e)
 
     async def close(self) -> None:
@@ -386,11 +386,11 @@ class Gateway(SharedSessions):
             if session.recording is not None:
                 try:
                     await asyncio.to_thread(session.recording.close)
-                except Exception as e:  # noqa: BLE001 - the end is audited all the same
+                except Exception as e:  # the end is audited all the same
                     log.warning("gateway: the recording of %s did not close: %s", session_id, e)
             try:
                 await asyncio.to_thread(session.env.remove)
-            except Exception as e:  # noqa: BLE001 - startup removes what is left
+            except Exception as e:  # startup removes what is left
                 log.warning("gateway: the directory of %s was not removed: %s", session_id, e)
         finally:
             await self._audit_end(session, event)
@@ -398,7 +398,7 @@ class Gateway(SharedSessions):
     async def _audit_end(self, session: BastionSession, event: BastionSessionEnded) -> None:
         try:
             await asyncio.shield(asyncio.to_thread(self.runtime.audit.append, event))
-        except Exception as e:  # noqa: BLE001 - kept and written when the database is back
+        except Exception as e:  # kept and written when the database is back
             log.error(
                 "gateway: cannot audit the end of session %s yet (%s); kept to write later",
                 event.session_id,

@@ -142,12 +142,12 @@ def _measure(root: Node, limits: Limits) -> str | None:
     return None
 
 
-class _Duplicate(Exception):  # noqa: N818 - internal signal
+class _Duplicate(Exception):  # internal signal
     def __init__(self, key: object, line: int) -> None:
         self.key, self.line = key, line
 
 
-class _Unusual(Exception):  # noqa: N818 - internal signal: use PyYAML's own constructor
+class _Unusual(Exception):  # internal signal: use PyYAML's own constructor
     pass
 
 

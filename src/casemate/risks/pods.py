@@ -101,7 +101,7 @@ class PodRisk:
         return f"{self.risk} ({self.where})" if self.where else self.risk
 
 
-class _Unreadable(Exception):  # noqa: N818 - internal signal
+class _Unreadable(Exception):  # internal signal
     pass
 
 

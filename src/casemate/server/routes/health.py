@@ -51,7 +51,7 @@ def readyz(request: Request, runtime: RuntimeDep) -> dict[str, str] | Response:
     try:
         with runtime.db.reader() as s:
             s.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception:  # any failure means not ready
         problems.append("the database does not answer")
     data = _data_dir_problem(runtime.settings.data_dir)
     if data is not None:
