@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import ipaddress
 import json
 import os
@@ -304,40 +305,53 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
         async def run() -> tuple[list[float], float, float, list[float], float]:
             conns = [await _Connection.open(port, client_ctx) for _ in range(concurrency)]
             await asyncio.gather(*(c.review(request) for c in conns))  # warm: TLS, imports
-            cpu0 = _cpu_seconds(proc.pid)
+            cpu0, me0 = _cpu_seconds(proc.pid), time.process_time()
             closed, elapsed = await closed_loop(conns)
-            cpu1 = _cpu_seconds(proc.pid)
+            cpu1, me1 = _cpu_seconds(proc.pid), time.process_time()
             opened = await open_loop(conns)
-            cpu2 = _cpu_seconds(proc.pid)
+            cpu2, me2 = _cpu_seconds(proc.pid), time.process_time()
             for c in conns:
                 c.close()
-            closed_cpu = (cpu1 - cpu0) / len(closed) * 1000
-            open_cpu = (cpu2 - cpu1) / len(opened) * 1000
-            return closed, elapsed, closed_cpu, opened, open_cpu
+            cpu = {
+                "closed": (cpu1 - cpu0) / len(closed) * 1000,
+                "closed-client": (me1 - me0) / len(closed) * 1000,
+                "open": (cpu2 - cpu1) / len(opened) * 1000,
+                "open-client": (me2 - me1) / len(opened) * 1000,
+            }
+            return closed, elapsed, opened, cpu
 
         try:
-            closed, elapsed, closed_cpu, opened, open_cpu = asyncio.run(run())
+            closed, elapsed, opened, cpu = asyncio.run(run())
         finally:
             proc.terminate()
             proc.wait(10)
+    closed_cpu = cpu["closed"]
     p50, p99 = _percentiles(closed)
-    print(f"webhook with {workers} worker process(es), load average {os.getloadavg()[0]:.1f}")
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    print(f"webhook with {workers} worker process(es) ({parser} HTTP parser), "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"webhook, closed loop ({concurrency} kept-alive clients, each sending its next review "
           f"when answered): {len(closed)} reviews in {elapsed:.1f} s "
           f"({len(closed) / elapsed:,.0f}/s); p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
-          f"server CPU {closed_cpu:.2f} ms per review")  # fmt: skip
+          f"server CPU {closed_cpu:.2f} ms per review, load generator CPU "
+          f"{cpu['closed-client']:.2f} ms per review")  # fmt: skip
     o50, o99 = _percentiles(opened)
     print(f"webhook, open loop ({rate:.0f} reviews/s arriving, at most {concurrency} in flight): "
           f"{len(opened)} reviews; p50 {o50:.1f} ms, p99 {o99:.1f} ms; "
-          f"server CPU {open_cpu:.2f} ms per review")  # fmt: skip
+          f"server CPU {cpu['open']:.2f} ms per review, load generator CPU "
+          f"{cpu['open-client']:.2f} ms per review")  # fmt: skip
     policy = AdmissionPolicy.build()
     start = time.process_time()
     for _ in range(500):
         review_response(body, policy)
     per_review = (time.process_time() - start) / 500 * 1000
     print(f"webhook decision alone (in process): {per_review:.2f} ms CPU per review")
-    print(f"closed loop bound (Little's law): p50 >= {concurrency} x server CPU per review = "
-          f"{concurrency * closed_cpu:.0f} ms on one process")  # fmt: skip
+    cores = min(workers, os.cpu_count() or 1)
+    both = closed_cpu + cpu["closed-client"]
+    print(f"closed loop bound (Little's law): latency >= {concurrency} in flight x CPU per review "
+          f"/ cores: server alone {concurrency * closed_cpu / cores:.0f} ms on {cores} "
+          f"core(s); server + load generator on the {os.cpu_count()} shared cores "
+          f"{concurrency * both / (os.cpu_count() or 1):.0f} ms")  # fmt: skip
     print(f"ratio to aim: webhook p99 {o99 / AIM_P99_MS:.2f}x (open loop), "
           f"{p99 / AIM_P99_MS:.2f}x (closed loop) of {AIM_P99_MS:.0f} ms")  # fmt: skip
 

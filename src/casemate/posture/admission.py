@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from casemate.posture.engine import check_object, select_rules
+from casemate.posture.engine import ObjectRules, select_rules
 from casemate.posture.exceptions import PostureException, apply_exceptions
-from casemate.posture.model import Finding, Rule, Settings
+from casemate.posture.model import Finding, Rule, Settings, Subject
 from casemate.posture.rules import ALL_RULES
 
 __all__ = ["AdmissionPolicy", "BadReview", "decide", "review_response"]
@@ -50,6 +50,11 @@ class AdmissionPolicy:
     modes: Mapping[str, Mode]
     rules: tuple[Rule, ...]
     settings: Settings = Settings()
+    #: the rules picked per kind, once (derived from ``rules`` and ``settings``)
+    checker: ObjectRules = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checker", ObjectRules(self.rules, self.settings))
 
     @classmethod
     def build(
@@ -119,7 +124,7 @@ def decide(
     """The findings of one object sorted into the policy's modes (excepted ones: audit)."""
     if not isinstance(obj, Mapping):
         return Decision(True, (), (), ())
-    findings = check_object(obj, policy.settings, policy.rules)
+    findings = policy.checker.check(Subject(obj))
     if exceptions and findings:
         findings = apply_exceptions(findings, exceptions, now or datetime.now(UTC)).findings
     by_mode: dict[str, list[Finding]] = {"enforce": [], "warn": [], "audit": []}

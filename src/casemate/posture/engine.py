@@ -17,7 +17,7 @@ from casemate.posture.model import Finding, Hit, Rule, Settings, Severity, Subje
 from casemate.posture.namespaces import NamespaceFacts, NamespaceIndex
 from casemate.posture.rules import ALL_RULES
 
-__all__ = ["Scanner", "at_least", "scan", "select_rules"]
+__all__ = ["ObjectRules", "Scanner", "at_least", "scan", "select_rules"]
 
 
 def select_rules(
@@ -91,30 +91,56 @@ def _unchecked(rule: Rule, subject: Subject) -> Finding:
     return _finding(rule, hit, subject, _ident(subject))
 
 
+class ObjectRules:
+    """The object rules of one rule set, offered to an object only when they can apply: a rule
+    with ``kinds`` only to those kinds, a ``pods_only`` rule only to objects with a pod spec.
+    The choice is made once per (kind, has a pod spec) and remembered."""
+
+    def __init__(self, rules: Sequence[Rule], settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.rules = tuple(r for r in rules if r.scope == "object")
+        self._by_kind: dict[tuple[str, bool], tuple[Rule, ...]] = {}
+
+    def for_kind(self, kind: str, pods: bool) -> tuple[Rule, ...]:
+        chosen = self._by_kind.get((kind, pods))
+        if chosen is None:
+            chosen = tuple(
+                r
+                for r in self.rules
+                if (pods or not r.pods_only) and (r.kinds is None or kind in r.kinds)
+            )
+            if len(self._by_kind) < 10_000:  # kinds come from the input: keep the cache bounded
+                self._by_kind[(kind, pods)] = chosen
+        return chosen
+
+    def check(self, subject: Subject) -> list[Finding]:
+        out: list[Finding] = []
+        ident = _ident(subject)
+        settings = self.settings
+        for rule in self.for_kind(ident[0], bool(subject.pods)):
+            try:
+                hits = list(rule.check(subject, settings))
+            except (TypeError, ValueError, AttributeError, KeyError):
+                out.append(_unchecked(rule, subject))
+                continue
+            if hits:  # most rules find nothing: no list, no extend
+                out.extend([_finding(rule, hit, subject, ident) for hit in hits])
+        return out
+
+
 class Scanner:
     """One scan: feed :meth:`check` every object, then collect :meth:`finish`."""
 
     def __init__(self, rules: Sequence[Rule] = ALL_RULES, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self._object_rules = tuple(r for r in rules if r.scope == "object")
-        # objects without a pod spec (Services, Roles, ConfigMaps...) skip the pod-only rules
-        self._podless_rules = tuple(r for r in self._object_rules if not r.pods_only)
+        self._objects = ObjectRules(rules, self.settings)
         self._namespace_rules = tuple(r for r in rules if r.scope == "namespace")
         self._index = NamespaceIndex()
         self.objects = 0
 
     def check(self, subject: Subject) -> list[Finding]:
         self.objects += 1
-        out: list[Finding] = []
-        ident = _ident(subject)
-        for rule in self._object_rules if subject.pods else self._podless_rules:
-            try:
-                hits = list(rule.check(subject, self.settings))
-            except (TypeError, ValueError, AttributeError, KeyError):
-                out.append(_unchecked(rule, subject))
-                continue
-            if hits:  # most rules find nothing: no list, no extend
-                out.extend([_finding(rule, hit, subject, ident) for hit in hits])
+        out = self._objects.check(subject)
         if self._namespace_rules:
             self._index.add(subject)
         return out
@@ -171,5 +197,6 @@ def scan(
 def check_object(
     obj: Any, settings: Settings | None = None, rules: Sequence[Rule] = ALL_RULES
 ) -> list[Finding]:
-    """Object rules on one decoded object (no namespace rules): the admission webhook's view."""
-    return Scanner([r for r in rules if r.scope == "object"], settings).check(Subject(obj))
+    """Object rules on one decoded object (no namespace rules). The admission webhook keeps
+    one :class:`ObjectRules` instead of choosing the rules again for every object."""
+    return ObjectRules(rules, settings).check(Subject(obj))

@@ -174,6 +174,8 @@ class Rule:
     controls: tuple[str, ...] = ()
     #: the rule reads only pod specs: objects without one are not offered to it
     pods_only: bool = False
+    #: the only kinds the rule can report on (``None``: any); others are not offered to it
+    kinds: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from casemate.posture.model import Path
@@ -22,6 +23,7 @@ __all__ = ["ContainerView", "PodView", "pod_views"]
 
 CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
 _EMPTY: Final[Mapping[str, Any]] = {}
+_LIST_LABELS: Final = {"containers": "container", "initContainers": "init container"}
 
 
 def mapping(value: object) -> Mapping[str, Any]:
@@ -40,25 +42,24 @@ class ContainerView:
     obj: Mapping[str, Any]
     list_name: str
 
-    @property
+    # computed once per view (the object is never mutated): every pod rule reads them
+
+    @cached_property
     def name(self) -> str:
         name = self.obj.get("name")
         return name if isinstance(name, str) else "?"
 
-    @property
+    @cached_property
     def ctx(self) -> Mapping[str, Any]:
         return mapping(self.obj.get("securityContext"))
 
-    @property
+    @cached_property
     def ctx_path(self) -> Path:
         return (*self.path, "securityContext")
 
-    @property
+    @cached_property
     def label(self) -> str:
-        kind = {"containers": "container", "initContainers": "init container"}.get(
-            self.list_name, "ephemeral container"
-        )
-        return f"{kind} {self.name}"
+        return f"{_LIST_LABELS.get(self.list_name, 'ephemeral container')} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,11 @@ class PodView:
     def meta_path(self) -> Path:
         return (*self.spec_path[:-1], "metadata")
 
-    @property
+    @cached_property
     def ctx(self) -> Mapping[str, Any]:
         return mapping(self.spec.get("securityContext"))
 
-    @property
+    @cached_property
     def ctx_path(self) -> Path:
         return (*self.spec_path, "securityContext")
 

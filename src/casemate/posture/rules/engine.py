@@ -51,6 +51,7 @@ def _host_config(subject: Subject) -> Mapping[str, Any] | None:
     """Without userns-remap, root in a container is root on the host: any escape (a kernel bug,
     a mounted socket) lands with full privileges (CIS Docker 2.8).""",
     'Set `"userns-remap": "default"` in /etc/docker/daemon.json and restart dockerd.',
+    kinds=(DAEMON,),
 )
 def docker_userns(subject: Subject, settings: Settings) -> Iterator[Hit]:
     info = _info(subject)
@@ -66,6 +67,7 @@ def docker_userns(subject: Subject, settings: Settings) -> Iterator[Hit]:
     port (CIS Docker 2.1).""",
     'Set `"icc": false` in daemon.json; connect containers that must talk through user-defined '
     "networks.",
+    kinds=(DAEMON,),
 )
 def docker_icc(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if subject.kind != DAEMON or not mapping(subject.obj.get("bridge")):
@@ -84,6 +86,7 @@ def docker_icc(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """Without live-restore, restarting or upgrading dockerd stops every container, which makes
     patching the daemon costly and so rarer (CIS Docker 2.14).""",
     'Set `"live-restore": true` in daemon.json.',
+    kinds=(DAEMON,),
 )
 def docker_live_restore(subject: Subject, settings: Settings) -> Iterator[Hit]:
     info = _info(subject)
@@ -99,6 +102,7 @@ def docker_live_restore(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """Unless the daemon sets no-new-privileges by default, setuid binaries in any image can
     raise a process's privileges inside its container (CIS Docker 2.18).""",
     'Set `"no-new-privileges": true` in daemon.json.',
+    kinds=(DAEMON,),
 )
 def docker_no_new_privileges(subject: Subject, settings: Settings) -> Iterator[Hit]:
     info = _info(subject)
@@ -114,6 +118,7 @@ def docker_no_new_privileges(subject: Subject, settings: Settings) -> Iterator[H
     """An insecure registry is pulled from over plain HTTP or unverified TLS: anyone on the path
     can swap the images (CIS Docker 2.4).""",
     "Remove `insecure-registries` from daemon.json; give the registry a trusted certificate.",
+    kinds=(DAEMON,),
 )
 def docker_insecure_registries(subject: Subject, settings: Settings) -> Iterator[Hit]:
     info = _info(subject)
@@ -139,6 +144,7 @@ def docker_insecure_registries(subject: Subject, settings: Settings) -> Iterator
     """A Docker API reachable over TCP without TLS client authentication is root on the host
     for anyone who can connect (CIS Docker 2.6); dockerd says so in its warnings.""",
     "Listen on the unix socket only, or use --tlsverify with client certificates.",
+    kinds=(DAEMON,),
 )
 def docker_tcp_without_tls(subject: Subject, settings: Settings) -> Iterator[Hit]:
     info = _info(subject)
@@ -155,6 +161,7 @@ def docker_tcp_without_tls(subject: Subject, settings: Settings) -> Iterator[Hit
     "Privileged container running",
     "A privileged container has every capability and device of the host (CIS Docker 5.4).",
     "Recreate the container without --privileged.",
+    kinds=(CONTAINER,),
 )
 def container_privileged(subject: Subject, settings: Settings) -> Iterator[Hit]:
     host = _host_config(subject)
@@ -169,6 +176,7 @@ def container_privileged(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """Host PID, network, IPC, UTS or user namespace modes share the host's processes, network
     stack or identities with the container (CIS Docker 5.9, 5.15, 5.16, 5.20, 5.30).""",
     "Recreate the container without --pid/--network/--ipc/--uts/--userns=host.",
+    kinds=(CONTAINER,),
 )
 def container_host_namespaces(subject: Subject, settings: Settings) -> Iterator[Hit]:
     host = _host_config(subject)
@@ -188,6 +196,7 @@ def container_host_namespaces(subject: Subject, settings: Settings) -> Iterator[
     """A bind mount of /, /etc, /proc, the runtime's state or the Docker socket hands the host
     to the container (CIS Docker 5.5, 5.31).""",
     "Recreate the container without the mount.",
+    kinds=(CONTAINER,),
 )
 def container_sensitive_mount(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if subject.kind != CONTAINER:
@@ -209,6 +218,7 @@ def container_sensitive_mount(subject: Subject, settings: Settings) -> Iterator[
     "Container without a memory limit",
     "Without a memory limit one container can exhaust the host (CIS Docker 5.10).",
     "Recreate or `docker update --memory` the container.",
+    kinds=(CONTAINER,),
 )
 def container_no_memory_limit(subject: Subject, settings: Settings) -> Iterator[Hit]:
     host = _host_config(subject)
@@ -226,6 +236,7 @@ def container_no_memory_limit(subject: Subject, settings: Settings) -> Iterator[
     "Container without a process limit",
     "Without a pids limit a fork bomb in one container takes the host down (CIS Docker 5.29).",
     "Recreate or `docker update --pids-limit` the container.",
+    kinds=(CONTAINER,),
 )
 def container_no_pids_limit(subject: Subject, settings: Settings) -> Iterator[Hit]:
     host = _host_config(subject)
@@ -245,6 +256,7 @@ def container_no_pids_limit(subject: Subject, settings: Settings) -> Iterator[Hi
     """Capabilities beyond Docker's default set (SYS_ADMIN, NET_ADMIN, SYS_PTRACE, ALL…) give
     kernel powers that lead out of the container (CIS Docker 5.3).""",
     "Recreate the container without the --cap-add.",
+    kinds=(CONTAINER,),
 )
 def container_capabilities(subject: Subject, settings: Settings) -> Iterator[Hit]:
     host = _host_config(subject)
@@ -278,6 +290,7 @@ def _anonymous(subject: Subject) -> Mapping[str, Any] | None:
     someone bound system:anonymous or system:unauthenticated to a reading role.""",
     "Remove the binding (`casemate posture scan --cluster … --rule rbac.anonymous-binding` "
     "names it), or start the API server with --anonymous-auth=false.",
+    kinds=("ClusterAccess",),
 )
 def cluster_anonymous_read(subject: Subject, settings: Settings) -> Iterator[Hit]:
     answered = _anonymous(subject)
@@ -298,6 +311,7 @@ def cluster_anonymous_read(subject: Subject, settings: Settings) -> Iterator[Hit
     anonymous discovery tells anyone which versions and resources (and so which CVEs) the
     cluster has.""",
     "Remove anonymous bindings to system:discovery, or use --anonymous-auth=false.",
+    kinds=("ClusterAccess",),
 )
 def cluster_anonymous_discovery(subject: Subject, settings: Settings) -> Iterator[Hit]:
     answered = _anonymous(subject)

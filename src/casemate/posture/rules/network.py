@@ -127,6 +127,7 @@ def _allows_all(peers: object) -> bool:
     """An ingress or egress rule without peers, with an empty namespaceSelector, or with
     0.0.0.0/0 allows every source or destination: the policy looks restrictive but is not.""",
     "Name the peers: a podSelector, a namespaceSelector with labels, or a narrow ipBlock.",
+    kinds=("NetworkPolicy",),
 )
 def policy_allows_all(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if subject.kind != "NetworkPolicy":
@@ -150,6 +151,7 @@ def _service_spec(subject: Subject) -> Mapping[str, Any] | None:
     """A NodePort Service listens on every node's addresses, past any ingress controller or
     load balancer rules.""",
     "Use a ClusterIP Service behind an Ingress or Gateway.",
+    kinds=("Service",),
 )
 def service_nodeport(subject: Subject, settings: Settings) -> Iterator[Hit]:
     spec = _service_spec(subject)
@@ -166,6 +168,7 @@ def service_nodeport(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """A LoadBalancer Service without loadBalancerSourceRanges is reachable from the whole
     internet (or network) the load balancer faces.""",
     "Set `loadBalancerSourceRanges`, or use an internal load balancer.",
+    kinds=("Service",),
 )
 def service_loadbalancer(subject: Subject, settings: Settings) -> Iterator[Hit]:
     spec = _service_spec(subject)
@@ -188,6 +191,7 @@ def service_loadbalancer(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """externalIPs let a Service claim any address, intercepting traffic meant for it
     (CVE-2020-8554).""",
     "Remove `externalIPs`; use a LoadBalancer or an Ingress.",
+    kinds=("Service",),
 )
 def service_external_ips(subject: Subject, settings: Settings) -> Iterator[Hit]:
     spec = _service_spec(subject)

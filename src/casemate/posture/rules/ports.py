@@ -132,6 +132,7 @@ def _kubelet(subject: Subject) -> Mapping[str, Any] | None:
     """The kubelet's read-only port (usually 10255) answers /pods, /spec and /stats over
     plain HTTP to anyone who can reach the node: every pod's spec, environment included.""",
     "Set readOnlyPort: 0 in the KubeletConfiguration (or --read-only-port=0).",
+    kinds=(KUBELET,),
 )
 def kubelet_read_only_port(subject: Subject, settings: Settings) -> Iterator[Hit]:
     config = _kubelet(subject)
@@ -150,6 +151,7 @@ def kubelet_read_only_port(subject: Subject, settings: Settings) -> Iterator[Hit
     requests without credentials as system:anonymous; only authorization stands between
     anyone on the network and the node's containers.""",
     "Set authentication.anonymous.enabled: false in the KubeletConfiguration.",
+    kinds=(KUBELET,),
 )
 def kubelet_anonymous_auth(subject: Subject, settings: Settings) -> Iterator[Hit]:
     config = _kubelet(subject)
@@ -168,6 +170,7 @@ def kubelet_anonymous_auth(subject: Subject, settings: Settings) -> Iterator[Hit
     """authorization.mode AlwaysAllow lets every authenticated (or, with anonymous auth,
     every) caller run commands in any container on the node through the kubelet's API.""",
     "Set authorization.mode: Webhook in the KubeletConfiguration.",
+    kinds=(KUBELET,),
 )
 def kubelet_always_allow(subject: Subject, settings: Settings) -> Iterator[Hit]:
     config = _kubelet(subject)

@@ -64,6 +64,7 @@ def _grants(subject: Subject) -> Iterator[_Grant]:
     """`verbs: ["*"]` grants today's verbs and any added later, escalate, bind and impersonate
     included.""",
     "List the verbs needed (get, list, watch…).",
+    kinds=_ROLE_KINDS,
 )
 def wildcard_verbs(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -82,6 +83,7 @@ def wildcard_verbs(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """`resources: ["*"]` covers Secrets, pods/exec and every resource added later, custom
     resources included.""",
     "List the resources needed.",
+    kinds=_ROLE_KINDS,
 )
 def wildcard_resources(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -100,6 +102,7 @@ def wildcard_resources(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """get, list or watch on Secrets reads every credential in scope, service-account tokens
     included (list returns the values, not only names).""",
     "Grant get on the named Secrets only (`resourceNames`), or mount them into the workload.",
+    kinds=_ROLE_KINDS,
 )
 def secrets_read(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -116,6 +119,7 @@ def secrets_read(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """escalate and bind let a subject grant itself roles beyond its own; impersonate lets it
     act as any user, group or service account.""",
     "Remove escalate, bind and impersonate; grant the needed roles directly.",
+    kinds=_ROLE_KINDS,
 )
 def escalate_bind_impersonate(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -135,6 +139,7 @@ def escalate_bind_impersonate(subject: Subject, settings: Settings) -> Iterator[
     """pods/exec and pods/attach run commands inside any pod in scope, with its service
     account and its mounted secrets.""",
     "Remove pods/exec and pods/attach; use the Casemate bastion for reviewed access.",
+    kinds=_ROLE_KINDS,
 )
 def pods_exec(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -155,6 +160,7 @@ def pods_exec(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """nodes/proxy reaches the kubelet API of every node: exec into any pod on it, past the
     apiserver's audit and admission.""",
     "Remove nodes/proxy; read metrics through metrics-server instead.",
+    kinds=_ROLE_KINDS,
 )
 def nodes_proxy(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -184,6 +190,7 @@ _WORKLOADS: Final = (
     """Whoever creates pods can mount any Secret and run as any service account of the
     namespace: creating workloads is reading Secrets by another road.""",
     "Grant workload creation to deployment pipelines only; enforce Pod Security admission.",
+    kinds=_ROLE_KINDS,
 )
 def workload_create(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -204,6 +211,7 @@ def workload_create(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """create on serviceaccounts/token issues a token for any service account in scope, and
     with it that account's permissions.""",
     "Remove serviceaccounts/token create.",
+    kinds=_ROLE_KINDS,
 )
 def token_create(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -222,6 +230,7 @@ def token_create(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """Approving CSRs lets a subject obtain client certificates for any user or node name the
     signer accepts.""",
     "Remove certificatesigningrequests/approval and signers approve.",
+    kinds=_ROLE_KINDS,
 )
 def csr_approve(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for g in _grants(subject):
@@ -240,6 +249,7 @@ def csr_approve(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """Writing Mutating/ValidatingWebhookConfigurations lets a subject see and rewrite every
     object the cluster admits, or switch policy enforcement off.""",
     "Reserve webhook configuration writes to cluster administrators.",
+    kinds=_ROLE_KINDS,
 )
 def admission_webhooks_write(subject: Subject, settings: Settings) -> Iterator[Hit]:
     group = "admissionregistration.k8s.io"
@@ -268,6 +278,7 @@ def _binding_subjects(subject: Subject) -> list[tuple[int, dict[str, str]]]:
     """cluster-admin is every permission on every resource; a binding hands that to its
     subjects (the built-in system:masters binding is not reported).""",
     "Bind a narrower role; keep cluster-admin for break-glass access through the bastion.",
+    kinds=_BINDING_KINDS,
 )
 def cluster_admin_binding(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if subject.kind not in _BINDING_KINDS:
@@ -291,6 +302,7 @@ _ANONYMOUS: Final = frozenset({"system:anonymous", "system:unauthenticated"})
     """A binding to system:anonymous or system:unauthenticated grants its role to anyone who
     can reach the apiserver.""",
     "Remove the subject; bind the role to authenticated identities.",
+    kinds=_BINDING_KINDS,
 )
 def anonymous_binding(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if subject.kind not in _BINDING_KINDS or _default(subject):
@@ -331,6 +343,7 @@ def automount_token(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """A ServiceAccount without automountServiceAccountToken: false has its token mounted into
     every pod that runs as it and does not opt out.""",
     "Set `automountServiceAccountToken: false` on the ServiceAccount.",
+    kinds=("ServiceAccount",),
 )
 def serviceaccount_automount(subject: Subject, settings: Settings) -> Iterator[Hit]:
     if (

@@ -31,7 +31,10 @@ class Family:
         scope: Scope = "object",
         pss: Literal["baseline", "restricted"] | None = None,
         controls: tuple[str, ...] = (),
+        kinds: Iterable[str] | None = None,
     ) -> Callable[[F], F]:
+        """``kinds``: the object kinds the rule can report on (the engine offers it no other;
+        the check still tests the kind itself, so it stays right when called directly)."""
         if not id.startswith(f"{self.name}."):
             raise ValueError(f"rule id {id!r} must start with {self.name}.")
 
@@ -49,6 +52,7 @@ class Family:
                     pss=pss,
                     controls=controls,
                     pods_only=self.pods_only,
+                    kinds=frozenset(kinds) if kinds is not None else None,
                 )
             )
             return check

@@ -117,6 +117,7 @@ def token_format(subject: Subject, settings: Settings) -> Iterator[Hit]:
     """A ConfigMap key named like a credential has a value; ConfigMaps are not access
     controlled like Secrets and are often readable by every workload.""",
     "Move the value into a Secret.",
+    kinds=("ConfigMap",),
 )
 def configmap_credential(subject: Subject, settings: Settings) -> Iterator[Hit]:
     for path, key, value in _configmap_values(subject):
