@@ -296,8 +296,18 @@ def test_cluster_accounts_provision_and_rotate_over_the_api(
     assert "stored account ops on byaddr (token" in r.stdout
     assert clusters.get_account("byaddr", "ops").namespaces == (kube_namespace,)
     assert kube_cluster.admin_token not in r.stdout + r.stderr
-    r = cli(base, admin, "cluster", "account", "add", "byaddr", "bad", "--token-file",
-            str(ca), home=tmp_path)  # fmt: skip  (a CA is no token: the cluster refuses it)
+    r = cli(
+        base,
+        admin,
+        "cluster",
+        "account",
+        "add",
+        "byaddr",
+        "bad",
+        "--token-file",
+        str(ca),
+        home=tmp_path,
+    )  # fmt: skip  (a CA is no token: the cluster refuses it)
     assert r.returncode == 1 and r.stderr.startswith("casemate: error:"), r.stderr
     r = cli(base, admin, "cluster", "account", "add", "byaddr", "bad", "--cert-file",
             str(ca), home=tmp_path)  # fmt: skip
