@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from casemate.core.audit import AuditLog, AuditWriter
+from casemate.core.audit import AuditLog
+from casemate.core.auditwriter import AuditWriter
 from casemate.core.db import Database
 from casemate.errors import UpstreamError
 from casemate.events import KubeApiRequestAudited

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from casemate.core.audit import AuditBacklog, AuditEntry
+from casemate.core.audit import AuditEntry
+from casemate.core.auditwriter import AuditBacklog
 from casemate.edge.auditing import (
     DockerCallDecided,
     DockerCallFinished,

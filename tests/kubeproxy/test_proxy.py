@@ -27,7 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from casemate.core.audit import AuditLog, AuditWriter
+from casemate.core.audit import AuditLog
+from casemate.core.auditwriter import AuditWriter
 from casemate.core.db import Database
 from casemate.errors import ConfigError, UpstreamError
 from casemate.events import Event, KubeApiRequestAudited, KubeApiRequestDecided

@@ -8,7 +8,8 @@ attach and exec: once the hijacked stream ends) a second record, :class:`DockerC
 ``call_id`` and ``decided_seq`` of the decided record.
 
 An outcome that cannot be written (a full data directory, a broken database) is kept by an
-:class:`~casemate.core.audit.AuditBacklog` and written when the audit log takes records again.
+:class:`~casemate.core.auditwriter.AuditBacklog` and written when the audit log takes records
+again.
 What a crash (or a stop while the audit log was still failing) loses is closed at the next
 start by :func:`recover`: each decided record with a ``call_id`` and no outcome gets an
 ``edge.docker.finished`` with outcome ``unknown`` (status 0), then an ``edge.recovered`` marker

@@ -85,7 +85,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from casemate.core.audit import AuditBacklog, AuditEntry, AuditLog, AuditWriter
+from casemate.core.audit import AuditEntry, AuditLog
+from casemate.core.auditwriter import AuditBacklog, AuditWriter
 from casemate.core.identity import Identity
 from casemate.edge.auditing import (
     audit_failure_cause,
@@ -324,7 +325,7 @@ class EdgeProxy:
 
     async def record(self, event: Event) -> AuditEntry:
         """Commit the audit record (raises if it cannot be written). Records of concurrent
-        calls share one transaction (:class:`~casemate.core.audit.AuditWriter`)."""
+        calls share one transaction (:class:`~casemate.core.auditwriter.AuditWriter`)."""
         entry = await self.writer.record(event)
         self.decisions += 1
         return entry

@@ -18,7 +18,7 @@ benchmark start in-process). It owns
   directory removed at once;
 * **nothing left open**: every session that has a ``bastion.session.started`` record gets its
   ``bastion.session.ended``, whatever fails during the teardown. An end that cannot be
-  written (the database is away) is kept in the gateway's :class:`~casemate.core.audit
+  written (the database is away) is kept in the gateway's :class:`~casemate.core.auditwriter
   .AuditBacklog` and written when the database is back (and such sessions stay listed, state
   ``ending``, until then). At start, before the proxy listens, :func:`~casemate.gateway
   .recovery.recover` closes in the audit what a crashed run left open (sessions, commands,
@@ -53,7 +53,7 @@ from casemate.bastion.recording import RecordingStore, RecordingWriter
 from casemate.bastion.review import ReviewService, Ticket, TicketState, command_hash
 from casemate.bastion.runner import CommandRunner, RunnerLimits, SessionInfo, Tools
 from casemate.bastion.workenv import WorkEnv, WorkEnvSpec
-from casemate.core.audit import AuditBacklog, AuditWriter
+from casemate.core.auditwriter import AuditBacklog, AuditWriter
 from casemate.core.files import write_atomic
 from casemate.core.identity import Principal
 from casemate.core.runtime import Runtime

@@ -84,7 +84,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from casemate.core.audit import AuditSink, AuditWriter
+from casemate.core.auditwriter import AuditSink, AuditWriter
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
 from casemate.kubeproxy.body import with_body
 from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify
