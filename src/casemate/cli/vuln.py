@@ -45,6 +45,7 @@ from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
 from casemate.vuln.patch import patch_image, summary
 from casemate.vuln.remediate.fixes import plan_manifest
 from casemate.vuln.remediate.manifest import diff, load, sites
+from casemate.vuln.remediate.mirror_index import package_index_reader
 from casemate.vuln.remediate.plan import SECURITY_MIRROR
 from casemate.vuln.report import components, report_findings
 from casemate.vuln.rollout.assess import Assessment
@@ -336,6 +337,7 @@ def fix(
         index,
         lambda image: scan_docker_image(image, docker_host=docker_host, cache=cache),
         security_mirror,
+        package_index_reader(),
     )
     table = Table()
     for column in ("Workload", "Container", "Plan"):

@@ -68,6 +68,7 @@ class Package:
     source_version: str
     manager: Manager
     arch: str = ""
+    provides: tuple[tuple[str, str | None], ...] = ()  # dpkg Provides: (name, version or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ rollout, is not done yet.)"""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -97,9 +98,19 @@ def test_fix_writes_the_second_manifest_and_its_commands_work(
     app, locked = spec["containers"]
     assert "lifecycle" not in locked
 
+    # resolved against the mirror's index: pinned versions, each file's SHA-256 from the index
+    script = fetch["command"][-1]
+    assert " zlib1g=1:1.2.13" in script and "has the SHA-256 of the index" in script
     volume = f"cmv-fixes-{uuid.uuid4().hex[:8]}"
     mount = f"{volume}:/casemate-fixes"
     try:
+        wrong = re.sub(r"grep -q '\^[0-9a-f]{64} '", "grep -q '^" + "0" * 64 + " '", script)
+        refused = docker_engine.docker(
+            "run", "--rm", "--network", "host", "-v", mount, "--user", "0",
+            debian12_image, "sh", "-c", wrong, check=False, timeout=600,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "has the SHA-256 of the index" in refused.stderr
         fetched = docker_engine.docker(
             "run", "--rm", "--network", "host", "-v", mount, "--user", "0",
             debian12_image, *fetch["command"], check=False, timeout=600,

@@ -13,7 +13,7 @@ from typing import Any
 
 from casemate.vuln.model import Inventory, OsRelease, Package
 
-_VERSION = 2
+_VERSION = 3  # 3: Package.provides
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
@@ -33,7 +33,10 @@ def inventory_from_json(data: dict[str, Any]) -> Inventory:
             if os_release
             else None
         ),
-        packages=tuple(Package(**p) for p in data["packages"]),
+        packages=tuple(
+            Package(**{**p, "provides": tuple((n, v) for n, v in p["provides"])})
+            for p in data["packages"]
+        ),
         problems=tuple(data["problems"]),
         tools=tuple(data["tools"]),
         user=str(data["user"]),

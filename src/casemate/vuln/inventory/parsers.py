@@ -19,6 +19,9 @@ _INSTALLED = frozenset(
 _BINNMU = re.compile(r"\+b\d+$")
 _SOURCE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9+.-]*)(?:\s+\((?P<version>[^()\s]+)\))?$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
+_PROVIDES = re.compile(
+    r"^(?P<name>[a-z0-9][a-z0-9+.-]*)(?::\S+)?\s*(?:\(\s*=\s*(?P<version>[^()\s]+)\s*\))?$"
+)
 
 
 class InventoryError(InvalidInput):
@@ -79,6 +82,17 @@ def _paragraphs(text: str, where: str) -> list[tuple[int, dict[str, str]]]:
     return result
 
 
+def parse_provides(text: str) -> tuple[tuple[str, str | None], ...]:
+    """A ``Provides`` field: (name, version or ``None``) each; what is not a relation is
+    left out (it then provides nothing)."""
+    found: list[tuple[str, str | None]] = []
+    for part in text.replace("\n", " ").split(","):
+        m = _PROVIDES.match(part.strip())
+        if m:
+            found.append((m["name"], m["version"]))
+    return tuple(found)
+
+
 def parse_dpkg_status(text: str, where: str = "dpkg status") -> tuple[Package, ...]:
     """The installed packages of a dpkg status file (or a distroless ``status.d`` file).
 
@@ -107,8 +121,17 @@ def parse_dpkg_status(text: str, where: str = "dpkg status") -> tuple[Package, .
             source = m["name"]
             if m["version"]:
                 source_version = m["version"]
+        provides = parse_provides(fields.get("provides", ""))
         packages.append(
-            Package(name, version, source, source_version, "dpkg", fields.get("architecture", ""))
+            Package(
+                name,
+                version,
+                source,
+                source_version,
+                "dpkg",
+                fields.get("architecture", ""),
+                provides,
+            )  # fmt: skip
         )
     return tuple(packages)
 

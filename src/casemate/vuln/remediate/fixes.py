@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from casemate.errors import CasemateError, InvalidInput
 from casemate.vuln.advisories.index import AdvisoryIndex
 from casemate.vuln.match import match
-from casemate.vuln.model import Inventory
+from casemate.vuln.model import Inventory, OsRelease
+from casemate.vuln.remediate.deps import PackageIndex, index_arch
 from casemate.vuln.remediate.manifest import Change, diff, load, remediate, sites
 from casemate.vuln.remediate.plan import (
     SECURITY_MIRROR,
@@ -38,9 +39,21 @@ class ManifestPlan:
     problems: tuple[str, ...]
 
 
+#: reads the package index of (mirror, OS, architecture): the security suite's ``Packages``
+IndexReader = Callable[[str, OsRelease, str], PackageIndex]
+
+
+def security_mirror_for(os: OsRelease, configured: str | None) -> str:
+    return configured or (UBUNTU_SECURITY if os.id == "ubuntu" else SECURITY_MIRROR)
+
+
 def plan_manifest(text: str, where: str, index: AdvisoryIndex,
                   read_image: Callable[[str], Inventory],
-                  security_mirror: str | None = None) -> ManifestPlan:  # fmt: skip
+                  security_mirror: str | None = None,
+                  read_index: IndexReader | None = None) -> ManifestPlan:  # fmt: skip
+    """With ``read_index``, each container's downloads are the fixes and the dependencies they
+    need, resolved against the mirror's index (a container whose index cannot be read is
+    refused); without it, the fixed binaries are fetched by name and apt checks them."""
     found = [site for site in sites(load(text, where)) if site.facts.image]
     if not found:
         raise InvalidInput(f"{where}: no workload with containers")
@@ -63,17 +76,29 @@ def plan_manifest(text: str, where: str, index: AdvisoryIndex,
             rows.append(PlanRow(*row, ("not scanned (see the problems)",)))
             continue
         problems += inventory.problems
-        plan = plan_container(site.facts, inventory, match(inventory, index).findings)
+        packages: PackageIndex | None = None
+        if read_index is not None and inventory.os is not None and inventory.os.manager == "dpkg":
+            mirror = security_mirror_for(inventory.os, security_mirror)
+            try:
+                packages = read_index(mirror, inventory.os, index_arch(inventory.packages))
+            except CasemateError as e:
+                problems.append(f"{site.facts.image}: the mirror's package index: {e}")
+                rows.append(PlanRow(*row, (f"refused: the dependencies cannot be resolved: {e}",)))
+                continue
+        plan = plan_container(
+            site.facts, inventory, match(inventory, index).findings, index=packages
+        )
         lines = (
             [f"install {f.binary} >= {f.minimum}" for f in plan.fixes] if plan.applicable else []
         )
+        if plan.applicable:
+            lines += [f"also install {d.package} {d.version}: {d.needed_by}"
+                      for d in plan.downloads if d.needed_by]  # fmt: skip
         lines += [f"refused: {r}" for r in plan.refusals]
         lines += [f"not fixed: {s}" for s in plan.skipped] + [f"note: {n}" for n in plan.notes]
         rows.append(PlanRow(*row, tuple(lines) or ("nothing to fix",)))
         if plan.applicable and inventory.os is not None:
-            mirror = security_mirror or (
-                UBUNTU_SECURITY if inventory.os.id == "ubuntu" else SECURITY_MIRROR
-            )
+            mirror = security_mirror_for(inventory.os, security_mirror)
             changes[(site.document, site.facts.name)] = Change(
                 plan, fetch_script(plan, inventory.os.codename, mirror), install_script(plan)
             )

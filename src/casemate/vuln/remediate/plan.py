@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from casemate.vuln.model import Finding, Inventory
+from casemate.vuln.remediate.deps import Download, PackageIndex, resolve
 from casemate.vuln.versions import compare
 
 FIXES_DIR = "/casemate-fixes"
@@ -68,6 +69,9 @@ class ContainerPlan:
     refusals: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: the files to fetch, fixes and the dependencies they need, with the index's SHA-256
+    #: (empty: not resolved against an index, the fixed binaries are fetched by name)
+    downloads: tuple[Download, ...] = ()
 
     @property
     def applicable(self) -> bool:
@@ -83,7 +87,8 @@ def _minimum(installed_binary: str, installed_source: str, fixed_source: str) ->
 
 
 def plan_container(facts: ContainerFacts, inventory: Inventory, findings: Sequence[Finding],
-                   *, in_place: bool = True) -> ContainerPlan:  # fmt: skip
+                   *, in_place: bool = True,
+                   index: PackageIndex | None = None) -> ContainerPlan:  # fmt: skip
     manager = inventory.os.manager if inventory.os else None
     refusals: list[str] = []
     if manager is None:
@@ -130,6 +135,9 @@ def plan_container(facts: ContainerFacts, inventory: Inventory, findings: Sequen
             if earlier is not None and compare(finding.manager, earlier.minimum, minimum) > 0:
                 minimum = earlier.minimum
             fixes[binary] = PackageFix(binary, finding.package, installed.version, minimum, vulns)
+    downloads: tuple[Download, ...] = ()
+    if index is not None and manager == "dpkg" and fixes and not refusals:
+        downloads = _closure(fixes, inventory, index, skipped)
     return ContainerPlan(
         container=facts.name,
         image=facts.image,
@@ -138,7 +146,32 @@ def plan_container(facts: ContainerFacts, inventory: Inventory, findings: Sequen
         refusals=tuple(refusals),
         skipped=tuple(skipped),
         notes=(RACE,) if fixes and not refusals else (),
+        downloads=downloads,
     )
+
+
+def _closure(fixes: dict[str, PackageFix], inventory: Inventory, index: PackageIndex,
+             skipped: list[str]) -> tuple[Download, ...]:  # fmt: skip
+    """The downloads of every fix whose dependencies resolve; a source package whose upgrade
+    cannot be resolved is skipped with the reason (and its binaries dropped from ``fixes``)."""
+    by_source: dict[str, list[PackageFix]] = {}
+    for fix in fixes.values():
+        by_source.setdefault(fix.source, []).append(fix)
+    for source, group in sorted(by_source.items()):
+        alone = resolve([(f.binary, f.minimum) for f in group], inventory.packages, index)
+        if alone.refusals:
+            skipped.append(f"{source}: cannot be installed from the mirror: "
+                           f"{'; '.join(alone.refusals)}")  # fmt: skip
+            for f in group:
+                del fixes[f.binary]
+    if not fixes:
+        return ()
+    together = resolve([(f.binary, f.minimum) for f in fixes.values()], inventory.packages, index)
+    if together.refusals:  # each resolves alone, not all together: refuse them all
+        skipped.append(f"the upgrades cannot be installed together: {'; '.join(together.refusals)}")
+        fixes.clear()
+        return ()
+    return together.downloads
 
 
 def plan_image(image: str, inventory: Inventory, findings: Sequence[Finding]) -> ContainerPlan:
@@ -171,13 +204,23 @@ def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRR
         f'{{ echo "casemate: {f.binary} $v is older than the fix {f.minimum}" >&2; exit 1; }}'
         for f in plan.fixes
     )
+    if plan.downloads:  # pinned versions, each file checked against the index's SHA-256
+        names = " ".join(shlex.quote(f"{d.package}={d.version}") for d in plan.downloads)
+        checks += "; " + "; ".join(
+            f"grep -q '^{d.sha256} ' SHA256SUMS || {{ echo 'casemate: no downloaded file of "
+            f"{d.package} {d.version} has the SHA-256 of the index' >&2; exit 1; }}"
+            for d in plan.downloads
+        )
+        checks += (
+            f'; [ "$(ls *.deb | wc -l)" -eq {len(plan.downloads)} ] || '
+            "{ echo 'casemate: unexpected files were downloaded' >&2; exit 1; }"
+        )
     source = shlex.quote(f"deb {mirror} {codename}-security main")
     apt = f"apt-get -q -o Dir::Etc::SourceList={APT_LIST} -o Dir::Etc::SourceParts={APT_PARTS}"
     return (  # only the security suite: no other source of the image is needed or contacted
         f"set -eu; mkdir -p {APT_PARTS}; echo {source} > {APT_LIST}; "
         f"{apt} update; mkdir -p {directory}; cd {directory}; "
-        f"{apt} download {names}; {checks}; "
-        "sha256sum *.deb > SHA256SUMS"
+        f"{apt} download {names}; sha256sum *.deb > SHA256SUMS; {checks}"
     )
 
 
