@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from casemate.core.audit import AuditLog
@@ -320,16 +319,19 @@ class RolloutRunner:
             restored = self._watch(rollout, timeout, rolling_back=True)
         except CasemateError as e:
             restored = Assessment("failed", e.message)
-        if self.deleted:
-            restored = replace(restored, reason=f"{restored.reason}; deleted the pods stuck on "
-                               f"the failed revision: {', '.join(self.deleted)}")  # fmt: skip
+        note = (
+            f"; deleted the pods stuck on the failed revision: {', '.join(self.deleted)}"
+            if self.deleted
+            else ""
+        )
         if restored.state == "succeeded":
-            rollout = self.journal.step(rollout, "rolled-back", reason)
-            self._audit(rollout, step, "success", f"{reason}; restored: {restored.reason}")
+            rollout = self.journal.step(rollout, "rolled-back", reason + note)
+            self._audit(rollout, step, "success", f"{reason}{note}; restored: {restored.reason}")
         else:
             rollout = self.journal.step(
-                rollout, "rollback-failed", f"{reason}; the rollback failed: {restored.reason}"
-            )
+                rollout, "rollback-failed",
+                f"{reason}; the rollback failed: {restored.reason}{note}",
+            )  # fmt: skip
             self._audit(rollout, "rollback-failed", "failure", rollout.reason)
         return rollout
 
