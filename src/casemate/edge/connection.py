@@ -53,40 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class HeadScan:
-    """Finds the token and ``Expect`` header in the raw head (the reader validates the syntax;
-    it keeps only headers dockerd reads, so the token must be taken from the bytes)."""
-
-    def __init__(self, token_header: str, limit: int) -> None:
-        self._name = token_header.lower().encode("ascii")
-        self._limit = limit
-        self._buf = bytearray()
-        self.complete = False
-        self.token: str | None = None
-        self.expect_continue = False
-
-    def feed(self, data: bytes) -> None:
-        if self.complete or len(self._buf) > self._limit:
-            return
-        start = max(0, len(self._buf) - 3)
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n", start)
-        if end < 0:
-            return
-        head = bytes(self._buf[:end])
-        self._buf = bytearray()
-        self.complete = True
-        for line in head.split(b"\r\n")[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            lowered = name.strip().lower()
-            if lowered == self._name:
-                self.token = value.strip(b" \t").decode("ascii", "replace")
-            elif lowered == b"expect" and value.strip().lower() == b"100-continue":
-                self.expect_continue = True
-
-
 def _stream_error(line: bytes) -> bool:
     """A line of dockerd's JSON progress stream that reports an error."""
     line = line.strip()
@@ -114,7 +80,6 @@ class Exchange:
     """State of one request on a connection."""
 
     reader: RequestReader
-    scan: HeadScan
     events: deque[ReaderEvent] = field(default_factory=deque)
     request: DockerRequest | None = None
     body_done: bool = False
@@ -196,20 +161,16 @@ class Connection:
     async def _one(self, leftover: bytes) -> tuple[bool, bytes]:
         """Serve one request; returns (keep the connection, bytes of the next request)."""
         self.sent_anything = False
-        limits = self.config.limits
-        ex = Exchange(
-            RequestReader(limits), HeadScan(self.config.token_header, limits.max_head_bytes)
-        )
+        ex = Exchange(RequestReader(self.config.limits))
         continued = False
         data = leftover
         while ex.request is None:
             if not data:
                 data = await self._read_client()
-            ex.scan.feed(data)
             try:
                 events = ex.reader.feed(data)
             except RequestRefused as e:
-                self.token = ex.scan.token
+                self.token = self._token(ex)
                 await self._refuse(e)
                 return False, b""
             data = b""
@@ -220,18 +181,19 @@ class Connection:
                     ex.request = event.request
                 elif ex.request is not None:
                     ex.events.append(event)
-            if (
-                ex.request is None
-                and ex.scan.complete
-                and ex.scan.expect_continue
-                and not continued
-            ):
+            head = ex.reader.head
+            if ex.request is None and head is not None and head.expects_continue and not continued:
                 continued = True
                 await self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
         request = ex.request
-        self.token = ex.scan.token
+        self.token = self._token(ex)
         ex.body_done = not request.is_stream or any(isinstance(e, BodyEnd) for e in ex.events)
         return await self._handle(ex, request)
+
+    def _token(self, ex: Exchange) -> str | None:
+        """The caller's token, from the head the reader scanned (None before it is complete)."""
+        head = ex.reader.head
+        return None if head is None else head.get(self.config.token_header_lower)
 
     async def _refuse(self, e: RequestRefused) -> None:
         reason = redact(e.message, self.token)

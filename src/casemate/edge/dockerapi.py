@@ -7,8 +7,10 @@ client went away cleanly between requests. Anything the reader does not like rai
 :class:`~casemate.edge.refusal.RequestRefused` (status, stable code, reason); the driver answers
 with :func:`docker_error` and closes the connection.
 
-What is refused, and why (the framing rules sit in front of h11, which accepts several of
-these on its own; ``tests/edge/test_dockerapi.py`` pins which):
+What is refused, and why. The head is read by the shared strict scanner
+(:mod:`casemate.wire.head`, the edge's rules in :func:`head_rules`; h11 accepts several of
+these on its own, ``tests/edge/test_dockerapi.py`` pins which). A ``Content-Length`` body is
+counted here; h11 is used for one job only, decoding a chunked body:
 
 * Anything but ``HTTP/1.1``, methods other than GET/HEAD/POST/PUT/DELETE, targets that are not
   origin-form.
@@ -54,6 +56,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Final, TypeAlias
 from urllib.parse import quote, urlencode
@@ -77,6 +80,7 @@ from casemate.edge.routes import (
     parse_target,
 )
 from casemate.risks.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
+from casemate.wire.head import HeadReader, HeadRefused, HeadRules, RequestHead
 
 __all__ = [
     "BodyData",
@@ -232,16 +236,31 @@ class _State(Enum):
     FAILED = "failed"
 
 
-_HEAD_BAD_BYTE: Final = re.compile(rb"[^\x20-\x7e\t\r\n]")
-_LF: Final = re.compile(rb"\n")
-_CR: Final = re.compile(rb"\r")
-_HEADER_NAME: Final = re.compile(rb"[A-Za-z0-9-]+")
-_CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,18}")
-_TERMINATOR: Final = b"\r\n\r\n"
-
-
 def _refused(message: str, code: RefusalCode, status: int = 400) -> RequestRefused:
     return RequestRefused(message, code=code, status=status)
+
+
+@lru_cache(maxsize=8)
+def head_rules(limits: Limits) -> HeadRules:
+    """The shared head scanner's rules for the Docker socket (see the module docstring)."""
+    return HeadRules(
+        max_head_bytes=limits.max_head_bytes,
+        max_headers=limits.max_headers,
+        strict_names=True,
+        repeatable=REPEATABLE_HEADERS,
+        chunked=True,
+        version_status=505,
+        obs_text=False,
+    )
+
+
+def _head_refusal(e: HeadRefused) -> RequestRefused:
+    return RequestRefused(e.message, code=RefusalCode(e.code.value), status=e.status)
+
+
+#: What h11 is told of a chunked request: it only decodes the body (the head was read by
+#: :mod:`casemate.wire.head`; nothing of the client's head reaches h11).
+_CHUNKED_HEAD: Final = b"POST / HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 @dataclass
@@ -261,15 +280,20 @@ class RequestReader:
     ``upgrade`` set, the connection stops being HTTP once dockerd answers ``101``: the driver
     relays raw bytes from then on and must not feed this reader again. When
     ``expects_continue`` is set the driver may answer ``100 Continue`` before reading the body.
+
+    The head is read by the shared scanner (:class:`casemate.wire.head.HeadReader`); once it
+    is complete :attr:`head` holds every field (the driver takes the caller's token from it).
+    A ``Content-Length`` body is counted here; only a chunked body goes through h11.
     """
 
     def __init__(self, limits: Limits | None = None) -> None:
         self._limits = limits or Limits()
         self._state = _State.HEAD
-        self._buf = bytearray()
-        self._checked = 0
+        self._head = HeadReader(head_rules(self._limits))
+        self.head: RequestHead | None = None
+        """The scanned head, once complete (also when the request is refused after it)."""
         self._conn: h11.Connection | None = None
-        self._headers: list[tuple[str, str]] = []
+        self._left = 0
         self._pending: _Pending | None = None
 
     @property
@@ -286,6 +310,9 @@ class RequestReader:
         except RequestRefused:
             self._state = _State.FAILED
             raise
+        except HeadRefused as e:
+            self._state = _State.FAILED
+            raise _head_refusal(e) from None
         except h11.RemoteProtocolError as e:
             self._state = _State.FAILED
             code = RefusalCode.TRUNCATED if not data else RefusalCode.MALFORMED_HTTP
@@ -295,7 +322,8 @@ class RequestReader:
         if self._state is _State.HEAD:
             return self._feed_head(data)
         if self._state is _State.BODY:
-            assert self._conn is not None
+            if self._conn is None:
+                return self._counted(data, eof=not data)
             self._conn.receive_data(data)
             return self._pump()
         if self._state is _State.DONE:
@@ -314,80 +342,84 @@ class RequestReader:
     # --- head ----------------------------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> list[ReaderEvent]:
-        if not data:
-            if not self._buf:
+        head = self._head.feed(data)
+        if head is None:
+            if self._head.closed:
                 self._state = _State.CLOSED
                 return [Closed()]
-            raise _refused(
-                "connection closed before the request head was complete", RefusalCode.TRUNCATED
-            )
-        self._buf += data
-        end = self._buf.find(_TERMINATOR, max(0, self._checked - 3))
-        stop = len(self._buf) if end < 0 else end + len(_TERMINATOR)
-        if stop > self._limits.max_head_bytes:
-            raise _refused(
-                f"request head exceeds {self._limits.max_head_bytes} bytes",
-                RefusalCode.HEAD_TOO_LARGE,
-                431,
-            )
-        self._check_head_bytes(stop)
-        if end < 0:
             return []
-        head = bytes(self._buf[:stop])
-        rest = bytes(self._buf[stop:])
-        self._buf.clear()
-        self._headers = _prescan_head(head, self._limits)
-        self._conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self._limits.max_head_bytes + 1
-        )
+        self.head = head
+        rest = self._head.rest()
+        pending = self._pending = _start_request(head, self._limits)
         self._state = _State.BODY
-        self._conn.receive_data(head + rest)
-        return self._pump()
-
-    def _check_head_bytes(self, stop: int) -> None:
-        buf, start = self._buf, self._checked
-        if _HEAD_BAD_BYTE.search(buf, start, stop):
-            raise _refused(
-                "request head contains bytes outside printable ASCII", RefusalCode.HEAD_CHARS
+        events: list[ReaderEvent] = []
+        if pending.request.is_stream:
+            events.append(RequestReady(pending.request))
+        if head.chunked:
+            self._conn = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._limits.max_head_bytes + 1
             )
-        for m in _LF.finditer(buf, start, stop):
-            i = m.start()
-            if i == 0 or buf[i - 1] != 0x0D:
-                raise _refused("request head uses a bare LF line ending", RefusalCode.LINE_ENDING)
-        checked = stop
-        for m in _CR.finditer(buf, start, stop):
-            i = m.start()
-            if i + 1 >= len(buf):
-                checked = i  # the next byte has not arrived yet
-            elif buf[i + 1] != 0x0A:
-                raise _refused("request head contains a bare CR", RefusalCode.LINE_ENDING)
-        self._checked = checked
+            self._conn.receive_data(_CHUNKED_HEAD + rest)
+            events += self._pump()
+        else:
+            self._left = head.body_length
+            events += self._counted(rest, eof=False)
+        return events
 
-    # --- h11 events ----------------------------------------------------------------------------
+    # --- a Content-Length body (or none) -------------------------------------------------------
+
+    def _counted(self, data: bytes, *, eof: bool) -> list[ReaderEvent]:
+        events: list[ReaderEvent] = []
+        if eof:
+            if self._left:
+                raise _refused(
+                    "connection closed before the request body was complete",
+                    RefusalCode.TRUNCATED,
+                )
+        elif self._left:
+            take = min(self._left, len(data))
+            self._left -= take
+            self._on_data(data[:take], events)
+            data = data[take:]
+        if not self._left:
+            self._on_end(events)
+            if data:
+                raise _refused(
+                    "bytes received after a complete request; pipelining is not accepted on "
+                    "this socket",
+                    RefusalCode.PIPELINING,
+                )
+        return events
+
+    # --- a chunked body: h11 events ------------------------------------------------------------
 
     def _pump(self) -> list[ReaderEvent]:
-        assert self._conn is not None
+        conn = self._conn
+        assert conn is not None
         events: list[ReaderEvent] = []
         while self._state is _State.BODY:
-            event = self._conn.next_event()
+            event = conn.next_event()
             if event is h11.NEED_DATA:
                 break
             if isinstance(event, h11.Request):
-                self._on_request(event, events)
-            elif isinstance(event, h11.Data):
+                continue  # our own stand-in head
+            if isinstance(event, h11.Data):
                 self._on_data(bytes(event.data), events)
             elif isinstance(event, h11.EndOfMessage):
-                self._on_end(event, events)
+                if list(event.headers):
+                    raise _refused("chunked trailers are not accepted", RefusalCode.TRAILERS)
+                self._on_end(events)
+                if conn.trailing_data[0]:
+                    raise _refused(
+                        "bytes received after a complete request; pipelining is not accepted "
+                        "on this socket",
+                        RefusalCode.PIPELINING,
+                    )
             else:
                 raise _refused(
                     f"unexpected HTTP event {type(event).__name__}", RefusalCode.MALFORMED_HTTP
                 )
         return events
-
-    def _on_request(self, event: h11.Request, events: list[ReaderEvent]) -> None:
-        self._pending = _start_request(event, self._headers, self._limits)
-        if self._pending.request.is_stream:
-            events.append(RequestReady(self._pending.request))
 
     def _on_data(self, data: bytes, events: list[ReaderEvent]) -> None:
         pending = self._pending
@@ -408,84 +440,26 @@ class RequestReader:
         else:
             pending.body += data
 
-    def _on_end(self, event: h11.EndOfMessage, events: list[ReaderEvent]) -> None:
+    def _on_end(self, events: list[ReaderEvent]) -> None:
         pending = self._pending
-        assert pending is not None and self._conn is not None
-        if list(event.headers):
-            raise _refused("chunked trailers are not accepted", RefusalCode.TRAILERS)
+        assert pending is not None
         if pending.request.is_stream:
             events.append(BodyEnd(pending.received))
         else:
             events.append(RequestReady(_finish_request(pending, self._limits)))
-        if self._conn.trailing_data[0]:
-            raise _refused(
-                "bytes received after a complete request; pipelining is not accepted on this "
-                "socket",
-                RefusalCode.PIPELINING,
-            )
         self._state = _State.DONE
 
 
-# --- head validation ------------------------------------------------------------------------------
+# --- the request ----------------------------------------------------------------------------------
 
 
-def _prescan_head(head: bytes, limits: Limits) -> list[tuple[str, str]]:
-    """Refuse what h11 would accept but we do not; return (lower-case name, value) pairs."""
-    lines = head[: -len(_TERMINATOR)].split(b"\r\n")
-    if not lines[0]:
-        raise _refused("empty request line", RefusalCode.MALFORMED_HTTP)
-    if len(lines) - 1 > limits.max_headers:
-        raise _refused(
-            f"request has more than {limits.max_headers} header fields",
-            RefusalCode.TOO_MANY_HEADERS,
-            431,
-        )
-    headers: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
-            raise _refused("obsolete header line folding is not accepted", RefusalCode.OBS_FOLD)
-        raw_name, sep, raw_value = line.partition(b":")
-        if not sep or not _HEADER_NAME.fullmatch(raw_name):
-            raise _refused(
-                f"header name {raw_name[:64].decode('ascii')!r} has characters outside "
-                "[A-Za-z0-9-]",
-                RefusalCode.HEADER_NAME,
-            )
-        name = raw_name.decode("ascii").lower()
-        if name in seen and name not in REPEATABLE_HEADERS:
-            raise _refused(f"header {name!r} given more than once", RefusalCode.DUPLICATE_HEADER)
-        seen.add(name)
-        headers.append((name, raw_value.strip(b" \t").decode("ascii")))
-    _check_framing(dict(headers))
-    return headers
-
-
-def _check_framing(headers: Mapping[str, str]) -> None:
-    length = headers.get("content-length")
-    coding = headers.get("transfer-encoding")
-    if length is not None and coding is not None:
-        raise _refused(
-            "Content-Length and Transfer-Encoding together are ambiguous",
-            RefusalCode.LENGTH_AND_CHUNKED,
-        )
-    if length is not None and not _CONTENT_LENGTH.fullmatch(length):
-        raise _refused(f"invalid Content-Length {length[:32]!r}", RefusalCode.CONTENT_LENGTH)
-    if coding is not None and coding.lower() != "chunked":
-        raise _refused(
-            f"unsupported Transfer-Encoding {coding[:32]!r}", RefusalCode.TRANSFER_ENCODING, 501
-        )
-
-
-def _start_request(event: h11.Request, headers: list[tuple[str, str]], limits: Limits) -> _Pending:
-    method = event.method.decode("ascii")
-    if event.http_version != b"1.1":
-        raise _refused("only HTTP/1.1 is accepted", RefusalCode.HTTP_VERSION, 505)
+def _start_request(head: RequestHead, limits: Limits) -> _Pending:
+    method = head.method
     if method not in METHODS:
         raise _refused(
             f"method {method[:16]} is not used by the Docker API", RefusalCode.METHOD, 405
         )
-    raw_target = event.target.decode("ascii")
+    raw_target = head.target
     target = parse_target(
         raw_target, min_version=limits.min_api_version, max_version=limits.max_api_version
     )
@@ -496,13 +470,11 @@ def _start_request(event: h11.Request, headers: list[tuple[str, str]], limits: L
     if action is Action.PULL:
         action, body_kind = resolve_images_create(target.query)
     params = {**matched.params, **_derived_params(action, target.query)}
-    header_map = dict(headers)
-    upgrade, keep_alive = _connection(header_map, route)
-    expects_continue = _expect(header_map)
-    content_type = header_map.get("content-type")
+    upgrade, keep_alive = _connection(head, route)
+    expects_continue = _expect(head)
+    content_type = head.get("content-type")
     _check_content_type(content_type)
-    length = header_map.get("content-length")
-    content_length = int(length) if length is not None else None
+    content_length = head.content_length
     body_limit = _body_limit(body_kind, limits)
     if content_length and body_kind is BodyKind.NONE:
         raise _refused(f"{action.value} takes no request body", RefusalCode.BODY_NOT_ALLOWED)
@@ -512,7 +484,7 @@ def _start_request(event: h11.Request, headers: list[tuple[str, str]], limits: L
             RefusalCode.BODY_TOO_LARGE,
             413,
         )
-    forwarded = Headers(tuple((k, v) for k, v in headers if k in FORWARDED_HEADERS))
+    forwarded = Headers(tuple((k, v) for k, v in head.headers if k in FORWARDED_HEADERS))
     request = DockerRequest(
         method=method,
         target=raw_target,
@@ -541,8 +513,8 @@ def _body_limit(kind: BodyKind, limits: Limits) -> int | None:
     return limits.max_json_body
 
 
-def _connection(headers: Mapping[str, str], route: Route) -> tuple[str | None, bool]:
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",") if t.strip()}
+def _connection(headers: RequestHead, route: Route) -> tuple[str | None, bool]:
+    tokens = {t.strip().lower() for t in (headers.get("connection") or "").split(",") if t.strip()}
     unknown = tokens - _CONNECTION_TOKENS
     if unknown:
         raise _refused(
@@ -565,7 +537,7 @@ def _connection(headers: Mapping[str, str], route: Route) -> tuple[str | None, b
     return upgrade, False
 
 
-def _expect(headers: Mapping[str, str]) -> bool:
+def _expect(headers: RequestHead) -> bool:
     value = headers.get("expect")
     if value is None:
         return False

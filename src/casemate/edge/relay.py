@@ -26,6 +26,7 @@ from casemate.edge.dockerapi import (
 from casemate.edge.dockerfacts import describe_os_error
 from casemate.edge.refusal import RequestRefused
 from casemate.edge.routes import Action
+from casemate.wire.pipe import pipe
 
 if TYPE_CHECKING:
     from casemate.edge.connection import Connection, Exchange
@@ -330,37 +331,14 @@ class Relay:
 
     async def _pipe(self) -> None:
         """A hijacked connection: raw bytes both ways until dockerd closes."""
-        client_r, client_w = self.conn.reader, self.conn.writer
-        up_r, up_w = self.up_r, self.up_w
-        if self.early:
-            up_w.write(bytes(self.early))
-
-        async def client_to_docker() -> None:
-            if not self.early_eof:
-                while data := await client_r.read(READ_SIZE):
-                    up_w.write(data)
-                    await up_w.drain()
-                if peer_hung_up(client_w):
-                    raise ClientGone
-            if up_w.can_write_eof():
-                up_w.write_eof()
-
-        async def docker_to_client() -> None:
-            while data := await up_r.read(READ_SIZE):
-                client_w.write(data)
-                await client_w.drain()
-
-        upward = asyncio.create_task(client_to_docker(), name="edge-pipe-up")
-        downward = asyncio.create_task(docker_to_client(), name="edge-pipe-down")
-        try:
-            pending: set[asyncio.Task[None]] = {upward, downward}
-            while downward in pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if upward in done and upward.exception() is not None:
-                    break
-        finally:
-            for task in (upward, downward):
-                task.cancel()
-            for task in (upward, downward):
-                with contextlib.suppress(BaseException):
-                    await task
+        client_w = self.conn.writer
+        await pipe(
+            self.conn.reader,
+            client_w,
+            self.up_r,
+            self.up_w,
+            early=bytes(self.early),
+            client_done=self.early_eof,
+            grace=None,
+            client_gone=lambda: peer_hung_up(client_w),
+        )
