@@ -23,13 +23,12 @@ paths. Local paths are collected in :attr:`KubeCommand.files` and
 
 from __future__ import annotations
 
-import json
 import posixpath
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from casemate.bastion import kubeargs
 from casemate.bastion.cobraflags import (
     Flagset,
     args_minus_first,
@@ -40,7 +39,6 @@ from casemate.bastion.cobraflags import (
     strip_flags,
 )
 from casemate.bastion.commands import TOOLS, FlagSpec, ToolSpec, VerbSpec
-from casemate.bastion.kinds import canonical_kind
 from casemate.bastion.kubemodel import CommandRefused, KubeCommand, ResourceRef
 
 __all__ = [
@@ -153,155 +151,6 @@ def canonical_command_path(tool: str, words: Sequence[str]) -> tuple[str, ...] |
 
 
 # Building the model ----------------------------------------------------------------------------
-
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_NAME_FORBIDDEN = re.compile(r"[\s/%,]")
-
-
-def _namespace(value: str) -> str:
-    if len(value) > 63 or not _NAMESPACE.fullmatch(value):
-        raise CommandRefused(f"invalid namespace {value!r}")
-    return value
-
-
-def _name(value: str) -> str:
-    if not value or not value.isascii() or not value.isprintable() or _NAME_FORBIDDEN.search(value):
-        raise CommandRefused(f"invalid resource name {value!r}")
-    if value in (".", ".."):
-        raise CommandRefused(f"invalid resource name {value!r}")
-    return value
-
-
-def _kind(value: str) -> str:
-    kind = canonical_kind(value)
-    if kind is None:
-        raise CommandRefused(f"invalid resource type {value!r}")
-    return kind
-
-
-def _split_types(value: str) -> list[str]:
-    """kubectl's SplitResourceArgument (comma list, duplicates dropped); empty parts refused."""
-    types: list[str] = []
-    for part in value.split(","):
-        if part == "":
-            raise CommandRefused(f"empty resource type in {value!r}")
-        if part not in types:
-            types.append(part)
-    return types
-
-
-def _type_name(value: str) -> ResourceRef:
-    pieces = value.split("/")
-    if len(pieces) != 2 or not pieces[0] or not pieces[1]:
-        raise CommandRefused(f"{value!r}: resource/name arguments need exactly one '/'")
-    if len(_split_types(pieces[0])) != 1:
-        raise CommandRefused(f"{value!r}: resource/name arguments take a single resource type")
-    return ResourceRef(_kind(pieces[0]), _name(pieces[1]))
-
-
-def _resource_args(args: Sequence[str]) -> list[ResourceRef]:
-    """kubectl's ResourceTypeOrNameArgs."""
-    if not args:
-        return []
-    items = list(args)
-    if len(items) >= 2:
-        types = _split_types(items[0])
-        if len(types) > 1:
-            items = [f"{t}/{n}" for t in types for n in items[1:]]
-    slashed = sum("/" in item for item in items)
-    if slashed:
-        if slashed != len(items):
-            raise CommandRefused(
-                "give either TYPE NAME... or TYPE/NAME..., not both in one command"
-            )
-        return [_type_name(item) for item in items]
-    kinds = [_kind(t) for t in _split_types(items[0])]
-    names = [_name(n) for n in items[1:]]
-    if not names:
-        return [ResourceRef(kind) for kind in kinds]
-    return [ResourceRef(kind, name) for kind in kinds for name in names]
-
-
-def _named(value: str, default_kind: str) -> ResourceRef:
-    if "/" in value:
-        return _type_name(value)
-    return ResourceRef(default_kind, _name(value))
-
-
-def _split_specs(style: str, args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate resource arguments from change specs (label/annotate/taint/set env/set image
-    ``KEY=VALUE``, ``KEY-``...), like kubectl: all resources must come first."""
-    if style == "last":
-        if not args:
-            return [], []
-        return list(args[:-1]), [args[-1]]
-
-    def is_spec(arg: str) -> bool:
-        if style == "taint":
-            return "=" in arg or ":" in arg or arg.endswith("-")
-        return ("=" in arg and not arg.startswith("=")) or (arg.endswith("-") and arg != "-")
-
-    resources: list[str] = []
-    specs: list[str] = []
-    for arg in args:
-        if is_spec(arg):
-            specs.append(arg)
-        elif specs:
-            raise CommandRefused(f"all resources must be given before changes (got {arg!r})")
-        else:
-            resources.append(arg)
-    return resources, specs
-
-
-_DANGEROUS_POD_FIELDS = (
-    "privileged",
-    "hostpid",
-    "hostnetwork",
-    "hostipc",
-    "hostpath",
-    "hostusers",
-    "hostport",
-    "capabilities",
-    "allowprivilegeescalation",
-    "procmount",
-    "sys_admin",
-    "nodename",
-    "serviceaccount",
-    "automountserviceaccounttoken",
-    "seccompprofile",
-    "apparmor",
-    "selinux",
-    "runasuser",
-    "runasnonroot",
-)
-
-
-def _json_strings(value: object) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key)
-            yield from _json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _json_strings(item)
-    elif isinstance(value, str):
-        yield value
-
-
-def _overrides_are_privileged(text: str) -> bool:
-    """Whether a ``--overrides`` document touches a field that can weaken pod isolation.
-
-    The JSON is decoded (so ``\\u`` escapes cannot hide a name) and every key and string value
-    is searched case-insensitively (Go's JSON decoding matches keys case-insensitively, and a
-    JSON patch names fields in its string values)."""
-    try:
-        document = json.loads(text)
-    except ValueError:
-        raise CommandRefused("--overrides is not valid JSON") from None
-    haystack = " ".join(_json_strings(document)).lower()
-    return any(field in haystack for field in _DANGEROUS_POD_FIELDS)
-
-
 _DRY_RUN_KUBECTL = {"none": "none", "client": "client", "server": "server", "unchanged": "client"}
 _DRY_RUN_HELM = {"none": "none", "client": "client", "server": "server"}
 _PRIVILEGED_DEBUG_PROFILES = frozenset({"sysadmin", "netadmin"})
@@ -473,25 +322,27 @@ class _Builder:
             if args:
                 raise CommandRefused(f"unexpected argument {args[0]!r}")
         elif mode == "resources":
-            resources, specs = _split_specs(final.specs, args) if final.specs else (args, [])
-            f.resources = _resource_args(resources)
+            resources, specs = (
+                kubeargs.split_specs(final.specs, args) if final.specs else (args, [])
+            )
+            f.resources = kubeargs.resource_args(resources)
             f.args = specs
         elif mode == "names":
-            f.resources = [_named(arg, kind) for arg in args]
+            f.resources = [kubeargs.named(arg, kind) for arg in args]
         elif mode == "name":
             if self.tool.name == "kubectl" and final.name == "run":
                 if not args:
                     raise CommandRefused("kubectl run needs a NAME")
-                f.resources = [ResourceRef(kind, _name(args[0]))]
+                f.resources = [ResourceRef(kind, kubeargs.name_arg(args[0]))]
                 f.command = args[1:] + f.command
             else:
                 if len(args) != 1:
                     raise CommandRefused(f"exactly one NAME is required, got {len(args)}")
-                f.resources = [ResourceRef(kind, _name(args[0]))]
+                f.resources = [ResourceRef(kind, kubeargs.name_arg(args[0]))]
         elif mode == "target":
             self._target(final, args, kind, f)
         elif mode == "targets":
-            f.resources = [_named(arg, kind) for arg in args]
+            f.resources = [kubeargs.named(arg, kind) for arg in args]
         elif mode == "cp":
             self._cp(args, f)
         elif mode == "free":
@@ -501,23 +352,23 @@ class _Builder:
         elif mode == "charts":
             if len(args) != 1:
                 raise CommandRefused(f"exactly one chart path is required, got {len(args)}")
-            f.chart = _chart(args[0])
+            f.chart = kubeargs.chart_arg(args[0])
         elif mode == "release":
             if not args:
                 raise CommandRefused("a release name is required")
-            f.resources = [ResourceRef("releases", _name(args[0]))]
+            f.resources = [ResourceRef("releases", kubeargs.name_arg(args[0]))]
             f.args = args[1:]
         elif mode == "releases":
             if not args:
                 raise CommandRefused("a release name is required")
-            f.resources = [ResourceRef("releases", _name(arg)) for arg in args]
+            f.resources = [ResourceRef("releases", kubeargs.name_arg(arg)) for arg in args]
         elif mode in ("install", "upgrade"):
             self._install(mode, args, f)
 
     def _target(self, final: VerbSpec, args: list[str], kind: str, f: _Fields) -> None:
         if not args:
             return
-        f.resources = [_named(args[0], kind)]
+        f.resources = [kubeargs.named(args[0], kind)]
         extra = args[1:]
         if final.name == "exec" and extra:
             raise CommandRefused("use 'kubectl exec POD -- COMMAND' (with '--')")
@@ -540,10 +391,14 @@ class _Builder:
             pod, _, _remote = arg.partition(":")
             pieces = pod.split("/")
             if len(pieces) == 1:
-                f.resources.append(ResourceRef("pods", _name(pieces[0])))
+                f.resources.append(ResourceRef("pods", kubeargs.name_arg(pieces[0])))
             elif len(pieces) == 2:
                 f.resources.append(
-                    ResourceRef("pods", _name(pieces[1]), namespace=_namespace(pieces[0]))
+                    ResourceRef(
+                        "pods",
+                        kubeargs.name_arg(pieces[1]),
+                        namespace=kubeargs.namespace_arg(pieces[0]),
+                    )
                 )
             else:
                 raise CommandRefused(f"invalid cp argument {arg!r}")
@@ -563,8 +418,8 @@ class _Builder:
                 f"got {len(args)} arguments"
             )
         if expected == 2:
-            f.resources = [ResourceRef("releases", _name(args[0]))]
-        f.chart = _chart(args[-1])
+            f.resources = [ResourceRef("releases", kubeargs.name_arg(args[0]))]
+        f.chart = kubeargs.chart_arg(args[-1])
 
     def _paths(self, f: _Fields) -> None:
         roles = self.tool.path_flags
@@ -576,7 +431,7 @@ class _Builder:
                 target = f.files
             else:
                 target = f.local_paths
-            target.extend(_paths_of(role, value, spec.name))
+            target.extend(kubeargs.paths_of(role, value, spec.name))
         output = self._last("output")
         if output is not None and self.tool.name == "kubectl":
             if f.path == ["kustomize"]:
@@ -607,8 +462,8 @@ class _Builder:
                     f"kubectl {f.path[0]} --raw sends a chunked request body, which the API "
                     "proxy does not accept (411): use -f without --raw"
                 )
-            _check_raw(raw)
-            f.resources = f.resources + _raw_resources(raw)
+            kubeargs.check_raw(raw)
+            f.resources = f.resources + kubeargs.raw_resources(raw)
             if output_format is None:
                 output_format = "raw"  # the server's JSON, printed as is
         selector = self._last("selector") if final.selects else None
@@ -624,7 +479,7 @@ class _Builder:
             verb=f.path[0],
             subverb=subverb,
             resources=tuple(f.resources),
-            namespace=_namespace(namespace) if namespace is not None else None,
+            namespace=kubeargs.namespace_arg(namespace) if namespace is not None else None,
             all_namespaces=self._bool("all-namespaces"),
             selector=selector,
             field_selector=self._last("field-selector"),
@@ -670,7 +525,7 @@ class _Builder:
         if f.path == ["run"]:
             overrides = self._last("overrides")
             return self._bool("privileged") or (
-                overrides is not None and _overrides_are_privileged(overrides)
+                overrides is not None and kubeargs.overrides_are_privileged(overrides)
             )
         if f.path == ["debug"]:
             profile = (self._last("profile") or "legacy").lower()
@@ -691,82 +546,3 @@ class _Fields:
     files: list[str] = field(default_factory=list)
     local_paths: list[str] = field(default_factory=list)
     chart: str | None = None
-
-
-def _paths_of(role: str, value: str, flag: str) -> list[str]:
-    if role == "path":
-        return [value]
-    if '"' in value:
-        raise CommandRefused(f"quoted list values are not supported in --{flag}")
-    parts = value.split(",")
-    if role == "list":
-        return parts
-    if role == "keyed":
-        paths: list[str] = []
-        for part in parts:
-            pieces = part.split("=")
-            if len(pieces) > 2:
-                raise CommandRefused(f"invalid --{flag} value {part!r}")
-            paths.append(pieces[-1])
-        return paths
-    # helm --set-file KEY=PATH[,KEY=PATH]
-    if any(c in value for c in "\\{}[]"):
-        raise CommandRefused(f"--{flag} supports only KEY=PATH[,KEY=PATH...]")
-    paths = []
-    for part in parts:
-        key, eq, path = part.partition("=")
-        if not eq or not key:
-            raise CommandRefused(f"invalid --{flag} value {part!r}")
-        paths.append(path)
-    return paths
-
-
-def _chart(value: str) -> str:
-    if "://" in value or value.startswith("oci:"):
-        raise CommandRefused(
-            f"chart {value!r}: URLs and oci:// references are not allowed; "
-            "use a chart directory or archive in the workspace"
-        )
-    if not (value in (".", "..") or value.startswith(("./", "../", "/"))):
-        raise CommandRefused(
-            f"chart {value!r}: only local charts are allowed; write it as a path "
-            f"(./{value}) — repository charts are not allowed"
-        )
-    return value
-
-
-def _check_raw(raw: str) -> None:
-    if not raw.startswith("/") or raw.startswith("//") or "://" in raw:
-        raise CommandRefused(f"--raw takes an absolute API path (/api/...), not {raw!r}")
-    path = raw.split("?", 1)[0]
-    if "%" in raw or "\\" in raw or "//" in path or "#" in raw:
-        raise CommandRefused(f"--raw path {raw!r} contains escapes or empty segments")
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise CommandRefused(f"--raw path {raw!r} contains '.' or '..' segments")
-    if not raw.isascii() or not raw.isprintable() or " " in raw:
-        raise CommandRefused(f"--raw path {raw!r} contains unexpected characters")
-
-
-def _raw_resources(raw: str) -> list[ResourceRef]:
-    """The object a raw API path addresses, as the API server routes it:
-    ``/api/v1[/namespaces/NS]/RESOURCE[/NAME[/SUBRESOURCE...]]`` and the same under
-    ``/apis/GROUP/VERSION``. Non-resource paths (``/healthz``, ``/version``) address none."""
-    segments = raw.split("?", 1)[0].strip("/").split("/")
-    if segments[:2] == ["api", "v1"]:
-        group, rest = "", segments[2:]
-    elif segments[0] == "apis" and len(segments) >= 3:
-        group, rest = segments[1], segments[3:]
-    else:
-        return []
-    if not rest or rest == [""]:
-        return []
-    namespace: str | None = None
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        namespace = _namespace(rest[1])
-        rest = rest[2:]
-    resource = rest[0]
-    typed = f"{resource}.{group}" if group else resource
-    ref = ResourceRef(_kind(typed), _name(rest[1]) if len(rest) > 1 else None, namespace)
-    if ref.kind == "namespaces" and ref.name is not None and namespace is None:
-        ref = ResourceRef("namespaces", ref.name, ref.name)
-    return [ref]
