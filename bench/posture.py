@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from casemate.cli.posture import scan_items
+from casemate.cli.posture_common import scan_items
 from casemate.posture.admission import AdmissionPolicy, review_response
 from casemate.posture.engine import Scanner
 from casemate.posture.manifests import load_paths

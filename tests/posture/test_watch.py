@@ -72,6 +72,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class SyslogReceiver:
+    """A TCP syslog server opened by the test: octet-counted RFC 5424 frames (RFC 6587)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.frames: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        buffer = b""
+        with conn:
+            while chunk := conn.recv(65536):
+                buffer += chunk
+                while b" " in buffer:
+                    length, _, rest = buffer.partition(b" ")
+                    if len(rest) < int(length):
+                        break
+                    self.frames.append(rest[: int(length)])
+                    buffer = rest[int(length) :]
+
+    def messages(self, msgid: str) -> list[dict]:
+        """The JSON bodies of the frames whose MSGID is ``msgid``."""
+        out = []
+        for frame in list(self.frames):
+            header, _, body = frame.partition(b"\xef\xbb\xbf")
+            if header.split(b" ")[5].decode() == msgid:
+                out.append(json.loads(body))
+        return out
+
+
 @pytest.mark.k8s
 def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namespace, tmp_path):
     from casemate.core.runtime import open_runtime
@@ -98,11 +130,13 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
     )  # fmt: skip
     rt.close()
     port = _free_port()
+    syslog = SyslogReceiver()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CASEMATE_")},
            "CASEMATE_DATA_DIR": str(data_dir)}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "casemate.cli", "posture", "watch", "--cluster", "test",
-         "-n", kube_namespace, "--metrics-listen", f"127.0.0.1:{port}"],
+         "-n", kube_namespace, "--metrics-listen", f"127.0.0.1:{port}",
+         "--syslog", f"127.0.0.1:{syslog.port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     lines: list[str] = []
@@ -136,6 +170,20 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
             assert time.monotonic() - created < 15, "".join(lines)
             time.sleep(0.2)
         assert not any("[excepted" in line for line in lines if wanted in line)
+
+        # the same finding as a syslog line, sent by the watch itself (no casemate serve runs)
+        def sent() -> list[dict]:
+            return [
+                m for m in syslog.messages("posture.finding")
+                if m["details"]["object"]["name"] == "rooted"
+                and m["details"]["rule"] == "escape.privileged"
+            ]  # fmt: skip
+
+        while not sent():
+            assert time.monotonic() - created < 20, (syslog.frames, "".join(lines))
+            time.sleep(0.2)
+        (message,) = sent()
+        assert message["outcome"] == "critical" and message["details"]["cluster"] == "test"
         agent = privileged("agent")
         agent["metadata"].update(namespace=kube_namespace, labels={"app": "agent"})
         kube_cluster.kubectl("create", "-f", "-", input=json.dumps(agent))
@@ -158,6 +206,7 @@ def test_watch_reports_a_privileged_pod_within_seconds(kube_cluster, kube_namesp
     finally:
         proc.terminate()
         proc.wait(10)
+        syslog.sock.close()
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
