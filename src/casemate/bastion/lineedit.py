@@ -11,7 +11,8 @@ sequences (CSI with any parameters, SS3, OSC/DCS/APC/PM/SOS strings up to BEL or
 invalid UTF-8 and characters that alter how text is displayed (C1 controls, bidirectional and
 other format characters, line/paragraph separators) are consumed and answered with a bell.
 A submitted line is therefore free of control characters; it is still parsed and decided by
-:func:`casemate.bastion.shell.parse_line` and the policy, which remain the authority.
+:func:`casemate.bastion.shell.parse_line` and the policy, which remain the authority. The bytes
+are read by :class:`~casemate.bastion.keydecode.KeyDecoder`, which this editor extends.
 
 Rendering is deliberately simple and correct for a line that fits on one terminal row: every
 change redraws ``"\\r" + prompt + line + "\\x1b[K"`` and moves the cursor back over the text
@@ -25,7 +26,6 @@ also shows anything typed ahead in the meantime).
 
 from __future__ import annotations
 
-import enum
 import os
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from casemate.bastion.completion import kube_completer
+from casemate.bastion.keydecode import KeyDecoder
 
 __all__ = [
     "WORD_BREAKS",
@@ -89,8 +90,6 @@ _CRLF = b"\r\n"
 # paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
-_MAX_SEQUENCE = 32  # parameter/intermediate bytes kept of one CSI sequence
-
 
 def _insertable(char: str) -> bool:
     if " " <= char <= "~":
@@ -115,20 +114,10 @@ def _is_word_char(char: str) -> bool:
     return char.isalnum()
 
 
-class _State(enum.Enum):
-    GROUND = enum.auto()
-    ESC = enum.auto()  # after ESC
-    ESC_INTER = enum.auto()  # ESC + intermediate bytes (0x20-0x2F), until a final byte
-    CSI = enum.auto()  # ESC [ parameters intermediates final
-    SS3 = enum.auto()  # ESC O final
-    STRING = enum.auto()  # OSC / DCS / SOS / PM / APC body, until BEL or ST
-    STRING_ESC = enum.auto()  # ESC inside a string: ST is ESC \
-
-
 # The editor -------------------------------------------------------------------------------
 
 
-class LineEditor:
+class LineEditor(KeyDecoder):
     """A single-line editor fed with raw terminal bytes.
 
     ``max_line`` bounds the line in UTF-8 bytes (the restricted shell's limit is in bytes too);
@@ -170,16 +159,7 @@ class LineEditor:
         # history navigation: position in history (len = the line being typed) and that line
         self._hist_pos = len(self._history)
         self._draft = ""
-        # input decoding
-        self._state = _State.GROUND
-        self._seq = bytearray()
-        self._seq_overflow = False
-        self._utf8 = bytearray()
-        self._utf8_need = 0
-        self._utf8_lo = 0x80
-        self._utf8_hi = 0xBF
-        self._after_cr = False
-        self._pasting = False
+        super().__init__()  # the input decoder's state
         self._tabbed = False
         # output of the current feed
         self._events: list[EditorEvent] = []
@@ -205,11 +185,6 @@ class LineEditor:
         """The history, oldest first (a copy)."""
         return list(self._history)
 
-    @property
-    def pasting(self) -> bool:
-        """Whether a bracketed paste is in progress."""
-        return self._pasting
-
     def set_prompt(self, prompt: str) -> None:
         """Change the prompt; write :meth:`redraw` to show it."""
         self._prompt = prompt
@@ -226,6 +201,8 @@ class LineEditor:
         """Process terminal input; return the events it causes, in order."""
         self._events = []
         for byte in data:
+            if byte != 0x09:
+                self._tabbed = False
             self._byte(byte)
         self._sync()
         events, self._events = self._events, []
@@ -252,118 +229,17 @@ class LineEditor:
     def _bell(self) -> None:
         self._echo(_BELL)
 
-    # Byte decoding -----------------------------------------------------------------------
+    # Keys the decoder found ----------------------------------------------------------------
 
-    def _byte(self, byte: int) -> None:
-        after_cr, self._after_cr = self._after_cr, False
-        if byte != 0x09:
-            self._tabbed = False
-        if self._utf8_need:
-            if self._utf8_lo <= byte <= self._utf8_hi:
-                self._utf8.append(byte)
-                self._utf8_need -= 1
-                self._utf8_lo, self._utf8_hi = 0x80, 0xBF
-                if not self._utf8_need:
-                    char = self._utf8.decode("utf-8")
-                    self._utf8.clear()
-                    self._insert_char(char)
-                return
-            self._utf8.clear()
-            self._utf8_need = 0
+    def _control_key(self, byte: int) -> None:
+        handler = _CONTROL_KEYS.get(byte)
+        if handler is None:
             self._bell()
-        if byte == 0x0A and after_cr and self._state is _State.GROUND:
-            return  # CRLF is one line ending
-        self._dispatch(byte)
-
-    def _dispatch(self, byte: int) -> None:
-        state = self._state
-        if state is _State.GROUND:
-            self._ground(byte)
-        elif state is _State.ESC:
-            self._esc(byte)
-        elif state is _State.CSI:
-            self._csi(byte)
-        elif state is _State.SS3:
-            self._ss3(byte)
-        elif state is _State.ESC_INTER:
-            self._esc_inter(byte)
-        elif state is _State.STRING:
-            self._string(byte)
         else:
-            self._string_esc(byte)
+            handler(self)
 
-    def _abort(self, byte: int) -> None:
-        """An escape sequence was cut short by ``byte``: drop it, then process the byte."""
-        self._state = _State.GROUND
-        self._bell()
-        self._dispatch(byte)
-
-    def _ground(self, byte: int) -> None:
-        if 0x20 <= byte <= 0x7E:
-            self._insert_char(chr(byte))
-        elif byte >= 0x80:
-            self._utf8_start(byte)
-        elif byte == 0x1B:
-            self._state = _State.ESC
-        elif byte in (0x0D, 0x0A):
-            self._after_cr = byte == 0x0D
-            self._submit()
-        elif self._pasting:
-            if byte == 0x09:
-                self._insert_char(" ")
-            else:
-                self._bell()
-        else:
-            handler = _CONTROL_KEYS.get(byte)
-            if handler is None:
-                self._bell()
-            else:
-                handler(self)
-
-    def _utf8_start(self, byte: int) -> None:
-        lo, hi = 0x80, 0xBF
-        if 0xC2 <= byte <= 0xDF:
-            need = 1
-        elif 0xE0 <= byte <= 0xEF:
-            need = 2
-            if byte == 0xE0:
-                lo = 0xA0  # no overlong forms
-            elif byte == 0xED:
-                hi = 0x9F  # no surrogates
-        elif 0xF0 <= byte <= 0xF4:
-            need = 3
-            if byte == 0xF0:
-                lo = 0x90
-            elif byte == 0xF4:
-                hi = 0x8F  # nothing above U+10FFFF
-        else:
-            self._bell()  # continuation byte without a lead, C0/C1 overlongs, F5-FF
-            return
-        self._utf8.append(byte)
-        self._utf8_need = need
-        self._utf8_lo, self._utf8_hi = lo, hi
-
-    def _esc(self, byte: int) -> None:
-        self._state = _State.GROUND
-        if byte == 0x5B:  # [
-            self._state = _State.CSI
-            self._seq.clear()
-            self._seq_overflow = False
-        elif byte == 0x4F:  # O
-            self._state = _State.SS3
-        elif byte in (0x5D, 0x50, 0x58, 0x5E, 0x5F):  # ] P X ^ _
-            self._state = _State.STRING
-        elif 0x20 <= byte <= 0x2F:
-            self._state = _State.ESC_INTER
-        elif byte == 0x1B:
-            self._bell()
-            self._state = _State.ESC
-        elif self._pasting:
-            if 0x30 <= byte <= 0x7E:
-                self._bell()
-            else:
-                self._abort(byte)
-        elif byte in (0x7F, 0x08):  # Alt-Backspace
+    def _alt_key(self, byte: int) -> bool:
+        if byte in (0x7F, 0x08):  # Alt-Backspace
             self._kill_word_back(lambda char: not _is_word_char(char))
         elif byte == 0x62:  # Alt-b
             self._move_to(self._word_left())
@@ -371,45 +247,11 @@ class LineEditor:
             self._move_to(self._word_right())
         elif byte == 0x64:  # Alt-d
             self._kill_range(self._cursor, self._word_right())
-        elif 0x30 <= byte <= 0x7E:
-            self._bell()
         else:
-            self._abort(byte)
-
-    def _esc_inter(self, byte: int) -> None:
-        if 0x20 <= byte <= 0x2F:
-            return
-        if 0x30 <= byte <= 0x7E:
-            self._state = _State.GROUND
-            self._bell()
-        else:
-            self._abort(byte)
-
-    def _csi(self, byte: int) -> None:
-        if 0x20 <= byte <= 0x3F:
-            if len(self._seq) < _MAX_SEQUENCE:
-                self._seq.append(byte)
-            else:
-                self._seq_overflow = True
-        elif 0x40 <= byte <= 0x7E:
-            self._state = _State.GROUND
-            if self._seq_overflow:
-                self._bell()
-            else:
-                self._csi_key(self._seq.decode("ascii"), chr(byte))
-        elif byte == 0x1B:
-            self._bell()
-            self._state = _State.ESC
-        else:
-            self._abort(byte)
+            return False
+        return True
 
     def _csi_key(self, params: str, final: str) -> None:
-        if self._pasting:
-            if final == "~" and params == "201":
-                self._pasting = False
-            else:
-                self._bell()
-            return
         if final == "~":
             if params in ("1", "7"):
                 self._move_to(0)
@@ -417,9 +259,7 @@ class LineEditor:
                 self._move_to(len(self._chars))
             elif params == "3":
                 self._delete_forward()
-            elif params == "200":
-                self._pasting = True
-            elif params != "201":
+            else:
                 self._bell()
         elif params in ("", "1") and final in _CURSOR_KEYS:
             _CURSOR_KEYS[final](self)
@@ -428,43 +268,11 @@ class LineEditor:
         else:
             self._bell()
 
-    def _ss3(self, byte: int) -> None:
-        if 0x40 <= byte <= 0x7E:
-            self._state = _State.GROUND
-            final = chr(byte)
-            if not self._pasting and final in _CURSOR_KEYS:
-                _CURSOR_KEYS[final](self)
-            else:
-                self._bell()
-        elif byte == 0x1B:
-            self._bell()
-            self._state = _State.ESC
+    def _ss3_key(self, final: str) -> None:
+        if final in _CURSOR_KEYS:
+            _CURSOR_KEYS[final](self)
         else:
-            self._abort(byte)
-
-    def _string(self, byte: int) -> None:
-        if byte == 0x07:  # BEL ends an OSC string (xterm)
-            self._state = _State.GROUND
             self._bell()
-        elif byte == 0x1B:
-            self._state = _State.STRING_ESC
-        elif byte < 0x20 or byte == 0x7F:
-            # CAN/SUB cancel a string; any other control (Enter, Ctrl-C) is taken as the user
-            # typing again, so that a stray OSC/DCS opener cannot swallow the session.
-            self._state = _State.GROUND
-            self._bell()
-            if byte not in (0x18, 0x1A):
-                self._dispatch(byte)
-        # anything else is the string's body: consumed
-
-    def _string_esc(self, byte: int) -> None:
-        if byte == 0x5C:  # ESC \ is ST
-            self._state = _State.GROUND
-            self._bell()
-        else:  # a new escape sequence cuts the string short
-            self._bell()
-            self._state = _State.ESC
-            self._dispatch(byte)
 
     # Editing -----------------------------------------------------------------------------
 
