@@ -140,11 +140,16 @@ def _apply(
     )
 
 
-@pytest.fixture
-def registered(
-    kube_cluster: LocalCluster, kube_namespace: str, webhook: tuple[str, bytes]
+@contextlib.contextmanager
+def register(
+    kube_cluster: LocalCluster,
+    kube_namespace: str,
+    url: str,
+    ca_pem: bytes,
+    failure_policy: str = "Fail",
 ) -> Iterator[str]:
-    url, ca_pem = webhook
+    """A ValidatingWebhookConfiguration for ``url`` on ``kube_namespace``, once the API server
+    calls the webhook (its name is yielded); deleted afterwards."""
     name = f"casemate-posture-{kube_namespace}"
     config = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -155,7 +160,7 @@ def registered(
                 "name": "posture.casemate.io",
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
-                "failurePolicy": "Fail",
+                "failurePolicy": failure_policy,
                 "timeoutSeconds": 5,
                 "clientConfig": {
                     "url": f"{url}/validate",
@@ -196,9 +201,18 @@ def registered(
             if time.monotonic() > deadline:
                 pytest.fail(f"the webhook was never called: {r.stdout} {r.stderr}")
             time.sleep(0.5)
-        yield kube_namespace
+        yield name
     finally:
         kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, check=False)
+
+
+@pytest.fixture
+def registered(
+    kube_cluster: LocalCluster, kube_namespace: str, webhook: tuple[str, bytes]
+) -> Iterator[str]:
+    url, ca_pem = webhook
+    with register(kube_cluster, kube_namespace, url, ca_pem):
+        yield kube_namespace
 
 
 def test_privileged_pod_refused_with_the_rules_message(kube_cluster: LocalCluster, registered: str):
@@ -246,3 +260,35 @@ def test_deployment_with_violating_template_refused_at_the_deployment(
     assert "escape.host-namespaces" in r.stderr and "spec.template.spec.hostPID" in r.stderr
     got = kube_cluster.kubectl("get", "deployment", "web", "-n", registered, check=False)
     assert got.returncode != 0
+
+
+def test_failure_policy_fail_refuses_and_ignore_admits_while_the_webhook_is_down(
+    kube_cluster: LocalCluster, kube_namespace: str, tmp_path: Path
+):
+    """The webhook process stopped: with failurePolicy Fail even a compliant pod is refused by
+    the API server (fail closed); switched to Ignore, a privileged pod is admitted unchecked."""
+    ns = kube_namespace
+    with (
+        serve_webhook(tmp_path, "--enforce", "escape.privileged") as (proc, url, _, _),
+        register(kube_cluster, ns, url, (tmp_path / "ca.pem").read_bytes(), "Fail") as name,
+    ):
+        proc.terminate()
+        proc.wait(10)
+        r = _apply(kube_cluster, ns, _pod("closed"))
+        assert r.returncode != 0, r.stdout
+        assert 'failed calling webhook "posture.casemate.io"' in r.stderr, r.stderr
+        got = kube_cluster.kubectl("get", "pod", "closed", "-n", ns, check=False)
+        assert got.returncode != 0 and "NotFound" in got.stderr
+        patch = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]
+        kube_cluster.kubectl(
+            "patch", "validatingwebhookconfiguration", name, "--type=json", "-p",
+            json.dumps(patch),
+        )  # fmt: skip
+        # the API server picks the change up asynchronously: the same kind of request, retried
+        deadline = time.monotonic() + 30
+        while (r := _apply(kube_cluster, ns, _pod("open", privileged=True))).returncode != 0:
+            assert 'failed calling webhook "posture.casemate.io"' in r.stderr, r.stderr
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(0.5)
+        assert "casemate posture" not in r.stderr  # nothing checked it
+        kube_cluster.kubectl("get", "pod", "open", "-n", ns)
