@@ -42,8 +42,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from casemate.core.db import Database
 from casemate.core.vault import Vault
 from casemate.edge import messages as m
+from casemate.edge.lifecycle import Started
 from casemate.edge.linkconfig import (
     BrokerConfig,
     CloudLinkConfig,
@@ -169,7 +169,7 @@ def _local_decision(request: m.AuthorizationRequest, reason: str, rule: str) -> 
 # The link ---------------------------------------------------------------------------------------
 
 
-class CloudLink:
+class CloudLink(Started):
     """The gateway side; use ``async with CloudLink(...) as link`` or ``start()``/``stop()``."""
 
     def __init__(
@@ -206,18 +206,6 @@ class CloudLink:
         self._reg_retry_at: datetime | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Load (or create) the gateway's keys and start connecting in the background."""

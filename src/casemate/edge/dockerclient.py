@@ -27,11 +27,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
+from casemate.edge.lifecycle import Closing
 from casemate.edge.stats import parse_docker_time
 from casemate.errors import ConfigError, InvalidInput, NotFound, UpstreamError
 
@@ -238,7 +238,7 @@ def _describe(error: httpx.HTTPError) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-class DockerClient:
+class DockerClient(Closing):
     """Docker Engine API over ``socket_path``. Use as ``async with`` (or call :meth:`aclose`)."""
 
     def __init__(
@@ -267,17 +267,6 @@ class DockerClient:
             timeout=timeout,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=8),
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()

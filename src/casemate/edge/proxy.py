@@ -82,8 +82,7 @@ import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from casemate.core.audit import AuditEntry, AuditLog
 from casemate.core.auditwriter import AuditBacklog, AuditWriter
@@ -103,6 +102,7 @@ from casemate.edge.dockerapi import (
 )
 from casemate.edge.dockerfacts import DockerLookups, close_writer, describe_os_error
 from casemate.edge.imagetrust import InspectedImage
+from casemate.edge.lifecycle import Started
 from casemate.edge.proxyconfig import DEFAULT_TOKEN_HEADER, ProxyConfig, parse_unix_url, utc_now
 from casemate.edge.store import ProxySnapshot, ProxyStore
 from casemate.errors import CasemateError, ConfigError
@@ -126,7 +126,7 @@ READ_SIZE: Final = 64 * 1024
 # --- the server -----------------------------------------------------------------------------------
 
 
-class EdgeProxy:
+class EdgeProxy(Started):
     """The proxy server; use ``async with EdgeProxy(...)`` or :meth:`start`/:meth:`stop`."""
 
     def __init__(
@@ -165,18 +165,6 @@ class EdgeProxy:
         """Decisions made since start (audited calls)."""
 
     # Lifecycle ---------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def socket_path(self) -> Path:

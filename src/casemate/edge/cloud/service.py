@@ -7,13 +7,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from types import TracebackType
-from typing import Self
 
 import aiomqtt
 
 from casemate.edge import messages as m
 from casemate.edge.cloud.registry import CloudRegistry
+from casemate.edge.lifecycle import Started
 from casemate.edge.linkconfig import (
     BrokerConfig,
     ThreadRunner,
@@ -32,7 +31,7 @@ from casemate.events import (
 log = logging.getLogger(__name__)
 
 
-class CloudService:
+class CloudService(Started):
     """Runs a :class:`CloudRegistry` on the broker until stopped.
 
     Subscribes (QoS 1; with ``persistent_session``, the default, the broker keeps the
@@ -70,18 +69,6 @@ class CloudService:
         self._inflight: set[str] = set()
         self._workers: set[asyncio.Task[None]] = set()
         self._threads = ThreadRunner()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self, *, wait: float = 10.0) -> None:
         """Load the keys, connect and subscribe; raises ``UpstreamError`` if the broker cannot
