@@ -24,7 +24,7 @@ from casemate.edge.decide import (
 )
 from casemate.edge.dockerapi import DockerRequest, read_request
 from casemate.edge.mounts import ContainerMounts, container_mounts
-from casemate.edge.refusal import RequestRefused
+from casemate.edge.refusal import EdgeRefused
 from tests.edge import helpers
 from tests.edge.bypass_cases import CASES, CONTEXT, BypassCase
 
@@ -138,7 +138,7 @@ def test_the_simulated_host():
 def test_bypass_case(case: BypassCase):
     try:
         request = read_request(case.raw)
-    except RequestRefused as e:
+    except EdgeRefused as e:
         assert (case.outcome, case.code, case.status) == ("refused", e.code.value, e.status), e
         return
     assert case.outcome != "refused", f"parsed as {request.action}, expected a refusal"

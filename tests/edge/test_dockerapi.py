@@ -23,15 +23,15 @@ from casemate.edge.dockerapi import (
     upstream_head,
 )
 from casemate.edge.gojson import JsonObject
-from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.refusal import EdgeRefused, RefusalCode
 from casemate.edge.routes import ROUTES, Action, ApiVersion, BodyKind
 from tests.edge.helpers import http
 
 C = RefusalCode
 
 
-def refused(raw: bytes, limits: Limits | None = None) -> RequestRefused:
-    with pytest.raises(RequestRefused) as info:
+def refused(raw: bytes, limits: Limits | None = None) -> EdgeRefused:
+    with pytest.raises(EdgeRefused) as info:
         read_request(raw, limits)
     return info.value
 
@@ -273,7 +273,7 @@ def test_head_size_limit():
 def test_head_size_limit_without_terminator_stops_early():
     reader = RequestReader(Limits(max_head_bytes=1024))
     reader.feed(b"GET /_ping HTTP/1.1\r\n")
-    with pytest.raises(RequestRefused) as info:
+    with pytest.raises(EdgeRefused) as info:
         reader.feed(b"X: " + b"a" * 2000)
     assert info.value.code is C.HEAD_TOO_LARGE
 
@@ -287,7 +287,7 @@ def test_header_count_limit():
 
 def test_bare_lf_is_refused_before_the_head_completes():
     reader = RequestReader()
-    with pytest.raises(RequestRefused) as info:
+    with pytest.raises(EdgeRefused) as info:
         reader.feed(b"GET /_ping HTTP/1.1\n")
     assert info.value.code is C.LINE_ENDING
 
@@ -331,15 +331,15 @@ def test_clean_close_before_a_request():
     reader = RequestReader()
     assert reader.feed(b"") == [Closed()]
     assert reader.feed(b"") == []
-    with pytest.raises(RequestRefused):
+    with pytest.raises(EdgeRefused):
         reader.feed(b"GET")
 
 
 def test_feed_after_refusal_keeps_refusing():
     reader = RequestReader()
-    with pytest.raises(RequestRefused):
+    with pytest.raises(EdgeRefused):
         reader.feed(b"GET /_ping HTTP/1.1\n")
-    with pytest.raises(RequestRefused) as info:
+    with pytest.raises(EdgeRefused) as info:
         reader.feed(b"")
     assert info.value.code is C.READER_STATE
 
@@ -348,7 +348,7 @@ def test_pipelined_bytes_arriving_later_are_refused():
     reader = RequestReader()
     (ready,) = reader.feed(head("GET", "/_ping"))
     assert isinstance(ready, RequestReady)
-    with pytest.raises(RequestRefused) as info:
+    with pytest.raises(EdgeRefused) as info:
         reader.feed(b"G")
     assert info.value.code is C.PIPELINING
 

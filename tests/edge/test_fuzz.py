@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from casemate.edge.decide import RiskPolicy, decide
 from casemate.edge.dockerapi import RequestReader, read_request, upstream_body, upstream_head
-from casemate.edge.refusal import RequestRefused
+from casemate.edge.refusal import EdgeRefused
 from tests.edge.bypass_cases import CASES
 from tests.edge.helpers import PINNED_REF, SUPER, facts, http, identity_paths
 from tests.edge.test_dockerapi import ROUTE_CASES, _route_request
@@ -42,7 +42,7 @@ def feed_in_pieces(data: bytes, cuts: list[int]) -> list[object]:
 def only_refusals(data: bytes, cuts: list[int]) -> list[object]:
     try:
         return feed_in_pieces(data, cuts)
-    except RequestRefused as e:
+    except EdgeRefused as e:
         assert 400 <= e.status < 600
         assert e.message
         return []
@@ -147,7 +147,7 @@ def test_mutated_requests_only_ever_refuse_and_decide_never_raises(data, cuts):
 def test_accepted_requests_round_trip_through_the_upstream_rendering(data):
     try:
         request = read_request(data)
-    except RequestRefused:
+    except EdgeRefused:
         return
     assume(not request.is_stream)
     again = read_request(upstream_head(request) + upstream_body(request))
@@ -244,7 +244,7 @@ JSON_TARGETS = [
 def test_arbitrary_json_bodies_never_crash_decide(target, body):
     try:
         request = read_request(http("POST", target, body))
-    except RequestRefused:
+    except EdgeRefused:
         return
     policy = RiskPolicy(allow_services=True, allow_commit=True)
     decide(request, SUPER, facts(host_paths=identity_paths(request)), policy)
@@ -360,7 +360,7 @@ def test_no_spelling_of_a_dangerous_field_gets_through(body, chunked):
     raw = http("POST", "/v1.45/containers/create", text, chunked=chunked)
     try:
         request = read_request(raw)
-    except RequestRefused:
+    except EdgeRefused:
         event("refused")
         return  # refused outright (duplicates and case duplicates end here)
     verdict = decide(request, SUPER, facts(host_paths=identity_paths(request)), RiskPolicy())

@@ -6,7 +6,7 @@ import pytest
 
 from casemate.edge import gojson
 from casemate.edge.gojson import LEAF, JsonObject, ListOf, MapOf, Struct
-from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.refusal import EdgeRefused, RefusalCode
 
 
 def decode(data: bytes, depth: int = 32):
@@ -43,14 +43,14 @@ def test_json_object_behaves_like_a_read_only_mapping():
 )
 def test_fold_duplicates_are_refused(first, second):
     text = f'{{"{first}":1,"{second}":2}}'.encode()
-    with pytest.raises(RequestRefused) as info:
+    with pytest.raises(EdgeRefused) as info:
         decode(text)
     assert info.value.code is RefusalCode.JSON_DUPLICATE_KEY
 
 
 def test_depth_limit_counts_containers():
     assert decode(b"[" * 3 + b"]" * 3, depth=3) == ((((),),))
-    with pytest.raises(RequestRefused):
+    with pytest.raises(EdgeRefused):
         decode(b"[" * 4 + b"]" * 4, depth=3)
 
 
@@ -108,7 +108,7 @@ def test_dumps_is_canonical_and_round_trips():
 )
 def test_control_characters_in_keys_are_refused(key):
     for doc in (f'{{"{key}":1}}', f'{{"a":{{"b":[{{"{key}":1}}]}}}}'):
-        with pytest.raises(RequestRefused) as e:
+        with pytest.raises(EdgeRefused) as e:
             decode(doc.encode())
         assert e.value.code is RefusalCode.JSON_KEY
 

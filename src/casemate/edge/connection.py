@@ -39,7 +39,7 @@ from casemate.edge.dockerapi import (
     upstream_head,
 )
 from casemate.edge.dockerfacts import close_writer, describe_os_error
-from casemate.edge.refusal import RequestRefused
+from casemate.edge.refusal import EdgeRefused
 from casemate.edge.relay import READ_SIZE, ClientGone, Pipelined, Relay, error_for, h11_request
 from casemate.edge.routes import Query
 from casemate.errors import CasemateError, UpstreamError
@@ -169,7 +169,7 @@ class Connection:
                 data = await self._read_client()
             try:
                 events = ex.reader.feed(data)
-            except RequestRefused as e:
+            except EdgeRefused as e:
                 self.token = self._token(ex)
                 await self._refuse(e)
                 return False, b""
@@ -195,7 +195,7 @@ class Connection:
         head = ex.reader.head
         return None if head is None else head.get(self.config.token_header_lower)
 
-    async def _refuse(self, e: RequestRefused) -> None:
+    async def _refuse(self, e: EdgeRefused) -> None:
         reason = redact(e.message, self.token)
         caller = self.proxy.caller_for(self.uid)
         log.info(

@@ -4,7 +4,7 @@ The asyncio driver feeds bytes from the client socket into a :class:`RequestRead
 request) and gets back events: :class:`RequestReady` when there is a request to decide on,
 :class:`BodyData`/:class:`BodyEnd` for the body of a streaming route, :class:`Closed` when the
 client went away cleanly between requests. Anything the reader does not like raises
-:class:`~casemate.edge.refusal.RequestRefused` (status, stable code, reason); the driver answers
+:class:`~casemate.edge.refusal.EdgeRefused` (status, stable code, reason); the driver answers
 with :func:`docker_error` and closes the connection.
 
 What is refused, and why. The head is read by the shared strict scanner
@@ -65,7 +65,7 @@ import h11
 
 from casemate.edge import gojson
 from casemate.edge.gojson import JsonObject, JsonValue
-from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.refusal import EdgeRefused, RefusalCode
 from casemate.edge.routes import (
     MAX_API_VERSION,
     METHODS,
@@ -236,8 +236,8 @@ class _State(Enum):
     FAILED = "failed"
 
 
-def _refused(message: str, code: RefusalCode, status: int = 400) -> RequestRefused:
-    return RequestRefused(message, code=code, status=status)
+def _refused(message: str, code: RefusalCode, status: int = 400) -> EdgeRefused:
+    return EdgeRefused(message, code=code, status=status)
 
 
 @lru_cache(maxsize=8)
@@ -254,8 +254,8 @@ def head_rules(limits: Limits) -> HeadRules:
     )
 
 
-def _head_refusal(e: HeadRefused) -> RequestRefused:
-    return RequestRefused(e.message, code=RefusalCode(e.code.value), status=e.status)
+def _head_refusal(e: HeadRefused) -> EdgeRefused:
+    return EdgeRefused(e.message, code=RefusalCode(e.code.value), status=e.status)
 
 
 #: What h11 is told of a chunked request: it only decodes the body (the head was read by
@@ -307,7 +307,7 @@ class RequestReader:
             raise _refused("reader already refused this connection", RefusalCode.READER_STATE)
         try:
             return self._feed(data)
-        except RequestRefused:
+        except EdgeRefused:
             self._state = _State.FAILED
             raise
         except HeadRefused as e:

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.refusal import EdgeRefused, RefusalCode
 
 JsonValue: TypeAlias = "None | bool | int | float | str | tuple[JsonValue, ...] | JsonObject"
 
@@ -76,8 +76,8 @@ def fold(key: str) -> str:
     return key.casefold()
 
 
-def _refuse(message: str, code: RefusalCode) -> RequestRefused:
-    return RequestRefused(message, code=code, status=400)
+def _refuse(message: str, code: RefusalCode) -> EdgeRefused:
+    return EdgeRefused(message, code=code, status=400)
 
 
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> JsonObject:

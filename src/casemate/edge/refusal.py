@@ -64,7 +64,7 @@ class RefusalCode(StrEnum):
     BAD_PARAMETER = "bad_parameter"
 
 
-class RequestRefused(CasemateError):
+class EdgeRefused(CasemateError):
     """The edge guard will not forward this request; ``status`` is the HTTP status to answer."""
 
     title = "Request refused"
@@ -75,4 +75,4 @@ class RequestRefused(CasemateError):
         self.status = status
 
     def __repr__(self) -> str:
-        return f"RequestRefused(code={self.code.value!r}, status={self.status}, {self.message!r})"
+        return f"EdgeRefused(code={self.code.value!r}, status={self.status}, {self.message!r})"

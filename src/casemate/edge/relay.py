@@ -24,7 +24,7 @@ from casemate.edge.dockerapi import (
     upstream_target,
 )
 from casemate.edge.dockerfacts import describe_os_error
-from casemate.edge.refusal import RequestRefused
+from casemate.edge.refusal import EdgeRefused
 from casemate.edge.routes import Action
 from casemate.wire.pipe import pipe
 
@@ -226,7 +226,7 @@ class Relay:
                 raise ClientGone
             try:
                 ex.events.extend(ex.reader.feed(data))
-            except RequestRefused as e:
+            except EdgeRefused as e:
                 # The body broke the framing or a limit mid-stream: dockerd gets a truncated
                 # body (we close), the client gets the refusal if nothing was answered yet.
                 log.info("edge proxy: refused a request body: %s", e.message)

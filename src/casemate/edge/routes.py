@@ -37,7 +37,7 @@ from urllib.parse import unquote_to_bytes
 
 from casemate.edge import schemas
 from casemate.edge.gojson import Struct
-from casemate.edge.refusal import RefusalCode, RequestRefused
+from casemate.edge.refusal import EdgeRefused, RefusalCode
 from casemate.risks.imageref import InvalidImageReference, parse_image_ref
 
 
@@ -262,13 +262,13 @@ def validate_param(kind: Param, value: str) -> str:
         try:
             parse_image_ref(value)
         except InvalidImageReference as e:
-            raise RequestRefused(
+            raise EdgeRefused(
                 f"invalid {kind.value} reference {value[:200]!r} in path",
                 code=RefusalCode.BAD_PARAMETER,
             ) from e
         return value
     if not _OBJECT_NAME_RE.fullmatch(value):
-        raise RequestRefused(
+        raise EdgeRefused(
             f"invalid {kind.value} name or ID {value[:200]!r} in path",
             code=RefusalCode.BAD_PARAMETER,
         )
@@ -505,7 +505,7 @@ def match_route(method: str, path: str) -> RouteMatch:
             continue
         params = {p.value: validate_param(p, m[p.value]) for p in route.params}
         return RouteMatch(route, MappingProxyType(params))
-    raise RequestRefused(
+    raise EdgeRefused(
         f"{method} {path[:200]} is not a Docker API call this guard knows; refused",
         code=RefusalCode.UNKNOWN_ROUTE,
         status=403,
@@ -564,20 +564,20 @@ _QUERY_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 def _unescape_query(text: str) -> str:
     if _BAD_ESCAPE_RE.search(text):
-        raise RequestRefused("query string has an invalid percent-escape", code=RefusalCode.QUERY)
+        raise EdgeRefused("query string has an invalid percent-escape", code=RefusalCode.QUERY)
     try:
         value = unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RequestRefused("query string is not valid UTF-8", code=RefusalCode.QUERY) from e
+        raise EdgeRefused("query string is not valid UTF-8", code=RefusalCode.QUERY) from e
     if _QUERY_CONTROL_RE.search(value):
-        raise RequestRefused("query string contains control characters", code=RefusalCode.QUERY)
+        raise EdgeRefused("query string contains control characters", code=RefusalCode.QUERY)
     return value
 
 
 def parse_query(raw: str) -> Query:
     """Parse like Go's ``url.ParseQuery``, but refuse what Go would drop or error on."""
     if ";" in raw:
-        raise RequestRefused(
+        raise EdgeRefused(
             "query string contains ';', which Go refuses as a separator", code=RefusalCode.QUERY
         )
     items: list[tuple[str, str]] = []
@@ -593,7 +593,7 @@ def check_duplicates(query: Query, route: Route) -> None:
     seen: set[str] = set()
     for key, _ in query.items:
         if key in seen and key not in route.multi:
-            raise RequestRefused(
+            raise EdgeRefused(
                 f"query parameter {key[:64]!r} given more than once; dockerd would read only "
                 "the first",
                 code=RefusalCode.QUERY_DUPLICATE,
@@ -626,24 +626,22 @@ def parse_target(
 ) -> Target:
     """Split and canonicalise a request target (see module docstring for the rules)."""
     if not raw.startswith("/"):
-        raise RequestRefused(
+        raise EdgeRefused(
             "request target must be a path starting with '/'", code=RefusalCode.TARGET_FORM
         )
     if "#" in raw:
-        raise RequestRefused("request target contains a fragment", code=RefusalCode.FRAGMENT)
+        raise EdgeRefused("request target contains a fragment", code=RefusalCode.FRAGMENT)
     raw_path, _, raw_query = raw.partition("?")
     path = _decode_path(raw_path)
     segments = path.split("/")[1:]
     for segment in segments:
         if segment == "":
-            raise RequestRefused(
+            raise EdgeRefused(
                 "path contains an empty segment ('//' or a trailing '/')",
                 code=RefusalCode.PATH_SEGMENT,
             )
         if segment in (".", ".."):
-            raise RequestRefused(
-                "path contains a '.' or '..' segment", code=RefusalCode.PATH_SEGMENT
-            )
+            raise EdgeRefused("path contains a '.' or '..' segment", code=RefusalCode.PATH_SEGMENT)
     version, segments = _strip_version(segments, min_version, max_version)
     return Target(
         api_version=version,
@@ -657,7 +655,7 @@ def _decode_path(raw_path: str) -> str:
     def replace(m: re.Match[str]) -> str:
         decoded = _ALLOWED_ESCAPES.get(m[0])
         if decoded is None:
-            raise RequestRefused(
+            raise EdgeRefused(
                 f"path contains percent-encoding {m[0]!r}; only %40 and %3A are accepted",
                 code=RefusalCode.PATH_PERCENT,
             )
@@ -665,7 +663,7 @@ def _decode_path(raw_path: str) -> str:
 
     path = _ESCAPE_RE.sub(replace, raw_path)
     if not _PATH_CHARS_RE.fullmatch(path):
-        raise RequestRefused(
+        raise EdgeRefused(
             "path contains characters no Docker route or name uses",
             code=RefusalCode.PATH_CHARS,
         )
@@ -680,22 +678,22 @@ def _strip_version(
         return None, segments
     m = _VERSION_RE.fullmatch(first)
     if m is None:
-        raise RequestRefused(
+        raise EdgeRefused(
             f"malformed API version prefix {first[:32]!r}", code=RefusalCode.API_VERSION
         )
     version = ApiVersion(int(m[1]), int(m[2]))
     if version < min_version:
-        raise RequestRefused(
+        raise EdgeRefused(
             f"client API version {version} is too old; minimum supported is {min_version}",
             code=RefusalCode.API_VERSION_TOO_OLD,
         )
     if version > max_version:
-        raise RequestRefused(
+        raise EdgeRefused(
             f"client API version {version} is too new; maximum supported is {max_version}",
             code=RefusalCode.API_VERSION_TOO_NEW,
         )
     if len(segments) < 2:
-        raise RequestRefused(
+        raise EdgeRefused(
             "API version prefix without a path", code=RefusalCode.UNKNOWN_ROUTE, status=403
         )
     return version, segments[1:]

@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database
+from casemate.core.db import Database, as_utc
 from casemate.core.identity import validate_name
 from casemate.edge import imagetrust as it
 from casemate.edge.decide import Role
@@ -54,10 +54,6 @@ _KEY_NAME_MAX = 100
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -277,7 +273,7 @@ class ProxyStore:
     def list_keys(self) -> list[KeyInfo]:
         with self.db.reader() as s:
             rows = s.scalars(select(EdgeCosignKey).order_by(EdgeCosignKey.name))
-            return [KeyInfo(r.name, r.fingerprint, _utc(r.created_at)) for r in rows]
+            return [KeyInfo(r.name, r.fingerprint, as_utc(r.created_at)) for r in rows]
 
     def _keys(self, s: Session) -> dict[str, ec.EllipticCurvePublicKey]:
         keys: dict[str, ec.EllipticCurvePublicKey] = {}
@@ -398,4 +394,4 @@ def _policy(row: EdgeImageTrust) -> it.ImagePolicy:
 
 
 def _signature_info(row: EdgeImageSignature) -> SignatureInfo:
-    return SignatureInfo(row.id, row.name, row.digest, row.key_name, _utc(row.created_at))
+    return SignatureInfo(row.id, row.name, row.digest, row.key_name, as_utc(row.created_at))
