@@ -41,7 +41,8 @@ def log_in(cdp: Cdp, base: str, username: str, password: str) -> None:
     cdp.wait_for("location.hash === '#/clusters' && sessionStorage.getItem('casemate.token')")
 
 
-def shoot(cdp: Cdp, name: str) -> None:
+def shoot(cdp: Cdp, name: str, focus: str | None = None) -> None:
+    """Screenshots at both widths; ``focus``: a selector scrolled into view at each."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     for label, (width, height) in WIDTHS.items():
         cdp.call(
@@ -51,6 +52,8 @@ def shoot(cdp: Cdp, name: str) -> None:
             deviceScaleFactor=1,
             mobile=False,
         )
+        if focus is not None:
+            cdp.evaluate(f"document.querySelector({json.dumps(focus)}).scrollIntoView()")
         # the page must not overflow sideways at either width
         assert cdp.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), (
             name,

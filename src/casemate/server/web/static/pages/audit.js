@@ -14,6 +14,8 @@ const FILTERS = [
   ["q", "Text"],
 ];
 
+const EXPORT_MAX = 100_000;
+
 function summary(r) {
   const d = r.details ?? {};
   const bits = [d.cluster, d.namespace, d.line ?? d.command ?? d.path ?? d.target, d.decision];
@@ -45,7 +47,7 @@ export function audit({ view, query }) {
   let found = [];
   let next = null;
 
-  function params(after) {
+  function params(after, limit = 100) {
     const p = new URLSearchParams();
     for (const [name] of FILTERS) {
       const value = inputs[name].value.trim();
@@ -56,7 +58,7 @@ export function audit({ view, query }) {
     if (from) p.set("since", from);
     if (to) p.set("until", to);
     p.set("order", order.value);
-    p.set("limit", "100");
+    p.set("limit", String(limit));
     if (after !== null) p.set("after", String(after));
     return p;
   }
@@ -137,19 +139,26 @@ export function audit({ view, query }) {
     },
     "Verify the chain",
   );
-  const exportButton = h(
-    "button",
-    {
-      type: "button",
-      onclick: () =>
-        saveText(
-          "casemate-audit.jsonl",
-          found.map((r) => JSON.stringify(r)).join("\n") + "\n",
-          "application/x-ndjson",
-        ),
-    },
-    "Export these records",
-  );
+  // Export every record the filters match (all pages, not only those shown), as JSON lines.
+  async function exportAll() {
+    replace(status, notice("info", "Collecting the matching records…"));
+    try {
+      const all = [];
+      let after = null;
+      do {
+        const page = await api(`/audit?${params(after, 1000)}`);
+        all.push(...page.items);
+        after = page.next_after;
+      } while (after !== null && all.length < EXPORT_MAX);
+      const lines = all.slice(0, EXPORT_MAX).map((r) => JSON.stringify(r));
+      saveText("casemate-audit.jsonl", lines.join("\n") + (lines.length ? "\n" : ""), "application/x-ndjson");
+      const cut = after !== null ? ` (stopped at ${EXPORT_MAX}; narrow the filters for the rest)` : "";
+      replace(status, notice(after !== null ? "error" : "ok", `Exported ${lines.length} records${cut}.`));
+    } catch (e) {
+      replace(status, notice("error", e.message));
+    }
+  }
+  const exportButton = h("button", { type: "button", class: "export", onclick: exportAll }, "Export these records");
 
   const form = h(
     "form",

@@ -14,10 +14,11 @@ export function manage({ view }) {
   const grantBody = h("div", {});
   let clusterNames = [];
 
+  // Run an API call; say `what` (or the message the call returns) or the server's refusal.
   async function act(what, call) {
     try {
-      await call();
-      replace(status, notice("ok", what));
+      const said = await call();
+      replace(status, notice("ok", typeof said === "string" && said ? said : what));
     } catch (e) {
       replace(status, notice("error", e.message));
     }
@@ -57,7 +58,7 @@ export function manage({ view }) {
         act("Cluster imported.", async () => {
           const r = await api("/clusters/import", { method: "POST", body });
           importForm.reset();
-          replace(status, notice("ok", `Imported ${r.cluster.name} with account ${r.account.name}.`));
+          return `Imported ${r.cluster.name} with account ${r.account.name}.`;
         });
       },
     },
@@ -66,7 +67,18 @@ export function manage({ view }) {
     h("button", { type: "submit" }, "Import"),
   );
 
-  function provisionForm(cluster) {
+  // The stored account Casemate uses to provision and rotate on a cluster (its admin).
+  function adminChoice(accounts) {
+    const usable = accounts.filter((a) => !a.preset);
+    return h(
+      "select",
+      { name: "admin-account", "aria-label": "Stored admin account" },
+      usable.length ? null : h("option", { value: "" }, "(no stored account)"),
+      usable.map((a) => h("option", { value: a.name }, a.name)),
+    );
+  }
+
+  function provisionForm(cluster, withAccount) {
     const name = h("input", { name: "account", maxlength: 63, required: true });
     const namespaces = h("input", { name: "namespaces", required: true, placeholder: "team-a, team-b" });
     const preset = h(
@@ -74,7 +86,6 @@ export function manage({ view }) {
       { name: "preset" },
       ["view", "edit", "admin"].map((p) => h("option", { value: p }, p)),
     );
-    const adminAccount = h("input", { name: "admin-account", maxlength: 63, placeholder: "stored admin account" });
     return h(
       "form",
       {
@@ -88,7 +99,7 @@ export function manage({ view }) {
                 name: name.value.trim(),
                 namespaces: words(namespaces.value),
                 preset: preset.value,
-                admin_account: adminAccount.value.trim() || null,
+                admin_account: withAccount.value || null,
               },
             }),
           );
@@ -97,13 +108,13 @@ export function manage({ view }) {
       field("Account", name),
       field("Namespaces", namespaces),
       field("Preset", preset),
-      field("With", adminAccount),
       h("button", { type: "submit" }, "Provision"),
     );
   }
 
   async function clusterBlock(c) {
     const accounts = await api(`/clusters/${enc(c.name)}/accounts`);
+    const withAccount = adminChoice(accounts);
     const rows = accounts.map((a) =>
       h(
         "tr",
@@ -125,11 +136,12 @@ export function manage({ view }) {
                   ? h(
                       "button",
                       {
+                        class: "rotate",
                         onclick: () =>
                           act(`Account ${a.name} rotated.`, () =>
                             api(`/clusters/${enc(c.name)}/accounts/${enc(a.name)}/rotate`, {
                               method: "POST",
-                              body: {},
+                              body: { admin_account: withAccount.value || null },
                             }),
                           ),
                       },
@@ -167,7 +179,14 @@ export function manage({ view }) {
       rows.length
         ? table(["Account", "Kind", "Kubernetes user", "Namespaces", "Changed", ""], rows)
         : notice("info", "No system accounts."),
-      admin ? provisionForm(c) : null,
+      admin
+        ? h(
+            "div",
+            { class: "row" },
+            field("Provision and rotate with", withAccount),
+          )
+        : null,
+      admin ? provisionForm(c, withAccount) : null,
       admin
         ? h(
             "button",

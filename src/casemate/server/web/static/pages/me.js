@@ -1,6 +1,6 @@
 // Self-service: my account, change my password, enrol TOTP with a QR code (drawn by the server
 // as SVG path data, built here with createElementNS: no markup is parsed), my API tokens, my SSH
-// keys and my grants.
+// keys, my grants and my bastion sessions (open and recent, with their replays).
 
 import { api, session } from "../api.js";
 import { field, h, notice, replace, svg, table, when } from "../dom.js";
@@ -186,6 +186,46 @@ export function me({ view }) {
     h("button", { type: "submit" }, "Issue token"),
   );
 
+  // My sessions: my own bastion sessions, open and recent, each with its replay (GET
+  // /recordings?user=me: the server answers only mine unless I am an admin or auditor, who
+  // asked for mine). Others' sessions never show here, not even those shared with me.
+  const sessionBody = h("div", { class: "my-sessions" }, notice("info", "Loading…"));
+  async function loadSessions() {
+    try {
+      const q = new URLSearchParams({ user: user.username, limit: "20" });
+      const recent = (await api(`/recordings?${q}`)).filter((r) => r.user === user.username);
+      const rows = recent.map((r) =>
+        h(
+          "tr",
+          { "data-session": r.session_id },
+          h("td", {}, h("code", {}, r.session_id)),
+          h("td", {}, r.cluster),
+          h("td", {}, r.title),
+          h("td", {}, when(r.started_at)),
+          h("td", {}, r.status === "open" ? "open" : `${r.status} ${when(r.ended_at)}`),
+          h(
+            "td",
+            {},
+            h(
+              "span",
+              { class: "actions" },
+              h("a", { class: "button replay", href: `#/play/${enc(r.session_id)}` }, "Replay"),
+              r.status === "open" ? h("a", { class: "button", href: "#/sessions" }, "Live sessions") : null,
+            ),
+          ),
+        ),
+      );
+      replace(
+        sessionBody,
+        rows.length
+          ? table(["Session", "Cluster", "Title", "Started", "State", ""], rows)
+          : notice("info", "No bastion sessions yet."),
+      );
+    } catch (e) {
+      replace(sessionBody, notice("error", e.message));
+    }
+  }
+
   async function load() {
     try {
       const [u, tokens, grants, keys] = await Promise.all([
@@ -341,7 +381,10 @@ export function me({ view }) {
     keyForm,
     h("h2", {}, "My grants"),
     grantBody,
-    h("p", {}, h("a", { href: "#/sessions" }, "My live sessions"), " · ", h("a", { href: "#/recordings" }, "My recordings")),
+    h("h2", {}, "My sessions"),
+    sessionBody,
+    h("p", {}, h("a", { href: "#/sessions" }, "Live sessions"), " · ", h("a", { href: "#/recordings" }, "My recordings")),
   );
   load();
+  loadSessions();
 }

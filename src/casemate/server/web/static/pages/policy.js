@@ -1,6 +1,7 @@
 // The command policy and API rules (GET/PUT /policies/commands, /history, /versions/<n>,
-// /test, /api-rules). Admins edit and revert; auditors read and test. A 422 names the line,
-// which the editor selects. The test box asks "what would this command line get?".
+// /test, /api-rules, /api-rules/test). Admins edit and revert; auditors read and test. A 422
+// names the line, which the editor selects. The test boxes ask "what would this command line
+// get?" and "what would the API proxy do with this request?" (decided only, never sent).
 
 import { api, session } from "../api.js";
 import { field, h, notice, replace, table, when, words } from "../dom.js";
@@ -168,6 +169,97 @@ export function policy({ view }) {
     answer,
   );
 
+  // "What would this API request get?" (the API proxy's rules; nothing is sent) -------------
+  const apiMethod = h(
+    "select",
+    { name: "method" },
+    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].map((m) => h("option", { value: m }, m)),
+  );
+  const apiPath = h("input", {
+    name: "path",
+    required: true,
+    maxlength: 8192,
+    placeholder: "/api/v1/namespaces/prod/pods/web-0",
+  });
+  const apiBody = h("textarea", {
+    name: "body",
+    rows: 4,
+    class: "code",
+    spellcheck: "false",
+    placeholder: "optional: the JSON or YAML body of a create, update or patch",
+  });
+  const apiType = h(
+    "select",
+    { name: "content-type" },
+    [
+      "application/json",
+      "application/yaml",
+      "application/merge-patch+json",
+      "application/strategic-merge-patch+json",
+      "application/json-patch+json",
+      "application/apply-patch+yaml",
+    ].map((t) => h("option", { value: t }, t)),
+  );
+  const apiUser = h("input", { name: "api-user", maxlength: 64, placeholder: "(you)" });
+  const apiGroups = h("input", { name: "api-groups", placeholder: "group, …" });
+  const apiCluster = h("input", { name: "api-cluster", maxlength: 200 });
+  const apiNamespaces = h("input", { name: "api-namespaces", value: "*", placeholder: "team-a, team-*" });
+  const apiDraft = h("input", { type: "checkbox", name: "api-draft" });
+  const apiAnswer = h("div", { class: "verdict api-verdict", "aria-live": "polite" });
+  const apiForm = h(
+    "form",
+    {
+      class: "stack api-test",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const body = {
+          method: apiMethod.value,
+          path: apiPath.value.trim(),
+          content_type: apiType.value,
+          groups: words(apiGroups.value),
+          cluster: apiCluster.value.trim(),
+          namespaces: words(apiNamespaces.value).length ? words(apiNamespaces.value) : ["*"],
+        };
+        if (apiBody.value.trim()) body.body = apiBody.value;
+        if (apiUser.value.trim()) body.user = apiUser.value.trim();
+        if (apiDraft.checked) body.yaml = editor.value;
+        try {
+          const v = await api("/policies/commands/api-rules/test", { method: "POST", body });
+          replace(
+            apiAnswer,
+            h(
+              "p",
+              { class: `notice ${v.allowed ? "ok" : "error"}` },
+              h("strong", {}, v.action),
+              v.rule ? ` by rule ${v.rule}` : " (no rule: the default)",
+              `: ${v.reason}`,
+            ),
+            v.warnings.map((w) => h("p", { class: "muted" }, `warning ${w.rule}: ${w.reason}`)),
+            h("p", { class: "muted read-as" }, `Read as: ${v.request.describe} (${v.request.scope})`),
+          );
+        } catch (e) {
+          const at = e.problem?.line ? `Line ${e.problem.line}: ` : "";
+          replace(apiAnswer, notice("error", at + e.message));
+        }
+      },
+    },
+    h("div", { class: "row" }, field("Method", apiMethod), field("Path and query", apiPath)),
+    field("Body", apiBody),
+    h(
+      "div",
+      { class: "row" },
+      field("Content type", apiType),
+      field("User", apiUser),
+      field("Groups", apiGroups),
+      field("Cluster", apiCluster),
+      field("Granted namespaces", apiNamespaces),
+    ),
+    h("label", { class: "check" }, apiDraft, "try the api_rules of the text in the editor"),
+    h("p", { class: "muted" }, "Decided as the API proxy decides; nothing is sent to a cluster."),
+    h("button", { type: "submit" }, "Test request"),
+    apiAnswer,
+  );
+
   // History ---------------------------------------------------------------------------------
   const historyBody = h("div", {});
   async function showVersion(version) {
@@ -237,9 +329,9 @@ export function policy({ view }) {
             h(
               "span",
               { class: "actions" },
-              h("button", { onclick: () => showVersion(v.version) }, "Diff"),
+              h("button", { class: "show-diff", onclick: () => showVersion(v.version) }, "Diff"),
               admin && v.version !== doc.version
-                ? h("button", { onclick: () => revert(v.version) }, "Revert to this")
+                ? h("button", { class: "revert", onclick: () => revert(v.version) }, "Revert to this")
                 : null,
             ),
           ),
@@ -258,7 +350,7 @@ export function policy({ view }) {
 
   replace(
     view,
-    h("h1", {}, "Command policy"),
+    h("h1", {}, "Command policy and API rules"),
     status,
     info,
     h("h2", {}, "What would this command get?"),
@@ -269,6 +361,8 @@ export function policy({ view }) {
     h("h2", {}, "History"),
     historyBody,
     h("h2", {}, "API rules"),
+    h("h3", {}, "What would this API request get?"),
+    apiForm,
     showRules,
     apiRules,
   );

@@ -213,6 +213,7 @@ export function users({ view }) {
       h(
         "button",
         {
+          class: "unlock",
           onclick: () =>
             act(`${u.username} unlocked.`, () => api(`${path}/unlock`, { method: "POST" })),
         },
@@ -222,6 +223,7 @@ export function users({ view }) {
         ? h(
             "button",
             {
+              class: "reset-totp",
               onclick: () =>
                 act(`TOTP of ${u.username} reset.`, () =>
                   api(`${path}/totp`, { method: "DELETE" }),
