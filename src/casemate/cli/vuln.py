@@ -382,12 +382,16 @@ UpdateMirrorOption = Annotated[
 ]
 ArchOption = Annotated[str, typer.Option("--arch", help="Architecture of the package index.")]
 ChangelogsOption = Annotated[
-    str | None,
+    str,
     typer.Option(
         "--changelogs-for",
-        help="Source packages (comma-separated) whose CVE ids to read from the changelog of "
-        "their update (one small .deb each, cached).",
+        help="Whose CVE ids to read from the changelog of their update (one small .deb per "
+        "source package, cached): 'all' (every source package of the suite), 'none', or "
+        "source packages separated by commas.",
     ),
+]
+ChangelogWorkersOption = Annotated[
+    int, typer.Option("--changelog-workers", min=1, max=32, help="Changelog downloads at once.")
 ]
 
 
@@ -396,18 +400,25 @@ def db_update(
     mirror: UpdateMirrorOption = SECURITY_MIRROR,
     suite: SuiteOption = "bookworm-security",
     arch: ArchOption = "amd64",
-    changelogs_for: ChangelogsOption = None,
+    changelogs_for: ChangelogsOption = "all",
+    changelog_workers: ChangelogWorkersOption = 8,
     data_dir: DataDirOption = None,
 ) -> None:
     """Read a Debian security suite's package index from a mirror: each source package it
-    offers is "fixed in" that version; with --changelogs-for, the CVE ids those updates fix."""
+    offers is "fixed in" that version, and the CVE ids each update names in its changelog
+    (every source package unless --changelogs-for says otherwise)."""
     origin, text, date = fetch_security_index(mirror, suite, arch)
     parsed = parse_packages(text, suite, origin)
-    wanted = {s.strip() for s in (changelogs_for or "").split(",") if s.strip()}
-    if wanted:
+    wanted: set[str] | None = {s.strip() for s in changelogs_for.split(",") if s.strip()}
+    if wanted == {"all"}:
+        wanted = None
+    elif wanted == {"none"} or not wanted:
+        wanted = set()
+    if wanted is None or wanted:
         cves = fetch_changelog_advisories(
-            mirror, text, suite, wanted, _vuln_dir(data_dir) / "changelogs"
-        )
+            mirror, text, suite, wanted, _vuln_dir(data_dir) / "changelogs",
+            workers=changelog_workers,
+        )  # fmt: skip
         parsed = Parsed(parsed.advisories + cves.advisories, parsed.problems + cves.problems)
     store = IndexStore(_vuln_dir(data_dir) / "db")
     info = store.store(origin, "debian-security-suite", parsed, date)

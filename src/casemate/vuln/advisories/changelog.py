@@ -24,6 +24,7 @@ from casemate.vuln.versions import compare_dpkg, valid
 _CVE = re.compile(r"\bCVE-\d{4}-\d{4,}\b")
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^()\s]+)\))?$")
 MAX_CHANGELOG = 32 * 1024 * 1024
+MAX_EVIDENCE = 240  # characters of the changelog line kept as evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +37,20 @@ class Binary:
     size: int
 
 
-def smallest_binaries(text: str, sources: set[str]) -> dict[str, list[Binary]]:
-    """For each wanted source package: its binaries at the highest source version, smallest
-    first (a small one may link its docs to another binary's, so callers try the next)."""
+def smallest_binaries(text: str, sources: set[str] | None) -> dict[str, list[Binary]]:
+    """For each wanted source package (``None``: every one): its binaries at the highest
+    source version, smallest first (a small one may link its docs to another binary's, so
+    callers try the next)."""
     found: dict[str, list[Binary]] = {}
     for p in Packages.iter_paragraphs(text, use_apt_pkg=False):
         name = p.get("Package", "")
         m = _SOURCE.match(p.get("Source", name))
-        if not m or m["name"] not in sources or not p.get("Filename") or not p.get("SHA256"):
+        if (
+            not m
+            or (sources is not None and m["name"] not in sources)
+            or not p.get("Filename")
+            or not p.get("SHA256")
+        ):
             continue
         version = m["version"] or p.get("Version", "")
         if not valid("dpkg", version):
@@ -128,13 +135,16 @@ def changelog_advisories(text: str, source: str, release: str, where: str) -> Pa
     except ChangelogParseError as e:
         raise AdvisoryError(f"{where}: not a Debian changelog: {e}") from None
     fixed: dict[str, str] = {}
+    lines: dict[str, str] = {}
     for block in changelog:
         version = str(block.version)
         if not valid("dpkg", version):
             continue
-        for cve in set(_CVE.findall("\n".join(block.changes()))):
-            if cve not in fixed or compare_dpkg(version, fixed[cve]) > 0:
-                fixed[cve] = version
+        for line in block.changes():
+            for cve in set(_CVE.findall(line)):
+                if cve not in fixed or compare_dpkg(version, fixed[cve]) > 0:
+                    fixed[cve] = version
+                    lines[cve] = " ".join(line.split())[:MAX_EVIDENCE]
     advisories = tuple(
         Advisory(
             id=cve,
@@ -143,7 +153,7 @@ def changelog_advisories(text: str, source: str, release: str, where: str) -> Pa
             state="fixed",
             ranges=(Range(fixed=version),),
             summary=f"named in the changelog entry of {source} {version}",
-            origin=f"{where} (changelog of {source} {version})",
+            origin=f"{where} (changelog of {source} {version}: {lines[cve]!r})",
         )
         for cve, version in sorted(fixed.items())
     )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import lzma
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ import httpx
 from debian.deb822 import Packages
 
 from casemate.vuln.advisories.changelog import (
+    Binary,
     changelog_advisories,
     changelog_from_deb,
     smallest_binaries,
@@ -32,6 +35,8 @@ from casemate.vuln.model import Advisory, Range
 from casemate.vuln.versions import compare_dpkg, valid
 
 MAX_INDEX = 256 * 1024 * 1024
+MAX_DEB = 48 * 1024 * 1024  # a binary read for its changelog (the smallest of its source)
+WORKERS = 8  # changelog downloads at once
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^()\s]+)\))?$")
 
 
@@ -123,43 +128,86 @@ def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
     return f"{base}/{member}", text, date
 
 
-def fetch_changelog_advisories(mirror: str, text: str, suite: str, sources: set[str],
-                               cache_dir: Path, timeout: float = 300) -> Parsed:  # fmt: skip
-    """CVE advisories from the changelogs of ``sources`` (one binary each, smallest first),
-    downloaded from ``mirror`` unless cached; each file's SHA-256 checked against the index."""
+def _get_bounded(client: httpx.Client, url: str, limit: int) -> bytes:
+    """A file of at most ``limit`` bytes (read as a stream: a larger one is never held)."""
+    try:
+        with client.stream("GET", url) as answer:
+            if answer.status_code != 200:
+                raise AdvisoryError(f"{url}: HTTP {answer.status_code}")
+            data = bytearray()
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise AdvisoryError(f"{url} is larger than {limit} bytes")
+            return bytes(data)
+    except httpx.HTTPError as e:
+        raise AdvisoryError(f"{url}: {e}") from None
+
+
+def _cache_name(source: str, version: str) -> str:
+    return f"{source}_{version.replace(':', '%3a')}.txt"
+
+
+def _one_changelog(client: httpx.Client, mirror: str, release: str, source: str,
+                   candidates: list[Binary], cache_dir: Path,
+                   max_deb: int) -> Parsed:  # fmt: skip
+    version = candidates[0].source_version
+    cached = cache_dir / _cache_name(source, version)
+    changelog = cached.read_text("utf-8", "replace") if cached.is_file() else None
+    errors: list[str] = []
+    small = [b for b in candidates if b.size <= max_deb]
+    if changelog is None and not small:
+        smallest = min(b.size for b in candidates)
+        return Parsed((), (f"{source} {version}: its smallest binary is {smallest} bytes, "
+                           f"above the limit of {max_deb}: no changelog read",))  # fmt: skip
+    for binary in small[:3]:
+        if changelog is not None:
+            break
+        url = f"{mirror.rstrip('/')}/{binary.filename}"
+        try:
+            data = _get_bounded(client, url, max_deb)
+            if hashlib.sha256(data).hexdigest() != binary.sha256:
+                raise AdvisoryError(f"{url} does not match the SHA-256 of the index")
+            changelog = changelog_from_deb(data, binary.package, url)
+            partial = cached.with_suffix(f".{threading.get_ident()}.part")
+            partial.write_text(changelog)
+            partial.replace(cached)
+        except (AdvisoryError, OSError) as e:
+            errors.append(str(e))
+    if changelog is None:
+        return Parsed((), tuple(errors))
+    try:
+        return changelog_advisories(changelog, source, release, f"{mirror} {source}")
+    except AdvisoryError as e:
+        return Parsed((), (str(e),))
+
+
+def fetch_changelog_advisories(mirror: str, text: str, suite: str, sources: set[str] | None,
+                               cache_dir: Path, timeout: float = 300, workers: int = WORKERS,
+                               max_deb: int = MAX_DEB) -> Parsed:  # fmt: skip
+    """CVE advisories from the changelogs of ``sources`` (``None``: every source package of the
+    index), one binary each (smallest first, none above ``max_deb`` bytes), downloaded from
+    ``mirror`` by ``workers`` threads unless cached by source and version; each file's SHA-256
+    checked against the index."""
     release = RELEASES.get(suite.split("-")[0])
     if release is None:
         raise AdvisoryError(f"unknown Debian suite {suite!r}")
     binaries = smallest_binaries(text, sources)
     problems = [f"{suite}: no security update of {s} to read a changelog from"
-                for s in sorted(sources - set(binaries))]  # fmt: skip
+                for s in sorted((sources or set()) - set(binaries))]  # fmt: skip
     advisories: list[Advisory] = []
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        for source, candidates in sorted(binaries.items()):
-            version = candidates[0].source_version
-            cached = cache_dir / f"{source}_{version.replace(':', '%3a')}.txt"
-            changelog = cached.read_text() if cached.is_file() else None
-            errors: list[str] = []
-            for binary in candidates[:3]:
-                if changelog is not None:
-                    break
-                url = f"{mirror.rstrip('/')}/{binary.filename}"
-                try:
-                    data = _get(client, url).content
-                    if hashlib.sha256(data).hexdigest() != binary.sha256:
-                        raise AdvisoryError(f"{url} does not match the SHA-256 of the index")
-                    changelog = changelog_from_deb(data, binary.package, url)
-                    cached.write_text(changelog)
-                except AdvisoryError as e:
-                    errors.append(str(e))
-            if changelog is None:
-                problems += errors
-                continue
-            try:
-                parsed = changelog_advisories(changelog, source, release, f"{mirror} {source}")
-            except AdvisoryError as e:
-                problems.append(str(e))
-                continue
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=True) as client,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
+        results = pool.map(
+            lambda item: _one_changelog(
+                client, mirror, release, item[0], item[1], cache_dir, max_deb
+            ),  # fmt: skip
+            sorted(binaries.items()),
+        )
+        for parsed in results:
             advisories += parsed.advisories
+            problems += parsed.problems
     return Parsed(tuple(advisories), tuple(problems))
