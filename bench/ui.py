@@ -42,7 +42,16 @@ PAGES: dict[str, tuple[str, list[str]]] = {
         ["/api/v1/policies/commands", "/api/v1/policies/commands/history?limit=50"],
     ),
     "audit": ("audit.js", ["/api/v1/audit?order=newest&limit=100"]),
-    "me": ("me.js", ["/api/v1/users/admin", "/api/v1/tokens", "/api/v1/grants/mine"]),
+    "me": (
+        "me.js",
+        [
+            "/api/v1/users/admin",
+            "/api/v1/tokens",
+            "/api/v1/grants/mine",
+            "/api/v1/users/admin/ssh-keys",
+            "/api/v1/recordings?user=admin&limit=20",
+        ],
+    ),
 }
 
 SERVER = textwrap.dedent(
