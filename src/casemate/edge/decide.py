@@ -99,7 +99,7 @@ from casemate.edge.decide_model import (
     text_value,
     truthy,
 )
-from casemate.edge.dockerapi import DockerRequest
+from casemate.edge.dockerrequest import DockerRequest
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.hostchecks import (
     MASKED_PATH_DEFAULTS,

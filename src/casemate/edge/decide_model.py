@@ -11,7 +11,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-from casemate.edge.dockerapi import docker_error
+from casemate.edge.dockerwire import docker_error
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.mounts import ContainerMounts
 from casemate.edge.routes import READ_ONLY_ACTIONS, Action

@@ -52,34 +52,46 @@ counted here; h11 is used for one job only, decoding a chunked body:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
-from http import HTTPStatus
 from typing import Final, TypeAlias
-from urllib.parse import quote, urlencode
 
 import h11
 
 from casemate.edge import gojson
+from casemate.edge.dockerparams import (
+    check_content_type,
+    check_json_content_type,
+    derived_params,
+    resolve_images_create,
+)
+from casemate.edge.dockerrequest import (
+    FORWARDED_HEADERS,
+    REPEATABLE_HEADERS,
+    DockerRequest,
+    Headers,
+    Limits,
+)
+from casemate.edge.dockerwire import (
+    LAST_CHUNK,
+    docker_error,
+    encode_chunk,
+    upstream_body,
+    upstream_head,
+    upstream_target,
+)
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.refusal import EdgeRefused, RefusalCode
 from casemate.edge.routes import (
-    MAX_API_VERSION,
     METHODS,
-    MIN_API_VERSION,
     Action,
-    ApiVersion,
     BodyKind,
-    Query,
     Route,
     check_duplicates,
     match_route,
     parse_target,
 )
-from casemate.risks.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
 from casemate.wire.head import HeadReader, HeadRefused, HeadRules, RequestHead
 
 __all__ = [
@@ -98,109 +110,10 @@ __all__ = [
     "read_request",
     "upstream_body",
     "upstream_head",
+    "upstream_target",
+    "FORWARDED_HEADERS",
+    "head_rules",
 ]
-
-MiB: Final = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_head_bytes: int = 64 * 1024
-    max_headers: int = 64
-    max_json_body: int = 1 * MiB
-    max_stream_body: int | None = 16 * 1024 * MiB
-    max_json_depth: int = 32
-    min_api_version: ApiVersion = MIN_API_VERSION
-    max_api_version: ApiVersion = MAX_API_VERSION
-
-
-# --- headers -----------------------------------------------------------------------------------
-
-FORWARDED_HEADERS: Final = {
-    "user-agent": "User-Agent",
-    "content-type": "Content-Type",
-    "accept": "Accept",
-    "x-registry-auth": "X-Registry-Auth",
-    "x-registry-config": "X-Registry-Config",
-    "origin": "Origin",
-    "sec-websocket-key": "Sec-WebSocket-Key",
-    "sec-websocket-version": "Sec-WebSocket-Version",
-    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
-    "x-docker-expose-session-uuid": "X-Docker-Expose-Session-Uuid",
-    "x-docker-expose-session-name": "X-Docker-Expose-Session-Name",
-    "x-docker-expose-session-sharedkey": "X-Docker-Expose-Session-Sharedkey",
-    "x-docker-expose-session-grpc-method": "X-Docker-Expose-Session-Grpc-Method",
-}
-"""Headers dockerd reads; everything else (hop-by-hop, Host, framing) is dropped or re-made."""
-
-REPEATABLE_HEADERS: Final = frozenset({"x-docker-expose-session-grpc-method"})
-SECRET_HEADERS: Final = frozenset({"x-registry-auth", "x-registry-config"})
-_CONNECTION_TOKENS: Final = frozenset({"keep-alive", "close", "upgrade"})
-
-
-@dataclass(frozen=True)
-class Headers:
-    """Forwardable request headers: lower-case names, request order. Secrets are not shown
-    by ``repr`` (registry credentials travel in ``X-Registry-Auth``)."""
-
-    items: tuple[tuple[str, str], ...] = ()
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.items:
-            if key == name:
-                return value
-        return None
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self.items)
-
-    def __repr__(self) -> str:
-        shown = [(k, "<redacted>" if k in SECRET_HEADERS else v) for k, v in self.items]
-        return f"Headers({shown!r})"
-
-
-# --- the canonical request -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class DockerRequest:
-    """One Docker API call, as the policy decides on it and as dockerd will receive it."""
-
-    method: str
-    target: str
-    """The raw request target, for audit only; never used for routing."""
-    path: str
-    """Canonical path without the version prefix."""
-    api_version: ApiVersion | None
-    """``None`` for unversioned paths (dockerd's default version)."""
-    route: Route
-    action: Action
-    params: Mapping[str, str]
-    """Path parameters (``container``, ``image``, ``exec``…) and, per action, values derived
-    from the query (``image`` for a pull, ``repo``/``tag`` for tag/commit/import, ``from_src``)."""
-    query: Query
-    body_kind: BodyKind
-    body: JsonValue | None = field(default=None, repr=False)
-    """Decoded, key-normalised JSON (``None`` for empty bodies and streams). May hold secrets."""
-    body_length: int | None = None
-    """Length of the client's body (after chunked decoding); ``None`` while a stream is open."""
-    content_type: str | None = None
-    headers: Headers = field(default_factory=Headers)
-    upgrade: str | None = None
-    keep_alive: bool = True
-    expects_continue: bool = False
-
-    @property
-    def is_stream(self) -> bool:
-        return self.body_kind is BodyKind.STREAM
-
-    def json_object(self) -> JsonObject:
-        """The body if it is a JSON object, else an empty one."""
-        return self.body if isinstance(self.body, JsonObject) else JsonObject()
-
-    def param(self, name: str) -> str | None:
-        return self.params.get(name)
-
 
 # --- reader events ------------------------------------------------------------------------------
 
@@ -257,6 +170,8 @@ def head_rules(limits: Limits) -> HeadRules:
 def _head_refusal(e: HeadRefused) -> EdgeRefused:
     return EdgeRefused(e.message, code=RefusalCode(e.code.value), status=e.status)
 
+
+_CONNECTION_TOKENS: Final = frozenset({"keep-alive", "close", "upgrade"})
 
 #: What h11 is told of a chunked request: it only decodes the body (the head was read by
 #: :mod:`casemate.wire.head`; nothing of the client's head reaches h11).
@@ -469,11 +384,11 @@ def _start_request(head: RequestHead, limits: Limits) -> _Pending:
     action, body_kind = route.action, route.body
     if action is Action.PULL:
         action, body_kind = resolve_images_create(target.query)
-    params = {**matched.params, **_derived_params(action, target.query)}
+    params = {**matched.params, **derived_params(action, target.query)}
     upgrade, keep_alive = _connection(head, route)
     expects_continue = _expect(head)
     content_type = head.get("content-type")
-    _check_content_type(content_type)
+    check_content_type(content_type)
     content_length = head.content_length
     body_limit = _body_limit(body_kind, limits)
     if content_length and body_kind is BodyKind.NONE:
@@ -546,70 +461,6 @@ def _expect(headers: RequestHead) -> bool:
     return True
 
 
-# --- content type --------------------------------------------------------------------------------
-
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE_RE: Final = re.compile(rf"({_TOKEN})/({_TOKEN})")
-_PARAM_RE: Final = re.compile(rf"({_TOKEN})=({_TOKEN}|\"[^\"\\]*\")")
-FORM_MEDIA_TYPES: Final = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-
-
-def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
-    """Split a Content-Type like Go's ``mime.ParseMediaType``; refuse what it would refuse."""
-    main, *raw_params = value.split(";")
-    m = _MEDIA_TYPE_RE.fullmatch(main.strip())
-    if m is None:
-        raise _refused(f"malformed Content-Type {value[:64]!r}", RefusalCode.CONTENT_TYPE, 415)
-    params: dict[str, str] = {}
-    for raw in raw_params:
-        if not raw.strip():
-            continue
-        p = _PARAM_RE.fullmatch(raw.strip())
-        if p is None:
-            raise _refused(f"malformed Content-Type {value[:64]!r}", RefusalCode.CONTENT_TYPE, 415)
-        key = p[1].lower()
-        if key in params:
-            raise _refused(
-                f"Content-Type repeats the parameter {key!r}", RefusalCode.CONTENT_TYPE, 415
-            )
-        params[key] = p[2].strip('"')
-    return m[0].lower(), params
-
-
-def _check_content_type(value: str | None) -> None:
-    """Head-time check, every route: parseable, and never a form type."""
-    if value is None:
-        return
-    media_type, _ = parse_media_type(value)
-    if media_type in FORM_MEDIA_TYPES:
-        raise _refused(
-            f"Content-Type {media_type} is not accepted: dockerd would read form fields from "
-            "the body and let them override the query",
-            RefusalCode.CONTENT_TYPE,
-            415,
-        )
-
-
-def _check_json_content_type(value: str | None) -> None:
-    """For a non-empty JSON body (dockerd's ``CheckForJSON``, minus foreign charsets)."""
-    if value is None:
-        raise _refused(
-            "a JSON body needs Content-Type: application/json", RefusalCode.CONTENT_TYPE, 415
-        )
-    media_type, params = parse_media_type(value)
-    if media_type != "application/json":
-        raise _refused(
-            f"Content-Type must be application/json, not {media_type}",
-            RefusalCode.CONTENT_TYPE,
-            415,
-        )
-    charset = params.pop("charset", "utf-8").lower()
-    if charset != "utf-8" or params:
-        raise _refused(
-            "Content-Type for JSON may only carry charset=utf-8", RefusalCode.CONTENT_TYPE, 415
-        )
-
-
 # --- body ----------------------------------------------------------------------------------------
 
 
@@ -618,7 +469,7 @@ def _finish_request(pending: _Pending, limits: Limits) -> DockerRequest:
     data = bytes(pending.body)
     body: JsonValue | None = None
     if data:
-        _check_json_content_type(request.content_type)
+        check_json_content_type(request.content_type)
         body = gojson.decode(data, max_depth=limits.max_json_depth)
         _check_top_level(body, request.body_kind)
         if request.route.schema is not None:
@@ -635,91 +486,6 @@ def _check_top_level(body: JsonValue, kind: BodyKind) -> None:
         raise _refused("JSON body must be an object", RefusalCode.JSON_TOP_LEVEL)
     if kind is BodyKind.JSON_ARRAY and not isinstance(body, tuple):
         raise _refused("JSON body must be an array", RefusalCode.JSON_TOP_LEVEL)
-
-
-# --- query-derived parameters --------------------------------------------------------------------
-
-
-def resolve_images_create(query: Query) -> tuple[Action, BodyKind]:
-    """``POST /images/create`` pulls when ``fromImage`` is set, else imports (``fromSrc``)."""
-    from_image = query.get("fromImage") or ""
-    from_src = query.get("fromSrc") or ""
-    if from_image and from_src:
-        raise _refused(
-            "both fromImage and fromSrc given; dockerd would silently ignore fromSrc",
-            RefusalCode.BAD_PARAMETER,
-        )
-    if from_image:
-        return Action.PULL, BodyKind.NONE
-    return Action.IMPORT, BodyKind.STREAM if from_src == "-" else BodyKind.NONE
-
-
-_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-def _derived_params(action: Action, query: Query) -> dict[str, str]:
-    if action is Action.PULL:
-        return {"image": pull_reference(query.get("fromImage") or "", query.get("tag") or "")}
-    if action is Action.IMPORT:
-        out = {"from_src": query.get("fromSrc") or ""}
-        out.update(_repo_tag(query))
-        return out
-    if action is Action.TAG:
-        if not query.get("repo"):
-            raise _refused("tag needs a repo parameter", RefusalCode.BAD_PARAMETER)
-        return _repo_tag(query)
-    if action is Action.COMMIT:
-        out = {"container": query.get("container") or ""}
-        out.update(_repo_tag(query))
-        return out
-    if action in (Action.ARCHIVE_GET, Action.ARCHIVE_HEAD, Action.ARCHIVE_PUT):
-        return {"path": query.get("path") or ""}
-    return {}
-
-
-def _ref(text: str) -> ImageRef:
-    try:
-        return parse_image_ref(text)
-    except InvalidImageReference as e:
-        raise _refused(f"invalid image reference {text[:200]!r}", RefusalCode.BAD_PARAMETER) from e
-
-
-def pull_reference(from_image: str, tag: str) -> str:
-    """The reference dockerd pulls for ``fromImage`` + ``tag`` (a tag or a digest)."""
-    ref = _ref(from_image)
-    if ref.is_id:
-        raise _refused("cannot pull an image ID", RefusalCode.BAD_PARAMETER)
-    if not tag:
-        return from_image
-    if ref.tag is not None or ref.digest is not None:
-        raise _refused(
-            "fromImage already carries a tag or digest and a tag parameter was given too",
-            RefusalCode.BAD_PARAMETER,
-        )
-    if is_digest(tag):
-        return f"{from_image}@{tag}"
-    if not _TAG_RE.fullmatch(tag):
-        raise _refused(f"invalid tag {tag[:64]!r}", RefusalCode.BAD_PARAMETER)
-    return f"{from_image}:{tag}"
-
-
-def _repo_tag(query: Query) -> dict[str, str]:
-    repo = query.get("repo") or ""
-    tag = query.get("tag") or ""
-    if not repo:
-        if tag:
-            raise _refused("tag given without repo", RefusalCode.BAD_PARAMETER)
-        return {}
-    ref = _ref(repo)
-    if ref.is_id or ref.digest is not None:
-        raise _refused("repo must be a repository name", RefusalCode.BAD_PARAMETER)
-    if tag and ref.tag is not None:
-        raise _refused(
-            "repo already carries a tag and tag was given too", RefusalCode.BAD_PARAMETER
-        )
-    if tag and not _TAG_RE.fullmatch(tag):
-        raise _refused(f"invalid tag {tag[:64]!r}", RefusalCode.BAD_PARAMETER)
-    return {"repo": repo, "tag": tag or ref.tag or "latest"}
 
 
 # --- whole-buffer convenience ---------------------------------------------------------------------
@@ -741,79 +507,3 @@ def read_request(data: bytes, limits: Limits | None = None) -> DockerRequest:
     if ends:
         request = replace(request, body_length=ends[0].length)
     return request
-
-
-# --- what the driver sends upstream and back -----------------------------------------------------
-
-
-def upstream_body(request: DockerRequest) -> bytes:
-    """The body to forward for non-stream requests: canonical JSON, or nothing."""
-    if request.body is None:
-        return b""
-    return gojson.dumps(request.body)
-
-
-def upstream_target(request: DockerRequest) -> str:
-    prefix = f"/v{request.api_version}" if request.api_version is not None else ""
-    query = urlencode(request.query.items, quote_via=quote, safe="")
-    return prefix + request.path + (f"?{query}" if query else "")
-
-
-def upstream_head(
-    request: DockerRequest, *, host: str = "docker", stream_length: int | None = None
-) -> bytes:
-    """The request head the driver sends to dockerd.
-
-    Framing is ours: non-stream requests carry ``Content-Length`` of :func:`upstream_body`;
-    streams carry the client's ``Content-Length`` (``stream_length``) if it had one, else
-    ``Transfer-Encoding: chunked`` and the driver re-chunks with :func:`encode_chunk`.
-    """
-    lines = [f"{request.method} {upstream_target(request)} HTTP/1.1", f"Host: {host}"]
-    for name, value in request.headers:
-        if name == "content-type" and not request.is_stream:
-            continue
-        lines.append(f"{FORWARDED_HEADERS[name]}: {value}")
-    if request.is_stream:
-        if stream_length is not None:
-            lines.append(f"Content-Length: {stream_length}")
-        else:
-            lines.append("Transfer-Encoding: chunked")
-    else:
-        body = upstream_body(request)
-        if body:
-            lines.append("Content-Type: application/json")
-        if body or request.method in ("POST", "PUT"):
-            lines.append(f"Content-Length: {len(body)}")
-    if request.upgrade is not None:
-        lines += ["Connection: Upgrade", f"Upgrade: {request.upgrade}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-
-
-def encode_chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (empty input gives nothing; use :data:`LAST_CHUNK`)."""
-    if not data:
-        return b""
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK: Final = b"0\r\n\r\n"
-
-
-def docker_error(status: int, message: str, *, close: bool = True) -> bytes:
-    """A complete HTTP/1.1 response carrying Docker's error JSON ``{"message": "..."}``.
-
-    The Docker CLI prints ``message`` as the error for any 4xx/5xx answer.
-    """
-    body = gojson.dumps(JsonObject({"message": message})) + b"\n"
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    lines = [
-        f"HTTP/1.1 {status} {phrase}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-    ]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body

@@ -21,7 +21,7 @@ from casemate.edge.decide_model import (
     text_value,
     truthy,
 )
-from casemate.edge.dockerapi import DockerRequest
+from casemate.edge.dockerrequest import DockerRequest
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.mounts import HostSource, bind_read_only, local_bind_device
 from casemate.edge.routes import Action

@@ -11,7 +11,7 @@ from casemate.edge.decide_model import (
     TrustFacts,
     malformed_finding,
 )
-from casemate.edge.dockerapi import DockerRequest
+from casemate.edge.dockerrequest import DockerRequest
 from casemate.edge.gojson import JsonObject, JsonValue
 from casemate.edge.routes import Action
 from casemate.risks.imageref import InvalidImageReference, parse_image_ref
