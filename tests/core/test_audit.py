@@ -339,6 +339,30 @@ def test_append_in_the_callers_transaction_commits_or_rolls_back_with_it(
     assert audit.verify().checked == 2
 
 
+def test_a_batch_failing_half_way_leaves_nothing_written(audit: AuditLog, db: Database) -> None:
+    """On SQLite the batch is written on the driver's connection: a failure inside it (here
+    a trigger refusing the third record) rolls all of it back, as one transaction."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the driver-level path is SQLite's")
+    seen: list[int] = []
+    audit.on_append.append(lambda e: seen.append(e.seq))
+    first = audit.append(ev(0))
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_third BEFORE INSERT ON audit_records WHEN NEW.seq = 4 "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with pytest.raises(UpstreamError, match="database error"):
+        audit.append_many([ev(1), ev(2), ev(3)])
+    assert audit.head() == (1, first.hash) and seen == [1]
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_third")
+    again = audit.append_many([ev(1), ev(2), ev(3)])
+    assert [e.seq for e in again] == [2, 3, 4] and seen == [1, 2, 3, 4]
+    assert audit.query(limit=10) == [first, *again]
+    assert audit.verify().ok
+
+
 def test_append_many_chains_in_order_in_one_transaction(audit: AuditLog, db: Database) -> None:
     seen: list[int] = []
     audit.on_append.append(lambda e: seen.append(e.seq))

@@ -49,8 +49,10 @@ backlog of records to retry) are in :mod:`casemate.core.auditwriter`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -74,6 +76,7 @@ from casemate.core.auditformat import (
     _clean_str,
     _entry,
     _prepare,
+    _Prepared,
     _Stored,
     canonical_json,
     format_ts,
@@ -125,6 +128,13 @@ _UPDATE_HEAD = (
     .where(AuditHead.id == _HEAD_ID)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 )
+# The same three statements in SQLite's own SQL, for the driver-level path (_append_sqlite).
+_SQLITE_HEAD = f"SELECT seq, hash FROM audit_head WHERE id = {_HEAD_ID}"
+_SQLITE_INSERT = (
+    "INSERT INTO audit_records (seq, ts, kind, actor, outcome, body, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_UPDATE = f"UPDATE audit_head SET seq = ?, hash = ? WHERE id = {_HEAD_ID}"
 _PENDING = "casemate.audit.pending"  # session.info: [(log, entry)] awaiting the commit
 _LISTENING = "casemate.audit.listening"
 
@@ -142,6 +152,10 @@ class AuditLog:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._postgres = is_postgres(db.engine)
+        dialect = db.engine.dialect
+        # how the ts column's type stores a datetime in this database (SQLite: text)
+        bind = AuditRecord.__table__.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
+        self._ts_bind: Callable[[datetime], object] = bind or (lambda value: value)
         self.on_append: list[AppendHook] = []
         self.on_close: list[Callable[[], None]] = []
 
@@ -178,52 +192,10 @@ class AuditLog:
 
         def write(conn: Connection) -> list[AuditEntry]:
             head_seq, head_hash = self._lock_head(conn)
-            now = datetime.now(UTC)
-            ts = format_ts(now)
-            entries: list[AuditEntry] = []
-            rows: list[dict[str, object]] = []
-            for kind, actor, source, outcome, details, details_json, version in prepared:
-                seq = head_seq + 1
-                body = _body(
-                    seq=seq,
-                    ts=ts,
-                    kind=kind,
-                    version=version,
-                    actor=actor,
-                    source=source,
-                    outcome=outcome,
-                    details_json=details_json,
-                )
-                digest = record_hash(head_hash, body)
-                rows.append(
-                    {
-                        "seq": seq,
-                        "ts": now,
-                        "kind": kind,
-                        "actor": actor,
-                        "outcome": outcome,
-                        "body": body,
-                        "prev_hash": head_hash,
-                        "hash": digest,
-                    }
-                )
-                entries.append(
-                    AuditEntry(
-                        seq=seq,
-                        ts=now,
-                        kind=kind,
-                        actor=actor,
-                        source=source,
-                        outcome=outcome,
-                        details=details,
-                        hash=digest,
-                        event_version=version,
-                        prev_hash=head_hash,
-                    )
-                )
-                head_seq, head_hash = seq, digest
+            rows, entries = _chain(prepared, head_seq, head_hash)
             conn.execute(_INSERT_RECORD, rows)
-            conn.execute(_UPDATE_HEAD, {"new_seq": head_seq, "new_hash": head_hash})
+            last = entries[-1]
+            conn.execute(_UPDATE_HEAD, {"new_seq": last.seq, "new_hash": last.hash})
             return entries
 
         if session is not None:
@@ -231,12 +203,67 @@ class AuditLog:
             for entry in entries:
                 self._after_commit_of(session, entry)
             return entries
-        try:  # a bare connection: the ORM session machinery would double the CPU cost
-            with self._db.engine.begin() as conn:
-                entries = write(conn)
+        found = None if self._postgres else self._append_sqlite(prepared)
+        if found is not None:
+            entries = found
+        else:
+            try:  # a bare connection: the ORM session machinery would double the CPU cost
+                with self._db.engine.begin() as conn:
+                    entries = write(conn)
+            except SQLAlchemyError as e:
+                raise UpstreamError(f"database error: {type(e).__name__}") from e
+        self._run_hooks(entries)
+        return entries
+
+    def _append_sqlite(self, prepared: list[_Prepared]) -> list[AuditEntry] | None:
+        """The same transaction as :meth:`append_many`'s on SQLite, on the driver's connection
+        (``BEGIN IMMEDIATE`` takes the write lock, as the engine's ``begin`` does): half the CPU
+        time of going through SQLAlchemy's execution layer, which a busy proxy pays once per
+        group commit. None when the head row does not exist yet (the first append takes the
+        general path, which creates it)."""
+        try:
+            pooled = self._db.engine.raw_connection()
         except SQLAlchemyError as e:
             raise UpstreamError(f"database error: {type(e).__name__}") from e
-        self._run_hooks(entries)
+        try:
+            cursor = pooled.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(_SQLITE_HEAD)
+                row = cursor.fetchone()
+                if row is None:
+                    cursor.execute("ROLLBACK")
+                    return None
+                rows, entries = _chain(prepared, int(row[0]), str(row[1]))
+                ts = self._ts_bind(rows[0]["ts"])
+                cursor.executemany(
+                    _SQLITE_INSERT,
+                    [
+                        (
+                            r["seq"],
+                            ts,
+                            r["kind"],
+                            r["actor"],
+                            r["outcome"],
+                            r["body"],
+                            r["prev_hash"],
+                            r["hash"],
+                        )  # fmt: skip
+                        for r in rows
+                    ],
+                )
+                cursor.execute(_SQLITE_UPDATE, (entries[-1].seq, entries[-1].hash))
+                cursor.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+        except sqlite3.Error as e:
+            raise UpstreamError(f"database error: {type(e).__name__}") from e
+        finally:
+            pooled.close()
         return entries
 
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
@@ -559,6 +586,58 @@ def _filters(
         needle = json.dumps(_clean_str(text), ensure_ascii=False)[1:-1]
         conds.append(AuditRecord.body.icontains(needle, autoescape=True))
     return conds
+
+
+def _chain(
+    prepared: Sequence[_Prepared], head_seq: int, head_hash: str
+) -> tuple[list[dict[str, Any]], list[AuditEntry]]:
+    """The rows and entries of ``prepared`` records chained after ``(head_seq, head_hash)``,
+    all with the time of now (taken while the caller holds the chain lock)."""
+    now = datetime.now(UTC)
+    ts = format_ts(now)
+    entries: list[AuditEntry] = []
+    rows: list[dict[str, Any]] = []
+    for kind, actor, source, outcome, details, details_json, version in prepared:
+        seq = head_seq + 1
+        body = _body(
+            seq=seq,
+            ts=ts,
+            kind=kind,
+            version=version,
+            actor=actor,
+            source=source,
+            outcome=outcome,
+            details_json=details_json,
+        )
+        digest = record_hash(head_hash, body)
+        rows.append(
+            {
+                "seq": seq,
+                "ts": now,
+                "kind": kind,
+                "actor": actor,
+                "outcome": outcome,
+                "body": body,
+                "prev_hash": head_hash,
+                "hash": digest,
+            }
+        )
+        entries.append(
+            AuditEntry(
+                seq=seq,
+                ts=now,
+                kind=kind,
+                actor=actor,
+                source=source,
+                outcome=outcome,
+                details=details,
+                hash=digest,
+                event_version=version,
+                prev_hash=head_hash,
+            )
+        )
+        head_seq, head_hash = seq, digest
+    return rows, entries
 
 
 def _fire_pending(session: Session) -> None:
