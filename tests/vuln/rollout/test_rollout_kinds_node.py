@@ -118,7 +118,7 @@ def audited_steps(data: Path) -> list[str]:
 
 def rollout(data: Path, ns: str, first: Path, remediated: Path) -> subprocess.CompletedProcess[str]:
     return casemate(data, "vuln", "rollout", "--manifest", str(first), "--remediated",
-                    str(remediated), "--cluster", "test", "-n", ns, "--timeout", "120")  # fmt: skip
+                    str(remediated), "--cluster", "test", "-n", ns, "--timeout", "90")  # fmt: skip
 
 
 def interrupted_rollout(data: Path, ns: str, first: Path, remediated: Path) -> None:
