@@ -43,7 +43,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -58,7 +57,14 @@ from casemate.bastion.kubectl import (
 )
 from casemate.bastion.policycheck import BUILTIN_GROUPS, is_glob, resolve_verbs, validate_policy
 from casemate.bastion.shell import Command, ParsedLine
-from casemate.core.rulescope import AppliesTo, matches_any
+from casemate.core.rulescope import (
+    AppliesTo,
+    RuleAction,
+    ScopedRule,
+    matches_any,
+    merge_by_id,
+    walk_order,
+)
 from casemate.errors import PolicyError
 
 __all__ = [
@@ -84,23 +90,14 @@ CURRENT_VERSION = 1
 REFUSED = "casemate.refused"
 
 
-class CommandAction(StrEnum):
+class CommandAction(RuleAction):
+    """In order of severity (see :class:`~casemate.core.rulescope.RuleAction`)."""
+
     ACCEPT = "accept"
     WARN = "warn"
     REVIEW = "review"
     REJECT = "reject"
 
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY = {
-    CommandAction.ACCEPT: 0,
-    CommandAction.WARN: 1,
-    CommandAction.REVIEW: 2,
-    CommandAction.REJECT: 3,
-}
 
 # Tri-state matching -------------------------------------------------------------------------
 
@@ -367,18 +364,10 @@ def _bool(wanted: bool | None, actual: bool) -> int:
 
 
 @dataclass(frozen=True)
-class Rule:
-    id: str
-    priority: int
-    action: CommandAction
-    match: RuleMatch = RuleMatch()
-    applies_to: AppliesTo = AppliesTo()
-    description: str = ""
-    enabled: bool = True
+class Rule(ScopedRule[CommandAction, RuleMatch]):
+    """A command rule (fields and scope: :class:`~casemate.core.rulescope.ScopedRule`)."""
 
-    @property
-    def reason(self) -> str:
-        return self.description or f"rule {self.id}"
+    match: RuleMatch = RuleMatch()
 
 
 @dataclass(frozen=True)
@@ -446,16 +435,13 @@ class Policy:
         """This policy's rules followed by ``other``'s; a rule of ``other`` with an id already
         present replaces it (e.g. to disable a rule-pack rule). Groups are combined (a group
         defined in both must be identical); ``other``'s default action is kept."""
-        rules = {rule.id: rule for rule in self.rules}
-        for rule in other.rules:
-            rules[rule.id] = rule
         groups = dict(self.groups)
         for name, members in other.groups.items():
             if name in groups and groups[name] != members:
                 raise PolicyError(f"groups.{name}: defined differently in merged policies")
             groups[name] = members
         return Policy(
-            rules=tuple(rules.values()),
+            rules=merge_by_id(self.rules, other.rules),
             default_action=other.default_action,
             groups=groups,
             api_rules=other.api_rules if other.api_rules is not None else self.api_rules,
@@ -584,12 +570,8 @@ def _walk(
     default: CommandAction,
     index: int | None,
 ) -> CommandVerdict:
-    ordered = sorted(
-        (rule for rule in policy.rules if rule.enabled),
-        key=lambda rule: (-rule.priority, -rule.action.severity),
-    )
     warnings: list[Notice] = []
-    for rule in ordered:
+    for rule in walk_order(policy.rules):
         if not rule.applies_to.contains(ctx):
             continue
         accepting = rule.action == CommandAction.ACCEPT

@@ -50,7 +50,8 @@ from casemate.core.policyfields import (
     str_list,
     string,
 )
-from casemate.core.policyfile import At, StrictLoader
+from casemate.core.policyfile import At, load_yaml
+from casemate.core.rulescope import match_to_dict
 from casemate.errors import PolicyError
 
 __all__ = [
@@ -67,13 +68,7 @@ __all__ = [
 
 
 def policy_from_yaml(text: str, *, source: str = "<policy>") -> Policy:
-    try:
-        data = yaml.load(text, Loader=StrictLoader)  # a safe subclass
-    except PolicyError as exc:
-        raise PolicyError(f"{source}: {exc.message}") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
-    return policy_from_dict(data, source=source)
+    return policy_from_dict(load_yaml(text, source), source=source)
 
 
 def policy_from_dict(data: object, *, source: str = "<policy>") -> Policy:
@@ -275,31 +270,8 @@ def _read_match(data: object, at: At, groups: Mapping[str, tuple[str, ...]]) -> 
 
 
 def _rule_to_dict(rule: Rule) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": rule.id,
-        "priority": rule.priority,
-        "action": str(rule.action),
-    }
-    if rule.description:
-        out["description"] = rule.description
-    if not rule.enabled:
-        out["enabled"] = False
-    applies = rule.applies_to.to_dict()
-    if applies:
-        out["applies_to"] = applies
-    match: dict[str, Any] = {}
-    for key in _MATCH_KEYS:
-        value = getattr(rule.match, key)
-        if key == "flags":
-            if value:
-                match["flags"] = {c.name: list(c.values) or None for c in value}
-        elif isinstance(value, tuple):
-            if value:
-                match[key] = list(value)
-        elif value is not None:
-            match[key] = value
-    out["match"] = match
-    return out
+    flags = {"flags": lambda value: {c.name: list(c.values) or None for c in value}}
+    return {**rule.head_to_dict(), "match": match_to_dict(rule.match, _MATCH_KEYS, flags)}
 
 
 # Versions ----------------------------------------------------------------------

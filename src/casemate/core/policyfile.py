@@ -14,6 +14,8 @@ import yaml
 
 from casemate.errors import PolicyError
 
+__all__ = ["At", "StrictLoader", "load_yaml"]
+
 
 class StrictLoader(yaml.SafeLoader):
     """A safe loader that refuses duplicate keys."""
@@ -48,3 +50,14 @@ class At:
     def error(self, message: str) -> PolicyError:
         where = f"{self.source}: {self.path}" if self.path else self.source
         return PolicyError(f"{where}: {message}")
+
+
+def load_yaml(text: str, source: str) -> object:
+    """A policy document's YAML (safe, duplicate keys refused); any error is a
+    :class:`~casemate.errors.PolicyError` starting with ``source`` (and the line)."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None

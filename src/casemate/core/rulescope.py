@@ -1,5 +1,8 @@
-"""Who and where a policy rule applies to (``applies_to``): shared by the bastion's command
-policy and the API proxy's rules, with its YAML form. Pure: no I/O.
+"""What the bastion's command policy and the API proxy's rules share: who and where a rule
+applies to (``applies_to``), the rule itself (:class:`ScopedRule`: id, priority, action,
+match, scope, description, enabled), its actions ordered by severity (:class:`RuleAction`),
+the order rules are walked in, merging rule sets by id, and the YAML form of all that. Each
+feature keeps its own match conditions and decision. Pure: no I/O.
 
 ``applies_to`` lists globs of users, groups, clusters and system accounts; an empty (or absent)
 list means all, and a rule applies when every non-empty list matches the context.
@@ -7,15 +10,27 @@ list means all, and a rule applies when every non-empty list matches the context
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from fnmatch import fnmatchcase
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from casemate.core.policyfields import mapping, str_list
 from casemate.core.policyfile import At
 
-__all__ = ["APPLIES_KEYS", "AppliesTo", "Who", "matches_any"]
+__all__ = [
+    "APPLIES_KEYS",
+    "AppliesTo",
+    "RuleAction",
+    "ScopedRule",
+    "Who",
+    "match_to_dict",
+    "matches_any",
+    "merge_by_id",
+    "rule_order",
+    "walk_order",
+]
 
 APPLIES_KEYS = ("users", "groups", "clusters", "accounts")
 
@@ -64,3 +79,93 @@ class AppliesTo:
     def to_dict(self) -> dict[str, list[str]]:
         """The non-empty lists (empty: the key is left out of the rule)."""
         return {f.name: list(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name)}
+
+
+class RuleAction(StrEnum):
+    """A rule's action. A subclass lists its members from the mildest to the most severe
+    (allow/accept, warn, review, deny/reject): the position is the :attr:`severity`."""
+
+    @property
+    def severity(self) -> int:
+        return type(self)._member_names_.index(self.name)
+
+
+A = TypeVar("A", bound=RuleAction)
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class ScopedRule(Generic[A, M]):
+    """One rule: an ``action`` taken when it is ``enabled``, its scope contains the context and
+    its ``match`` (the feature's conditions) holds. A feature subclasses it with its action
+    and match types (and a default match)."""
+
+    id: str
+    priority: int
+    action: A
+    match: M
+    applies_to: AppliesTo = AppliesTo()
+    description: str = ""
+    enabled: bool = True
+
+    @property
+    def reason(self) -> str:
+        return self.description or f"rule {self.id}"
+
+    def head_to_dict(self) -> dict[str, Any]:
+        """The YAML form of everything but the match: ``id``, ``priority``, ``action``, then
+        ``description``, ``enabled: false`` and ``applies_to`` where they are set."""
+        out: dict[str, Any] = {"id": self.id, "priority": self.priority, "action": str(self.action)}
+        if self.description:
+            out["description"] = self.description
+        if not self.enabled:
+            out["enabled"] = False
+        applies = self.applies_to.to_dict()
+        if applies:
+            out["applies_to"] = applies
+        return out
+
+
+R = TypeVar("R", bound=ScopedRule[Any, Any])
+
+
+def rule_order(rule: ScopedRule[Any, Any]) -> tuple[int, int]:
+    """The sort key of the walk: priority (highest first), then severity (most severe first);
+    a stable sort keeps file order among equals."""
+    return (-rule.priority, -rule.action.severity)
+
+
+def walk_order(rules: Iterable[R]) -> tuple[R, ...]:
+    """The enabled rules in the order they are tried."""
+    return tuple(sorted((rule for rule in rules if rule.enabled), key=rule_order))
+
+
+def merge_by_id(first: Iterable[R], second: Iterable[R]) -> tuple[R, ...]:
+    """``first``'s rules followed by ``second``'s; a rule of ``second`` with an id already
+    present takes its place (e.g. to disable a shipped rule)."""
+    rules = {rule.id: rule for rule in first}
+    for rule in second:
+        rules[rule.id] = rule
+    return tuple(rules.values())
+
+
+def match_to_dict(
+    match: object,
+    keys: Iterable[str],
+    special: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> dict[str, Any]:
+    """The YAML form of a rule's match: its attributes named by ``keys`` in that order, set ones
+    only (non-empty tuples as lists, other values unless None); a key of ``special`` is
+    written by its function when set."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = getattr(match, key)
+        if special is not None and key in special:
+            if value:
+                out[key] = special[key](value)
+        elif isinstance(value, tuple):
+            if value:
+                out[key] = list(value)
+        elif value is not None:
+            out[key] = value
+    return out

@@ -8,15 +8,21 @@ is validated with its location in the error (``At``). The model and the decision
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
-import yaml
-
-from casemate.core.policyfields import choice, integer, mapping, opt_bool, str_list, string
-from casemate.core.policyfile import At, StrictLoader
-from casemate.errors import PolicyError
+from casemate.core.policyfields import (
+    Migration,
+    choice,
+    integer,
+    mapping,
+    migrate_document,
+    opt_bool,
+    str_list,
+    string,
+)
+from casemate.core.policyfile import At, load_yaml
+from casemate.core.rulescope import match_to_dict
 from casemate.kubeproxy.rules import (
     _KNOWN_VERBS,
     CURRENT_VERSION,
@@ -39,13 +45,7 @@ __all__ = [
 
 
 def rules_from_yaml(text: str, *, source: str = "<api rules>") -> ApiRules:
-    try:
-        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
-    except PolicyError as exc:
-        raise PolicyError(f"{source}: {exc.message}") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
-    return rules_from_dict(data, source=source)
+    return rules_from_dict(load_yaml(text, source), source=source)
 
 
 def rules_from_dict(data: object, *, source: str = "<api rules>") -> ApiRules:
@@ -429,50 +429,19 @@ def _read_match(data: object, at: At) -> ApiMatch:
 
 
 def _rule_to_dict(rule: ApiRule) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": rule.id, "priority": rule.priority, "action": str(rule.action)}
-    if rule.description:
-        out["description"] = rule.description
-    if not rule.enabled:
-        out["enabled"] = False
-    applies = rule.applies_to.to_dict()
-    if applies:
-        out["applies_to"] = applies
-    match: dict[str, Any] = {}
-    for key in _MATCH_KEYS:
-        value = getattr(rule.match, key)
-        if isinstance(value, tuple):
-            if value:
-                match[key] = list(value)
-        elif value is not None:
-            match[key] = value
-    out["match"] = match
-    return out
+    return {**rule.head_to_dict(), "match": match_to_dict(rule.match, _MATCH_KEYS)}
 
 
 # MIGRATIONS[n] turns a version-n document into a version-(n+1) one; none yet.
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
 MIGRATIONS: dict[int, Migration] = {}
 
 
 def _migrate(data: object, source: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a rule set must be a mapping")
-    version = data.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise PolicyError(f"{source}: version: expected an integer (current: {CURRENT_VERSION})")
-    if version > CURRENT_VERSION:
-        raise PolicyError(
-            f"{source}: version: {version} is newer than this Casemate understands "
-            f"({CURRENT_VERSION})"
-        )
-    if version < 1:
-        raise PolicyError(f"{source}: version: {version} is not a rule set version")
-    document = dict(data)
-    while version < CURRENT_VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise PolicyError(f"{source}: version: no migration from version {version}")
-        document = step(document)
-        version += 1
-        document["version"] = version
-    return document
+    return migrate_document(
+        data,
+        source=source,
+        current=CURRENT_VERSION,
+        migrations=MIGRATIONS,
+        noun="rule set",
+        oldest=1,
+    )

@@ -101,13 +101,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
 import yaml
 
-from casemate.core.rulescope import AppliesTo, matches_any
+from casemate.core.rulescope import (
+    AppliesTo,
+    RuleAction,
+    ScopedRule,
+    matches_any,
+    merge_by_id,
+    walk_order,
+)
 from casemate.errors import InvalidInput, PolicyError
 from casemate.kubeproxy.classify import READ_VERBS, WRITE_VERBS, ApiRequest
 
@@ -144,18 +150,13 @@ _KNOWN_VERBS: Final = frozenset(
 SCOPES: Final = ("namespaced", "all-namespaces", "cluster", "non-resource")
 
 
-class ApiAction(StrEnum):
+class ApiAction(RuleAction):
+    """In order of severity (see :class:`~casemate.core.rulescope.RuleAction`)."""
+
     ALLOW = "allow"
     WARN = "warn"
     REVIEW = "review"
     DENY = "deny"
-
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY: Final = {ApiAction.ALLOW: 0, ApiAction.WARN: 1, ApiAction.REVIEW: 2, ApiAction.DENY: 3}
 
 
 # The grant --------------------------------------------------------------------------------------
@@ -306,18 +307,10 @@ class ApiMatch:
 
 
 @dataclass(frozen=True)
-class ApiRule:
-    id: str
-    priority: int
-    action: ApiAction
-    match: ApiMatch = ApiMatch()
-    applies_to: AppliesTo = AppliesTo()
-    description: str = ""
-    enabled: bool = True
+class ApiRule(ScopedRule[ApiAction, ApiMatch]):
+    """An API rule (fields and scope: :class:`~casemate.core.rulescope.ScopedRule`)."""
 
-    @property
-    def reason(self) -> str:
-        return self.description or f"rule {self.id}"
+    match: ApiMatch = ApiMatch()
 
 
 @dataclass(frozen=True)
@@ -357,11 +350,7 @@ class ApiRules:
             _validate_match(rule.match, f"rule {rule.id}: match")
         if self.default_action == ApiAction.WARN:
             raise PolicyError("default_action: warn is not terminal; use allow or deny")
-        ordered = sorted(
-            (rule for rule in self.rules if rule.enabled),
-            key=lambda rule: (-rule.priority, -rule.action.severity),
-        )
-        object.__setattr__(self, "_ordered", tuple(ordered))
+        object.__setattr__(self, "_ordered", walk_order(self.rules))
 
     @property
     def ordered(self) -> tuple[ApiRule, ...]:
@@ -371,10 +360,9 @@ class ApiRules:
     def merged(self, other: ApiRules) -> ApiRules:
         """This set's rules followed by ``other``'s; a rule of ``other`` with an id already
         present replaces it (e.g. to disable a default rule); ``other``'s default is kept."""
-        rules = {rule.id: rule for rule in self.rules}
-        for rule in other.rules:
-            rules[rule.id] = rule
-        return ApiRules(rules=tuple(rules.values()), default_action=other.default_action)
+        return ApiRules(
+            rules=merge_by_id(self.rules, other.rules), default_action=other.default_action
+        )
 
     # Serialization -------------------------------------------------------------------------
 
