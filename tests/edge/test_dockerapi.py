@@ -24,7 +24,8 @@ from casemate.edge.dockerapi import (
 )
 from casemate.edge.gojson import JsonObject
 from casemate.edge.refusal import EdgeRefused, RefusalCode
-from casemate.edge.routes import ROUTES, Action, ApiVersion, BodyKind
+from casemate.edge.routes import ROUTES, Action, BodyKind
+from casemate.edge.target import ApiVersion
 from tests.edge.helpers import http
 
 C = RefusalCode
@@ -753,7 +754,8 @@ _SAMPLE_BODY = {BodyKind.JSON_OBJECT: b"{}", BodyKind.JSON_ARRAY: b"[]", BodyKin
 
 
 def _route_request(method: str, target: str, versioned: bool) -> bytes:
-    from casemate.edge.routes import match_route, parse_target
+    from casemate.edge.routes import match_route
+    from casemate.edge.target import parse_target
 
     route = match_route(method, parse_target(target).path).route
     body = _SAMPLE_BODY.get(route.body)
@@ -782,7 +784,8 @@ def test_every_route(method, target, action, params, versioned):
 
 
 def test_route_cases_cover_the_whole_table():
-    from casemate.edge.routes import match_route, parse_target
+    from casemate.edge.routes import match_route
+    from casemate.edge.target import parse_target
 
     covered = {match_route(m, parse_target(t).path).route for m, t, _, _ in ROUTE_CASES}
     assert covered == set(ROUTES)

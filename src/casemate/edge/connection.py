@@ -41,7 +41,7 @@ from casemate.edge.dockerapi import (
 from casemate.edge.dockerfacts import close_writer, describe_os_error
 from casemate.edge.refusal import EdgeRefused
 from casemate.edge.relay import READ_SIZE, ClientGone, Pipelined, Relay, error_for, h11_request
-from casemate.edge.routes import Query
+from casemate.edge.target import Query
 from casemate.errors import CasemateError, UpstreamError
 from casemate.events import DockerCallDecided, DockerCallFinished, DockerPullVerified
 from casemate.risks.imageref import ImageRef, parse_image_ref

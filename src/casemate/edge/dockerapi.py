@@ -90,8 +90,8 @@ from casemate.edge.routes import (
     Route,
     check_duplicates,
     match_route,
-    parse_target,
 )
+from casemate.edge.target import parse_target
 from casemate.wire.head import HeadReader, HeadRefused, HeadRules, RequestHead
 
 __all__ = [

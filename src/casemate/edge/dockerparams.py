@@ -9,7 +9,8 @@ import re
 from typing import Final
 
 from casemate.edge.refusal import EdgeRefused, RefusalCode
-from casemate.edge.routes import Action, BodyKind, Query
+from casemate.edge.routes import Action, BodyKind
+from casemate.edge.target import Query
 from casemate.risks.imageref import ImageRef, InvalidImageReference, is_digest, parse_image_ref
 
 __all__ = [

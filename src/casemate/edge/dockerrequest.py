@@ -9,15 +9,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from casemate.edge.gojson import JsonObject, JsonValue
-from casemate.edge.routes import (
-    MAX_API_VERSION,
-    MIN_API_VERSION,
-    Action,
-    ApiVersion,
-    BodyKind,
-    Query,
-    Route,
-)
+from casemate.edge.routes import Action, BodyKind, Route
+from casemate.edge.target import MAX_API_VERSION, MIN_API_VERSION, ApiVersion, Query
 
 __all__ = [
     "FORWARDED_HEADERS",
