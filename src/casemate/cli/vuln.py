@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.cli.vuln_progress import ScanProgress
 from casemate.core.runtime import Runtime
 from casemate.core.settings import load_settings
 from casemate.errors import CasemateError, InvalidInput
@@ -84,7 +85,7 @@ def _load_index(data_dir: Path | None) -> AdvisoryIndex:
 
 
 def _manifest_images(manifest: Path, cache: InventoryCache, docker_host: str | None,
-                     ) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+                     progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     """Every container and init container image of the manifest's workloads, each read once
     (the cache is keyed by digest); an image that cannot be read is a problem, not the end."""
     where = str(manifest)
@@ -94,17 +95,19 @@ def _manifest_images(manifest: Path, cache: InventoryCache, docker_host: str | N
         raise InvalidInput(f"{where}: no workload with containers")
     inventories: list[Inventory] = []
     problems: list[str] = []
+    progress.images(len(images))
     for image in images:
         try:
             inventories.append(scan_docker_image(image, docker_host=docker_host, cache=cache))
         except CasemateError as e:
             problems.append(f"{where}: {image}: {e}")
+        progress.inventoried(image)
     return inventories, problems
 
 
 def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
-                    account: str | None, cache: InventoryCache,
-                    docker_host: str | None) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+                    account: str | None, cache: InventoryCache, docker_host: str | None,
+                    progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     """The images the cluster's pods run (listed with the cluster's stored credential), each
     read from the local Docker engine once."""
     rt = runtime(data_dir)
@@ -117,6 +120,7 @@ def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
     if not running and not problems:
         err.print(f"cluster {cluster}: no pods{f' in {namespace}' if namespace else ''}")
     inventories: dict[str, Inventory] = {}
+    progress.images(len(running))
     for entry in running:
         where = f"cluster {cluster}: {entry.image} (in {', '.join(entry.where[:3])})"
         try:
@@ -126,6 +130,8 @@ def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
         except CasemateError as e:
             problems.append(f"{where}: {e}")
             continue
+        finally:
+            progress.inventoried(entry.image)
         mismatch = digest_problem(entry, inventory.digest)
         if mismatch:
             problems.append(f"cluster {cluster}: {mismatch}")
@@ -139,8 +145,8 @@ def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
 
 
 def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: Path | None,
-                 manifest: Path | None, cache: InventoryCache,
-                 docker_host: str | None) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+                 manifest: Path | None, cache: InventoryCache, docker_host: str | None,
+                 progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     chosen = [x for x in (image, tar, oci, rootfs, manifest) if x is not None]
     if len(chosen) != 1:
         raise InvalidInput(
@@ -148,7 +154,7 @@ def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: 
             "or --cluster NAME"
         )
     if manifest is not None:
-        return _manifest_images(manifest, cache, docker_host)
+        return _manifest_images(manifest, cache, docker_host, progress)
     if tar is not None:
         return scan_docker_archive(tar, cache=cache), []
     if oci is not None:
@@ -239,20 +245,23 @@ def scan(
         raise InvalidInput("--namespace applies to --cluster scans")
     index = _load_index(data_dir)
     cache = InventoryCache(_vuln_dir(data_dir) / "inventories")
-    if cluster is not None:
-        if any(x is not None for x in (image, tar, oci, rootfs, manifest)):
-            raise InvalidInput("--cluster scans the cluster's images: give no other input")
-        inventories, problems = _cluster_images(data_dir, cluster, namespace, account, cache,
-                                                docker_host)  # fmt: skip
-    else:
-        inventories, problems = _inventories(image, tar, oci, rootfs, manifest, cache,
-                                             docker_host)  # fmt: skip
+    if cluster is not None and any(x is not None for x in (image, tar, oci, rootfs, manifest)):
+        raise InvalidInput("--cluster scans the cluster's images: give no other input")
     findings: list[Finding] = []
-    for inventory in inventories:
-        problems += inventory.problems
-        result = match(inventory, index)
-        findings += result.findings
-        problems += result.problems
+    with ScanProgress(err, output_format is Format.table) as progress:
+        if cluster is not None:
+            inventories, problems = _cluster_images(data_dir, cluster, namespace, account,
+                                                    cache, docker_host, progress)  # fmt: skip
+        else:
+            inventories, problems = _inventories(image, tar, oci, rootfs, manifest, cache,
+                                                 docker_host, progress)  # fmt: skip
+        progress.matching(len(inventories))
+        for inventory in inventories:
+            problems += inventory.problems
+            result = match(inventory, index)
+            findings += result.findings
+            problems += result.problems
+            progress.matched(inventory.image)
     shared = report_findings(findings, inventories)
     if output_format is Format.table:
         _table(inventories, findings)
