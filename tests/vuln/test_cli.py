@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,30 @@ def test_partial_scan_still_reports(data: Path, tmp_path: Path) -> None:
     assert "refused device file or FIFO 'dev/kmem'" in done.stderr
     assert "the scan is partial" in done.stderr
     assert not Path("/tmp/escaped").exists()
+
+
+def test_rpm_images_are_recognised_as_not_supported(data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "fedora"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=fedora\nVERSION_ID=40\nNAME="Fedora Linux"\n')
+    (root / "var" / "lib" / "rpm").mkdir(parents=True)
+    with sqlite3.connect(root / "var" / "lib" / "rpm" / "rpmdb.sqlite") as db:  # as rpm 4.16+
+        db.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB)")
+    db.close()
+    for output in ("table", "json"):
+        done = casemate(data, "vuln", "scan", "--rootfs", str(root), "--format", output,
+                        env={"COLUMNS": "400"})  # fmt: skip
+        assert done.returncode == 2
+        assert (
+            f"{root}: 'fedora' '40' with the rpm database /var/lib/rpm/rpmdb.sqlite: "
+            "rpm-based images are recognised and reported as not supported"
+        ) in done.stderr
+        assert "Traceback" not in done.stderr
+    assert "rpm-based images are recognised" in json.loads(done.stdout)["problems"][0]
+    (root / "etc" / "os-release").unlink()  # no os-release: the rpm database still tells
+    done = casemate(data, "vuln", "scan", "--rootfs", str(root), env={"COLUMNS": "400"})
+    assert done.returncode == 2
+    assert "unknown OS with the rpm database /var/lib/rpm/rpmdb.sqlite" in done.stderr
 
 
 @pytest.mark.docker

@@ -14,6 +14,18 @@ from casemate.vuln.model import TOOLS, Inventory, OsRelease, Package
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d"
 APK_INSTALLED = "lib/apk/db/installed"
+#: rpm databases: SQLite (Fedora 33+, RHEL 9, openSUSE), Berkeley DB and NDB (older ones)
+RPM_DATABASES = (
+    "var/lib/rpm/rpmdb.sqlite",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+    "var/lib/rpm/Packages",
+    "var/lib/rpm/Packages.db",
+    "usr/lib/sysimage/rpm/Packages.db",
+)
+RPM_UNSUPPORTED = (
+    "rpm-based images are recognised and reported as not supported: Casemate has no rpm "
+    "package reader, rpm version ordering or rpm advisory source; packages not read"
+)
 
 
 def _text(data: bytes) -> str:
@@ -42,7 +54,11 @@ def inventory_of(files: FileView, image: str, digest: str | None = None,
         os_release = read_os(files, image)
     except InventoryError as e:
         found.append(str(e))
-    if os_release is not None and os_release.manager is None:
+    rpmdb = next((path for path in RPM_DATABASES if files.exists(path)), None)
+    if rpmdb is not None and (os_release is None or os_release.manager is None):
+        name = f"{os_release.id!r} {os_release.version_id!r}" if os_release else "unknown OS"
+        found.append(f"{image}: {name} with the rpm database /{rpmdb}: {RPM_UNSUPPORTED}")
+    elif os_release is not None and os_release.manager is None:
         found.append(
             f"{image}: unsupported OS {os_release.id!r} {os_release.version_id!r} "
             "(Debian, Ubuntu and Alpine are supported); packages not read"
