@@ -12,7 +12,9 @@ The log itself (format, chain, queries, verification) is :mod:`casemate.core.aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
 import threading
 from typing import TYPE_CHECKING, Protocol
 
@@ -141,16 +143,18 @@ class AuditWriter:
     :class:`AuditEntry`. Deferred records go to ``backlog`` (one of its own unless the caller
     shares one). Call :meth:`close` before the loop ends (it writes what is queued).
 
-    The database work runs in a worker thread, one transaction at a time; the event loop
-    never waits on it."""
+    The database work runs in a thread of the writer's own, one transaction at a time, fed
+    by a queue; the event loop never waits on it and is woken once per transaction (a
+    worker thread per batch through ``asyncio.to_thread``, and a task to feed it, cost a
+    busy proxy several loop turns per record)."""
 
     def __init__(
         self, audit: AuditLog, *, max_batch: int = 256, backlog: AuditBacklog | None = None
     ) -> None:
         self._audit = audit
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending | None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._own_backlog = backlog is None
         self.backlog = backlog if backlog is not None else AuditBacklog(audit)
 
@@ -158,45 +162,64 @@ class AuditWriter:
         self.backlog.add(event)
 
     async def record(self, event: Event) -> AuditEntry:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._run(self._queue), name="audit-writer")
         future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, future))
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, args=(self._queue,), name="casemate-audit-writer", daemon=True
+            )
+            self._thread.start()
+        self._queue.put((event, future))
         return await future
 
     async def close(self) -> None:
         """Write what is queued, then stop (and try the backlog once more if it is ours)."""
-        if self._queue is not None and self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-        self._queue = None
-        self._task = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(thread.join)
+            self._queue = queue.SimpleQueue()
         if self._own_backlog:
             await asyncio.to_thread(self.backlog.close)
 
-    async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+    def _run(self, jobs: queue.SimpleQueue[_Pending | None]) -> None:
         stopping = False
         while not stopping:
-            first = await queue.get()
+            first = jobs.get()
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self._max_batch and not queue.empty():
-                item = queue.get_nowait()
+            while len(batch) < self._max_batch:
+                try:
+                    item = jobs.get_nowait()
+                except queue.Empty:
+                    break
                 if item is None:
                     stopping = True
                     break
                 batch.append(item)
             try:
-                entries = await asyncio.to_thread(
-                    self._audit.append_many, [event for event, _ in batch]
+                settled: list[AuditEntry] | BaseException = self._audit.append_many(
+                    [event for event, _ in batch]
                 )
             except Exception as e:  # every waiter learns it failed
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), entry in zip(batch, entries, strict=True):
-                if not future.done():
-                    future.set_result(entry)
+                settled = e
+            loops: dict[asyncio.AbstractEventLoop, list[int]] = {}
+            for i, (_, future) in enumerate(batch):
+                loops.setdefault(future.get_loop(), []).append(i)
+            for loop, indexes in loops.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, batch, indexes, settled)
+
+
+def _settle(
+    batch: list[_Pending], indexes: list[int], settled: list[AuditEntry] | BaseException
+) -> None:
+    """In the waiters' loop: each waiter gets its committed entry, or the batch's error."""
+    for i in indexes:
+        future = batch[i][1]
+        if future.done():  # its caller went away meanwhile
+            continue
+        if isinstance(settled, BaseException):
+            future.set_exception(settled)
+        else:
+            future.set_result(settled[i])
