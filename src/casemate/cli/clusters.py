@@ -12,24 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, out, read_secret_stdin, runtime
 from casemate.errors import InvalidInput
-from casemate.k8s.client import Credential
-from casemate.k8s.clusters import (
-    PRESETS,
-    AccountInfo,
-    AdminRef,
-    Clusters,
-    GrantInfo,
-    credential_from_kubeconfig,
-    read_pem_file,
-)
-from casemate.k8s.kubeconfig import MAX_KUBECONFIG_BYTES, validate_server_url
+
+if TYPE_CHECKING:  # the k8s layer loads the database layer: imported by the commands that
+    # run, so `casemate cluster --help` starts fast
+    from casemate.k8s.client import Credential
+    from casemate.k8s.clusters import AccountInfo, AdminRef, Clusters, GrantInfo
 
 app = typer.Typer(
     help="Manage Kubernetes clusters and their system accounts.", no_args_is_help=True
@@ -67,6 +61,8 @@ KeyFileOption = Annotated[Path | None, typer.Option("--key-file", help="Client k
 
 @contextmanager
 def _service(data_dir: Path | None) -> Iterator[Clusters]:
+    from casemate.k8s.clusters import Clusters
+
     rt = runtime(data_dir)
     try:
         yield Clusters(rt.db, rt.vault, rt.audit)
@@ -75,6 +71,8 @@ def _service(data_dir: Path | None) -> Iterator[Clusters]:
 
 
 def _read_token_file(path: Path) -> str:
+    from casemate.k8s.clusters import read_pem_file
+
     data = read_pem_file(path, "token")
     try:
         return data.decode("ascii").strip()
@@ -84,6 +82,8 @@ def _read_token_file(path: Path) -> str:
 
 def _read_kubeconfig(path: Path) -> tuple[bytes, Path]:
     """The kubeconfig's bytes and the directory its file references are relative to."""
+    from casemate.k8s.kubeconfig import MAX_KUBECONFIG_BYTES
+
     if str(path) == "-":
         data = sys.stdin.buffer.read(MAX_KUBECONFIG_BYTES + 1)
         return data, Path.cwd()
@@ -99,6 +99,9 @@ def _token_or_cert(
     token_file: Path | None, cert_file: Path | None, key_file: Path | None, what: str
 ) -> Credential:
     """A credential from files, or a token from standard input when no file is named."""
+    from casemate.k8s.client import Credential
+    from casemate.k8s.clusters import read_pem_file
+
     if cert_file is not None or key_file is not None:
         if token_file is not None:
             raise InvalidInput("give a token or a client certificate, not both")
@@ -122,6 +125,10 @@ def _admin_ref(
     *,
     stdin_default: bool,
 ) -> AdminRef | None:
+    from casemate.k8s.client import Credential
+    from casemate.k8s.clusters import credential_from_kubeconfig
+    from casemate.k8s.kubeconfig import validate_server_url
+
     chosen = [x for x in (admin_account, admin_token_file, admin_kubeconfig) if x is not None]
     if len(chosen) > 1:
         raise InvalidInput("give one of --admin-account, --admin-token-file and --admin-kubeconfig")
@@ -169,6 +176,8 @@ def add(
     ] = True,
 ) -> None:
     """Register a cluster by address and CA."""
+    from casemate.k8s.clusters import read_pem_file
+
     ca = read_pem_file(ca_file, "CA")
     with _service(data_dir) as clusters:
         c = clusters.register_cluster(
@@ -282,7 +291,7 @@ def account_add(
 def account_provision(
     cluster: str,
     name: str,
-    preset: Annotated[str, typer.Option("--preset", help=f"One of {', '.join(PRESETS)}.")],
+    preset: Annotated[str, typer.Option("--preset", help="view, edit or admin.")],
     namespace: NamespaceOption = None,
     data_dir: DataDirOption = None,
     admin_account: AdminAccountOption = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import faulthandler
 import logging
@@ -11,13 +10,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from casemate.core.runtime import Runtime, open_runtime
-from casemate.core.settings import load_settings
+if TYPE_CHECKING:  # imported when a command uses them: `casemate X --help` stays fast
+    import asyncio
+
+    from casemate.core.runtime import Runtime
 
 log = logging.getLogger("casemate.cli")
 
@@ -37,6 +38,9 @@ DataDirOption = Annotated[
 
 def runtime(data_dir: Path | None, *, create: bool = False) -> Runtime:
     """Open the installation in ``data_dir`` (it must exist unless ``create``)."""
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import load_settings
+
     return open_runtime(load_settings(data_dir=data_dir), create=create)
 
 
@@ -55,6 +59,8 @@ def _dump_stacks() -> None:
     """Every thread's and task's stack on stderr: what a stuck shutdown was waiting for."""
     sys.stdout.flush()
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    import asyncio
+
     with contextlib.suppress(RuntimeError):
         for task in asyncio.all_tasks():
             sys.stderr.write(f"Task {task.get_name()} awaiting (outermost first):\n")
@@ -82,6 +88,8 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
     """An event set by the first SIGTERM/SIGINT. A second signal means the shutdown is stuck
     (or the operator will not wait): it dumps every stack on stderr and exits at once with
     status 1. Audit records are committed as they are made, so none is lost."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -105,6 +113,8 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
 async def bounded(step: Awaitable[object], *, what: str, seconds: float = 15.0) -> None:
     """Run one shutdown step for at most ``seconds``; past that, log it with every stack (the
     evidence of what hung) and go on, so a stuck connection cannot keep the process alive."""
+    import asyncio
+
     try:
         async with asyncio.timeout(seconds):
             await step

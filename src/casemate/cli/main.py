@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 
 from casemate import __version__
-from casemate.cli import remote
 from casemate.errors import CasemateError, ConfigError
 
 #: Commands of the user side: they only talk HTTP to a server. ``casemate exec …`` and the
@@ -31,7 +30,10 @@ def _new_app() -> typer.Typer:
 
 
 def _add_remote(app: typer.Typer) -> None:
-    # the user side: talks to a running server over its HTTP API
+    # the user side: talks to a running server over its HTTP API (imported only when listed
+    # or run: `casemate user add --help` does not load it)
+    from casemate.cli import remote
+
     app.command("login")(remote.login)
     app.command("logout")(remote.logout)
     app.command("exec")(remote.exec_command)

@@ -13,7 +13,6 @@ timeout, 130 interrupted); errors from the server or reaching it print one line
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import codecs
 import contextlib
@@ -380,6 +379,7 @@ def _terminal_size(*fds: int) -> tuple[int, int]:
 
 
 async def _terminal(config: ClientConfig, cluster: str, namespace: str | None) -> int:
+    import asyncio
     import termios
     import tty
 
@@ -468,6 +468,8 @@ def connect(
             "casemate connect needs a terminal on standard input; "
             "use 'casemate exec CLUSTER -- COMMAND' in scripts"
         )
+    import asyncio  # here: every other command starts without it
+
     config = load_config()
     with _interruptible():
         code = asyncio.run(_terminal(config, cluster, namespace))
@@ -664,6 +666,8 @@ async def _watch(config: ClientConfig, session_id: str) -> int:
 def watch(session_id: Annotated[str, typer.Argument(help="The session's id.")]) -> None:
     """Show a live session as it happens, until it ends (admins and those it is shared
     with). Ctrl-C stops watching."""
+    import asyncio
+
     config = load_config()
     with _interruptible():
         code = asyncio.run(_watch(config, session_id))

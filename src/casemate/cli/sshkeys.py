@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from casemate.cli.common import DataDirOption, out, runtime
 from casemate.errors import InvalidInput
-from casemate.gateway.sshkeys import MAX_KEY_TEXT, SshKeys
+
+if TYPE_CHECKING:
+    from casemate.core.runtime import Runtime
+    from casemate.gateway.sshkeys import SshKeys
 
 app = typer.Typer(
     help="Manage users' SSH public keys (for ssh -p PORT USER@gateway).", no_args_is_help=True
 )
 
 
+def _keys(rt: Runtime) -> SshKeys:
+    # imported here: the gateway's key code loads the database layer (`--help` stays fast)
+    from casemate.gateway.sshkeys import SshKeys
+
+    return SshKeys(rt.db, rt.audit, rt.identity)
+
+
 def _read_key_file(path: Path) -> str:
     """The key file's text ('-': standard input)."""
+    from casemate.gateway.sshkeys import MAX_KEY_TEXT
+
     try:
         if str(path) == "-":
             data = sys.stdin.read(MAX_KEY_TEXT + 1)
@@ -43,7 +55,7 @@ def add(
     text = _read_key_file(file)
     rt = runtime(data_dir)
     try:
-        info = SshKeys(rt.db, rt.audit, rt.identity).add_key(username, text, by=None, name=name)
+        info = _keys(rt).add_key(username, text, by=None, name=name)
         out.print(
             f"added SSH key {info.name!r} for {info.username}: {info.algorithm} "
             f"({info.bits} bits) {info.fingerprint}",
@@ -58,7 +70,7 @@ def list_keys(username: str, data_dir: DataDirOption = None) -> None:
     """List a user's SSH keys: fingerprint, type, name, date added."""
     rt = runtime(data_dir)
     try:
-        keys = SshKeys(rt.db, rt.audit, rt.identity).list_keys(username)
+        keys = _keys(rt).list_keys(username)
         if not keys:
             out.print(f"{username} has no SSH keys", markup=False)
         for k in keys:  # one line per key, like ssh-keygen -l: the fingerprint stays whole
@@ -76,7 +88,7 @@ def remove(username: str, fingerprint: str, data_dir: DataDirOption = None) -> N
     """Remove one of a user's SSH keys, named by its fingerprint (SHA256:…)."""
     rt = runtime(data_dir)
     try:
-        info = SshKeys(rt.db, rt.audit, rt.identity).remove_key(username, fingerprint, by=None)
+        info = _keys(rt).remove_key(username, fingerprint, by=None)
         out.print(f"removed SSH key {info.name!r} ({info.fingerprint}) of {username}", markup=False)
     finally:
         rt.close()

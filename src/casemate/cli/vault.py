@@ -5,9 +5,7 @@ from __future__ import annotations
 import typer
 
 from casemate.cli.common import DataDirOption, out, runtime
-from casemate.core.vault import rotate_key_file
 from casemate.errors import ConfigError
-from casemate.events import VaultRotated
 
 app = typer.Typer(help="Manage the secret vault.", no_args_is_help=True)
 
@@ -15,6 +13,9 @@ app = typer.Typer(help="Manage the secret vault.", no_args_is_help=True)
 @app.command("rotate")
 def rotate(data_dir: DataDirOption = None) -> None:
     """Generate a new master key and re-wrap every data key, while Casemate keeps running."""
+    from casemate.core.vault import rotate_key_file  # the storage layer: not for `--help`
+    from casemate.events import VaultRotated
+
     rt = runtime(data_dir)
     try:
         if rt.settings.master_key is not None:
@@ -32,6 +33,8 @@ def rotate(data_dir: DataDirOption = None) -> None:
 @app.command("rewrap")
 def rewrap(data_dir: DataDirOption = None) -> None:
     """Re-wrap every data key under the primary master key (after changing the key list)."""
+    from casemate.events import VaultRotated
+
     rt = runtime(data_dir)
     try:
         count = rt.vault.rewrap_all()
