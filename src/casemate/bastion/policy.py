@@ -44,7 +44,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from casemate.bastion.filters import FILTERS, FilterRefusal, check_filter
 from casemate.bastion.kinds import is_builtin, is_namespaced
@@ -57,6 +57,7 @@ from casemate.bastion.kubectl import (
 )
 from casemate.bastion.policycheck import BUILTIN_GROUPS, is_glob, resolve_verbs, validate_policy
 from casemate.bastion.shell import Command, ParsedLine
+from casemate.core.policyfile import YamlDocument
 from casemate.core.rulescope import (
     AppliesTo,
     RuleAction,
@@ -405,7 +406,13 @@ class CommandVerdict:
 
 
 @dataclass(frozen=True)
-class Policy:
+class Policy(YamlDocument):
+    """The command policy: rules, the default action, named groups of commands, the version,
+    and the site's API rules. Its YAML form: :mod:`casemate.bastion.policyyaml`."""
+
+    _yaml_codec: ClassVar[str] = "casemate.bastion.policyyaml"
+    _yaml_source: ClassVar[str] = "<policy>"
+
     rules: tuple[Rule, ...] = ()
     default_action: CommandAction = CommandAction.REJECT
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -446,31 +453,6 @@ class Policy:
             groups=groups,
             api_rules=other.api_rules if other.api_rules is not None else self.api_rules,
         )
-
-    # The YAML form (casemate.bastion.policyyaml; imported on use, as that module builds
-    # policies with this one) ----------------------------------------------------------
-
-    @classmethod
-    def from_yaml(cls, text: str, *, source: str = "<policy>") -> Policy:
-        from casemate.bastion.policyyaml import policy_from_yaml
-
-        return policy_from_yaml(text, source=source)
-
-    @classmethod
-    def from_dict(cls, data: object, *, source: str = "<policy>") -> Policy:
-        from casemate.bastion.policyyaml import policy_from_dict
-
-        return policy_from_dict(data, source=source)
-
-    def to_dict(self) -> dict[str, Any]:
-        from casemate.bastion.policyyaml import policy_to_dict
-
-        return policy_to_dict(self)
-
-    def to_yaml(self) -> str:
-        from casemate.bastion.policyyaml import policy_to_yaml
-
-        return policy_to_yaml(self)
 
 
 # Deciding ---------------------------------------------------------------------------------------

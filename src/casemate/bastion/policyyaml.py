@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from casemate.bastion.commands import TOOLS
 from casemate.bastion.filters import FILTERS
 from casemate.bastion.kinds import canonical_kind
@@ -50,7 +48,7 @@ from casemate.core.policyfields import (
     str_list,
     string,
 )
-from casemate.core.policyfile import At, load_yaml
+from casemate.core.policyfile import At
 from casemate.core.rulescope import match_to_dict
 from casemate.errors import PolicyError
 
@@ -60,22 +58,18 @@ __all__ = [
     "load_baseline",
     "load_rulepack",
     "migrate",
-    "policy_from_dict",
-    "policy_from_yaml",
-    "policy_to_dict",
-    "policy_to_yaml",
+    "document_from_dict",
+    "document_to_dict",
 ]
 
 
-def policy_from_yaml(text: str, *, source: str = "<policy>") -> Policy:
-    return policy_from_dict(load_yaml(text, source), source=source)
-
-
-def policy_from_dict(data: object, *, source: str = "<policy>") -> Policy:
+def document_from_dict(data: object, *, source: str) -> Policy:
+    """A policy from its document (migrated, then validated): :meth:`Policy.from_dict`."""
     return _read_policy(migrate(data, source=source), At(source, ""))
 
 
-def policy_to_dict(policy: Policy) -> dict[str, Any]:
+def document_to_dict(policy: Policy) -> dict[str, Any]:
+    """The document of a policy: :meth:`Policy.to_dict`."""
     out: dict[str, Any] = {
         "version": policy.version,
         "default_action": str(policy.default_action),
@@ -91,13 +85,9 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
 # Shipped policies ---------------------------------------------------------------------------------
 
 
-def policy_to_yaml(policy: Policy) -> str:
-    return yaml.safe_dump(policy_to_dict(policy), sort_keys=False, allow_unicode=True)
-
-
 def _load_packaged(name: str) -> Policy:
     text = resources.files("casemate.bastion").joinpath(name).read_text(encoding="utf-8")
-    return policy_from_yaml(text, source=f"casemate/bastion/{name}")
+    return Policy.from_yaml(text, source=f"casemate/bastion/{name}")
 
 
 def load_rulepack() -> Policy:

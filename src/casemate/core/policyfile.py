@@ -8,13 +8,14 @@ that, and :class:`At` names the place of an error (``rules[3].match.verbs``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from typing import Any, ClassVar, Self
 
 import yaml
 
 from casemate.errors import PolicyError
 
-__all__ = ["At", "StrictLoader", "load_yaml"]
+__all__ = ["At", "StrictLoader", "YamlDocument", "load_yaml"]
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -61,3 +62,35 @@ def load_yaml(text: str, source: str) -> object:
         raise PolicyError(f"{source}: {exc.message}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+
+
+class YamlDocument:
+    """The YAML form of a rule document (the command policy, an API rule set): a base of its
+    frozen dataclass. The reader and writer live in a module that builds the dataclass (so the
+    model cannot import it); ``_yaml_codec`` names that module, imported on first use, which
+    has ``document_from_dict(data, *, source)`` (migrate and validate) and
+    ``document_to_dict(value)``. ``_yaml_source`` names a document without a source in
+    errors."""
+
+    _yaml_codec: ClassVar[str]
+    _yaml_source: ClassVar[str]
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str | None = None) -> Self:
+        where = cls._yaml_source if source is None else source
+        return cls.from_dict(load_yaml(text, where), source=where)
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str | None = None) -> Self:
+        where = cls._yaml_source if source is None else source
+        document = import_module(cls._yaml_codec).document_from_dict(data, source=where)
+        if not isinstance(document, cls):
+            raise TypeError(f"{cls._yaml_codec} did not read a {cls.__name__}")
+        return document
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = import_module(self._yaml_codec).document_to_dict(self)
+        return document
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

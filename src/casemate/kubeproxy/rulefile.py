@@ -21,7 +21,7 @@ from casemate.core.policyfields import (
     str_list,
     string,
 )
-from casemate.core.policyfile import At, load_yaml
+from casemate.core.policyfile import At
 from casemate.core.rulescope import match_to_dict
 from casemate.kubeproxy.rules import (
     _KNOWN_VERBS,
@@ -37,22 +37,19 @@ from casemate.kubeproxy.rules import (
 __all__ = [
     "DEFAULT_RULES_YAML",
     "MIGRATIONS",
-    "rules_from_dict",
-    "rules_from_yaml",
-    "rules_to_dict",
+    "document_from_dict",
+    "document_to_dict",
     "shipped_rules",
 ]
 
 
-def rules_from_yaml(text: str, *, source: str = "<api rules>") -> ApiRules:
-    return rules_from_dict(load_yaml(text, source), source=source)
-
-
-def rules_from_dict(data: object, *, source: str = "<api rules>") -> ApiRules:
+def document_from_dict(data: object, *, source: str) -> ApiRules:
+    """A rule set from its document (migrated, then validated): :meth:`ApiRules.from_dict`."""
     return _read_rules(_migrate(data, source), At(source, ""))
 
 
-def rules_to_dict(rules: ApiRules) -> dict[str, Any]:
+def document_to_dict(rules: ApiRules) -> dict[str, Any]:
+    """The document of a rule set: :meth:`ApiRules.to_dict`."""
     return {
         "version": rules.version,
         "default_action": str(rules.default_action),
@@ -338,7 +335,7 @@ rules:
 @cache
 def shipped_rules() -> ApiRules:
     """The shipped rule set (:data:`DEFAULT_RULES_YAML`)."""
-    return rules_from_yaml(DEFAULT_RULES_YAML, source="casemate default API rules")
+    return ApiRules.from_yaml(DEFAULT_RULES_YAML, source="casemate default API rules")
 
 
 # Validation and YAML -----------------------------------------------------------------------------

@@ -102,10 +102,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any, Final
+from typing import ClassVar, Final
 
-import yaml
-
+from casemate.core.policyfile import YamlDocument
 from casemate.core.rulescope import (
     AppliesTo,
     RuleAction,
@@ -333,8 +332,12 @@ class ApiVerdict:
 
 
 @dataclass(frozen=True)
-class ApiRules:
-    """An ordered rule set with a default action (deny unless said otherwise)."""
+class ApiRules(YamlDocument):
+    """An ordered rule set with a default action (deny unless said otherwise). Its YAML form:
+    :mod:`casemate.kubeproxy.rulefile`."""
+
+    _yaml_codec: ClassVar[str] = "casemate.kubeproxy.rulefile"
+    _yaml_source: ClassVar[str] = "<api rules>"
 
     rules: tuple[ApiRule, ...] = ()
     default_action: ApiAction = ApiAction.DENY
@@ -363,30 +366,6 @@ class ApiRules:
         return ApiRules(
             rules=merge_by_id(self.rules, other.rules), default_action=other.default_action
         )
-
-    # Serialization -------------------------------------------------------------------------
-
-    # Serialization (casemate.kubeproxy.rulefile reads and writes the YAML) -----------------
-
-    @classmethod
-    def from_yaml(cls, text: str, *, source: str = "<api rules>") -> ApiRules:
-        from casemate.kubeproxy.rulefile import rules_from_yaml
-
-        return rules_from_yaml(text, source=source)
-
-    @classmethod
-    def from_dict(cls, data: object, *, source: str = "<api rules>") -> ApiRules:
-        from casemate.kubeproxy.rulefile import rules_from_dict
-
-        return rules_from_dict(data, source=source)
-
-    def to_dict(self) -> dict[str, Any]:
-        from casemate.kubeproxy.rulefile import rules_to_dict
-
-        return rules_to_dict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 # Deciding ---------------------------------------------------------------------------------------
