@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from casemate.testenv.images import debian_mirror
 from casemate.vuln.advisories.changelog import (
+    Binary,
+    DocsLink,
     changelog_advisories,
     changelog_from_deb,
     smallest_binaries,
 )
 from casemate.vuln.advisories.interface import AdvisoryError
+from casemate.vuln.advisories.mirror import _one_changelog
 
 CHANGELOG = """\
 zlib (1:1.2.13.dfsg-1+deb12u2) bookworm-security; urgency=medium
@@ -77,11 +82,40 @@ def build_deb(tmp_path: Path, package: str, link_docs: bool = False) -> bytes:
 def test_changelog_from_a_real_deb(tmp_path: Path) -> None:
     data = build_deb(tmp_path, "zlib1g")
     assert changelog_from_deb(data, "zlib1g", "zlib1g.deb") == CHANGELOG
-    with pytest.raises(AdvisoryError, match="link to another package's docs"):
+    with pytest.raises(DocsLink, match="link to another package's docs") as link:
         changelog_from_deb(build_deb(tmp_path / "l", "zlib1g-dev", link_docs=True),
                            "zlib1g-dev", "dev.deb")  # fmt: skip
+    assert link.value.target == "zlib1g"
     with pytest.raises(AdvisoryError, match="^bad.deb is not a Debian package"):
         changelog_from_deb(b"not an ar archive", "x", "bad.deb")
+
+
+def test_a_docs_link_is_followed_to_the_package_that_has_them(tmp_path: Path) -> None:
+    """The smallest binary's docs link to zlib1g's: zlib1g is read next (not the next
+    smallest); served by httpx's mock transport (the download loop, no network)."""
+    files = {
+        "pool/dev.deb": build_deb(tmp_path / "d", "zlib1g-dev", link_docs=True),
+        "pool/other.deb": build_deb(tmp_path / "o", "zlib1g-other", link_docs=True),
+        "pool/zlib1g.deb": build_deb(tmp_path / "z", "zlib1g"),
+    }
+    asked: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path.lstrip("/"))
+        return httpx.Response(200, content=files[request.url.path.lstrip("/")])
+
+    version = "1:1.2.13.dfsg-1+deb12u2"
+    candidates = [
+        Binary("zlib", version, name, path, hashlib.sha256(files[path]).hexdigest(), size)
+        for name, path, size in (("zlib1g-dev", "pool/dev.deb", 1),
+                                 ("zlib1g-other", "pool/other.deb", 2),
+                                 ("zlib1g", "pool/zlib1g.deb", 3))
+    ]  # fmt: skip
+    with httpx.Client(transport=httpx.MockTransport(serve)) as client:
+        parsed = _one_changelog(client, "http://m", "12", "zlib", candidates, tmp_path, 1 << 20)
+    assert asked == ["pool/dev.deb", "pool/zlib1g.deb"]
+    assert {a.id for a in parsed.advisories} >= {"CVE-2099-0001", "CVE-2023-45853"}
+    assert (tmp_path / "zlib_1%3a1.2.13.dfsg-1+deb12u2.txt").read_text() == CHANGELOG
 
 
 def test_smallest_binary_of_the_highest_version() -> None:

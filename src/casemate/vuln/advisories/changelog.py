@@ -23,8 +23,25 @@ from casemate.vuln.versions import compare_dpkg, valid
 
 _CVE = re.compile(r"\bCVE-\d{4}-\d{4,}\b")
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^()\s]+)\))?$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 MAX_CHANGELOG = 32 * 1024 * 1024
 MAX_EVIDENCE = 240  # characters of the changelog line kept as evidence
+
+
+class DocsLink(AdvisoryError):
+    """The package's docs are another package's (``target``): read that one instead."""
+
+    def __init__(self, message: str, target: str | None) -> None:
+        super().__init__(message)
+        self.target = target
+
+
+def _linked_package(linkname: str) -> str | None:
+    """``apache2``, ``../apache2`` or ``../apache2/changelog.Debian.gz`` → ``apache2``."""
+    parts = [p for p in linkname.split("/") if p not in ("", ".", "..")]
+    if parts and parts[-1].startswith("changelog"):
+        parts = parts[:-1]
+    return parts[-1] if parts and _NAME.match(parts[-1]) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +122,9 @@ def changelog_from_deb(data: bytes, package: str, where: str) -> str:
             except KeyError:
                 docs = None
             if docs is not None and docs.issym():
-                raise AdvisoryError(
-                    f"{where}: its docs are a link to another package's docs ({docs.linkname})"
+                raise DocsLink(
+                    f"{where}: its docs are a link to another package's docs ({docs.linkname})",
+                    _linked_package(docs.linkname),
                 )
             for name in wanted:
                 try:
@@ -114,7 +132,10 @@ def changelog_from_deb(data: bytes, package: str, where: str) -> str:
                 except KeyError:
                     continue
                 if not member.isfile():
-                    raise AdvisoryError(f"{where}: {name} is a link to another package's docs")
+                    raise DocsLink(
+                        f"{where}: {name} is a link to another package's docs",
+                        _linked_package(member.linkname) if member.issym() else None,
+                    )
                 extracted = tar.extractfile(member)
                 if extracted is None:
                     continue

@@ -25,6 +25,7 @@ from debian.deb822 import Packages
 
 from casemate.vuln.advisories.changelog import (
     Binary,
+    DocsLink,
     changelog_advisories,
     changelog_from_deb,
     smallest_binaries,
@@ -37,6 +38,7 @@ from casemate.vuln.versions import compare_dpkg, valid
 MAX_INDEX = 256 * 1024 * 1024
 MAX_DEB = 48 * 1024 * 1024  # a binary read for its changelog (the smallest of its source)
 WORKERS = 8  # changelog downloads at once
+MAX_TRIES = 8  # binaries of one source tried for a changelog (following docs links)
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^()\s]+)\))?$")
 
 
@@ -160,9 +162,14 @@ def _one_changelog(client: httpx.Client, mirror: str, release: str, source: str,
         smallest = min(b.size for b in candidates)
         return Parsed((), (f"{source} {version}: its smallest binary is {smallest} bytes, "
                            f"above the limit of {max_deb}: no changelog read",))  # fmt: skip
-    for binary in small[:3]:
-        if changelog is not None:
-            break
+    by_name = {b.package: b for b in small}
+    queue = list(small)
+    tried: set[str] = set()
+    while queue and changelog is None and len(tried) < MAX_TRIES:
+        binary = queue.pop(0)
+        if binary.package in tried:
+            continue
+        tried.add(binary.package)
         url = f"{mirror.rstrip('/')}/{binary.filename}"
         try:
             data = _get_bounded(client, url, max_deb)
@@ -172,6 +179,10 @@ def _one_changelog(client: httpx.Client, mirror: str, release: str, source: str,
             partial = cached.with_suffix(f".{threading.get_ident()}.part")
             partial.write_text(changelog)
             partial.replace(cached)
+        except DocsLink as e:  # the package whose docs these are comes next
+            errors.append(str(e))
+            if e.target in by_name:
+                queue.insert(0, by_name[e.target])
         except (AdvisoryError, OSError) as e:
             errors.append(str(e))
     if changelog is None:
