@@ -87,7 +87,7 @@ from typing import Final
 from casemate.core.auditwriter import AuditSink, AuditWriter
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied
 from casemate.kubeproxy.body import with_body
-from casemate.kubeproxy.classify import ApiRequest, RequestRefused, classify
+from casemate.kubeproxy.classify import ApiRequest, RequestRefused
 from casemate.kubeproxy.incoming import (
     ClientConnection,
     Incoming,
@@ -95,6 +95,7 @@ from casemate.kubeproxy.incoming import (
     Refusal,
     status_body,
 )
+from casemate.kubeproxy.memo import Decisions
 from casemate.kubeproxy.records import (
     IN_FLIGHT,
     RequestRecord,
@@ -103,7 +104,7 @@ from casemate.kubeproxy.records import (
     requests_in_flight,
 )
 from casemate.kubeproxy.redact import redact_body, scrub
-from casemate.kubeproxy.rules import ApiAction, ApiRules, ApiVerdict, decide, default_rules
+from casemate.kubeproxy.rules import ApiAction, ApiRules, ApiVerdict, default_rules
 from casemate.kubeproxy.sessions import Authenticator, ProxySession
 from casemate.kubeproxy.streams import StreamGuard
 from casemate.kubeproxy.tls import ProxyCertificates, generate_certificates, proxy_kubeconfig
@@ -190,6 +191,7 @@ class KubeProxy:
         self._limits = limits or ProxyLimits()
         self._targets = Targets(self._limits)
         self._guarded = StreamGuard(authenticator, self._limits.recheck_interval)
+        self._decisions = Decisions()  # classify and decide, remembered per distinct request
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._per_client: dict[str, int] = {}
@@ -352,7 +354,7 @@ class KubeProxy:
                 )
         # 3. what
         try:
-            api = classify(inc.method, inc.target)
+            api = self._decisions.classify(inc.method, inc.target)
         except RequestRefused as e:
             raise Refusal(400, e.message, close=False) from None
         api = with_body(api, inc.body, inc.header("content-type"))  # what a write would set
@@ -367,7 +369,7 @@ class KubeProxy:
         except Exception:
             log.exception("kubeproxy: the API rules cannot be loaded; refusing")
             raise Refusal(503, "no API rules could be loaded; refusing", close=False) from None
-        verdict = decide(api, grant, rules)
+        verdict = self._decisions.decide(api, grant, rules)
         record.verdict = verdict
         if verdict.action == ApiAction.REVIEW:
             verdict = await self._review(ReviewRequest(api, session, verdict, inc.body))
