@@ -16,29 +16,21 @@ controller may move on by itself); and its rollout is killed while watched and
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from casemate.core.runtime import open_runtime
-from casemate.core.settings import load_settings
-from casemate.k8s.client import Credential
-from casemate.k8s.clusters import Clusters
 from casemate.testenv.kube import LocalCluster
 from casemate.testenv.node import BUSYBOX_IMAGE, RealNode, real_node_placement
 from casemate.vuln.remediate.manifest import Change, remediate
 from casemate.vuln.remediate.plan import ContainerPlan
+from tests.vuln.rollout.support import audited_steps, interrupted_rollout, registered
 from tests.vuln.test_cli import casemate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.node]
-PASSWORD = "Orchid-Falcon-Tundra-58"
 COLLECTION = {"StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 FETCH = "mkdir -p /casemate-fixes/app && echo zlib1g-fixed > /casemate-fixes/app/fixed"
 INSTALL = "cat /casemate-fixes/app/fixed > /casemate-fixes/installed"
@@ -74,16 +66,7 @@ def second(text: str, install: str, fetch: str = FETCH) -> str:
 
 @pytest.fixture
 def data(tmp_path: Path, kube_cluster: LocalCluster, real_node: RealNode) -> Path:
-    directory = tmp_path / "data"
-    rt = open_runtime(load_settings(data_dir=directory, admin_password=PASSWORD), create=True)
-    try:
-        clusters = Clusters(rt.db, rt.vault, rt.audit)
-        clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
-        clusters.add_account("test", "deployer", Credential.bearer(kube_cluster.admin_token),
-                             by=None)  # fmt: skip
-    finally:
-        rt.close()
-    return directory
+    return registered(tmp_path / "data", kube_cluster)
 
 
 def path(ns: str, kind: str, name: str) -> str:
@@ -108,39 +91,9 @@ def settled(kube: LocalCluster, ns: str, kind: str, name: str) -> list[dict[str,
     return live
 
 
-def audited_steps(data: Path) -> list[str]:
-    rt = open_runtime(load_settings(data_dir=data))
-    try:
-        return [e.details["step"] for e in rt.audit.query(kind="vuln.rollout")]
-    finally:
-        rt.close()
-
-
 def rollout(data: Path, ns: str, first: Path, remediated: Path) -> subprocess.CompletedProcess[str]:
     return casemate(data, "vuln", "rollout", "--manifest", str(first), "--remediated",
                     str(remediated), "--cluster", "test", "-n", ns, "--timeout", "90")  # fmt: skip
-
-
-def interrupted_rollout(data: Path, ns: str, first: Path, remediated: Path) -> None:
-    """A rollout killed with SIGKILL while it watches (its record says ``watching``)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "casemate.cli", "vuln", "rollout", "--manifest", str(first),
-         "--remediated", str(remediated), "--cluster", "test", "-n", ns, "--timeout", "120"],
-        env={**os.environ, "CASEMATE_DATA_DIR": str(data)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    journal = data / "vuln" / "rollouts"
-    earlier = set(journal.glob("*.json"))
-    deadline = time.monotonic() + 120
-    try:
-        while not any(
-            '"phase": "watching"' in p.read_text() for p in set(journal.glob("*.json")) - earlier
-        ):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.mark.parametrize("kind", ["StatefulSet", "DaemonSet"])
@@ -176,7 +129,8 @@ def test_failed_rollout_is_rolled_back_then_a_good_one_succeeds(
         assert f"deleted the pods stuck on the failed revision: {ns}/db-0" in stuck.stdout
         assert live_spec(kube_cluster, ns, kind, name) == before
         settled(kube_cluster, ns, kind, name)
-        interrupted_rollout(data, ns, first, good)
+        interrupted_rollout(data, "--manifest", str(first), "--remediated", str(good),
+                            "--cluster", "test", "-n", ns, "--timeout", "90")  # fmt: skip
         assert "casemate-fetch-app" in json.dumps(live_spec(kube_cluster, ns, kind, name))
         recovered = casemate(data, "vuln", "recover", "--cluster", "test", "--timeout", "120")
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr

@@ -9,12 +9,7 @@ back automatically, and one whose rollout is interrupted (the process killed) is
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-from casemate.core.runtime import open_runtime
-from casemate.core.settings import load_settings
-from casemate.k8s.client import Credential
-from casemate.k8s.clusters import Clusters
 from casemate.testenv.kube import LocalCluster
 from casemate.testenv.node import DEBIAN12_IMAGE, RealNode, real_node_placement
 from casemate.vuln.advisories.index import IndexStore
@@ -35,10 +26,10 @@ from casemate.vuln.remediate.manifest import Change, load, remediate, sites
 from casemate.vuln.remediate.plan import fetch_script, install_script, plan_container
 from tests.vuln.remediate.test_fix_cli import ZLIB_FIXED, advisories
 from tests.vuln.rollout.mirror import serve_mirror
+from tests.vuln.rollout.support import audited_steps, interrupted_rollout, registered
 from tests.vuln.test_cli import casemate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.node]
-PASSWORD = "Orchid-Falcon-Tundra-58"
 TAMPER = "for f in /casemate-fixes/app/*.deb; do echo x >> $f; done; "
 
 
@@ -78,15 +69,7 @@ def mirror(node: RealNode) -> Iterator[tuple[str, list[str]]]:
 
 @pytest.fixture
 def data(tmp_path: Path, kube_cluster: LocalCluster) -> Path:
-    directory = tmp_path / "data"
-    rt = open_runtime(load_settings(data_dir=directory, admin_password=PASSWORD), create=True)
-    try:
-        clusters = Clusters(rt.db, rt.vault, rt.audit)
-        clusters.register_cluster("test", kube_cluster.server_url, kube_cluster.ca_pem, by=None)
-        clusters.add_account("test", "deployer", Credential.bearer(kube_cluster.admin_token),
-                             by=None)  # fmt: skip
-    finally:
-        rt.close()
+    directory = registered(tmp_path / "data", kube_cluster)
     advisories(tmp_path / "feed")
     done = casemate(directory, "vuln", "db", "import", str(tmp_path / "feed"))
     assert done.returncode == 0, done.stderr
@@ -119,14 +102,6 @@ def live_spec(kube: LocalCluster, ns: str, name: str) -> dict[str, Any]:
     resp = kube.http.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
     assert resp.status_code == 200
     return dict(resp.json()["spec"]["template"]["spec"])
-
-
-def audited_steps(data: Path) -> list[str]:
-    rt = open_runtime(load_settings(data_dir=data))
-    try:
-        return [e.details["step"] for e in rt.audit.query(kind="vuln.rollout")]
-    finally:
-        rt.close()
 
 
 def files(tmp_path: Path, original: str, second: str) -> tuple[Path, Path]:
@@ -208,19 +183,8 @@ def test_an_interrupted_rollout_is_recovered(
     before = live_spec(kube_cluster, kube_namespace, "api")
     second = second_manifest(original, data, debian12_dir, mirror[0], tamper=False)
     first, _ = files(tmp_path, original, second)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "casemate.cli", "vuln", "rollout", "--manifest", str(first),
-         "--cluster", "test", "-n", kube_namespace, "--timeout", "240"],
-        env={**os.environ, "CASEMATE_DATA_DIR": str(data)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    journal = data / "vuln" / "rollouts"
-    deadline = time.monotonic() + 120
-    while not any('"phase": "watching"' in p.read_text() for p in journal.glob("*.json")):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)  # a crash in the middle of the watch
-    proc.wait()
+    interrupted_rollout(data, "--manifest", str(first), "--cluster", "test", "-n",
+                        kube_namespace, "--timeout", "240")  # fmt: skip
     assert "casemate-fetch-app" in json.dumps(live_spec(kube_cluster, kube_namespace, "api"))
     done = casemate(data, "vuln", "recover", "--cluster", "test", "--timeout", "120")
     assert done.returncode == 0, done.stdout + done.stderr
