@@ -1,0 +1,61 @@
+"""CLI start-up guard: ``--help`` of the client commands and of the admin commands made lazy
+(and every remote admin command's parser) loads no storage or server code — those imports
+take most of a second (bench/cli.py measures the times; this test only checks what loads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "bashlex")
+HEAVY_OURS = ("casemate.core.runtime", "casemate.core.db", "casemate.core.audit", "casemate.server")
+
+LIGHT_HELP = [
+    ["--help"],
+    ["login", "--help"],
+    ["exec", "--help"],
+    ["session", "list", "--help"],
+    ["user", "--help"],
+    ["user", "add", "--help"],
+    ["user", "ssh-key", "add", "--help"],
+    ["token", "--help"],
+    ["vault", "--help"],
+    ["doctor", "--help"],
+    ["cluster", "--help"],
+    ["cluster", "account", "provision", "--help"],
+    ["grant", "add", "--help"],
+    ["--server", "https://gateway.invalid", "user", "--help"],
+    ["--server", "https://gateway.invalid", "cluster", "account", "add", "--help"],
+    ["--server", "https://gateway.invalid", "audit", "tail", "--help"],
+    ["--server", "https://gateway.invalid", "policy", "reset", "--help"],
+]
+
+CODE = """
+import sys
+from casemate.cli import main
+sys.argv = ["casemate", *sys.argv[1:]]
+try:
+    main.main()
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+heavy = {heavy!r}
+ours = {ours!r}
+bad = sorted(
+    m for m in sys.modules if m.split(".")[0] in heavy or any(m == o or m.startswith(o + ".")
+    for o in ours)
+)
+print("LOADED:" + ",".join(bad))
+"""
+
+
+@pytest.mark.parametrize("args", LIGHT_HELP, ids=" ".join)
+def test_help_loads_no_server_code(args: list[str]) -> None:
+    code = CODE.format(heavy=HEAVY, ours=HEAVY_OURS)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = r.stdout.rsplit("LOADED:", 1)[1].strip()
+    assert loaded == "", f"casemate {' '.join(args)} loaded {loaded}"
