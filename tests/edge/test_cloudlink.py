@@ -435,7 +435,8 @@ async def test_registration_is_retried_until_the_cloud_answers(env: Env) -> None
     assert not refused.allowed and refused.rule == "gateway:unregistered"
     assert "waiting for registration with the cloud (" in refused.reason
     await env.service().start()
-    await _wait(lambda: link.status == "approved")
+    # approved is set by the reply's handler, a moment before the retry task returns
+    await _wait(lambda: link.status == "approved" and not link.state().registering)
     assert waiting_for(link.state()) == "" and not link.state().registering
     assert (await link.authorize(request_for(link))).allowed
 

@@ -40,17 +40,15 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import aiomqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from casemate.core.db import Database
 from casemate.core.vault import Vault
 from casemate.edge import messages as m
+from casemate.edge.grantcache import GrantCache
 from casemate.edge.lifecycle import Started
 from casemate.edge.linkconfig import (
     BrokerConfig,
@@ -59,12 +57,12 @@ from casemate.edge.linkconfig import (
     ThreadRunner,
     broker_error,
     cancel_and_wait,
-    raw_private,
     retry_delay,
     utc_now,
     waiting_for,
 )
-from casemate.edge.models import EdgeGatewayIdentity, EdgeGatewayPush
+from casemate.edge.linkpending import PendingDecision, PendingRegistration, local_deny
+from casemate.edge.linkstore import LinkIdentity, LinkStore
 from casemate.edge.outbox import ReportOutbox
 from casemate.errors import (
     AuthenticationFailed,
@@ -91,81 +89,6 @@ Clock = Callable[[], datetime]
 _PRUNE_EVERY: Final = 3600.0
 
 
-# Broker connection ------------------------------------------------------------------------------
-
-
-# Configuration ----------------------------------------------------------------------------------
-
-
-# What the link waits for -----------------------------------------------------------------------
-
-
-# Identity ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Identity:
-    ed25519: Ed25519PrivateKey = field(repr=False)
-    x25519: X25519PrivateKey = field(repr=False)
-    cloud_ed25519_public: str | None = None
-    cloud_x25519_public: str | None = None
-    link_key: bytes | None = field(default=None, repr=False)
-    status: str = "unregistered"
-
-    @property
-    def ed25519_public(self) -> str:
-        return m.public_hex(self.ed25519)
-
-    @property
-    def x25519_public(self) -> str:
-        return m.public_hex(self.x25519)
-
-
-def _purpose(gateway_id: str, what: str) -> str:
-    return f"edge.gateway.{gateway_id}.{what}"
-
-
-# Pending round trips ----------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Pending:
-    request: m.AuthorizationRequest
-    started: float
-    deadline: float
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    final: m.Decision | None = None
-    held: bool = False
-    rejected: str = ""
-
-
-@dataclass(eq=False)
-class _Registration:
-    nonce: str
-    future: asyncio.Future[m.Registered]
-    rejected: str = ""
-
-
-GrantKey = tuple[str, int, str, str | None, str]
-
-
-def _local_decision(request: m.AuthorizationRequest, reason: str, rule: str) -> m.Decision:
-    """An unsigned deny made by the gateway itself."""
-    now = utc_now()
-    return m.Decision(
-        request_id=request.request_id,
-        gateway_id=request.gateway_id,
-        request_hash=m.request_hash(request),
-        allowed=False,
-        held=False,
-        cacheable=False,
-        reason=reason,
-        rule=rule,
-        issued_at=now,
-        valid_until=now,
-    )
-
-
 # The link ---------------------------------------------------------------------------------------
 
 
@@ -184,13 +107,14 @@ class CloudLink(Started):
         self.vault = vault
         self.config = config
         self._clock = clock
-        self._identity: _Identity | None = None
+        self._identity: LinkIdentity | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pending: dict[str, _Pending] = {}
-        self._registrations: dict[str, _Registration] = {}
-        self._grants: dict[GrantKey, tuple[m.Decision, float]] = {}
+        self._pending: dict[str, PendingDecision] = {}
+        self._registrations: dict[str, PendingRegistration] = {}
+        self._grants = GrantCache(config.grant_cache_ttl, clock)
+        self._store = LinkStore(db, vault, config)
         self._outbox_wake = asyncio.Event()
         self._outbox_idle = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,8 +136,8 @@ class CloudLink(Started):
         if self._task is not None:
             raise ConfigError("the cloud link is already started")
         self._loop = asyncio.get_running_loop()
-        self._identity = await self._threads.run(self._load_identity)
-        self._push = await self._threads.run(self._load_push)
+        self._identity = await self._threads.run(self._store.load_identity)
+        self._push = await self._threads.run(self._store.load_push)
         self._task = asyncio.create_task(self._run(), name=f"cloudlink-{self.config.gateway_id}")
 
     async def stop(self) -> None:
@@ -319,87 +243,10 @@ class CloudLink(Started):
         ident = self._require_identity()
         return m.key_fingerprint(ident.ed25519_public, ident.x25519_public)
 
-    def _require_identity(self) -> _Identity:
+    def _require_identity(self) -> LinkIdentity:
         if self._identity is None:
             raise ConfigError("the cloud link is not started")
         return self._identity
-
-    # Storage -----------------------------------------------------------------------------------
-
-    def _load_identity(self) -> _Identity:
-        gid = self.config.gateway_id
-        with self.db.session() as s:
-            row = s.get(EdgeGatewayIdentity, gid)
-            if row is None:
-                ed, x = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
-                row = EdgeGatewayIdentity(
-                    gateway_id=gid,
-                    mac_address=self.config.mac_address,
-                    ed25519_secret_id=self.vault.put(s, _purpose(gid, "ed25519"), raw_private(ed)),
-                    x25519_secret_id=self.vault.put(s, _purpose(gid, "x25519"), raw_private(x)),
-                    ed25519_public=m.public_hex(ed),
-                    x25519_public=m.public_hex(x),
-                    status="unregistered",
-                    created_at=utc_now(),
-                )
-                s.add(row)
-                log.info("created the key pair of gateway %s", gid)
-                return _Identity(ed25519=ed, x25519=x)
-            if row.mac_address != self.config.mac_address:
-                raise ConfigError(
-                    f"gateway id {gid} belongs to MAC address {row.mac_address}, "
-                    f"not {self.config.mac_address}"
-                )
-            ident = _Identity(
-                ed25519=Ed25519PrivateKey.from_private_bytes(
-                    self.vault.get(s, row.ed25519_secret_id, _purpose(gid, "ed25519"))
-                ),
-                x25519=X25519PrivateKey.from_private_bytes(
-                    self.vault.get(s, row.x25519_secret_id, _purpose(gid, "x25519"))
-                ),
-                cloud_ed25519_public=row.cloud_ed25519_public,
-                cloud_x25519_public=row.cloud_x25519_public,
-                status=row.status,
-            )
-            if row.link_key_secret_id is not None:
-                ident.link_key = self.vault.get(s, row.link_key_secret_id, _purpose(gid, "link"))
-            return ident
-
-    def _store_registration(self, reply: m.Registered, link_key: bytes) -> None:
-        gid = self.config.gateway_id
-        with self.db.session() as s:
-            row = s.get(EdgeGatewayIdentity, gid)
-            if row is None:
-                raise ConfigError(f"the identity of gateway {gid} has disappeared")
-            row.cloud_ed25519_public = reply.cloud_ed25519_public
-            row.cloud_x25519_public = reply.cloud_x25519_public
-            if row.link_key_secret_id is None:
-                row.link_key_secret_id = self.vault.put(s, _purpose(gid, "link"), link_key)
-            else:
-                self.vault.replace(s, row.link_key_secret_id, _purpose(gid, "link"), link_key)
-            row.status = reply.status
-            row.registered_at = utc_now()
-
-    def _load_push(self) -> m.Push | None:
-        with self.db.reader() as s:
-            row = s.get(EdgeGatewayPush, self.config.gateway_id)
-            if row is None:
-                return None
-            try:
-                return m.Push.from_json(row.body)
-            except InvalidInput:
-                log.warning("the stored image records of %s are unreadable", row.gateway_id)
-                return None
-
-    def _store_push(self, push: m.Push) -> None:
-        with self.db.session() as s:
-            row = s.get(EdgeGatewayPush, push.gateway_id)
-            if row is None:
-                row = EdgeGatewayPush(gateway_id=push.gateway_id)
-                s.add(row)
-            row.issued_at = push.issued_at
-            row.body = push.to_json().decode()
-            row.received_at = utc_now()
 
     # Registration ------------------------------------------------------------------------------
 
@@ -427,7 +274,7 @@ class CloudLink(Started):
         )
         if not await self.wait_connected(min(self.config.register_timeout, 2.0)):
             raise UpstreamError("cannot register: the MQTT broker is unreachable")
-        reg = _Registration(nonce, asyncio.get_running_loop().create_future())
+        reg = PendingRegistration(nonce, asyncio.get_running_loop().create_future())
         self._registrations[nonce] = reg
         try:
             await self._publish(m.REGISTER_TOPIC, msg.to_json(), self.config.register_timeout)
@@ -474,7 +321,7 @@ class CloudLink(Started):
             log.warning("rejected a registration reply: %s", e.message)
             return
         if reply.status != "rejected":
-            await self._threads.run(self._store_registration, reply, link_key)
+            await self._threads.run(self._store.store_registration, reply, link_key)
             ident.cloud_ed25519_public = reply.cloud_ed25519_public
             ident.cloud_x25519_public = reply.cloud_x25519_public
             ident.link_key = link_key
@@ -482,7 +329,7 @@ class CloudLink(Started):
         if not reg.future.done():
             reg.future.set_result(reply)
 
-    def _check_cloud_keys(self, ident: _Identity, reply: m.Registered) -> None:
+    def _check_cloud_keys(self, ident: LinkIdentity, reply: m.Registered) -> None:
         keys = (reply.cloud_ed25519_public, reply.cloud_x25519_public)
         if ident.cloud_ed25519_public is not None:
             if keys != (ident.cloud_ed25519_public, ident.cloud_x25519_public):
@@ -529,30 +376,30 @@ class CloudLink(Started):
             raise
         except Exception:
             log.exception("authorization of request %s failed", request.request_id)
-            return _local_decision(request, "internal error in the cloud link", "gateway:error")
+            return local_deny(request, "internal error in the cloud link", "gateway:error")
 
     async def _authorize(self, request: m.AuthorizationRequest) -> m.Decision:
         if request.gateway_id != self.config.gateway_id:
-            return _local_decision(request, "the request names another gateway", "gateway:invalid")
-        cached = self._cached_grant(request)
+            return local_deny(request, "the request names another gateway", "gateway:invalid")
+        cached = self._grants.lookup(request)
         if cached is not None:
             return cached
         ident = self._identity
         if ident is None or ident.link_key is None or ident.cloud_ed25519_public is None:
             waiting = waiting_for(self.state())
-            return _local_decision(
+            return local_deny(
                 request,
                 "this gateway is not registered with the cloud"
                 + (f"; waiting for {waiting}" if waiting else ""),
                 "gateway:unregistered",
             )
         if not self.connected:
-            return _local_decision(request, "the cloud broker is unreachable", "gateway:offline")
+            return local_deny(request, "the cloud broker is unreachable", "gateway:offline")
         if request.request_id in self._pending:
-            return _local_decision(request, "duplicate request id", "gateway:invalid")
+            return local_deny(request, "duplicate request id", "gateway:invalid")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        pending = _Pending(request, now, now + self.config.authz_timeout)
+        pending = PendingDecision(request, now, now + self.config.authz_timeout)
         self._pending[request.request_id] = pending
         try:
             payload = m.with_mac(request, ident.link_key).to_json()
@@ -563,7 +410,7 @@ class CloudLink(Started):
                     self.config.authz_timeout,
                 )
             except UpstreamError as e:
-                return _local_decision(
+                return local_deny(
                     request, f"cannot reach the cloud: {e.message}", "gateway:offline"
                 )
             decision = await self._await_decision(pending)
@@ -574,15 +421,15 @@ class CloudLink(Started):
             why = "a manual approval is still pending" if pending.held else "the cloud is silent"
             if pending.rejected:
                 why += f"; rejected a reply: {pending.rejected}"
-            return _local_decision(
+            return local_deny(
                 request,
                 f"no decision from the cloud within {waited:.1f} s ({why})",
                 "gateway:timeout",
             )
-        self._remember_grant(request, decision)
+        self._grants.remember(request, decision)
         return decision
 
-    async def _await_decision(self, pending: _Pending) -> m.Decision | None:
+    async def _await_decision(self, pending: PendingDecision) -> m.Decision | None:
         loop = asyncio.get_running_loop()
         while pending.final is None:
             remaining = pending.deadline - loop.time()
@@ -626,46 +473,8 @@ class CloudLink(Started):
     def _fail_pending(self, reason: str) -> None:
         for pending in list(self._pending.values()):
             if pending.final is None:
-                pending.final = _local_decision(pending.request, reason, "gateway:offline")
+                pending.final = local_deny(pending.request, reason, "gateway:offline")
                 pending.changed.set()
-
-    # Grant cache -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _grant_key(request: m.AuthorizationRequest) -> GrantKey | None:
-        if request.digest is None:
-            return None
-        return (request.caller, request.uid, request.action, request.image, request.digest)
-
-    def _cached_grant(self, request: m.AuthorizationRequest) -> m.Decision | None:
-        key = self._grant_key(request)
-        if self.config.grant_cache_ttl <= 0 or key is None:
-            return None
-        entry = self._grants.get(key)
-        if entry is None:
-            return None
-        grant, until = entry
-        if time.monotonic() >= until or grant.valid_until <= self._clock():
-            del self._grants[key]
-            return None
-        return m.Decision(
-            request_id=request.request_id,
-            gateway_id=request.gateway_id,
-            request_hash=m.request_hash(request),
-            allowed=True,
-            held=False,
-            cacheable=False,
-            reason=f"cached grant of request {grant.request_id}: {grant.reason}"[:1000],
-            rule=f"cache:{grant.rule}"[:200],
-            issued_at=grant.issued_at,
-            valid_until=grant.valid_until,
-        )
-
-    def _remember_grant(self, request: m.AuthorizationRequest, decision: m.Decision) -> None:
-        key = self._grant_key(request)
-        if self.config.grant_cache_ttl <= 0 or key is None or not decision.cacheable:
-            return
-        self._grants[key] = (decision, time.monotonic() + self.config.grant_cache_ttl)
 
     def clear_grant_cache(self) -> None:
         self._grants.clear()
@@ -837,7 +646,7 @@ class CloudLink(Started):
             return
         if self._push is not None and push.issued_at <= self._push.issued_at:
             return
-        await self._threads.run(self._store_push, push)
+        await self._threads.run(self._store.store_push, push)
         self._push = push
         log.info("received %d image records from the cloud", len(push.images))
         for callback in list(self.on_push):
