@@ -23,6 +23,9 @@ from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.posture_common import (
     EXIT_FINDINGS,
     EXIT_UNCHECKED,
+    FailOnOption,
+    FormatOption,
+    OutputOption,
     PolicyOption,
     RuleOption,
     SignaturePolicyOption,
@@ -75,13 +78,9 @@ def scan(
     namespace: Annotated[
         str | None, typer.Option("--namespace", "-n", help="Only this namespace (live scans).")
     ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")
-    ] = "table",
+    fmt: FormatOption = "table",
     rules: RuleOption = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
-    ] = "high",
+    fail_on: FailOnOption = "high",
     min_severity: Annotated[
         str, typer.Option("--min-severity", help="Report only findings at least this severe.")
     ] = "low",
@@ -92,9 +91,7 @@ def scan(
     pss_version: Annotated[
         str, typer.Option("--pss-version", help="Pod Security Standards version.")
     ] = f"v{LATEST_PSS[0]}.{LATEST_PSS[1]}",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
-    ] = None,
+    output: OutputOption = None,
     values: Annotated[
         list[Path] | None,
         typer.Option("--values", help="Values file for the Helm charts found (repeatable)."),
@@ -248,16 +245,10 @@ def docker(
         str | None,
         typer.Option("--host", "-H", help="Docker host (unix://PATH; default DOCKER_HOST)."),
     ] = None,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")
-    ] = "table",
+    fmt: FormatOption = "table",
     rules: RuleOption = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
-    ] = "high",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
-    ] = None,
+    fail_on: FailOnOption = "high",
+    output: OutputOption = None,
 ) -> None:
     """Check a Docker host (daemon and running containers) with the engine rules."""
     from casemate.posture.docker import docker_socket, read_docker_host

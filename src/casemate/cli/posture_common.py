@@ -21,7 +21,7 @@ from casemate.posture.engine import Scanner
 from casemate.posture.exceptions import PostureException
 from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Severity, Subject
-from casemate.posture.output import render, render_table
+from casemate.posture.output import FORMATS, render, render_table
 
 if TYPE_CHECKING:
     from casemate.posture.signing import SignaturePolicy
@@ -38,6 +38,14 @@ RuleOption = Annotated[
     ),
 ]
 
+
+FormatOption = Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")]
+FailOnOption = Annotated[
+    str, typer.Option("--fail-on", help="Exit 1 when a finding is at least this severe.")
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+]
 
 PolicyOption = Annotated[
     list[Path] | None,
