@@ -23,11 +23,13 @@ whatever else runs; the CPU time per request is the steadier figure.
 ``--baseline-src DIR`` also starts a second proxy from another source tree (e.g. a ``git
 worktree`` of an older commit; its ``src`` directory goes first on the child's PYTHONPATH) and
 measures it in the same run, against the same cluster: before/after figures from one run.
-``--loop uvloop`` runs the proxy processes on uvloop (if installed).
+``--loop`` picks the proxy's event loop: ``uvloop`` (default) is what ``casemate serve``
+runs the proxy on (uvicorn uses uvloop when it is installed, and it is a dependency);
+``asyncio`` the standard library's.
 
     .venv/bin/python bench/kubeproxy.py [--duration 10] [--concurrency 50] [--pods 10]
         [--sequential 300] [--kubectl-runs 20] [--no-audit | --sqlite-sync FULL|NORMAL]
-        [--baseline-src /tmp/old/src] [--loop asyncio|uvloop]
+        [--baseline-src /tmp/old/src] [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -131,7 +133,16 @@ async def serve_proxy(config: dict[str, Any]) -> None:
         flush=True,
     )
     loop = asyncio.get_running_loop()
+    profiler = None
+    if config.get("profile"):  # the serving only, not the imports and the start
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time of the loop thread
+        profiler.enable()
     await loop.run_in_executor(None, sys.stdin.read)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(config["profile"])
     await proxy.close()
     if writer is not None:
         await writer.close()
@@ -323,7 +334,12 @@ def main() -> None:
         "--sqlite-sync", default="FULL", choices=["FULL", "NORMAL"], help="audit database mode"
     )
     parser.add_argument("--baseline-src", help="also measure a proxy from this source tree")
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument(
+        "--loop",
+        default="uvloop",
+        choices=["asyncio", "uvloop"],
+        help="the proxy's event loop (uvloop: what `casemate serve` runs it on, via uvicorn)",
+    )
     parser.add_argument(
         "--profile", help="write the proxy's cProfile stats here (slows it: not for figures)"
     )
@@ -331,21 +347,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_proxy:
         config = json.loads(sys.stdin.readline())
-        profiler = None
-        if config.get("profile"):
-            import cProfile
-
-            profiler = cProfile.Profile(time.thread_time)  # CPU of the loop thread
-            profiler.enable()
         if config.get("loop") == "uvloop":
             import uvloop
 
             uvloop.run(serve_proxy(config))
         else:
             asyncio.run(serve_proxy(config))
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(config["profile"])
         return
 
     from casemate.testenv.kube import LocalCluster
