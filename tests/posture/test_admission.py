@@ -125,3 +125,4 @@ def test_http_answers(client):
     assert r.status_code == 413
     assert client.get("/healthz").text == "ok\n"
     assert client.get("/validate").status_code == 405
+    assert client.post("/other", content=review(privileged())).status_code == 404
