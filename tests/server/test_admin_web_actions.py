@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyotp
@@ -30,6 +30,7 @@ from tests.server.test_apicheck import PRIVILEGED_POD
 from tests.server.test_policies import API_RULES_POLICY
 from tests.server.test_web import Cdp, chromium, serve
 
+NEW_PASSWORD = "violet-harbour-canister-31"
 EXPORTED = 150  # more than one page of the audit page (100)
 
 
@@ -78,6 +79,7 @@ def test_admin_actions_in_chromium(runtime: Runtime, tmp_path: Path) -> None:
     secret = identity.begin_totp_enrollment("olga", by=None).secret
     identity.confirm_totp("olga", pyotp.TOTP(secret).now(), by=None)
     lock_out(runtime, "olga")
+    identity.issue_token("olga", "ci-bot", ["read"], timedelta(days=1), by=None)
 
     store = RecordingStore.from_runtime(runtime)
     for sid, user in [("olga-closed", "olga"), ("bob-1", "bob"), ("admin-1", "admin")]:
@@ -128,6 +130,19 @@ def test_admin_actions_in_chromium(runtime: Runtime, tmp_path: Path) -> None:
         cdp.wait_for(f"document.querySelector({json.dumps(olga)}).textContent.includes('no TOTP')")
         assert not identity.get_user("olga").totp_enabled
         assert cdp.evaluate(f"document.querySelector('{olga} button.reset-totp') === null")
+        # her API tokens, listed and one revoked
+        click(cdp, f"{olga} button.tokens")
+        cdp.wait_for("document.querySelector('.panel table')?.textContent.includes('ci-bot')")
+        cdp.evaluate(
+            "[...document.querySelectorAll('.panel button')]"
+            ".find(b => b.textContent === 'Revoke').click()"
+        )
+        cdp.wait_for(
+            "document.querySelector('.page-users .notice.ok')?.textContent"
+            " === 'Token ci-bot revoked.'"
+        )
+        assert [t.revoked_at is not None for t in identity.list_tokens("olga")] == [True]
+        cdp.wait_for("document.querySelector('.panel table')?.textContent.includes('revoked')")
         shoot(cdp, "users-unlocked")
 
         # Policy: two versions, the diff of the first against the one in force, a revert.
@@ -224,12 +239,23 @@ def test_admin_actions_in_chromium(runtime: Runtime, tmp_path: Path) -> None:
         cdp.wait_for(
             "document.querySelector('.player')?.textContent.includes('screen of olga-closed')"
         )
+        # she changes her password (the server's refusal first), then logs in with the new one
+        go(cdp, "#/me", "document.querySelector('form.password') !== null")
+        submit(cdp, "form.password", old="not-her-password", new=NEW_PASSWORD)
+        cdp.wait_for("document.querySelector('.page-me .notice.error') !== null")
+        submit(cdp, "form.password", old=USER_PASSWORD, new=NEW_PASSWORD)
+        cdp.wait_for(
+            "document.querySelector('.page-me .notice.ok')?.textContent === 'Password changed.'"
+        )
+        log_out(cdp)
+        log_in(cdp, base, "olga", NEW_PASSWORD)
         log_out(cdp)
         log_in(cdp, base, "bob", USER_PASSWORD)
         assert my_sessions(cdp) == {"bob-1"}
 
         assert cdp.evaluate("window.__xss") is None
-        provoked = ("status of 400",)  # the hostile path given to the API box
+        # provoked: the hostile path given to the API box, the wrong current password
+        provoked = ("status of 400", "status of 401", "status of 403", "status of 422")
         problems = [p for p in cdp.problems() if not any(x in p for x in provoked)]
         assert problems == []
 

@@ -60,9 +60,11 @@ async function failure(response) {
 /**
  * Call the API: api("/sessions"), api("/auth/login", { method: "POST", body: {...} }).
  * Returns the decoded JSON (null for 204), or the Response itself with { raw: true }.
- * Throws ApiError with the problem's detail; a 401 on a logged-in call ends the login.
+ * Throws ApiError with the problem's detail; a 401 on a logged-in call ends the login, except
+ * with { checksPassword: true }: there a 401 means the password typed into the form was wrong
+ * (changing one's password with the old one), not that the login ended.
  */
-export async function api(path, { method = "GET", body, raw = false } = {}) {
+export async function api(path, { method = "GET", body, raw = false, checksPassword = false } = {}) {
   const headers = { Accept: "application/json" };
   const token = session.token;
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -75,7 +77,7 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
     credentials: "same-origin",
     redirect: "error",
   });
-  if (response.status === 401 && token) {
+  if (response.status === 401 && token && !checksPassword) {
     session.clear();
     window.dispatchEvent(new CustomEvent("casemate:logged-out"));
   }

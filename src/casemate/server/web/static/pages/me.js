@@ -78,6 +78,7 @@ export function me({ view }) {
           await api(`/users/${enc(user.username)}/password`, {
             method: "POST",
             body: { old_password: oldPassword.value, new_password: newPassword.value },
+            checksPassword: true, // a wrong current password is a 401 that keeps the login
           });
           passwordForm.reset();
           say("ok", "Password changed.");

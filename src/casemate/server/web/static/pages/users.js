@@ -242,8 +242,8 @@ export function users({ view }) {
         },
         "End logins",
       ),
-      h("button", { onclick: () => showTokens(u) }, "Tokens"),
-      h("button", { onclick: () => showKeys(u) }, "SSH keys"),
+      h("button", { class: "tokens", onclick: () => showTokens(u) }, "Tokens"),
+      h("button", { class: "keys", onclick: () => showKeys(u) }, "SSH keys"),
       h(
         "button",
         {
