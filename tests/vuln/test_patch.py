@@ -86,6 +86,11 @@ def test_patch_image_on_the_test_engine(docker_engine: DockerEngine, debian12_im
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         result = json.loads(done.stdout)
         assert result["layers_added"] == 1
+        # resolved against the mirror's index: every fixed binary downloaded pinned, with the
+        # index's SHA-256 (and any dependency the upgrade needed)
+        downloaded = {d["package"]: d for d in result["downloaded"]}
+        assert {i["binary"] for i in result["installed"]} <= set(downloaded)
+        assert all(len(d["sha256"]) == 64 for d in downloaded.values())
         assert result["remaining"] == []
         after = json.loads(casemate(data, "vuln", "scan", tag, "--format", "json", env=env).stdout)
         assert after["findings"] == []

@@ -613,7 +613,8 @@ def patch_image_command(
         raise InvalidInput("--format: table or json")
     index = _load_index(data_dir)
     patched = patch_image(image, index, tag=tag, security_mirror=security_mirror,
-                          network=network, docker_host=docker_host)  # fmt: skip
+                          network=network, docker_host=docker_host,
+                          read_index=package_index_reader())  # fmt: skip
     if output_format is Format.json:
         typer.echo(json.dumps(summary(patched), indent=2))
         return

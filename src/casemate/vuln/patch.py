@@ -26,11 +26,12 @@ from casemate.vuln.advisories.index import AdvisoryIndex
 from casemate.vuln.inventory.sources import docker_socket, scan_docker_image
 from casemate.vuln.match import match
 from casemate.vuln.model import Finding, Inventory, Manager
+from casemate.vuln.remediate.deps import index_arch
+from casemate.vuln.remediate.fixes import IndexReader, security_mirror_for
 from casemate.vuln.remediate.plan import (
     APT_LIST,
     APT_PARTS,
     FIXES_DIR,
-    SECURITY_MIRROR,
     ContainerPlan,
     fetch_script,
     install_script,
@@ -39,7 +40,6 @@ from casemate.vuln.remediate.plan import (
 from casemate.vuln.versions import compare
 
 LABEL = "io.casemate.vuln"
-UBUNTU_SECURITY = "http://security.ubuntu.com/ubuntu"
 #: Image config keys that a commit takes from the body (the original image's).
 CONFIG_KEYS = ("Cmd", "Entrypoint", "Env", "User", "WorkingDir", "Labels", "ExposedPorts",
                "Volumes", "StopSignal", "Healthcheck", "OnBuild", "Shell")  # fmt: skip
@@ -133,18 +133,23 @@ def still_vulnerable(plan: ContainerPlan, inventory: Inventory) -> list[str]:
 def patch_image(image: str, index: AdvisoryIndex, *, tag: str | None = None,
                 security_mirror: str | None = None, network: str = "default",
                 docker_host: str | None = None, timeout: float = 900,
-                read: Callable[[str], Inventory] | None = None) -> Patched:  # fmt: skip
+                read: Callable[[str], Inventory] | None = None,
+                read_index: IndexReader | None = None) -> Patched:  # fmt: skip
+    """``read_index``: resolve the dependencies of the upgrade against the mirror's index (the
+    patch then downloads pinned, hash-checked files: see ``vuln fix``)."""
     reader = read or (lambda name: scan_docker_image(name, docker_host=docker_host))
     inventory = reader(image)
-    plan = plan_image(image, inventory, match(inventory, index).findings)
+    packages = None
+    if read_index is not None and inventory.os is not None and inventory.os.manager == "dpkg":
+        packages = read_index(security_mirror_for(inventory.os, security_mirror), inventory.os,
+                              index_arch(inventory.packages))  # fmt: skip
+    plan = plan_image(image, inventory, match(inventory, index).findings, packages)
     if plan.refusals:
         raise InvalidInput(f"{image} cannot be patched: {'; '.join(plan.refusals)}")
     if not plan.fixes:
         raise InvalidInput(f"{image}: nothing to patch (no finding with an installable fix)")
     assert inventory.os is not None
-    mirror = security_mirror or (
-        UBUNTU_SECURITY if inventory.os.id == "ubuntu" else SECURITY_MIRROR
-    )
+    mirror = security_mirror_for(inventory.os, security_mirror)
     target = tag or f"{image.rsplit('@', 1)[0]}-casemate-patched"
     if ":" not in target.rsplit("/", 1)[-1]:
         target += ":latest"
@@ -210,6 +215,15 @@ def summary(patched: Patched) -> dict[str, Any]:
         "installed": [
             {"binary": f.binary, "at_least": f.minimum, "fixes": list(f.vulnerabilities)}
             for f in patched.plan.fixes
+        ],  # fmt: skip
+        "downloaded": [  # the fixes and the dependencies they needed, as the index listed them
+            {
+                "package": d.package,
+                "version": d.version,
+                "sha256": d.sha256,
+                "needed_by": d.needed_by,
+            }
+            for d in patched.plan.downloads
         ],  # fmt: skip
         "remaining": [
             {"package": f.package, "state": f.state, "advisory": f.advisory}

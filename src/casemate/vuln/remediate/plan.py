@@ -174,13 +174,16 @@ def _closure(fixes: dict[str, PackageFix], inventory: Inventory, index: PackageI
     return together.downloads
 
 
-def plan_image(image: str, inventory: Inventory, findings: Sequence[Finding]) -> ContainerPlan:
+def plan_image(image: str, inventory: Inventory, findings: Sequence[Finding],
+               index: PackageIndex | None = None) -> ContainerPlan:  # fmt: skip
     """The plan for a patched image (``vuln patch-image``): every fixable package, the C library
     and OpenSSL included (a container of the new image starts with them); only an image that
     cannot install packages itself (no shell, no package manager) is refused. The image's own
     user does not matter: the patch runs as root and the image keeps its user."""
     facts = ContainerFacts("patch", image, run_as_user=0)
-    return replace(plan_container(facts, inventory, findings, in_place=False), notes=())
+    return replace(
+        plan_container(facts, inventory, findings, in_place=False, index=index), notes=()
+    )
 
 
 def fixes_dir(plan: ContainerPlan) -> str:
