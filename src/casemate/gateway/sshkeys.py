@@ -37,6 +37,7 @@ from casemate.core.audit import AuditLog
 from casemate.core.db import Base, Database, UtcDateTime, as_utc
 from casemate.core.identity import Identity, Principal, Role, Scope, UserRef
 from casemate.core.models import User
+from casemate.core.sso.links import SsoLink
 from casemate.errors import Conflict, Denied, InvalidInput, NotFound
 from casemate.events import LoginAttempted, SshKeyChanged
 
@@ -232,6 +233,7 @@ class KeyLogin:
     fingerprint: str
     principal: Principal | None
     refused: str = ""
+    provider: str = ""  # the single sign-on provider(s) the account is linked to, if any
 
 
 class SshKeys:
@@ -326,16 +328,18 @@ class SshKeys:
             if u is None or u.username != username.strip().lower():
                 return None
             name, user_id = u.username, u.id
+            links = s.scalars(select(SsoLink.provider).where(SsoLink.user_id == user_id))
+            provider = ",".join(sorted(set(links)))
         info = self.identity.get_user(user_id)
         if info.disabled:
-            return KeyLogin(name, fingerprint, None, "account disabled")
+            return KeyLogin(name, fingerprint, None, "account disabled", provider)
         if info.locked_until is not None:
-            return KeyLogin(name, fingerprint, None, "account locked")
+            return KeyLogin(name, fingerprint, None, "account locked", provider)
         try:
             principal = self.identity.principal_of(user_id)
         except (Denied, NotFound):
-            return KeyLogin(name, fingerprint, None, "account disabled or locked")
-        return KeyLogin(name, fingerprint, principal)
+            return KeyLogin(name, fingerprint, None, "account disabled or locked", provider)
+        return KeyLogin(name, fingerprint, principal, provider=provider)
 
     def audit_login(self, login: KeyLogin, source: str) -> None:
         """Audit a key login (success, or ``login.refused``) like a password login."""
@@ -345,6 +349,7 @@ class SshKeys:
             outcome="failure" if login.refused or login.principal is None else "success",
             username=login.username,
             method="publickey",
+            provider=login.provider,
             reason=login.refused,
             key_fingerprint=login.fingerprint,
         )
