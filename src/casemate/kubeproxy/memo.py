@@ -16,9 +16,9 @@ again from the real function each time.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Final, TypeVar
+from typing import Final
 
+from casemate.core.lru import LRU
 from casemate.kubeproxy.classify import ApiRequest, classify
 from casemate.kubeproxy.rules import ApiRules, ApiVerdict, SessionGrant, decide
 
@@ -26,18 +26,14 @@ __all__ = ["MAX_TARGET", "Decisions"]
 
 MAX_TARGET: Final = 1024
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
 
 class Decisions:
     """``classify`` and ``decide`` with a bounded memory of ``size`` answers each."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._classified: OrderedDict[tuple[str, str], ApiRequest] = OrderedDict()
+        self._classified: LRU[tuple[str, str], ApiRequest] = LRU(size)
         self._rules: ApiRules | None = None
-        self._verdicts: OrderedDict[tuple[ApiRequest, SessionGrant], ApiVerdict] = OrderedDict()
+        self._verdicts: LRU[tuple[ApiRequest, SessionGrant], ApiVerdict] = LRU(size)
 
     def classify(self, method: str, target: str) -> ApiRequest:
         if len(target) > MAX_TARGET:
@@ -45,10 +41,9 @@ class Decisions:
         key = (method, target)
         found = self._classified.get(key)
         if found is not None:
-            self._classified.move_to_end(key)
             return found
         api = classify(method, target)  # raises RequestRefused: not remembered
-        self._remember(self._classified, key, api)
+        self._classified.put(key, api)
         return api
 
     def decide(self, api: ApiRequest, grant: SessionGrant, rules: ApiRules) -> ApiVerdict:
@@ -60,13 +55,7 @@ class Decisions:
         key = (api, grant)
         found = self._verdicts.get(key)
         if found is not None:
-            self._verdicts.move_to_end(key)
             return found
         verdict = decide(api, grant, rules)
-        self._remember(self._verdicts, key, verdict)
+        self._verdicts.put(key, verdict)
         return verdict
-
-    def _remember(self, memory: OrderedDict[_K, _V], key: _K, value: _V) -> None:
-        memory[key] = value
-        if len(memory) > self._size:
-            memory.popitem(last=False)
