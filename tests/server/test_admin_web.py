@@ -229,6 +229,21 @@ def test_the_admin_console_in_chromium(runtime: Runtime, tmp_path: Path) -> None
             "?.getBoundingClientRect().bottom ?? 9999"
         )
         assert bottom <= 800, bottom  # the replay controls stay on screen at 800 px high
+        for width, height in WIDTHS.values():  # at the narrow width too
+            cdp.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            # at the top of the page, once the page has followed the window's new size
+            cdp.wait_for(
+                "(() => { window.scrollTo(0, 0); const b = document"
+                ".querySelector('.ap-control-bar')?.getBoundingClientRect();"
+                f" return b && b.height > 0 && b.bottom <= {height}; }})()",
+                timeout=5,
+            )
         shoot(cdp, "replay")
 
         # Cluster access: no clusters; a grant on an unknown cluster gets the API's message.
