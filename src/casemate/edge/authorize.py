@@ -232,8 +232,12 @@ class CallAuthorizer:
             inspected[f"{tag_ref.name}@{served}"] = None  # its signature record, by digest
         containers = {c: await self.docker.container_mounts(c) for c in sorted(needed.containers)}
         networks = {n: await self.docker.inspect_network(n) for n in sorted(needed.networks)}
-        paths, present = await asyncio.to_thread(
-            resolve_host_paths, needed.host_paths | host_paths_of(containers.values())
+        wanted = needed.host_paths | host_paths_of(containers.values())
+        # No thread hop for the common call that names no host path (a GET, ps, start).
+        paths, present = (
+            await asyncio.to_thread(resolve_host_paths, wanted)
+            if wanted
+            else resolve_host_paths(wanted)
         )
         facts = dataclasses.replace(
             snapshot.trust.facts(self._clock(), inspected, paths),

@@ -17,8 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-import h11
-
 from casemate.edge.auditing import (
     audit_failure_cause,
     call_outcome,
@@ -40,11 +38,12 @@ from casemate.edge.dockerapi import (
 )
 from casemate.edge.dockerfacts import close_writer, describe_os_error
 from casemate.edge.refusal import EdgeRefused
-from casemate.edge.relay import READ_SIZE, ClientGone, Pipelined, Relay, error_for, h11_request
+from casemate.edge.relay import READ_SIZE, ClientGone, Pipelined, Relay, error_for
 from casemate.edge.target import Query
 from casemate.errors import CasemateError, UpstreamError
 from casemate.events import DockerCallDecided, DockerCallFinished, DockerPullVerified
 from casemate.risks.imageref import ImageRef, parse_image_ref
+from casemate.wire.response import ResponseError, ResponseReader
 
 if TYPE_CHECKING:
     from casemate.edge.proxy import EdgeProxy
@@ -324,32 +323,34 @@ class Connection:
             self.forwarded = True
             up_w.write(upstream_head(pinned) + upstream_body(pinned))
             await up_w.drain()
-            conn = h11.Connection(h11.CLIENT)
-            conn.send(h11_request(pinned))
-            conn.send(h11.EndOfMessage())
+            response = ResponseReader(pinned.method)
             status = 0
             failed = False
             pending = b""
             while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await up_r.read(READ_SIZE))
-                elif isinstance(event, h11.Response):
-                    status = self.upstream_status = event.status_code
+                data = await up_r.read(READ_SIZE)
+                response.feed(data)
+                if not status:
+                    if not response.head():
+                        if not data:
+                            raise ResponseError("dockerd closed the connection without answering")
+                        continue
+                    status = self.upstream_status = response.status
                     await self._send(
-                        f"HTTP/1.1 {status} {event.reason.decode('latin-1') or 'OK'}\r\n"
+                        f"HTTP/1.1 {status} {response.reason.decode('latin-1') or 'OK'}\r\n"
                         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                         "Connection: close\r\n\r\n".encode("latin-1")
                     )
-                elif isinstance(event, h11.Data):
-                    pending += bytes(event.data)
+                chunks, ended = response.body()
+                for chunk in chunks:
+                    pending += chunk
                     *lines, pending = pending.split(b"\n")
                     failed = failed or any(_stream_error(line) for line in lines)
-                    await self._send(encode_chunk(bytes(event.data)))
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    await self._send(encode_chunk(chunk))
+                if ended or not data:
                     break
             failed = failed or _stream_error(pending) or status != 200
-        except (OSError, h11.ProtocolError) as e:
+        except (OSError, ResponseError) as e:
             log.warning("edge proxy: pull of %s@%s broke off: %s", ref.name, digest, e)
             if not self.sent_anything:
                 await self._send(error_for(request, 502, "casemate: dockerd failed", False))
@@ -472,10 +473,14 @@ class Connection:
             if not keep:
                 await self._linger()
             return keep, b""
+        relay = Relay(self, ex, request, up_r, up_w)
         try:
-            return await Relay(self, ex, request, up_r, up_w).run()
+            return await relay.run()
         finally:
-            await close_writer(up_w)
+            if relay.upstream_reusable and not request.is_stream and request.upgrade is None:
+                self.proxy.docker.release(up_r, up_w)
+            else:
+                await close_writer(up_w)
 
 
 async def _discard_connection(

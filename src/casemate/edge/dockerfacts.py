@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 READ_SIZE: Final = 64 * 1024
 MAX_INSPECT_BYTES: Final = 8 * 1024 * 1024
+#: Idle relay connections kept for the next request, and for how long (dockerd keeps an idle
+#: connection open; one it closed is seen at EOF before reuse and dropped).
+MAX_IDLE: Final = 8
+IDLE_SECONDS: Final = 30.0
 
 
 def describe_os_error(e: OSError) -> str:
@@ -65,6 +70,7 @@ class DockerLookups:
             idle_timeout=30.0,
             max_idle=8,
         )
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
     async def inspect_image(self, reference: str) -> InspectedImage | None:
         """``GET /images/{ref}/json`` on dockerd; ``None`` if it has no such image."""
@@ -154,10 +160,27 @@ class DockerLookups:
         return response.status, response.body
 
     def close(self) -> None:
-        """Close the idle look-up connections."""
+        """Close the idle look-up and relay connections."""
         self._pool.close()
+        while self._idle:
+            self._idle.pop()[1].close()
+
+    def release(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Keep a relay connection whose exchange ended cleanly for the next request."""
+        if len(self._idle) < MAX_IDLE and not writer.is_closing() and not reader.at_eof():
+            self._idle.append((reader, writer, time.monotonic()))
+        else:
+            writer.close()
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection for one relayed request: an idle one that dockerd has not closed (most
+        recently used first, at most ``IDLE_SECONDS`` old), else a new one."""
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < IDLE_SECONDS and not writer.is_closing() and not reader.at_eof():
+                return reader, writer
+            writer.close()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 return await asyncio.open_unix_connection(str(self.docker), limit=READ_SIZE)

@@ -7,10 +7,7 @@ import asyncio
 import contextlib
 import logging
 import select
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
-
-import h11
 
 from casemate.edge.dockerapi import (
     LAST_CHUNK,
@@ -21,12 +18,12 @@ from casemate.edge.dockerapi import (
     encode_chunk,
     upstream_body,
     upstream_head,
-    upstream_target,
 )
 from casemate.edge.dockerfacts import describe_os_error
 from casemate.edge.refusal import EdgeRefused
 from casemate.edge.routes import Action
 from casemate.wire.pipe import pipe
+from casemate.wire.response import ResponseError, ResponseReader
 
 if TYPE_CHECKING:
     from casemate.edge.connection import Connection, Exchange
@@ -69,34 +66,16 @@ def error_for(request: DockerRequest, status: int, message: str, keep_alive: boo
     return data
 
 
-def h11_request(request: DockerRequest) -> h11.Request:
-    """What the h11 client parser needs to know of the request we sent (method, upgrade)."""
-    headers = [("Host", "docker")]
-    if request.upgrade is not None:
-        headers += [("Connection", "Upgrade"), ("Upgrade", request.upgrade)]
-    return h11.Request(method=request.method, target=upstream_target(request), headers=headers)
-
-
-def _until_close(method: str, response: h11.Response) -> bool:
-    """The client cannot keep the connection after this response: dockerd asked to close, or
-    the body ends only when the connection does (no length, not chunked)."""
-    if (_header(response.headers, b"connection") or "").lower() == "close":
-        return True
-    if response.http_version != b"1.1":
-        return True
-    if method == "HEAD" or response.status_code in (204, 304):
-        return False
-    return (
-        _header(response.headers, b"content-length") is None
-        and _header(response.headers, b"transfer-encoding") is None
-    )
-
-
-def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+def _raw_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    """dockerd hijacked the connection without a 101 (attach/exec over plain HTTP): a raw
+    stream type and no framing."""
+    ctype = b""
+    for name, value in headers:
+        if name in (b"content-length", b"transfer-encoding"):
+            return False
+        if name == b"content-type":
+            ctype = value
+    return ctype.split(b";")[0].strip().lower().decode("latin-1") in _RAW_STREAM_TYPES
 
 
 class Relay:
@@ -115,9 +94,9 @@ class Relay:
         self.request = request
         self.up_r = up_r
         self.up_w = up_w
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.h11.send(h11_request(request))
-        self.h11.send(h11.EndOfMessage())
+        self.response = ResponseReader(request.method)
+        self.upstream_reusable = False
+        """dockerd's answer ended cleanly and the connection may carry another request."""
         self.early = bytearray()
         self.early_eof = False
         self.response_started = False
@@ -233,10 +212,12 @@ class Relay:
                 raise ClientGone from e
 
     async def _response(self) -> tuple[bool, bool]:
-        """dockerd → client. Returns (keep the client connection, hijacked)."""
-        conn = self.h11
+        """dockerd → client, byte for byte; the shared response reader only finds where the
+        answer ends. Returns (keep the client connection, hijacked)."""
+        reader = self.response
         hijack_route = self.request.action in _HIJACK_ACTIONS
         keep = self.request.keep_alive
+        head_done = False
         while True:
             try:
                 data = await self.up_r.read(READ_SIZE)
@@ -245,49 +226,30 @@ class Relay:
                     await self._upstream_failed(e)
                     return False, False
                 raise ClientGone from e
-            conn.receive_data(data)
+            reader.feed(data)
             forward = len(data)
             finished = hijacked = False
             try:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        break
-                    if isinstance(event, h11.InformationalResponse):
-                        if event.status_code == 101:
-                            self.conn.upstream_status = 101
-                            hijacked = True
-                            break
-                        continue
-                    if isinstance(event, h11.Response):
+                if not head_done and reader.head():
+                    head_done = True
+                    status = self.conn.upstream_status = reader.status
+                    if status == 101:
+                        hijacked = True
+                    else:
                         self.response_started = True
-                        self.conn.upstream_status = event.status_code
-                        if _until_close(self.request.method, event):
+                        if not reader.keep_alive:
+                            keep = False  # Connection: close, HTTP/1.0, or ends with the connection
+                        hijacked = hijack_route and status == 200 and _raw_stream(reader.headers)
+                if head_done and not hijacked:
+                    _, finished = reader.body()
+                    if finished:
+                        trailing = len(reader.trailing)
+                        forward = len(data) - trailing
+                        if trailing or not reader.keep_alive:
                             keep = False
-                        ctype = (_header(event.headers, b"content-type") or "").split(";")[0]
-                        if (
-                            hijack_route
-                            and event.status_code == 200
-                            and ctype.strip().lower() in _RAW_STREAM_TYPES
-                            and _header(event.headers, b"content-length") is None
-                            and _header(event.headers, b"transfer-encoding") is None
-                        ):
-                            hijacked = True
-                            break
-                    elif isinstance(event, h11.EndOfMessage):
-                        finished = True
-                        trailing, _ = conn.trailing_data
-                        forward = len(data) - len(trailing)
-                        if trailing:
-                            keep = False
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        finished = True
-                        keep = False
-                        break
-                    elif event is h11.PAUSED:
-                        break
-            except h11.RemoteProtocolError as e:
+                        else:
+                            self.upstream_reusable = True
+            except ResponseError as e:
                 if not self.response_started and not self.conn.sent_anything:
                     why = (
                         "dockerd closed the connection without answering"
@@ -313,8 +275,6 @@ class Relay:
                 self.response_started = True
                 return False, True
             if finished:
-                if conn.their_state is not h11.DONE:
-                    keep = False
                 return keep and self.ex.body_done and not self.early_eof, False
 
     async def _upstream_failed(self, e: OSError) -> tuple[bool, bytes]:
