@@ -9,24 +9,16 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
 from casemate import __version__
-from casemate.bastion.recording import RecordingStore
-from casemate.bastion.review import ReviewService
 from casemate.cli.common import DataDirOption, out
-from casemate.core.runtime import open_runtime
-from casemate.core.settings import Settings, load_settings, parse_listen
-from casemate.core.syslog import SyslogForwarder
 from casemate.errors import ConfigError
-from casemate.events import ServerStarted
-from casemate.gateway.service import Gateway
-from casemate.gateway.ssh import HOST_KEY_NAME, SshGateway, load_or_create_host_key
-from casemate.server.app import create_app
-from casemate.server.protocol import GuardedH11Protocol
+
+if TYPE_CHECKING:  # the server stack is imported by run_server: `serve --help` stays fast
+    from casemate.core.settings import Settings
 
 log = logging.getLogger(__name__)
 INITIAL_PASSWORD_FILE = "initial-admin-password"
@@ -104,6 +96,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the Casemate gateway (HTTP API, web UI) on its database in the data directory."""
+    from casemate.core.settings import load_settings
+
     settings = load_settings(
         data_dir=data_dir or Path(os.environ.get("CASEMATE_DATA_DIR", "casemate-data")),
         listen=listen,
@@ -117,6 +111,19 @@ def serve(
 def run_server(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Run the gateway with ``settings`` until interrupted. ``ready(url)`` is called once the
     HTTP socket listens, just before serving (``casemate demo up`` prints its guide there)."""
+    import uvicorn
+
+    from casemate.bastion.recording import RecordingStore
+    from casemate.bastion.review import ReviewService
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import parse_listen
+    from casemate.core.syslog import SyslogForwarder
+    from casemate.events import ServerStarted
+    from casemate.gateway.service import Gateway
+    from casemate.gateway.ssh import HOST_KEY_NAME, SshGateway, load_or_create_host_key
+    from casemate.server.app import create_app
+    from casemate.server.protocol import GuardedH11Protocol
+
     logging.getLogger("casemate").setLevel(settings.log_level.upper())
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
