@@ -8,7 +8,6 @@ and put their Casemate token in ``~/.docker/config.json``::
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import logging
@@ -27,6 +26,7 @@ from casemate.core.files import read_bounded
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.guard import GuardSettings
+from casemate.edge.lifecycle import run_loop
 from casemate.edge.linkconfig import (
     CloudLinkConfig,
 )
@@ -264,7 +264,7 @@ def serve(
     config.listen.parent.mkdir(parents=True, exist_ok=True)
     rt = open_runtime(settings, create=True)
     try:
-        asyncio.run(_serve(rt, config, link, guard_config))
+        run_loop(_serve(rt, config, link, guard_config))
     finally:
         rt.close()
 

@@ -1,4 +1,5 @@
-"""The async context manager shape the edge's long-lived parts share (one copy).
+"""The async context manager shape the edge's long-lived parts share (one copy), and the
+event loop they run on (:func:`run_loop`).
 
 ``async with part:`` starts a :class:`Started` part on entry and stops it on exit; a
 :class:`Closing` part (a client that connects on use) is closed on exit.
@@ -6,11 +7,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
-__all__ = ["Closing", "Started"]
+__all__ = ["Closing", "Started", "run_loop"]
+
+T = TypeVar("T")
 
 
 class Started(ABC):
@@ -51,3 +56,14 @@ class Closing(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop (libuv's event loop; it about halves the edge proxy's CPU per
+    request, see ``bench/edge_proxy.py --uvloop``), or on asyncio's own loop without it."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency, but optional for the loop
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
