@@ -199,13 +199,25 @@ def _decode_protobuf(body: bytes, api: ApiRequest) -> dict[str, Any]:
     return {"kind": kind, **_pb_message(raws[0], kind)}
 
 
+class _BodyLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses aliases: an alias shares its node, so a few hundred bytes
+    of nested aliases ("billion laughs") make a tree whose walk costs minutes of the proxy's
+    event loop. A body with one is unreadable (the rules assume the worst); kubectl never
+    sends one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("a YAML alias in a request body")
+        return super().compose_node(parent, index)
+
+
 def _decode(body: bytes, content_type: str | None, api: ApiRequest) -> object:
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media == "application/vnd.kubernetes.protobuf":
         return _decode_protobuf(body, api)
     text = body.decode("utf-8")
     if media in _YAML_TYPES:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BodyLoader)  # a safe loader
     if media in _JSON_TYPES:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     raise ValueError(f"unsupported content type {media}")
