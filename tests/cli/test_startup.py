@@ -26,6 +26,9 @@ LIGHT_HELP = [
     ["cluster", "--help"],
     ["cluster", "account", "provision", "--help"],
     ["grant", "add", "--help"],
+    ["serve", "--help"],
+    ["audit", "--help"],
+    ["audit", "search", "--help"],
     ["--server", "https://gateway.invalid", "user", "--help"],
     ["--server", "https://gateway.invalid", "cluster", "account", "add", "--help"],
     ["--server", "https://gateway.invalid", "audit", "tail", "--help"],
@@ -59,3 +62,10 @@ def test_help_loads_no_server_code(args: list[str]) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = r.stdout.rsplit("LOADED:", 1)[1].strip()
     assert loaded == "", f"casemate {' '.join(args)} loaded {loaded}"
+
+
+def test_the_audit_help_names_the_real_query_limit() -> None:
+    from casemate.cli import audit
+    from casemate.core.audit import MAX_QUERY_LIMIT
+
+    assert audit.QUERY_LIMIT_HELP == MAX_QUERY_LIMIT

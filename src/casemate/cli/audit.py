@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from casemate.cli.common import DataDirOption, err, out, runtime
-from casemate.core.audit import MAX_QUERY_LIMIT, AuditEntry
 from casemate.errors import InvalidInput
+
+if TYPE_CHECKING:  # the audit log's storage loads SQLAlchemy: not for `audit --help`
+    from casemate.core.audit import AuditEntry
+
+#: core.audit.MAX_QUERY_LIMIT, for the help text (search() checks against the real one)
+QUERY_LIMIT_HELP = 10_000
 
 app = typer.Typer(help="Search, verify, export and follow the audit log.", no_args_is_help=True)
 
@@ -187,7 +192,7 @@ def search(
     text: Annotated[
         str | None, typer.Option(help="Text anywhere in the record (case-insensitive).")
     ] = None,
-    limit: Annotated[int, typer.Option(help=f"At most this many (1-{MAX_QUERY_LIMIT}).")] = 100,
+    limit: Annotated[int, typer.Option(help=f"At most this many (1-{QUERY_LIMIT_HELP}).")] = 100,
     oldest_first: Annotated[
         bool, typer.Option("--oldest-first", help="Oldest first (default: newest first).")
     ] = False,
@@ -199,6 +204,8 @@ def search(
 
     Example: casemate audit search --cluster prod --decision reject --since 1d
     """
+    from casemate.core.audit import MAX_QUERY_LIMIT
+
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"--limit must be between 1 and {MAX_QUERY_LIMIT}")
     now = datetime.now(UTC)
