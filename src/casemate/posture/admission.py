@@ -16,31 +16,73 @@ reported in ``auditAnnotations`` as excepted (never hidden). DELETE and CONNECT,
 requests without an object, are admitted. A body that is not an AdmissionReview v1 is an
 error the HTTP layer answers with 400 (there is no uid to answer to); the API server then
 applies the webhook's ``failurePolicy``.
+
+The findings are remembered per object *template* (:meth:`AdmissionPolicy.findings`): pods
+created from one ReplicaSet, Job or DaemonSet differ only in fields no rule reads, so their
+reviews are checked once. The key is a digest of the whole object except ``metadata``'s
+``uid``, ``resourceVersion``, ``creationTimestamp``, ``managedFields`` and ``generateName``, and
+``name`` only for objects with a pod spec under a policy without custom (CEL) rules: those are
+offered only rules that never read the name (tests/posture/test_admission_memo.py checks every
+built-in rule on such objects under two names), while Service, RBAC and ServiceAccount rules put
+the name in their messages and a CEL rule may test it. Labels, annotations and the namespace are
+in the key (rules and exceptions read them). Stored exceptions are applied after, at every
+review, with the object's own name and the clock. The memory belongs to the policy: a changed
+policy (rules, modes, settings) is a new policy with an empty memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from casemate.core.lru import LRU
 from casemate.posture.engine import ObjectRules, select_rules
 from casemate.posture.exceptions import PostureException, apply_exceptions
 from casemate.posture.model import Finding, Rule, Settings, Subject
 from casemate.posture.rules import ALL_RULES
 
-__all__ = ["AdmissionPolicy", "BadReview", "decide", "review_response"]
+__all__ = ["AdmissionPolicy", "BadReview", "Remembered", "decide", "review_response"]
 
 Mode = Literal["enforce", "warn", "audit"]
 _STRENGTH: Final = {"audit": 1, "warn": 2, "enforce": 3}
 MAX_WARNINGS: Final = 20
 MAX_MESSAGE: Final = 4000
+#: object templates whose findings are remembered, per policy (and per worker process)
+MEMO_SIZE: Final = 1024
+#: objects whose canonical text is longer are checked every time, never remembered
+MEMO_MAX_TEXT: Final = 64 * 1024
+#: metadata that differs between objects created from one template and that no rule reads
+_VOLATILE: Final = frozenset(
+    {"uid", "resourceVersion", "creationTimestamp", "managedFields", "generateName"}
+)
+_VOLATILE_AND_NAME: Final = _VOLATILE | {"name"}
 
 
 class BadReview(ValueError):
     """The body is not an AdmissionReview v1 request."""
+
+
+@dataclass
+class Remembered:
+    """What is remembered of one object template: its findings (before exceptions) and, per
+    requested kind, the response fields answering it when no exception is in force (their text
+    holds no object name, see the module's notes)."""
+
+    findings: tuple[Finding, ...]
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _renamed(f: Finding, name: str) -> Finding:
+    """``f`` for another object of the same template. ``dataclasses.replace`` runs the whole
+    ``__init__`` again (7 µs a finding, more than checking some objects); a copy with one
+    attribute set is several times cheaper."""
+    new: Finding = object.__new__(Finding)
+    new.__dict__.update(f.__dict__, name=name)
+    return new
 
 
 @dataclass(frozen=True)
@@ -52,9 +94,37 @@ class AdmissionPolicy:
     settings: Settings = Settings()
     #: the rules picked per kind, once (derived from ``rules`` and ``settings``)
     checker: ObjectRules = field(init=False, compare=False, repr=False)
+    #: findings per object template (see the module's notes); empty for a new policy
+    memo: LRU[bytes, Remembered] = field(init=False, compare=False, repr=False)
+    #: no custom (CEL) rule: the name of an object with a pod spec is left out of the key
+    name_free_pods: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checker", ObjectRules(self.rules, self.settings))
+        object.__setattr__(self, "memo", LRU(MEMO_SIZE))
+        custom = any(r.family == "cel" for r in self.rules)
+        object.__setattr__(self, "name_free_pods", not custom)
+
+    def findings(self, subject: Subject) -> tuple[Finding, ...]:
+        """The object rules' findings on ``subject``, remembered per template; they always
+        carry ``subject``'s own name."""
+        found = self.remembered(subject).findings
+        name = subject.name
+        if found and found[0].name != name:
+            return tuple(_renamed(f, name) for f in found)
+        return found
+
+    def remembered(self, subject: Subject) -> Remembered:
+        """The memory entry of ``subject``'s template (checked now if new). Its findings carry
+        the name of the first object of the template seen: :meth:`findings` renames them."""
+        drop = _VOLATILE_AND_NAME if self.name_free_pods and subject.pods else _VOLATILE
+        key = _template_key(subject.obj, drop)
+        found = self.memo.get(key) if key is not None else None
+        if found is None:
+            found = Remembered(tuple(self.checker.check(subject)))
+            if key is not None:
+                self.memo.put(key, found)
+        return found
 
     @classmethod
     def build(
@@ -91,6 +161,24 @@ class AdmissionPolicy:
         return cls(modes, rules, settings or Settings())
 
 
+def _template_key(obj: Mapping[str, Any], drop: frozenset[str]) -> bytes | None:
+    """A digest of ``obj`` without the ``drop`` metadata fields (``None``: too big to keep)."""
+    meta = obj.get("metadata")
+    kept = {k: v for k, v in meta.items() if k not in drop} if isinstance(meta, Mapping) else meta
+    rest = {k: v for k, v in obj.items() if k != "metadata"}
+    try:
+        text = json.dumps([kept, rest], sort_keys=True, separators=(",", ":"))
+    except (
+        TypeError,
+        ValueError,
+        RecursionError,
+    ):  # not plain JSON data: not remembered
+        return None
+    if len(text) > MEMO_MAX_TEXT:
+        return None
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def _request(review: object) -> Mapping[str, Any]:
     if not isinstance(review, Mapping):
         raise BadReview("the body is not a JSON object")
@@ -124,15 +212,56 @@ def decide(
     """The findings of one object sorted into the policy's modes (excepted ones: audit)."""
     if not isinstance(obj, Mapping):
         return Decision(True, (), (), ())
-    findings = policy.checker.check(Subject(obj))
+    findings: Sequence[Finding] = policy.findings(Subject(obj))
     if exceptions and findings:
         findings = apply_exceptions(findings, exceptions, now or datetime.now(UTC)).findings
+    return _sorted(findings, policy)
+
+
+def _sorted(findings: Sequence[Finding], policy: AdmissionPolicy) -> Decision:
     by_mode: dict[str, list[Finding]] = {"enforce": [], "warn": [], "audit": []}
     for f in findings:
         mode = "audit" if f.waiver is not None else policy.modes.get(f.rule_id, "audit")
         by_mode[mode].append(f)
     refused = tuple(by_mode["enforce"])
     return Decision(not refused, refused, tuple(by_mode["warn"]), tuple(by_mode["audit"]))
+
+
+def _fields(decision: Decision, what: str) -> dict[str, Any]:
+    """The response fields (besides ``uid``) telling the API server ``decision``."""
+    fields: dict[str, Any] = {"allowed": decision.allowed}
+    if not decision.allowed:
+        lines = "; ".join(_line(f) for f in decision.refused)
+        message = f"casemate posture refused this {what}: {lines}"
+        fields["status"] = {"code": 403, "reason": "Forbidden", "message": message[:MAX_MESSAGE]}
+    warnings = [f"casemate posture: {_line(f)}"[:256] for f in decision.warned]
+    if len(warnings) > MAX_WARNINGS:
+        more = len(warnings) - MAX_WARNINGS
+        warnings = [*warnings[:MAX_WARNINGS], f"casemate posture: {more} more warnings"]
+    if warnings:
+        fields["warnings"] = warnings
+    if decision.audited:
+        fields["auditAnnotations"] = {
+            "posture-findings": "; ".join(_line(f) for f in decision.audited)[:MAX_MESSAGE]
+        }
+    return fields
+
+
+def _answer(
+    obj: Mapping[str, Any],
+    what: str,
+    policy: AdmissionPolicy,
+    exceptions: Sequence[PostureException],
+) -> dict[str, Any]:
+    if exceptions:  # they match by name and expire: applied to every review
+        return _fields(decide(obj, policy, exceptions), what)
+    entry = policy.remembered(Subject(obj))
+    fields = entry.answers.get(what)
+    if fields is None:
+        fields = _fields(_sorted(entry.findings, policy), what)
+        if len(entry.answers) < 4:  # the requested kind is the object's, but comes apart
+            entry.answers[what] = fields
+    return fields
 
 
 def review_response(
@@ -145,27 +274,10 @@ def review_response(
         raise BadReview("the body is not JSON") from None
     request = _request(review)
     response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
-    if request.get("operation") in ("CREATE", "UPDATE"):
-        decision = decide(request.get("object"), policy, exceptions)
+    obj = request.get("object")
+    if request.get("operation") in ("CREATE", "UPDATE") and isinstance(obj, Mapping):
         kind = request.get("kind")
-        what = kind.get("kind", "object") if isinstance(kind, Mapping) else "object"
-        if not decision.allowed:
-            lines = "; ".join(_line(f) for f in decision.refused)
-            message = f"casemate posture refused this {what}: {lines}"
-            response["allowed"] = False
-            response["status"] = {
-                "code": 403,
-                "reason": "Forbidden",
-                "message": message[:MAX_MESSAGE],
-            }
-        warnings = [f"casemate posture: {_line(f)}"[:256] for f in decision.warned]
-        if len(warnings) > MAX_WARNINGS:
-            more = len(warnings) - MAX_WARNINGS
-            warnings = [*warnings[:MAX_WARNINGS], f"casemate posture: {more} more warnings"]
-        if warnings:
-            response["warnings"] = warnings
-        if decision.audited:
-            response["auditAnnotations"] = {
-                "posture-findings": "; ".join(_line(f) for f in decision.audited)[:MAX_MESSAGE]
-            }
+        what = kind.get("kind") if isinstance(kind, Mapping) else None
+        what = what if isinstance(what, str) else "object"
+        response.update(_answer(obj, what, policy, exceptions))  # shared: never mutated
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
