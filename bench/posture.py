@@ -7,7 +7,8 @@ reads and checks them with every rule, as ``casemate posture scan DIR`` does (it
 ``scan_items``) (findings kept,
 namespace rules at the end). Peak memory is the process's maximum resident set (ru_maxrss),
 interpreter included. Then the admission webhook (``casemate admission serve`` in its own process,
-TLS on loopback) answers ``--requests`` AdmissionReviews of a Deployment from ``--concurrency``
+TLS on loopback) answers ``--requests`` AdmissionReviews (``--mix``: by default pods of 20
+ReplicaSet templates in turn, each with its own name and uid) from ``--concurrency``
 clients; p50 and p99 are per request, client side. As a peer, kube-score (built from its Go
 module: ``go install github.com/zegl/kube-score/cmd/kube-score@v1.20.0``; found on PATH or in
 ~/go/bin) scores the same files, and the time ratio is printed. Aims (issue 13): under 5 s and under
@@ -120,6 +121,65 @@ def _object(i: int) -> dict[str, object]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
             "spec": {"podSelector": {"matchLabels": {"app": f"app{i % 20}"}},
                      "ingress": [{"from": [{"podSelector": {}}]}]}}  # fmt: skip
+
+
+TEMPLATES = 20
+
+
+def _replica_pod(template: int, n: int, distinct: bool = False) -> dict[str, object]:
+    """Pod ``n`` as a ReplicaSet creates it from template ``template``: the template's spec and
+    labels, its own name, uid and managedFields (what admission reviews of pods look like).
+    ``distinct``: also a different image tag per pod, so no two pods share a template."""
+    t = template
+    containers = [_container(t), _container(t + 1)]
+    if distinct:
+        containers[0]["image"] = f"registry.example/team/app{t}:{n}"
+    rs = f"app{t}-7d9f4c"
+    meta = {
+        "name": f"{rs}-{n:05d}",
+        "generateName": f"{rs}-",
+        "namespace": f"team-{t % 50}",
+        "uid": f"0b7c{n:08d}-{t:04d}-4c1e-9d7a-5e2f8a1b3c4d",
+        "labels": {"app": f"app{t % 20}", "pod-template-hash": "7d9f4c"},
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
+                             "uid": f"rs-{t}", "controller": True,
+                             "blockOwnerDeletion": True}],
+        "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                           "apiVersion": "v1", "time": f"2026-12-05T06:{n % 60:02d}:00Z",
+                           "fieldsType": "FieldsV1",
+                           "fieldsV1": {"f:metadata": {"f:generateName": {}}}}],
+    }  # fmt: skip
+    spec = {"containers": containers, "hostNetwork": t % 11 == 0}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def _review_body(obj: dict[str, object], uid: str) -> bytes:
+    kind = obj["kind"]
+    group = str(obj["apiVersion"]).rpartition("/")[0]
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "operation": "CREATE",
+                "kind": {"group": group, "version": "v1", "kind": kind},
+                "object": obj,
+            },
+        }
+    ).encode()
+
+
+def review_bodies(count: int, mix: str) -> list[bytes]:
+    """``templates``: pods of :data:`TEMPLATES` ReplicaSet templates in turn, each with its own
+    name and uid; ``distinct``: every pod a template of its own; ``deployment``: the same
+    Deployment every time (the figure before the memo)."""
+    if mix == "deployment":
+        return [_review_body(_object(0), "bench")] * count
+    return [
+        _review_body(_replica_pod(n % TEMPLATES, n, mix == "distinct"), f"review-{n}")
+        for n in range(count)
+    ]
 
 
 def write_corpus(folder: Path, objects: int, per_file: int) -> int:
@@ -236,7 +296,9 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
     )
 
 
-def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1) -> None:
+def bench_webhook(
+    requests: int, concurrency: int, rate: float, workers: int = 1, mix: str = "templates"
+) -> None:
     with tempfile.TemporaryDirectory(prefix="casemate-webhook-bench-") as tmp:
         cert, key, client_ctx = _tls(Path(tmp))
         with socket.socket() as s:
@@ -257,22 +319,18 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit("the webhook did not start") from None
                 time.sleep(0.2)
-        body = json.dumps(
-            {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "request": {
-                    "uid": "bench",
-                    "operation": "CREATE",
-                    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                    "object": _object(0),
-                },
-            }
-        ).encode()
-        request = (
+        head = (
             f"POST /validate HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+            f"Content-Type: application/json\r\nContent-Length: {{}}\r\n\r\n"
+        )
+        bodies = review_bodies(requests + concurrency, mix)
+        wires = [head.format(len(b)).encode() + b for b in bodies]
+        warm, wires = wires[:concurrency], wires[concurrency:]
+        turn = iter(range(10**9))
+
+        def request() -> bytes:
+            """The next review of the mix (closed and open loop both go through it in turn)."""
+            return wires[next(turn) % len(wires)]
 
         async def closed_loop(conns: list[_Connection]) -> tuple[list[float], float]:
             """Every client sends its next review as soon as the last one is answered."""
@@ -282,7 +340,7 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
             async def client(conn: _Connection) -> None:
                 for _ in range(per_client):
                     start = time.perf_counter()
-                    await conn.review(request)
+                    await conn.review(request())
                     latencies.append(time.perf_counter() - start)
 
             start = time.perf_counter()
@@ -300,7 +358,7 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
             async def one(arrival: float) -> None:
                 conn = await idle.get()
                 try:
-                    await conn.review(request)
+                    await conn.review(request())
                 finally:
                     idle.put_nowait(conn)
                 latencies.append(time.perf_counter() - arrival)
@@ -318,7 +376,7 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
 
         async def run() -> tuple[list[float], float, float, list[float], float]:
             conns = [await _Connection.open(port, client_ctx) for _ in range(concurrency)]
-            await asyncio.gather(*(c.review(request) for c in conns))  # warm: TLS, imports
+            await asyncio.gather(*(c.review(w) for c, w in zip(conns, warm, strict=True)))
             cpu0, me0 = _cpu_seconds(proc.pid), time.process_time()
             closed, elapsed = await closed_loop(conns)
             cpu1, me1 = _cpu_seconds(proc.pid), time.process_time()
@@ -343,6 +401,10 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
     p50, p99 = _percentiles(closed)
     parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     client_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    what = {"templates": f"pods of {TEMPLATES} ReplicaSet templates in turn, each with its own "
+            "name and uid", "distinct": "pods each of its own template (no memo hit)",
+            "deployment": "the same 1.1 KB Deployment every time"}[mix]  # fmt: skip
+    print(f"webhook reviews: {what} ({len(bodies[0]):,} bytes)")
     print(f"webhook with {workers} worker process(es) ({parser} HTTP parser; load generator "
           f"on {client_loop}), "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -356,12 +418,16 @@ def bench_webhook(requests: int, concurrency: int, rate: float, workers: int = 1
           f"{len(opened)} reviews; p50 {o50:.1f} ms, p99 {o99:.1f} ms; "
           f"server CPU {cpu['open']:.2f} ms per review, load generator CPU "
           f"{cpu['open-client']:.2f} ms per review")  # fmt: skip
-    policy = AdmissionPolicy.build()
-    start = time.process_time()
-    for _ in range(500):
-        review_response(body, policy)
-    per_review = (time.process_time() - start) / 500 * 1000
-    print(f"webhook decision alone (in process): {per_review:.2f} ms CPU per review")
+    for label, sample in (
+        (mix, bodies[:1000]),
+        ("distinct", review_bodies(1000, "distinct")),
+    ):
+        policy = AdmissionPolicy.build()
+        start = time.process_time()
+        for body in sample:
+            review_response(body, policy)
+        per_review = (time.process_time() - start) / len(sample) * 1000
+        print(f"webhook decision alone (in process, {label}): {per_review:.3f} ms CPU per review")
     cores = min(workers, os.cpu_count() or 1)
     both = closed_cpu + cpu["closed-client"]
     print(f"closed loop bound (Little's law): latency >= {concurrency} in flight x CPU per review "
@@ -497,6 +563,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop reviews per second")
     parser.add_argument("--no-webhook", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="admission serve --workers")
+    parser.add_argument(
+        "--mix",
+        choices=("templates", "distinct", "deployment"),
+        default="templates",
+        help="the webhook's reviews: pods of 20 templates in turn (default), pods that share no "
+        "template, or one Deployment again and again",
+    )
     parser.add_argument("--no-manifests", action="store_true")
     parser.add_argument(
         "--live", default="", help="object counts to scan live, e.g. 2000,10000 (a test cluster)"
@@ -510,7 +583,7 @@ def main() -> None:
         bench_live([int(n) for n in args.live.split(",")])
     if args.no_manifests:
         if not args.no_webhook:
-            bench_webhook(args.requests, args.concurrency, args.rate, args.workers)
+            bench_webhook(args.requests, args.concurrency, args.rate, args.workers, args.mix)
         return
     with tempfile.TemporaryDirectory(prefix="casemate-posture-bench-") as tmp:
         folder = Path(tmp)
@@ -539,7 +612,7 @@ def main() -> None:
         print(f"kube-score on the same files: {peer:.2f} s wall; casemate/kube-score time ratio "
               f"{seconds / peer:.2f}")  # fmt: skip
     if not args.no_webhook:
-        bench_webhook(args.requests, args.concurrency, args.rate, args.workers)
+        bench_webhook(args.requests, args.concurrency, args.rate, args.workers, args.mix)
 
 
 if __name__ == "__main__":
