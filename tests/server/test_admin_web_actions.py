@@ -18,6 +18,7 @@ import pytest
 
 from casemate.bastion.policystore import PolicyStore
 from casemate.bastion.recording import RecordingStore
+from casemate.core.audit import verify_jsonl
 from casemate.core.runtime import Runtime
 from casemate.errors import AuthenticationFailed
 from casemate.events import CommandDecided
@@ -58,6 +59,15 @@ def my_sessions(cdp: Cdp) -> set[str]:
             ".map(r => r.dataset.session)"
         )
     )
+
+
+def wait_for_file(path: Path) -> Path:
+    """A finished download (Chromium renames its partial file when done)."""
+    deadline = time.monotonic() + 20
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), path
+    return path
 
 
 def log_out(cdp: Cdp) -> None:
@@ -206,8 +216,9 @@ def test_admin_actions_in_chromium(runtime: Runtime, tmp_path: Path) -> None:
         # Audit: every record the filters match is in the download, not only the first page.
         go(cdp, "#/audit", "document.querySelector('.page-audit tbody tr') !== null")
         submit(cdp, "form.filters", cluster="export-me")
-        cdp.wait_for(
-            "document.querySelectorAll('.page-audit tbody tr').length === 100"
+        rows = "[...document.querySelectorAll('.page-audit tbody tr')]"
+        cdp.wait_for(  # the filtered page (not the unfiltered one shown before)
+            f"{rows}.length === 100 && {rows}.every(r => r.textContent.includes('export-me'))"
             " && [...document.querySelectorAll('.page-audit button')]"
             ".some(b => b.textContent === 'More' && !b.hidden)"
         )
@@ -216,16 +227,31 @@ def test_admin_actions_in_chromium(runtime: Runtime, tmp_path: Path) -> None:
             "document.querySelector('.page-audit .notice.ok')?.textContent"
             f" === 'Exported {EXPORTED} records.'"
         )
-        target = downloads / "casemate-audit.jsonl"
-        deadline = time.monotonic() + 20
-        while not target.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        target = wait_for_file(downloads / "casemate-audit.jsonl")
         records = [json.loads(line) for line in target.read_text().splitlines()]
         expected = runtime.audit.query(cluster="export-me", limit=1000, newest_first=True)
         assert [r["seq"] for r in records] == [e.seq for e in expected]
         assert len(records) == EXPORTED
         assert {r["details"]["cluster"] for r in records} == {"export-me"}
         shoot(cdp, "audit-export")
+        # the verifiable form: refused with the filters it does not take, then the whole chain
+        click(cdp, ".page-audit button.export-verifiable")
+        cdp.wait_for(
+            "document.querySelector('.page-audit .notice.error')?.textContent"
+            ".includes('clear Cluster and Decision')"
+        )
+        submit(cdp, "form.filters", cluster="")
+        cdp.wait_for(f"!{rows}[0].textContent.includes('export-me')")
+        click(cdp, ".page-audit button.export-verifiable")
+        cdp.wait_for(
+            "document.querySelector('.page-audit .notice.ok')?.textContent"
+            ".includes('for verification (the whole chain')"
+        )
+        chain = wait_for_file(downloads / "casemate-audit-export.jsonl")
+        with chain.open(encoding="utf-8") as f:
+            report = verify_jsonl(f)
+        assert report.ok and report.checked > EXPORTED, report
+        assert f"Exported {report.checked} records" in text_of(cdp, ".page-audit .notice.ok")
 
         # My sessions: only one's own, as an admin too.
         assert my_sessions(cdp) == {"admin-1"}

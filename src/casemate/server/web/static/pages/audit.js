@@ -1,5 +1,6 @@
 // Audit search (GET /audit with filters, keyset paging), one record's details, export of the
-// records found (JSON lines), and the hash chain's verification (GET /audit/verify).
+// records found (JSON lines) or of the verifiable form (GET /audit/export), and the hash
+// chain's verification (GET /audit/verify).
 // Auditors and admins.
 
 import { api } from "../api.js";
@@ -160,6 +161,32 @@ export function audit({ view, query }) {
   }
   const exportButton = h("button", { type: "button", class: "export", onclick: exportAll }, "Export these records");
 
+  // The verifiable form (GET /audit/export: each record's stored body with its hashes, oldest
+  // first), which `casemate audit verify --file` checks offline; unfiltered, the whole chain.
+  async function exportVerifiable() {
+    const p = params(null);
+    if (p.has("cluster") || p.has("decision")) {
+      replace(status, notice("error", "The verifiable export filters by user, type, outcome, time and text: clear Cluster and Decision."));
+      return;
+    }
+    for (const name of ["order", "limit"]) p.delete(name);
+    replace(status, notice("info", "Exporting…"));
+    try {
+      const text = await (await api(`/audit/export?${p}`, { raw: true })).text();
+      const count = text.split("\n").filter(Boolean).length;
+      saveText("casemate-audit-export.jsonl", text, "application/x-ndjson");
+      const whole = p.toString() === "" ? " (the whole chain: casemate audit verify --file checks it)" : "";
+      replace(status, notice("ok", `Exported ${count} records for verification${whole}.`));
+    } catch (e) {
+      replace(status, notice("error", e.message));
+    }
+  }
+  const verifiableButton = h(
+    "button",
+    { type: "button", class: "export-verifiable", onclick: exportVerifiable },
+    "Export for verification",
+  );
+
   const form = h(
     "form",
     {
@@ -173,7 +200,7 @@ export function audit({ view, query }) {
     field("From", since),
     field("Until", until),
     field("Order", order),
-    h("span", { class: "actions" }, h("button", { type: "submit" }, "Search"), exportButton, verify),
+    h("span", { class: "actions" }, h("button", { type: "submit" }, "Search"), exportButton, verifiableButton, verify),
   );
 
   replace(view, h("h1", {}, "Audit log"), form, status, body, more, details);
