@@ -25,6 +25,7 @@ EVENTS_POLL_SECONDS = 0.5
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 600.0  # then the stream ends; the client reconnects with Last-Event-ID
 EVENTS_BATCH = 500
+MAX_SEQ = 2**63 - 1  # the database's integer; a larger cursor is a 422, not an overflow
 
 KindQuery = Annotated[
     str | None, Query(max_length=100, description="Exact, or a prefix ending in *")
@@ -46,7 +47,9 @@ def search(
     since: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with zone")] = None,
     until: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 with zone")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the record")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Keyset paging cursor")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Keyset paging cursor")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     order: Annotated[str, Query(pattern="^(newest|oldest)$")] = "newest",
     cluster: Annotated[
@@ -94,7 +97,9 @@ def export(
     since: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with zone")] = None,
     until: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 with zone")] = None,
     q: TextQuery = None,
-    after: Annotated[int | None, Query(ge=0, description="Only records after this seq")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Only records after this seq")
+    ] = None,
 ) -> StreamingResponse:
     """Matching records oldest first, one JSON object a line, streamed: each line holds the
     record's stored body with ``seq``, ``prev_hash`` and ``hash``, so the file can be checked
@@ -113,7 +118,9 @@ def export(
 
 
 def _start(runtime: Runtime, after: int | None, last_event_id: str | None) -> int:
-    if last_event_id is not None and last_event_id.isdigit():
+    if last_event_id is not None and last_event_id.isascii() and last_event_id.isdigit():
+        if int(last_event_id) > MAX_SEQ:
+            raise InvalidInput(f"Last-Event-ID is above {MAX_SEQ}")
         return int(last_event_id)  # a reconnecting client continues where it stopped
     return runtime.audit.head_seq() if after is None else after
 
@@ -128,7 +135,8 @@ async def events(
     outcome: OutcomeQuery = None,
     q: TextQuery = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Start after this seq (default: the newest now)")
+        int | None,
+        Query(ge=0, le=MAX_SEQ, description="Start after this seq (default: the newest now)"),
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
