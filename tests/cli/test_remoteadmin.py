@@ -330,3 +330,27 @@ def test_cluster_accounts_provision_and_rotate_over_the_api(
     assert r.returncode == 0, r.stderr
     r = cli(base, admin, "cluster", "delete", "test", home=tmp_path)
     assert r.returncode == 1 and "test" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve"],
+        ["doctor"],
+        ["vault", "rotate"],
+        ["demo", "up"],
+        ["recording", "recover"],
+        ["edge", "serve"],
+        ["cloud", "serve"],
+        ["posture", "check"],
+        ["admission", "serve"],
+        ["vuln", "scan"],
+    ],  # fmt: skip
+    ids=" ".join,
+)
+def test_server_local_commands_say_so_when_run_remotely(args: list[str], tmp_path: Path) -> None:
+    # nothing listens at port 9: a command that tried the network would say so instead
+    r = cli("http://127.0.0.1:9", "not-a-token", *args, home=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert f"'casemate {args[0]}" in r.stderr and "is server-local" in r.stderr, r.stderr
+    assert "without --server" in r.stderr and "Traceback" not in r.stderr

@@ -21,6 +21,7 @@ SERVER: list[str | None] = [None]
 
 SERVER_LOCAL = {
     "serve": "runs the gateway itself",
+    "doctor": "checks the prerequisites of the machine it runs on",
     "vault": "works on the gateway's own vault key and database",
     "demo": "starts a local demo",
     "edge": "runs or configures the edge proxy on its host",
