@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.cli.terminal import print_table, safe
 from casemate.errors import InvalidInput
 
 if TYPE_CHECKING:  # the audit log's storage loads SQLAlchemy: not for `audit --help`
@@ -123,9 +123,6 @@ def tail(
 
 _AGE = re.compile(r"(\d{1,9})\s*([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Everything but newline and tab that could drive the terminal (C0, DEL, C1), and the
-# invisible format characters that could disguise text.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 # What the summary column shows of an event's details, first found first.
 _SUMMARY_KEYS = ("line", "command", "path", "username", "name", "session_id")
 
@@ -144,15 +141,6 @@ def _moment(value: str | None, name: str, now: datetime) -> datetime | None:
             f"--{name} must be an ISO 8601 time or an age like 30m, 1h, 2d, got {value!r}"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _safe(text: str) -> str:
-    return _UNSAFE.sub(
-        lambda m: (
-            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
 
 
 def _text(value: Any) -> str:
@@ -247,8 +235,5 @@ def search(
             _text(e.details.get("decision")),
             _summary(e),
         )
-        table.add_row(*(Text(_safe(c)) for c in cells))
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped: one line per record whatever its width (grep-friendly)
-        Console(width=4096, highlight=False, soft_wrap=True).print(table)
+        table.add_row(*(Text(safe(c)) for c in cells))
+    print_table(table, out)  # piped: one line per record whatever its width

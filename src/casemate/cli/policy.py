@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from casemate.bastion.policy import CommandAction, Policy, Rule
+from casemate.bastion.policy import Policy, Rule
 from casemate.bastion.policystore import (
     MAX_POLICY_BYTES,
     PolicyInfo,
@@ -27,25 +24,15 @@ from casemate.bastion.policystore import (
     check_line,
     validate_yaml,
 )
+from casemate.cli import policyparts as parts
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.cli.terminal import print_table, safe, when
 from casemate.core.files import read_bounded
+from casemate.core.rulescope import rule_order
 from casemate.errors import CasemateError, InvalidInput
 from casemate.gateway.apirules import check_api_rules, effective_api_rules
 
 app = typer.Typer(help="The bastion's command policy.", no_args_is_help=True)
-
-# Everything but newline and tab that could drive the terminal (C0, DEL, C1), and the
-# invisible format characters that could disguise text.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-
-
-def _safe(text: str) -> str:
-    return _UNSAFE.sub(
-        lambda m: (
-            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
 
 
 def _by() -> str:
@@ -55,22 +42,10 @@ def _by() -> str:
         return "cli"
 
 
-def _when(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _describe(info: PolicyInfo) -> str:
     if info.builtin:
         return "version 0 (the built-in default)"
     return f"version {info.version}"
-
-
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped, one line per row (grep-friendly)."""
-    if out.is_terminal:
-        out.print(table)
-    else:
-        Console(width=4096, highlight=False, soft_wrap=True).print(table)
 
 
 def _read(path: Path) -> str:
@@ -83,7 +58,7 @@ def _read(path: Path) -> str:
 
 def _order(policy: Policy) -> list[Rule]:
     """Rules in the order they are walked: priority, then severity, then file order."""
-    return sorted(policy.rules, key=lambda r: (-r.priority, -r.action.severity))
+    return sorted(policy.rules, key=rule_order)
 
 
 @app.command("show")
@@ -97,14 +72,14 @@ def show(data_dir: DataDirOption = None) -> None:
     info = current.info
     lines = [f"command policy {_describe(info)}", f"sha256:  {info.digest}"]
     if not info.builtin:
-        lines.append(f"stored:  {_when(info.created_at)} by {info.created_by}")
+        lines.append(f"stored:  {when(info.created_at)} by {info.created_by}")
     if info.comment:
         lines.append(f"comment: {info.comment}")
     for line in lines:
-        out.print(_safe(line), markup=False)
+        out.print(safe(line), markup=False)
     policy = current.policy
     if policy is None:
-        err.print(_safe(f"UNUSABLE, every command is denied: {current.error}"), markup=False)
+        err.print(safe(f"UNUSABLE, every command is denied: {current.error}"), markup=False)
         raise typer.Exit(1)
     out.print(
         f"default: {policy.default_action} (when no rule matches); {len(policy.rules)} rules",
@@ -114,20 +89,15 @@ def show(data_dir: DataDirOption = None) -> None:
     for rule in _order(policy):
         action = str(rule.action) if rule.enabled else f"{rule.action} (disabled)"
         cells = (rule.id, str(rule.priority), action, rule.description)
-        table.add_row(*(Text(_safe(c)) for c in cells))
-    _print_table(table)
+        table.add_row(*(Text(safe(c)) for c in cells))
+    print_table(table, out)
 
 
 @app.command("export")
 def export(
     data_dir: DataDirOption = None,
-    output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File (default stdout).")
-    ] = None,
-    version: Annotated[
-        int | None,
-        typer.Option("--version", help="An older version (0: the built-in default)."),
-    ] = None,
+    output: parts.OutputOption = None,
+    version: parts.VersionOption = None,
 ) -> None:
     """Write the policy in force (or one version) as YAML."""
     rt = runtime(data_dir)
@@ -141,15 +111,8 @@ def export(
             info, text = stored.info, stored.yaml
     finally:
         rt.close()
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
-    err.print(_safe(f"exported {_describe(info)} to {output}"), markup=False)
+    if parts.write_out(text, output):
+        err.print(safe(f"exported {_describe(info)} to {output}"), markup=False)
 
 
 @app.command("import")
@@ -210,43 +173,29 @@ def history(
     table = Table("version", "stored", "by", "sha256", "comment")
     for i in versions:
         mark = " *" if i.version == current.version else ""
-        cells = (f"{i.version}{mark}", _when(i.created_at), i.created_by, i.digest[:12], i.comment)
-        table.add_row(*(Text(_safe(c)) for c in cells))
-    _print_table(table)
+        cells = (f"{i.version}{mark}", when(i.created_at), i.created_by, i.digest[:12], i.comment)
+        table.add_row(*(Text(safe(c)) for c in cells))
+    print_table(table, out)
 
 
 @app.command("test")
 def test(
-    words: Annotated[
-        list[str] | None,
-        typer.Argument(help="The command line, after `--` (words are joined with spaces)."),
-    ] = None,
-    line: Annotated[
-        str | None, typer.Option("--line", "-l", help="The command line as one string.")
-    ] = None,
+    words: parts.WordsArgument = None,
+    line: parts.LineOption = None,
     data_dir: DataDirOption = None,
     user: Annotated[str, typer.Option(help="Who types it.")] = "test",
-    group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="A group of the user (repeat).")
-    ] = None,
-    cluster: Annotated[str, typer.Option(help="The cluster.")] = "",
-    account: Annotated[str, typer.Option(help="The system account.")] = "",
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Default namespace.")] = (
-        "default"
-    ),
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", "-f", help="Try this policy file instead of the one in force."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    group: parts.GroupOption = None,
+    cluster: parts.ClusterOption = "",
+    account: parts.AccountOption = "",
+    namespace: parts.NamespaceOption = "default",
+    file: parts.PolicyFileOption = None,
+    as_json: parts.JsonOption = False,
 ) -> None:
     """Show what the policy decides for a command line; nothing runs.
 
     Example: casemate policy test --cluster prod -- kubectl delete ns shop
     """
-    if (line is None) == (not words):
-        raise InvalidInput("give the command line after `--` or with --line (one of them)")
-    text = line if line is not None else " ".join(words or [])
+    text = parts.command_line(words, line)
     version: int | None = None
     if file is not None:
         policy = validate_yaml(_read(file), source=str(file))
@@ -266,24 +215,19 @@ def test(
         account=account,
         namespace=namespace,
     )
+    doc = {
+        "action": str(verdict.action),
+        "allowed": verdict.allowed,
+        "rule_id": verdict.rule_id,
+        "reason": verdict.reason,
+        "warnings": [{"rule_id": n.rule_id, "reason": n.reason} for n in verdict.warnings],
+        "stage": verdict.stage,
+        "policy_version": version,
+    }
     if as_json:
-        doc = {
-            "action": str(verdict.action),
-            "allowed": verdict.allowed,
-            "rule_id": verdict.rule_id,
-            "reason": verdict.reason,
-            "warnings": [{"rule_id": n.rule_id, "reason": n.reason} for n in verdict.warnings],
-            "stage": verdict.stage,
-            "policy_version": version,
-        }
         out.print(json.dumps(doc, ensure_ascii=False), markup=False)
-        return
-    rule = f" (rule {verdict.rule_id})" if verdict.rule_id else ""
-    out.print(_safe(f"{verdict.action}{rule}: {verdict.reason}"), markup=False)
-    for notice in verdict.warnings:
-        out.print(_safe(f"  warning ({notice.rule_id}): {notice.reason}"), markup=False)
-    if verdict.action is CommandAction.REVIEW:
-        out.print("  the command would be held until an approver releases it", markup=False)
+    else:
+        parts.print_verdict(doc, out)
 
 
 @app.command("reset")

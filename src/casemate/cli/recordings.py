@@ -9,27 +9,22 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from casemate.bastion.recording import RecordingStore, TerminalSanitizer
 from casemate.cli.common import DataDirOption, err, out, runtime
+from casemate.cli.terminal import print_table, when
 from casemate.errors import InvalidInput
 
 app = typer.Typer(help="Session recordings (asciicast v2).", no_args_is_help=True)
 
 _ACTOR = "system"
 _SOURCE = "cli"
-
-
-def _when(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _size(n: int) -> str:
@@ -41,15 +36,6 @@ def _size(n: int) -> str:
         if value < 1024:
             return f"{value:.1f} {unit}"
     return f"{value / 1024:.1f} GiB"
-
-
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped, give each row one line whatever its width
-    (grep-friendly)."""
-    if out.is_terminal:
-        out.print(table)
-    else:
-        Console(width=4096, highlight=False, soft_wrap=True).print(table)
 
 
 @app.command("list")
@@ -78,14 +64,14 @@ def list_recordings(
                 r.session_id,
                 r.user,
                 r.cluster,
-                _when(r.started_at),
-                _when(r.ended_at),
+                when(r.started_at),
+                when(r.ended_at),
                 _size(r.size),
                 r.status,
                 (r.sha256 or "")[:16],
             )
             table.add_row(*(Text(c) for c in cells))
-        _print_table(table)
+        print_table(table, out)
     finally:
         rt.close()
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from casemate.cli import policyparts as parts
 from casemate.cli.remotebase import _api, _call, _p, _q, _table, err, out
 from casemate.errors import ConfigError, InvalidInput
 
@@ -155,28 +156,16 @@ def policy_show() -> None:
 
 @policy_app.command("export")
 def policy_export(
-    output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="File (default stdout).")
-    ] = None,
-    version: Annotated[
-        int | None,
-        typer.Option("--version", help="An older version (0: the built-in default)."),
-    ] = None,
+    output: parts.OutputOption = None,
+    version: parts.VersionOption = None,
 ) -> None:
     """Write the policy in force (or one version) as YAML."""
     if version is None:
         text = _call("GET", "/policies/commands")["yaml"]
     else:
         text = _call("GET", f"/policies/commands/versions/{version}")["yaml"]
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InvalidInput(f"cannot write {output}: {e.strerror}") from None
-    err.print(f"exported the policy to {output}")
+    if parts.write_out(text, output):
+        err.print(f"exported the policy to {output}")
 
 
 @policy_app.command("api-rules")
@@ -215,34 +204,21 @@ def policy_import(
 
 @policy_app.command("test")
 def policy_test(
-    words: Annotated[
-        list[str] | None,
-        typer.Argument(help="The command line, after `--` (words are joined with spaces)."),
-    ] = None,
-    line: Annotated[
-        str | None, typer.Option("--line", "-l", help="The command line as one string.")
-    ] = None,
+    words: parts.WordsArgument = None,
+    line: parts.LineOption = None,
     user: Annotated[str | None, typer.Option(help="Who types it (default: you).")] = None,
-    group: Annotated[
-        list[str] | None, typer.Option("--group", "-g", help="A group of the user (repeat).")
-    ] = None,
-    cluster: Annotated[str, typer.Option(help="The cluster.")] = "",
-    account: Annotated[str, typer.Option(help="The system account.")] = "",
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Default namespace.")] = (
-        "default"
-    ),
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", "-f", help="Try this policy file instead of the one in force."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    group: parts.GroupOption = None,
+    cluster: parts.ClusterOption = "",
+    account: parts.AccountOption = "",
+    namespace: parts.NamespaceOption = "default",
+    file: parts.PolicyFileOption = None,
+    as_json: parts.JsonOption = False,
 ) -> None:
     """What the policy would decide for a command line (nothing runs), answered by the
     gateway: this machine loads no parser or policy code."""
-    if (line is None) == (not words):
-        raise InvalidInput("give the command line after `--` or with --line (one of them)")
+    text = parts.command_line(words, line)
     body: dict[str, Any] = {
-        "line": line if line is not None else " ".join(words or []),
+        "line": text,
         "user": user,
         "groups": group or [],
         "cluster": cluster,
@@ -258,9 +234,4 @@ def policy_test(
     if as_json:
         sys.stdout.write(json.dumps(v, ensure_ascii=False) + "\n")
         return
-    rule = f" (rule {v['rule_id']})" if v["rule_id"] else ""
-    out.print(f"{v['action']}{rule}: {v['reason']}", markup=False)
-    for notice in v.get("warnings") or []:
-        out.print(f"  warning ({notice['rule_id']}): {notice['reason']}", markup=False)
-    if v["action"] == "review":
-        out.print("  the command would be held until an approver releases it", markup=False)
+    parts.print_verdict(v, out)

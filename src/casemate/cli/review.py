@@ -7,17 +7,16 @@ exactly as in the API, and the audit record names them (source ``cli``).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from casemate.bastion.review import ReviewService, Ticket, TicketState
 from casemate.cli.common import DataDirOption, out, runtime
+from casemate.cli.terminal import print_table, safe, when
 from casemate.core.identity import Principal, powers
 from casemate.core.runtime import Runtime
 from casemate.errors import Denied, InvalidInput
@@ -31,20 +30,6 @@ AsOption = Annotated[
     ),
 ]
 
-# Everything but newline and tab that could drive the terminal (C0, DEL, C1), and the
-# invisible format characters that could disguise a command.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-
-
-def _safe(text: str) -> str:
-    """Text as the terminal should show it: control characters made visible."""
-    return _UNSAFE.sub(
-        lambda m: (
-            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
-
 
 def _principal(rt: Runtime, username: str) -> Principal:
     u = rt.identity.get_user(username)
@@ -55,21 +40,8 @@ def _principal(rt: Runtime, username: str) -> Principal:
     )
 
 
-def _when(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _where(t: Ticket) -> str:
     return "/".join(x for x in (t.cluster, t.namespace) if x)
-
-
-def _print_table(table: Table) -> None:
-    """On a terminal, fit the table to it; piped, give each row one line whatever its width
-    (grep-friendly)."""
-    if out.is_terminal:
-        out.print(table)
-    else:
-        Console(width=4096, highlight=False, soft_wrap=True).print(table)
 
 
 @app.command("list")
@@ -100,10 +72,10 @@ def list_tickets(
                 _where(t),
                 t.command_display,
                 t.rule_id,
-                _when(t.expires_at),
+                when(t.expires_at),
             )
-            table.add_row(*(Text(_safe(c)) for c in cells))
-        _print_table(table)
+            table.add_row(*(Text(safe(c)) for c in cells))
+        print_table(table, out)
     finally:
         rt.close()
 
@@ -121,18 +93,18 @@ def show(ticket_id: int, data_dir: DataDirOption = None) -> None:
             f"command:   {t.command_display}",
             f"cluster:   {t.cluster}   account: {t.account}   namespace: {t.namespace}",
             f"rule:      {t.rule_id}" + (f" ({t.reason})" if t.reason else ""),
-            f"submitted: {_when(t.created_at)}   expires: {_when(t.expires_at)}",
+            f"submitted: {when(t.created_at)}   expires: {when(t.expires_at)}",
             f"hash:      {t.command_hash}",
         ]
         if t.decided_at is not None:
             note = f": {t.decision_note}" if t.decision_note else ""
             flag = " (self-approved by an admin)" if t.self_approved else ""
-            lines.append(f"decided:   {_when(t.decided_at)} by {t.decided_by}{flag}{note}")
+            lines.append(f"decided:   {when(t.decided_at)} by {t.decided_by}{flag}{note}")
         for line in lines:
-            out.print(_safe(line), markup=False)
+            out.print(safe(line), markup=False)
         if t.has_preview:
             out.print("--- what it would change ---", markup=False)
-            out.print(_safe(t.preview_text()), markup=False)
+            out.print(safe(t.preview_text()), markup=False)
     finally:
         rt.close()
 
@@ -151,7 +123,7 @@ def approve(
         t = service.approve(ticket_id, _principal(rt, approver), note=note, source="cli")
         flag = " (self-approved: admin override)" if t.self_approved else ""
         out.print(
-            _safe(f"approved ticket {t.id} ({t.user}: {t.command_display}){flag}"), markup=False
+            safe(f"approved ticket {t.id} ({t.user}: {t.command_display}){flag}"), markup=False
         )
     finally:
         rt.close()
@@ -171,6 +143,6 @@ def deny(
     try:
         service = ReviewService.from_runtime(rt)
         t = service.deny(ticket_id, _principal(rt, approver), reason=reason, source="cli")
-        out.print(_safe(f"denied ticket {t.id} ({t.user}: {t.command_display})"), markup=False)
+        out.print(safe(f"denied ticket {t.id} ({t.user}: {t.command_display})"), markup=False)
     finally:
         rt.close()
