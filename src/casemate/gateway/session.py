@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from casemate.bastion.ptyrun import ApiRelease, PtyTerminal
 from casemate.bastion.recording import RecordingWriter
@@ -38,7 +38,10 @@ __all__ = ["BastionSession", "LiveSession"]
 
 @dataclass
 class LiveSession:
-    """What admins see of a live session."""
+    """What admins see of a live session (also the API's record of it, ``GET /sessions``:
+    the attribute docstrings below are its field descriptions)."""
+
+    __pydantic_config__: ClassVar[dict[str, bool]] = {"use_attribute_docstrings": True}
 
     session_id: str
     user: str
@@ -51,8 +54,11 @@ class LiveSession:
     expires_at: datetime
     commands: int
     shared_with: tuple[str, ...]
-    state: str = "live"  # live, or ending: ended, its end not yet in the audit log
-    typists: tuple[str, ...] = ()  # those it is shared with who may also type
+    state: str = "live"
+    """live; or ending: the session ended but the audit log could not take its end yet
+    (written as soon as it can)"""
+    typists: tuple[str, ...] = ()
+    """those it is shared with who may also type"""
 
 
 @dataclass

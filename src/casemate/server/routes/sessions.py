@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field, model_validator
 from casemate.bastion.review import Ticket
 from casemate.core.identity import Principal, Scope
 from casemate.errors import AuthenticationFailed, CasemateError, ConfigError, Denied, InvalidInput
-from casemate.gateway.service import BastionSession, Gateway
+from casemate.gateway.service import BastionSession, Gateway, LiveSession
 from casemate.gateway.terminal import TerminalShell
 from casemate.server.deps import (
     SESSION_COOKIE,
@@ -249,16 +249,28 @@ def _int(value: object, low: int, high: int, default: int) -> int:
     return max(low, min(high, number))
 
 
+async def _accepted(ws: WebSocket) -> Gateway | None:
+    """Accept a websocket; None (and the socket closed) when this server runs no gateway."""
+    gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
+    await ws.accept()
+    if gateway is None:
+        await _close(ws, 1011, "the bastion gateway is not running in this server")
+    return gateway
+
+
+def _output(data: bytes) -> str:
+    """A websocket message with terminal output."""
+    return json.dumps({"type": "output", "data": data.decode("utf-8", "replace")})
+
+
 #: Who opens a terminal websocket (``?client=``): the web UI, or ``casemate connect``.
 _TERMINAL_CLIENTS = frozenset({"web", "cli"})
 
 
 @router.websocket("/clusters/{cluster}/terminal")
 async def terminal(ws: WebSocket, cluster: str) -> None:
-    gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
-    await ws.accept()
+    gateway = await _accepted(ws)
     if gateway is None:
-        await _close(ws, 1011, "the bastion gateway is not running in this server")
         return
     try:
         principal = await _ws_principal(ws, gateway)
@@ -287,9 +299,7 @@ async def terminal(ws: WebSocket, cluster: str) -> None:
 
     async def send(data: bytes) -> None:
         with contextlib.suppress(Exception):
-            await ws.send_text(
-                json.dumps({"type": "output", "data": data.decode("utf-8", "replace")})
-            )
+            await ws.send_text(_output(data))
 
     shell = TerminalShell(session, send)
     reason = "exit"
@@ -340,52 +350,18 @@ async def terminal(ws: WebSocket, cluster: str) -> None:
 # Live sessions -----------------------------------------------------------------------------------
 
 
-class LiveSessionOut(BaseModel):
-    session_id: str
-    user: str
-    cluster: str
-    account: str
-    namespace: str
-    channel: str
-    source: str
-    started_at: datetime
-    expires_at: datetime
-    commands: int
-    shared_with: list[str]
-    typists: list[str] = Field(default_factory=list, description="those who may also type")
-    state: str = Field(
-        default="live",
-        description="live; or ending: the session ended but the audit log could not take "
-        "its end yet (written as soon as it can)",
-    )
-
-
 class ShareRequest(Strict):
     user: str = Field(min_length=1, max_length=64)
     typing: bool = False
 
 
-@router.get("/sessions", response_model=list[LiveSessionOut])
-async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSessionOut]:
+@router.get("/sessions", response_model=list[LiveSession])
+async def list_sessions(principal: PrincipalDep, gateway: GatewayDep) -> list[LiveSession]:
     """Open bastion sessions, exactly those the audit log shows open (started, not ended):
     all for admins, one's own and those shared with one otherwise."""
     me = principal.username
     return [
-        LiveSessionOut(
-            session_id=s.session_id,
-            user=s.user,
-            cluster=s.cluster,
-            account=s.account,
-            namespace=s.namespace,
-            channel=s.channel,
-            source=s.source,
-            started_at=s.started_at,
-            expires_at=s.expires_at,
-            commands=s.commands,
-            shared_with=list(s.shared_with),
-            typists=list(s.typists),
-            state=s.state,
-        )
+        s
         for s in gateway.live_sessions()
         if principal.is_admin or s.user == me or me in s.shared_with
     ]
@@ -477,10 +453,8 @@ async def revoke_typing(
 
 @router.websocket("/sessions/{session_id}/watch")
 async def watch(ws: WebSocket, session_id: str) -> None:
-    gateway: Gateway | None = getattr(ws.app.state, "gateway", None)
-    await ws.accept()
+    gateway = await _accepted(ws)
     if gateway is None:
-        await _close(ws, 1011, "the bastion gateway is not running in this server")
         return
     try:
         principal = await _ws_principal(ws, gateway)
@@ -492,9 +466,7 @@ async def watch(ws: WebSocket, session_id: str) -> None:
     gone = asyncio.create_task(_watcher_input(ws, queue, gateway, session_id, principal))
     try:
         while (data := await queue.get()) is not None:
-            await ws.send_text(
-                json.dumps({"type": "output", "data": data.decode("utf-8", "replace")})
-            )
+            await ws.send_text(_output(data))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
