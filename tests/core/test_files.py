@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from casemate.core.files import read_bounded, size_text, write_atomic
+from casemate.core.files import pid_alive, read_bounded, size_text, write_atomic
 from casemate.errors import InvalidInput
 
 
@@ -71,3 +73,12 @@ def test_size_text() -> None:
     assert size_text(1024 * 1024) == "1048576 bytes (1 MiB)"
     assert size_text(256 * 1024) == "262144 bytes (256 KiB)"
     assert size_text(1000) == "1000 bytes"
+
+
+def test_pid_alive() -> None:
+    assert pid_alive(os.getpid())
+    assert pid_alive(1)  # init: another user's process counts as running
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid is free
+    assert not pid_alive(child.pid)
+    assert not pid_alive(2**80)  # a pid file with garbage in it

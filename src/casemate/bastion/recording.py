@@ -47,6 +47,7 @@ from casemate.bastion.models import Recording
 from casemate.bastion.redaction import MAX_ESCAPE, Redactor, TerminalSanitizer, secret_variants
 from casemate.core.audit import AuditLog
 from casemate.core.db import Database
+from casemate.core.files import pid_alive
 from casemate.core.records import record
 from casemate.core.runtime import Runtime
 from casemate.errors import (
@@ -150,18 +151,6 @@ class Replay:
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    return True
 
 
 class RecordingStore:
@@ -345,7 +334,7 @@ class RecordingStore:
         pid = int(pid_text)
         if pid == os.getpid():
             return (self.directory / row.file_name).resolve() not in live
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     # Reading ------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
-from casemate.core.files import read_bounded
+from casemate.core.files import pid_alive, read_bounded
 from casemate.core.runtime import Runtime, open_runtime
 from casemate.core.settings import load_settings
 from casemate.edge.guard import GuardSettings
@@ -287,16 +287,6 @@ async def _serve(
     out.print("casemate edge proxy stopped")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @app.command("status")
 def status(
     data_dir: DataDirOption = None,
@@ -315,7 +305,7 @@ def status(
         doc, pid = None, 0
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"cannot read the edge status file {path}: {e}") from None
-    running = doc is not None and _alive(pid)
+    running = doc is not None and pid_alive(pid)
     if as_json:
         out.print_json(data={"running": running, **(doc or {})})
     elif doc is None:

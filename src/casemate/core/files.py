@@ -10,7 +10,7 @@ from pathlib import Path
 
 from casemate.errors import InvalidInput
 
-__all__ = ["read_bounded", "size_text", "write_atomic"]
+__all__ = ["pid_alive", "read_bounded", "size_text", "write_atomic"]
 
 
 def size_text(limit: int) -> str:
@@ -62,3 +62,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process that wrote a PID or lock file (``pid``) still runs on this machine
+    (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
