@@ -36,6 +36,10 @@ _RELATION = re.compile(
 )
 
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 class RelationError(ValueError):
     """A dependency field that is not Debian relation syntax."""
 
@@ -140,15 +144,18 @@ class PackageIndex:
 
 
 def parse_index(text: str, arch: str, origin: str = "the mirror") -> PackageIndex:
-    """A ``Packages`` file's binaries for ``arch`` and ``all`` (paragraphs with a version that
-    is not valid, or without a file and SHA-256, are left out)."""
+    """A ``Packages`` file's binaries for ``arch`` and ``all`` (paragraphs with a name or
+    version that is not valid, without a file, a size in digits or a hex SHA-256, are left
+    out)."""
     found: list[Candidate] = []
     for p in Packages.iter_paragraphs(text, use_apt_pkg=False):
         name, version = p.get("Package", ""), p.get("Version", "")
         if p.get("Architecture", "") not in (arch, "all") or not valid("dpkg", version):
             continue
-        if not p.get("Filename") or not p.get("SHA256"):
+        if not p.get("Filename") or not _SHA256.fullmatch(p.get("SHA256", "")):
             continue
+        if not _NAME.fullmatch(name) or not p.get("Size", "0").isdigit():
+            continue  # a hostile mirror's words reach the init container's shell command
         try:
             depends = parse_relations(p.get("Pre-Depends", "")) + parse_relations(
                 p.get("Depends", "")

@@ -209,9 +209,13 @@ def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRR
     )
     if plan.downloads:  # pinned versions, each file checked against the index's SHA-256
         names = " ".join(shlex.quote(f"{d.package}={d.version}") for d in plan.downloads)
-        checks += "; " + "; ".join(
-            f"grep -q '^{d.sha256} ' SHA256SUMS || {{ echo 'casemate: no downloaded file of "
-            f"{d.package} {d.version} has the SHA-256 of the index' >&2; exit 1; }}"
+        checks += "; " + "; ".join(  # the index's words are the mirror's: quoted
+            f"grep -q {shlex.quote(f'^{d.sha256} ')} SHA256SUMS || {{ echo "
+            + shlex.quote(
+                f"casemate: no downloaded file of {d.package} {d.version} has the SHA-256 of "
+                "the index"
+            )
+            + " >&2; exit 1; }"
             for d in plan.downloads
         )
         checks += (
