@@ -109,7 +109,7 @@ def test_admin_commands_work_against_a_remote_gateway(
 
     r = cli(
         base, admin, "grant", "add", "nowhere", "ops", "--user", "olga", "-n", "web", home=tmp_path
-    )
+    )  # the positional form still works
     assert r.returncode == 1 and "nowhere" in r.stderr, r.stderr
 
     # olga is an operator: the server refuses her the admin commands with its own message
@@ -317,6 +317,26 @@ def test_cluster_accounts_provision_and_rotate_over_the_api(
     assert r.returncode == 1 and "cannot read the CA file" in r.stderr, r.stderr
     r = cli(base, admin, "cluster", "delete", "byaddr", home=tmp_path)
     assert r.returncode == 0, r.stderr
+
+    # grants with the server command's flags
+    r = cli(base, admin, "user", "add", "gus", stdin=USER_PASSWORD + "\n", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli(base, admin, "grant", "add", "-c", "test", "-a", "remote1", "-u", "gus", "-n",
+            kube_namespace, "--ttl", "8h", "--note", "on call", home=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grant_id = int(r.stdout.split()[1].rstrip(":"))
+    assert " until " in r.stdout
+    g = clusters.get_grant(grant_id)
+    assert g.subject == "gus" and g.note == "on call" and g.expires_at is not None
+    r = cli(base, admin, "grant", "list", "--cluster", "test", "--active", home=tmp_path)
+    assert r.returncode == 0 and "gus" in r.stdout, r.stderr
+    r = cli(base, admin, "grant", "add", "test", "remote1", "-u", "gus", "-n", kube_namespace,
+            "--ttl", "0", home=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--ttl" in r.stderr, r.stderr
+    r = cli(base, admin, "grant", "revoke", str(grant_id), "--reason", "done", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli(base, admin, "grant", "list", "--active", home=tmp_path)
+    assert r.returncode == 0 and "gus" not in r.stdout
 
     r = cli(base, admin, "cluster", "disable", "test", home=tmp_path)
     assert r.returncode == 0 and clusters.get_cluster("test").disabled, r.stderr

@@ -8,6 +8,7 @@ printed: the server answers with fingerprints.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -300,35 +301,81 @@ def account_rotate(
 grant_app = typer.Typer(help="Give users and groups access to clusters.", no_args_is_help=True)
 
 
+_TTL = re.compile(r"(\d{1,9})([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _grant_ttl(text: str) -> int:
+    """``--ttl`` as the server command reads it (90m, 8h, 7d); a bare number is seconds."""
+    m = _TTL.fullmatch(text.strip())
+    if m is None or int(m.group(1)) == 0:
+        raise InvalidInput("--ttl is a number and a unit: s, m, h, d or w (e.g. 8h)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
 @grant_app.command("add")
 def grant_add(
-    cluster: str,
-    account: str,
-    user: Annotated[str | None, typer.Option(help="The user.")] = None,
-    group: Annotated[str | None, typer.Option(help="Or the group.")] = None,
-    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n")] = None,
-    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
-    note: str = "",
+    cluster_arg: Annotated[
+        str | None, typer.Argument(metavar="[CLUSTER]", help="Or --cluster.", show_default=False)
+    ] = None,
+    account_arg: Annotated[
+        str | None, typer.Argument(metavar="[ACCOUNT]", help="Or --account.", show_default=False)
+    ] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c", help="Cluster name.")] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", "-a", help="System account name.")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="For this user.")] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="For this group.")] = None,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="A namespace (repeatable).")
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Expiry, ISO 8601 with a zone (2026-12-01T18:00Z).")
+    ] = None,
+    ttl: Annotated[str | None, typer.Option(help="Lifetime instead: 90m, 8h, 7d.")] = None,
+    note: Annotated[str, typer.Option(help="Why (free text).")] = "",
 ) -> None:
-    """Grant a user or group an account's access to namespaces of a cluster."""
+    """Grant a user or group an account's access to namespaces of a cluster (the same flags
+    as on the server: -c CLUSTER -a ACCOUNT -u USER -n NS --ttl 8h)."""
     if (user is None) == (group is None):
         raise InvalidInput("give exactly one of --user and --group")
+    if (cluster_arg is not None and cluster is not None) or (
+        account_arg is not None and account is not None
+    ):
+        raise InvalidInput("name the cluster and account once (arguments or options)")
+    cluster, account = cluster or cluster_arg, account or account_arg
+    if cluster is None or account is None:
+        raise InvalidInput("give the cluster and the account (-c CLUSTER -a ACCOUNT)")
+    if expires is not None and ttl is not None:
+        raise InvalidInput("give --expires or --ttl, not both")
     body = {
         "cluster": cluster,
         "account": account,
         "user": user,
         "group": group,
         "namespaces": namespace or [],
-        "ttl_seconds": ttl,
+        "expires_at": expires,
+        "ttl_seconds": None if ttl is None else _grant_ttl(ttl),
         "note": note,
     }
     g = _call("POST", "/grants", body)
-    out.print(f"grant {g['id']}: {g['subject']} on {g['cluster']} ({', '.join(g['namespaces'])})")
+    until = f" until {g['expires_at']}" if g["expires_at"] else ""
+    out.print(
+        f"grant {g['id']}: {g['subject']} on {g['cluster']} ({', '.join(g['namespaces'])}){until}",
+        markup=False,
+    )
 
 
 @grant_app.command("list")
-def grant_list() -> None:
+def grant_list(
+    cluster: Annotated[str | None, typer.Option("--cluster", "-c")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u")] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g")] = None,
+    active: Annotated[bool, typer.Option("--active", help="Only grants in force.")] = False,
+) -> None:
     """List grants."""
+    query = _q(cluster=cluster, user=user, group=group, active="true" if active else None)
     rows = [
         [
             g["id"],
@@ -339,13 +386,15 @@ def grant_list() -> None:
             g["expires_at"] or "never",
             g["state"],
         ]
-        for g in _call("GET", "/grants")
+        for g in _call("GET", "/grants" + query)
     ]
     _table("id", "who", "cluster", "account", "namespaces", "expires", "state", rows=rows)
 
 
 @grant_app.command("revoke")
-def grant_revoke(grant_id: int) -> None:
+def grant_revoke(
+    grant_id: int, reason: Annotated[str, typer.Option(help="Why (audited).")] = ""
+) -> None:
     """Revoke a grant."""
-    _call("POST", f"/grants/{grant_id}/revoke", {})
+    _call("POST", f"/grants/{grant_id}/revoke", {"reason": reason})
     out.print(f"revoked grant {grant_id}")
