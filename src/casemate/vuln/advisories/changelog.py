@@ -67,6 +67,9 @@ def smallest_binaries(text: str, sources: set[str] | None) -> dict[str, list[Bin
             or (sources is not None and m["name"] not in sources)
             or not p.get("Filename")
             or not p.get("SHA256")
+            or not _NAME.fullmatch(m["name"])  # it names a file of the cache
+            or not _NAME.fullmatch(name)
+            or not p.get("Size", "0").isdigit()
         ):
             continue
         version = m["version"] or p.get("Version", "")

@@ -155,6 +155,8 @@ def _one_changelog(client: httpx.Client, mirror: str, release: str, source: str,
                    max_deb: int) -> Parsed:  # fmt: skip
     version = candidates[0].source_version
     cached = cache_dir / _cache_name(source, version)
+    if cached.parent != cache_dir or cached.name.startswith("."):  # the mirror's words
+        return Parsed((), (f"{source!r} {version!r}: not a source package name and version",))
     changelog = cached.read_text("utf-8", "replace") if cached.is_file() else None
     errors: list[str] = []
     small = [b for b in candidates if b.size <= max_deb]
