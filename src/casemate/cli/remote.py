@@ -49,6 +49,7 @@ from casemate.cli.client import (
     websocket,
     write_config_file,
 )
+from casemate.cli.terminal import print_table
 from casemate.core.files import write_atomic
 from casemate.errors import ConfigError, InvalidInput
 
@@ -550,14 +551,6 @@ def _write_private(path: Path, text: str, *, force: bool) -> None:
 # session ---------------------------------------------------------------------------------------
 
 
-def _print_table(table: Table) -> None:
-    """Fit a terminal; piped, one line per row whatever its width (grep-friendly)."""
-    if out.is_terminal:
-        out.print(table)
-    else:
-        Console(width=4096, highlight=False, soft_wrap=True).print(table)
-
-
 @session_app.command("list")
 def list_sessions(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
@@ -589,7 +582,7 @@ def list_sessions(
             str(s.get("commands", "")),
             ", ".join(str(u) for u in s.get("shared_with") or []),
         )
-    _print_table(table)
+    print_table(table, out)
 
 
 @session_app.command("terminate")
