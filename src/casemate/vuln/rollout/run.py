@@ -21,6 +21,7 @@ Order of a rollout (each step durable before the next is taken):
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,6 +48,7 @@ from casemate.vuln.rollout.journal import Journal, Rollout, Workload, new_id
 COLLECTIONS = {"Deployment": "deployments", "StatefulSet": "statefulsets",
                "DaemonSet": "daemonsets"}  # fmt: skip
 DIFF_LIMIT = 256 * 1024
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 Progress = Callable[[str, Assessment], None]
 
 
@@ -95,6 +97,9 @@ def pair_documents(original_text: str, remediated_text: str, where: str,
 
 
 def _path(kind: str, namespace: str, name: str = "") -> str:
+    for what, value in (("namespace", namespace), ("name", name or "x")):
+        if len(value) > 253 or not _DNS_NAME.fullmatch(value):  # "x/../../secrets/y" too
+            raise InvalidInput(f"{kind} {what} {value[:80]!r} is not a Kubernetes name")
     base = f"/apis/apps/v1/namespaces/{namespace}/{COLLECTIONS[kind]}"
     return f"{base}/{name}" if name else base
 
