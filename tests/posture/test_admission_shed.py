@@ -85,3 +85,35 @@ def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert r.returncode == 2 and "--workers" in r.stderr, r
+
+
+def test_huge_request_heads_are_refused_and_the_server_answers_on(tmp_path: Path) -> None:
+    """Whichever HTTP parser the server runs (httptools when installed, else h11), a request
+    head of megabytes is refused, not buffered, and the next review is answered."""
+    from tests.posture.test_big_input import MB, _raw, _vm_hwm_mb
+
+    with serve_webhook(tmp_path) as (proc, url, ctx, log):
+        port = int(url.rsplit(":", 1)[1])
+        for head in (
+            b"POST /validate HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 * MB) + b"\r\n\r\n",
+            b"POST /validate?" + b"q" * (8 * MB) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /validate HTTP/1.1\r\n" + b"X-H: v\r\n" * MB + b"\r\n",
+        ):
+            answer = _raw(port, ctx, head, [])
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:300]
+        r = httpx.post(f"{url}/validate", content=review(privileged()), verify=ctx, timeout=10)
+        assert r.status_code == 200 and r.json()["response"]["allowed"] is False, r.text
+        assert proc.poll() is None, log.read_text()
+        assert _vm_hwm_mb(proc.pid) < 150
+
+
+def test_the_parser_is_httptools_with_a_bounded_head_when_installed() -> None:
+    import importlib.util
+
+    from casemate.posture.webhook import http_protocol
+
+    chosen = http_protocol()
+    if importlib.util.find_spec("httptools") is None:
+        assert chosen == "h11"
+    else:
+        assert not isinstance(chosen, str) and chosen.__name__ == "BoundedHead"

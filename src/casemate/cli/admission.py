@@ -78,7 +78,7 @@ def serve(
     object rule."""
     import uvicorn
 
-    from casemate.posture.webhook import webhook_app
+    from casemate.posture.webhook import http_protocol, webhook_app
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -105,6 +105,7 @@ def serve(
     def config(snapshot: Callable[[], Sequence[PostureException]]) -> uvicorn.Config:
         return uvicorn.Config(
             webhook_app(policy, exceptions=snapshot),
+            http=http_protocol(),
             host=host.strip("[]"),
             port=int(port),
             ssl_certfile=str(cert),
