@@ -344,6 +344,9 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send one request; the decoded JSON object of a 2xx answer, a Casemate error else."""
+        if any(s in (".", "..") for s in path.split("?", 1)[0].split("/")):
+            # httpx removes dot segments: a name holding "../" would reach another object
+            raise InvalidInput(f"invalid request path for {what}")
         try:
             resp = self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as e:
