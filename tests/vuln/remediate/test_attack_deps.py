@@ -7,12 +7,22 @@ from __future__ import annotations
 import shlex
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from casemate.vuln.model import Finding, Inventory, OsRelease
 from casemate.vuln.remediate.deps import Download, parse_index, resolve
-from casemate.vuln.remediate.plan import ContainerFacts, fetch_script, plan_container
+from casemate.vuln.remediate.plan import (
+    APT_LIST,
+    APT_PARTS,
+    FIXES_DIR,
+    ContainerFacts,
+    ContainerPlan,
+    PackageFix,
+    fetch_script,
+    plan_container,
+)
 from tests.vuln.remediate.test_deps import INDEX, INSTALLED, paragraph
 
 GOOD = "a" * 64
@@ -64,3 +74,25 @@ def test_the_fetch_command_quotes_every_word_of_the_index() -> None:
     assert subprocess.run(["sh", "-n", "-c", fetch]).returncode == 0
     words = shlex.split(fetch)
     assert "touch" not in words and "/tmp/casemate-pwned" not in words, fetch
+
+
+def test_a_hostile_fixed_version_is_not_run_by_the_fetch_command(tmp_path: Path) -> None:
+    # the fixed version comes from the advisory data (an OSV feed, a mirror's changelog); it
+    # sat in double quotes, where $(...) runs. Executed here with stand-in apt-get/dpkg
+    marker = tmp_path / "pwned"
+    fix = PackageFix("libfoo1", "foo", "1.0", f"1.1$(touch {marker})", ("C",))
+    plan = ContainerPlan("web", "img", "dpkg", (fix,))
+    fetch = fetch_script(plan, "bookworm").replace(FIXES_DIR, str(tmp_path / "fixes"))
+    fetch = fetch.replace(APT_LIST, str(tmp_path / "apt.list"))
+    fetch = fetch.replace(APT_PARTS, str(tmp_path / "apt.d"))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in {"apt-get": "exit 0", "dpkg-deb": "echo 0.1", "dpkg": "exit 1"}.items():
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    (tmp_path / "fixes" / "web").mkdir(parents=True)
+    (tmp_path / "fixes" / "web" / "libfoo1_0.1_amd64.deb").write_bytes(b"x")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+    run = subprocess.run(["sh", "-c", fetch], env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and "is older than the fix 1.1$(touch" in run.stderr, run
+    assert not marker.exists()

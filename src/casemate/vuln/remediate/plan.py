@@ -204,7 +204,8 @@ def fetch_script(plan: ContainerPlan, codename: str, mirror: str = SECURITY_MIRR
     checks = "; ".join(
         f"v=$(dpkg-deb -f {shlex.quote(f.binary)}_*.deb Version); "
         f'dpkg --compare-versions "$v" ge {shlex.quote(f.minimum)} || '
-        f'{{ echo "casemate: {f.binary} $v is older than the fix {f.minimum}" >&2; exit 1; }}'
+        f'{{ echo {shlex.quote(f"casemate: {f.binary}")} "$v" '
+        f"{shlex.quote(f'is older than the fix {f.minimum}')} >&2; exit 1; }}"
         for f in plan.fixes
     )
     if plan.downloads:  # pinned versions, each file checked against the index's SHA-256
