@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
-HEAVY = ("sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "bashlex")
+# pydantic: typer coerces an unset --help through a pydantic adapter unless main() gives it a
+# default (cli.main._help_off); a quarter of the start-up of `casemate X Y --help`
+HEAVY = (
+    "sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "bashlex", "pydantic",
+)  # fmt: skip
 HEAVY_OURS = ("casemate.core.runtime", "casemate.core.db", "casemate.core.audit", "casemate.server")
 
 LIGHT_HELP = [
