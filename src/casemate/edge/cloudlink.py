@@ -49,7 +49,7 @@ from casemate.core.db import Database
 from casemate.core.vault import Vault
 from casemate.edge import messages as m
 from casemate.edge.grantcache import GrantCache
-from casemate.edge.lifecycle import Started
+from casemate.edge.lifecycle import Started, wait_set
 from casemate.edge.linkconfig import (
     BrokerConfig,
     CloudLinkConfig,
@@ -152,12 +152,7 @@ class CloudLink(Started):
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until subscribed to the broker; ``False`` after ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._connected, timeout)
 
     @property
     def connected(self) -> bool:

@@ -13,12 +13,32 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-__all__ = ["Closing", "Started", "run_loop"]
+__all__ = ["Closing", "Started", "run_loop", "wait_set"]
 
 T = TypeVar("T")
 
 
-class Started(ABC):
+class _AsyncWith(ABC):
+    async def _enter(self) -> None:
+        return None
+
+    @abstractmethod
+    async def _exit(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self._enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._exit()
+
+
+class Started(_AsyncWith):
     """``async with`` awaits :meth:`start` on entry and :meth:`stop` on exit."""
 
     @abstractmethod
@@ -27,35 +47,31 @@ class Started(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
-    async def __aenter__(self) -> Self:
+    async def _enter(self) -> None:
         await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self) -> None:
         await self.stop()
 
 
-class Closing(ABC):
+class Closing(_AsyncWith):
     """``async with`` gives the object as it is and awaits :meth:`aclose` on exit."""
 
     @abstractmethod
     async def aclose(self) -> None: ...
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _exit(self) -> None:
         await self.aclose()
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set; ``False`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

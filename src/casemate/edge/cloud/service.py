@@ -12,7 +12,7 @@ import aiomqtt
 
 from casemate.edge import messages as m
 from casemate.edge.cloud.registry import CloudRegistry
-from casemate.edge.lifecycle import Started
+from casemate.edge.lifecycle import Started, wait_set
 from casemate.edge.linkconfig import (
     BrokerConfig,
     ThreadRunner,
@@ -100,12 +100,7 @@ class CloudService(Started):
         return self._connected.is_set()
 
     async def wait_connected(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._connected, timeout)
 
     # Operations --------------------------------------------------------------------------------
 
