@@ -115,8 +115,14 @@ def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
             expected = fields[0]
     if expected is None or hashlib.sha256(packed).hexdigest() != expected:
         raise AdvisoryError(f"{base}/{member} does not match the SHA-256 in {base}/InRelease")
-    try:
-        text = lzma.decompress(packed).decode("utf-8")
+    try:  # at most MAX_INDEX bytes unpacked: a few MiB of xz can hold gigabytes
+        unpacker = lzma.LZMADecompressor()
+        raw = unpacker.decompress(packed, max_length=MAX_INDEX + 1)
+        if len(raw) > MAX_INDEX:
+            raise AdvisoryError(f"{base}/{member} unpacks to more than {MAX_INDEX} bytes")
+        if not unpacker.eof:
+            raise lzma.LZMAError("the xz data ends before its end-of-stream marker")
+        text = raw.decode("utf-8")
     except (lzma.LZMAError, UnicodeDecodeError) as e:
         raise AdvisoryError(f"{base}/{member} cannot be decompressed: {e}") from None
     date = datetime.now(UTC)
