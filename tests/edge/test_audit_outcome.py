@@ -129,6 +129,9 @@ def test_outcome_follows_the_decided_record(
         assert created is not None and removed is not None
         assert created.details["call_id"].startswith("ec-") and created.event_version == 2
         assert not _decided(stack, mark, "volume_inspect").details["call_id"]  # type: ignore[union-attr]
+        # An outcome is written after the answer (record_outcome does not hold it up), so
+        # the CLI may return before the second one is committed.
+        wait_for(lambda: len(_finished(stack, mark)) >= 2)
         outcomes = {e.details["call_id"]: e for e in _finished(stack, mark)}
         assert len(outcomes) == 2  # the read has none
         ok = outcomes[created.details["call_id"]]
