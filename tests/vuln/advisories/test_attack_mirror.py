@@ -74,3 +74,39 @@ def test_a_truncated_index_is_still_a_named_problem(
     publish(files, lzma.compress(b"Package: a\n" * 1000)[:-20])
     with pytest.raises(AdvisoryError, match="cannot be decompressed"):
         mirror.fetch_security_index(url, "bookworm-security", timeout=30)
+
+
+def test_an_endless_index_download_is_cut_at_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the body was read whole before its size was checked
+    limit = 4 * 1024 * 1024
+
+    class Endless(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(300 * 1024 * 1024))
+            self.end_headers()
+            chunk = b"\0" * (1024 * 1024)
+            try:
+                for _ in range(300):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client hung up, as it should
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(mirror, "MAX_INDEX", limit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with pytest.raises(AdvisoryError, match="is larger than"):
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            mirror.fetch_security_index(url, "bookworm-security", timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024, grown_kib

@@ -83,18 +83,6 @@ def parse_packages(text: str, suite: str, where: str) -> Parsed:
     return Parsed(advisories, tuple(problems))
 
 
-def _get(client: httpx.Client, url: str) -> httpx.Response:
-    try:
-        answer = client.get(url)
-    except httpx.HTTPError as e:
-        raise AdvisoryError(f"{url}: {e}") from None
-    if answer.status_code != 200:
-        raise AdvisoryError(f"{url}: HTTP {answer.status_code}")
-    if len(answer.content) > MAX_INDEX:
-        raise AdvisoryError(f"{url} is larger than {MAX_INDEX} bytes")
-    return answer
-
-
 def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
                          timeout: float = 120) -> tuple[str, str, datetime]:  # fmt: skip
     """(origin URL, Packages text, the suite's Date) from the mirror; the Packages file's
@@ -102,8 +90,8 @@ def fetch_security_index(mirror: str, suite: str, arch: str = "amd64",
     base = f"{mirror.rstrip('/')}/dists/{suite}"
     member = f"main/binary-{arch}/Packages.xz"
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        release = _get(client, f"{base}/InRelease").text
-        packed = _get(client, f"{base}/{member}").content
+        release = _get_bounded(client, f"{base}/InRelease", MAX_INDEX).decode("utf-8", "replace")
+        packed = _get_bounded(client, f"{base}/{member}", MAX_INDEX)  # never held whole if more
     expected = None
     in_sha256 = False
     for line in release.splitlines():
