@@ -228,11 +228,7 @@ class Connection:
         event = self._event(evaluation, outcome, call_id)
         # Connecting to dockerd sends nothing, so it may overlap the audit commit; the
         # request itself is written only once the record is committed.
-        connecting = (
-            asyncio.create_task(self.proxy.docker.connect(), name="edge-connect")
-            if outcome.allowed
-            else None
-        )
+        connecting = self.proxy.docker.connect_soon() if outcome.allowed else None
         try:
             decided = await self.proxy.record(event)
         except Exception as e:
@@ -302,7 +298,7 @@ class Connection:
         ex: Exchange,
         request: DockerRequest,
         digest: str,
-        connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        connecting: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
     ) -> tuple[bool, bytes]:
         """A pull by tag, as decided: dockerd pulls the digest the registry named (content
         addressed, so nothing else can arrive), then the proxy tags it and checks the tag
@@ -463,7 +459,7 @@ class Connection:
         self,
         ex: Exchange,
         request: DockerRequest,
-        connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        connecting: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
     ) -> tuple[bool, bytes]:
         try:
             up_r, up_w = await connecting
@@ -484,7 +480,7 @@ class Connection:
 
 
 async def _discard_connection(
-    connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None,
+    connecting: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None,
 ) -> None:
     """Cancel a dockerd connection attempt, or close the connection it made."""
     if connecting is None:

@@ -172,15 +172,32 @@ class DockerLookups:
         else:
             writer.close()
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection for one relayed request: an idle one that dockerd has not closed (most
-        recently used first, at most ``IDLE_SECONDS`` old), else a new one."""
+    def idle_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """An idle relay connection that dockerd has not closed (most recently used first, at
+        most ``IDLE_SECONDS`` old), or None."""
         now = time.monotonic()
         while self._idle:
             reader, writer, since = self._idle.pop()
             if now - since < IDLE_SECONDS and not writer.is_closing() and not reader.at_eof():
                 return reader, writer
             writer.close()
+        return None
+
+    def connect_soon(self) -> asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        """:meth:`connect` started: an idle connection at once (no task), else a new one."""
+        idle = self.idle_connection()
+        if idle is None:
+            return asyncio.ensure_future(self.connect())
+        done: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(idle)
+        return done
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection for one relayed request: an idle one, else a new one."""
+        idle = self.idle_connection()
+        if idle is not None:
+            return idle
         try:
             async with asyncio.timeout(self.connect_timeout):
                 return await asyncio.open_unix_connection(str(self.docker), limit=READ_SIZE)
