@@ -1,24 +1,16 @@
-"""Checks of values the bastion's stores take from callers (labels, notes, times), shared by
+"""Checks of values the bastion's stores take from callers (labels, notes), shared by
 the review service, the recording index and the policy store: a clear InvalidInput, never a
 stored surprise. Pure."""
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
 
 from casemate.errors import InvalidInput
 
-__all__ = ["aware", "label"]
+__all__ = ["label"]
 
 _REFUSED_CATEGORIES = ("Cc", "Cf", "Cs", "Zl", "Zp")
-
-
-def aware(value: datetime, name: str) -> datetime:
-    """``value`` in UTC; a naive datetime is refused (its zone would be a guess)."""
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
 
 
 def label(

@@ -42,11 +42,10 @@ from casemate.bastion.castwriter import (
     file_digest,
     live_writers,
 )
-from casemate.bastion.inputs import aware
 from casemate.bastion.models import Recording
 from casemate.bastion.redaction import MAX_ESCAPE, Redactor, TerminalSanitizer, secret_variants
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database
+from casemate.core.db import Database, aware_utc
 from casemate.core.files import pid_alive
 from casemate.core.records import record
 from casemate.core.runtime import Runtime
@@ -367,9 +366,9 @@ class RecordingStore:
         if status is not None:
             query = query.where(Recording.status == status)
         if since is not None:
-            query = query.where(Recording.started_at >= aware(since, "since"))
+            query = query.where(Recording.started_at >= aware_utc(since, "since"))
         if until is not None:
-            query = query.where(Recording.started_at < aware(until, "until"))
+            query = query.where(Recording.started_at < aware_utc(until, "until"))
         with self.db.reader() as s:
             if before is not None:
                 anchor = s.get(Recording, before)

@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
-from casemate.bastion.inputs import aware, label
+from casemate.bastion.inputs import label
 from casemate.bastion.models import ReviewTicket
 from casemate.bastion.previewmask import decode_preview, encode_preview, redact_preview
 from casemate.bastion.tickets import (
@@ -70,7 +70,7 @@ from casemate.bastion.tickets import (
     release_refusal,
 )
 from casemate.core.audit import AuditLog
-from casemate.core.db import Database, as_utc
+from casemate.core.db import Database, as_utc, aware_utc
 from casemate.core.identity import Principal
 from casemate.core.records import record
 from casemate.core.runtime import Runtime
@@ -126,7 +126,7 @@ class ReviewService:
         return cls(runtime.db, runtime.audit, allow_admin_self_approval=override is True)
 
     def _now(self, now: datetime | None) -> datetime:
-        return aware(now, "now") if now is not None else as_utc(self._clock())
+        return aware_utc(now, "now") if now is not None else as_utc(self._clock())
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class ReviewService:
         label(namespace, "the namespace", 253)
         label(rule_id, "the rule id", 200)
         reason = label(reason, "the reason", 1000)
-        expires = aware(expires_at, "expires_at")
+        expires = aware_utc(expires_at, "expires_at")
         if expires <= current:
             raise InvalidInput("expires_at must be in the future")
         if expires - current > MAX_TTL:
