@@ -3,10 +3,13 @@ against a running gateway."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from casemate.core.runtime import Runtime
+from casemate.server.routes import audit as audit_routes
 from tests.server.test_audit_stream import gateway  # noqa: F401 (the fixture)
 
 HUGE = "99999999999999999999"  # above the database's 64-bit integer
@@ -43,3 +46,33 @@ def test_a_hostile_last_event_id_is_a_4xx_or_ignored(
         else:
             r.read()
             assert r.status_code == 422, r.text
+
+
+def test_live_feeds_per_login_are_bounded(
+    gateway: tuple[str, Runtime, dict[str, str]],  # noqa: F811
+) -> None:
+    # each feed polls the database twice a second for 10 minutes: one auditor opening
+    # hundreds was unbounded
+    api, _, auth = gateway
+    url = f"{api}/audit/events"
+    with httpx.Client(timeout=10) as client:
+        feeds = []
+        try:
+            for _ in range(audit_routes.EVENTS_PER_USER):
+                feed = client.send(client.build_request("GET", url, headers=auth), stream=True)
+                feeds.append(feed)
+                assert feed.status_code == 200
+            refused = client.get(url, headers=auth)
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        finally:
+            for feed in feeds:
+                feed.close()
+        # a closed feed stops counting once the server sees the client gone
+        deadline = time.monotonic() + 15
+        while True:
+            with client.stream("GET", url, headers=auth) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "closed feeds still counted"
+            time.sleep(0.5)

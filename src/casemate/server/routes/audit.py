@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from casemate.core.runtime import Runtime
 from casemate.errors import InvalidInput
 from casemate.server import schemas
 from casemate.server.deps import AuditorDep, RuntimeDep
+from casemate.server.problems import problem
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -25,6 +27,7 @@ EVENTS_POLL_SECONDS = 0.5
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 600.0  # then the stream ends; the client reconnects with Last-Event-ID
 EVENTS_BATCH = 500
+EVENTS_PER_USER = 8  # live feeds one login may hold open (each polls the database)
 MAX_SEQ = 2**63 - 1  # the database's integer; a larger cursor is a 422, not an overflow
 
 KindQuery = Annotated[
@@ -125,10 +128,18 @@ def _start(runtime: Runtime, after: int | None, last_event_id: str | None) -> in
     return runtime.audit.head_seq() if after is None else after
 
 
-@router.get("/events", response_class=StreamingResponse, responses={200: {"content": {EVENTS: {}}}})
+_feeds: dict[str, weakref.WeakSet[AsyncIterator[bytes]]] = {}  # a feed counts while it lives
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    response_model=None,
+    responses={200: {"content": {EVENTS: {}}}},
+)
 async def events(
     request: Request,
-    _: AuditorDep,
+    principal: AuditorDep,
     runtime: RuntimeDep,
     kind: KindQuery = None,
     actor: ActorQuery = None,
@@ -139,10 +150,13 @@ async def events(
         Query(ge=0, le=MAX_SEQ, description="Start after this seq (default: the newest now)"),
     ] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-) -> StreamingResponse:
+) -> StreamingResponse | JSONResponse:
     """Server-sent events: ``event: record`` with ``id: <seq>`` and the record as JSON (as
     ``GET /audit`` gives it) for each new matching record, oldest first; a comment line every
     15 s; the stream ends after 10 minutes (reconnect with ``Last-Event-ID``)."""
+    feeds = _feeds.setdefault(principal.username, weakref.WeakSet())
+    if len(feeds) >= EVENTS_PER_USER:
+        return problem(429, f"{principal.username} has {EVENTS_PER_USER} live feeds open already")
     cursor = await asyncio.to_thread(_start, runtime, after, last_event_id)
 
     def batch(after_seq: int) -> list[dict[str, object]]:
@@ -176,8 +190,10 @@ async def events(
                 yield b": keepalive\n\n"
             await asyncio.sleep(EVENTS_POLL_SECONDS)
 
+    body = stream()
+    feeds.add(body)
     return StreamingResponse(
-        stream(),
+        body,
         media_type=EVENTS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
