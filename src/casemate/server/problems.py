@@ -135,6 +135,13 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(OverflowError)
+    async def out_of_range(_request: Request, exc: OverflowError) -> JSONResponse:
+        # an id or cursor beyond the database's 64-bit integer (SQLite's driver raises this
+        # when it binds the value): the request's number, not a server fault
+        log.warning("refused: %s", exc)
+        return problem(422, "a number in the request is out of range (at most 2**63 - 1)")
+
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         if disk_full(exc):  # one line, not a traceback: the cause is known
