@@ -75,8 +75,8 @@ async def wait_set(event: asyncio.Event, timeout: float) -> bool:
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop (libuv's event loop; it about halves the edge proxy's CPU per
-    request, see ``bench/edge_proxy.py --uvloop``), or on asyncio's own loop without it."""
+    """Run ``main`` on uvloop (libuv's event loop: less CPU per proxied request, see
+    ``bench/edge_proxy.py --uvloop``), or on asyncio's own loop without it."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a dependency, but optional for the loop
