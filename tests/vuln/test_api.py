@@ -27,6 +27,7 @@ from casemate.vuln.rollout.run import RolloutRunner
 from tests.server.conftest import ADMIN_PASSWORD, login, problem_of, runtime
 from tests.server.test_web import chromium, serve
 from tests.vuln.remediate.test_fix_cli import advisories, manifest
+from tests.vuln.rollout.mirror import serve_mirror
 from tests.vuln.rollout.test_assess import ORIGINAL, remediated
 
 __all__ = ["runtime"]
@@ -71,8 +72,9 @@ def test_scans_plans_and_refusals(api: TestClient, loaded: Runtime, debian12_ima
     both = api.post("/api/v1/vuln/scans", json={"image": "a", "manifest": "b"}, headers=admin)
     assert both.status_code == 422
 
-    plan = api.post("/api/v1/vuln/plans", json={"manifest": manifest(debian12_image)},
-                    headers=admin)  # fmt: skip
+    with serve_mirror("127.0.0.1") as (mirror, _):  # the dependencies are resolved against it
+        asked = {"manifest": manifest(debian12_image), "security_mirror": mirror}
+        plan = api.post("/api/v1/vuln/plans", json=asked, headers=admin)
     assert plan.status_code == 200, plan.text
     body = plan.json()
     lines = {r["container"]: r["lines"] for r in body["rows"]}
@@ -198,7 +200,8 @@ def test_rollout_through_the_api(loaded: Runtime, kube_cluster: LocalCluster,
 def test_the_vulnerabilities_page_in_chromium(
     api: TestClient, loaded: Runtime, debian12_image: str, tmp_path: Path
 ) -> None:
-    with serve(create_app(loaded)) as base, chromium(tmp_path / "profile") as cdp:
+    with (serve(create_app(loaded)) as base, chromium(tmp_path / "profile") as cdp,
+          serve_mirror("127.0.0.1") as (mirror, _)):  # fmt: skip
         cdp.call("Page.navigate", url=base + "/#/login")
         cdp.wait_for("document.querySelector('form.login') !== null")
         cdp.evaluate(
@@ -222,7 +225,8 @@ def test_the_vulnerabilities_page_in_chromium(
         text = manifest(debian12_image).replace("name: web", f"name: {json.dumps(XSS)}")
         cdp.evaluate(
             "(() => { const f = document.querySelector('form.plan-manifest');"
-            f" f.manifest.value = {json.dumps(text)}; f.requestSubmit(); }})()"
+            f" f.manifest.value = {json.dumps(text)}; f.mirror.value = {json.dumps(mirror)};"
+            " f.requestSubmit(); })()"
         )
         cdp.wait_for("document.querySelector('.plan pre.diff') !== null", timeout=120)
         diff = cdp.evaluate("document.querySelector('.plan pre.diff').textContent")

@@ -10,7 +10,9 @@ background: follow it with ``GET /vuln/rollouts/{id}``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +22,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, model_validator
 
 from casemate.core.runtime import Runtime
-from casemate.errors import CasemateError, InvalidInput
+from casemate.errors import CasemateError, InvalidInput, UpstreamError
 from casemate.k8s.access import stored_client
 from casemate.k8s.clusters import Clusters
 from casemate.server.deps import AdminDep, AuditorDep, RuntimeDep
@@ -28,9 +30,11 @@ from casemate.vuln.advisories.index import AdvisoryIndex, IndexStore
 from casemate.vuln.inventory.cache import InventoryCache
 from casemate.vuln.inventory.sources import scan_docker_image
 from casemate.vuln.match import match
-from casemate.vuln.model import Finding, Inventory
-from casemate.vuln.remediate.fixes import plan_manifest
+from casemate.vuln.model import Finding, Inventory, OsRelease
+from casemate.vuln.remediate.deps import PackageIndex
+from casemate.vuln.remediate.fixes import IndexReader, plan_manifest
 from casemate.vuln.remediate.manifest import diff, load, sites
+from casemate.vuln.remediate.mirror_index import package_index_reader
 from casemate.vuln.rollout.journal import Journal, Rollout
 from casemate.vuln.rollout.run import RolloutRunner
 from casemate.vuln.scans import ScanStore
@@ -39,6 +43,9 @@ _log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/vuln", tags=["vulnerabilities"])
 MAX_MANIFEST = 1024 * 1024
+INDEX_TIMEOUT = 30.0  # seconds per connect/read of the mirror's index (the file is size-bounded)
+INDEX_TTL = 300.0  # a parsed security index is reused across plans for this long
+INDEX_KEEP = 4  # at most this many (mirror, suite, architecture) indexes are kept
 IdParam = Annotated[str, PathParam(max_length=40, pattern=r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")]
 
 
@@ -57,6 +64,44 @@ def _index(runtime: Runtime) -> AdvisoryIndex:
 def _reader(runtime: Runtime) -> Any:
     cache = InventoryCache(_dir(runtime) / "inventories")
     return lambda image: scan_docker_image(image, cache=cache)
+
+
+_USERINFO = re.compile(r"://[^/@\s]*@")
+_indexes: dict[tuple[str, str, str], tuple[float, PackageIndex]] = {}
+_indexes_lock = threading.Lock()
+
+
+def _index_reader() -> tuple[IndexReader, list[str]]:
+    """``vuln fix``'s index reader, its parsed indexes kept for ``INDEX_TTL`` across plans. A
+    (mirror, suite, architecture) that cannot be read is tried once per plan; its errors are
+    collected for the caller, who answers 502 instead of a plan refusing every container."""
+    fetch = package_index_reader(timeout=INDEX_TIMEOUT)
+    failed: dict[tuple[str, str, str], CasemateError] = {}
+    errors: list[str] = []
+
+    def reader(mirror: str, os: OsRelease, arch: str) -> PackageIndex:
+        key = (mirror, os.codename, arch)
+        with _indexes_lock:
+            kept = _indexes.get(key)
+        if kept is not None and time.monotonic() - kept[0] < INDEX_TTL:
+            return kept[1]
+        if key in failed:
+            raise failed[key]
+        try:
+            packages = fetch(mirror, os, arch)
+        except CasemateError as e:
+            failed[key] = e
+            if os.codename:  # not the image's fault: the mirror's
+                errors.append(f"the package index of {mirror} ({os.codename}-security, {arch}) "
+                              f"cannot be read: {e}")  # fmt: skip
+            raise
+        with _indexes_lock:
+            _indexes[key] = (time.monotonic(), packages)
+            while len(_indexes) > INDEX_KEEP:
+                del _indexes[min(_indexes, key=lambda k: _indexes[k][0])]
+        return packages
+
+    return reader, errors
 
 
 # Schemas ------------------------------------------------------------------------------------
@@ -247,10 +292,15 @@ def get_scan(scan_id: IdParam, _: AuditorDep, runtime: RuntimeDep) -> dict[str, 
 
 @router.post("/plans", response_model=VulnPlanOut)
 def create_plan(body: VulnPlanIn, _: AdminDep, runtime: RuntimeDep) -> VulnPlanOut:
-    """What ``casemate vuln fix`` does: per container the packages to install or why it cannot
-    be fixed in place, and the second manifest with its diff (nothing is written or applied)."""
+    """What ``casemate vuln fix`` does: per container the packages to install (the fixes and the
+    dependencies they need, resolved against the mirror's security index) or why it cannot be
+    fixed in place, and the second manifest with its diff (nothing is written or applied). A
+    mirror whose index cannot be read is a 502 problem naming it."""
+    read_index, unreadable = _index_reader()
     result = plan_manifest(body.manifest, "manifest.yaml", _index(runtime), _reader(runtime),
-                           body.security_mirror)  # fmt: skip
+                           body.security_mirror, read_index)  # fmt: skip
+    if unreadable:
+        raise UpstreamError(_USERINFO.sub("://", "; ".join(unreadable)))  # no mirror password
     return VulnPlanOut(
         rows=[
             VulnPlanRowOut(
