@@ -14,7 +14,7 @@ the answer is the verdict and how the proxy read the request.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -34,6 +34,7 @@ from casemate.server.routes.policies import _store as policy_store
 router = APIRouter(prefix="/policies/commands/api-rules", tags=["policies"])
 
 MAX_BODY_CHARS: Final = 256 * 1024
+MAX_GLOB: Final = 253  # a namespace glob: each distinct one is compiled and cached by fnmatch
 CONTENT_TYPES: Final = (
     "application/json",
     "application/yaml",
@@ -60,7 +61,7 @@ class ApiTestIn(BaseModel):
     groups: list[str] = Field(default_factory=list, max_length=100)
     cluster: str = Field(default="", max_length=200)
     account: str = Field(default="", max_length=200)
-    namespaces: list[str] = Field(
+    namespaces: list[Annotated[str, Field(min_length=1, max_length=MAX_GLOB)]] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
         max_length=100,
