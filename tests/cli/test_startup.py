@@ -31,6 +31,7 @@ LIGHT_HELP = [
     ["cluster", "account", "provision", "--help"],
     ["grant", "add", "--help"],
     ["serve", "--help"],
+    ["demo", "up", "--help"],
     ["audit", "--help"],
     ["audit", "search", "--help"],
     ["--server", "https://gateway.invalid", "user", "--help"],

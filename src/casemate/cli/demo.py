@@ -25,31 +25,19 @@ import socket
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from casemate.cli import serve
 from casemate.cli.common import out
-from casemate.core.identity import check_password_policy
-from casemate.core.runtime import open_runtime
-from casemate.core.settings import Settings, load_settings, parse_listen
 from casemate.errors import ConfigError, InvalidInput, NotFound
-from casemate.k8s.client import Credential
-from casemate.k8s.clusters import Clusters
-from casemate.testenv.kube import (
-    ClusterError,
-    KubeBinaries,
-    LocalCluster,
-    find_binaries,
-    testenv_cache_dir,
-)
-from casemate.testenv.node import (
-    BUSYBOX_IMAGE,
-    RealNode,
-    missing_prerequisites,
-    real_node_placement,
-)
+
+if TYPE_CHECKING:  # the storage, k8s and test environment layers: imported by `demo up` when
+    # it runs, so `demo --help` starts fast
+    from casemate.core.settings import Settings
+    from casemate.testenv.kube import KubeBinaries, LocalCluster
+    from casemate.testenv.node import RealNode
 
 app = typer.Typer(
     help="A local demo: a disposable Kubernetes cluster behind the gateway.",
@@ -66,6 +54,8 @@ DEPLOYMENT = "web"
 
 
 def _password(username: str) -> str:
+    from casemate.core.identity import check_password_policy
+
     while True:
         candidate = secrets.token_urlsafe(15)
         try:
@@ -99,6 +89,8 @@ BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-testenv"
 
 
 def _binaries() -> KubeBinaries:
+    from casemate.testenv.kube import ClusterError, find_binaries, testenv_cache_dir
+
     try:
         return find_binaries()
     except ClusterError as e:
@@ -119,6 +111,8 @@ def _binaries() -> KubeBinaries:
 
 
 def _start_cluster(workdir: Path, binaries: KubeBinaries) -> LocalCluster:
+    from casemate.testenv.kube import LocalCluster
+
     shutil.rmtree(workdir, ignore_errors=True)  # left by a demo that was killed
     workdir.mkdir(mode=0o700, parents=True)
     cluster = LocalCluster(workdir, binaries=binaries)
@@ -135,6 +129,8 @@ def _start_cluster(workdir: Path, binaries: KubeBinaries) -> LocalCluster:
 
 def _start_node(cluster: LocalCluster, workdir: Path) -> RealNode | None:
     """A real node when this machine allows one; None (and why) otherwise."""
+    from casemate.testenv.node import RealNode, missing_prerequisites
+
     missing = missing_prerequisites()
     if missing:
         out.print(
@@ -155,6 +151,8 @@ def _start_node(cluster: LocalCluster, workdir: Path) -> RealNode | None:
 
 def _web_deployment() -> dict[str, object]:
     """Two busybox web servers on the real node: real pods to exec into and read logs of."""
+    from casemate.testenv.node import BUSYBOX_IMAGE, real_node_placement
+
     script = (
         "mkdir -p /www && echo 'hello from a real pod' > /www/index.html && "
         "echo serving on :8080 && exec httpd -f -v -p 8080 -h /www"
@@ -188,6 +186,8 @@ def _web_deployment() -> dict[str, object]:
 
 
 def _populate(cluster: LocalCluster, node: RealNode | None) -> None:
+    from casemate.testenv.kube import ClusterError
+
     for ns in (NAMESPACE, OTHER_NAMESPACE):
         cluster.create_namespace(ns)
     if node is None:
@@ -214,6 +214,10 @@ def _install(settings: Settings, cluster: LocalCluster) -> tuple[str, str]:
     """The demo's users, cluster, system account and grant; returns the passwords to show of
     the admin and of ``demo`` (new at every start; the admin's is CASEMATE_ADMIN_PASSWORD's
     when that is set)."""
+    from casemate.core.runtime import open_runtime
+    from casemate.k8s.client import Credential
+    from casemate.k8s.clusters import Clusters
+
     rt = open_runtime(settings, create=True)
     try:
         identity = rt.identity
@@ -320,6 +324,8 @@ def up(
     ] = False,
 ) -> None:
     """Start a disposable local cluster and the gateway in front of it; Ctrl-C stops both."""
+    from casemate.core.settings import load_settings, parse_listen
+
     binaries = _binaries()
     host, port = parse_listen(listen)
     serve._bind(host, port).close()  # one clear line now, not after the cluster started
