@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from casemate.core.identity import Identity, Principal, Role
 from casemate.core.runtime import Runtime
@@ -25,14 +26,20 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def same_origin(request: Request) -> bool:
-    """Whether a browser says the request comes from our own pages (``Sec-Fetch-Site``, else
-    ``Origin``); clients that are not browsers send neither and count as same-origin."""
-    site = request.headers.get("sec-fetch-site")
+#: The page scheme a websocket's ``Origin`` names (a browser opens ``wss:`` from ``https:``).
+_PAGE_SCHEME = {"ws": "http", "wss": "https"}
+
+
+def same_origin(connection: HTTPConnection) -> bool:
+    """Whether a browser says the request (or websocket handshake) comes from our own pages
+    (``Sec-Fetch-Site``, else ``Origin``); clients that are not browsers send neither and count
+    as same-origin."""
+    site = connection.headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host')}"
+    origin = connection.headers.get("origin")
+    scheme = _PAGE_SCHEME.get(connection.url.scheme, connection.url.scheme)
+    return origin is None or origin == f"{scheme}://{connection.headers.get('host')}"
 
 
 def bearer_token(request: Request) -> str | None:

@@ -49,6 +49,7 @@ from casemate.server.deps import (
     RuntimeDep,
     client_address,
     resolve_bearer,
+    same_origin,
 )
 from casemate.server.schemas import Strict
 
@@ -219,6 +220,9 @@ async def _ws_principal(ws: WebSocket, gateway: Gateway) -> Principal:
             token = value.strip()
     if token is None:
         token = ws.cookies.get(SESSION_COOKIE)
+        if token and not same_origin(ws):
+            # another site's page can open a websocket that carries our cookie (CSWSH)
+            raise Denied("cross-site websocket refused; send the token as 'Authorization: Bearer'")
     if not token:
         try:
             first = await asyncio.wait_for(ws.receive_text(), 15)
