@@ -1,7 +1,8 @@
 """Issue 12's bad inputs through the CLI, one case each: a clear problem naming the input (the
 archive, or the image by its tag for its files), the rest of the image still reported, exit 2,
-and nothing written outside the scan's own directories (the CLI's TMPDIR is empty afterwards, the data directory holds only the index and
-the inventory cache, and no hostile name appears anywhere on the host).
+and nothing written outside the scan's own directories (the CLI's TMPDIR is empty afterwards,
+the data directory holds only the index and the inventory cache, and no hostile name appears
+anywhere on the host).
 
 Cases proven elsewhere (with the same four properties or an explanation why a partial result
 does not exist) are listed in docs/vuln.md, "Bad input"."""
