@@ -16,10 +16,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from casemate.bastion.recording import RecordingStore, TerminalSanitizer
 from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.terminal import print_table, when
 from casemate.errors import InvalidInput
+
+# casemate.bastion.recording (the storage layer) is imported inside the commands: `casemate
+# recording --help` stays fast
 
 app = typer.Typer(help="Session recordings (asciicast v2).", no_args_is_help=True)
 
@@ -51,6 +53,8 @@ def list_recordings(
     """List recordings, newest first."""
     if status is not None and status not in ("open", "closed", "interrupted"):
         raise InvalidInput("--status must be open, closed or interrupted")
+    from casemate.bastion.recording import RecordingStore
+
     rt = runtime(data_dir)
     try:
         store = RecordingStore.from_runtime(rt)
@@ -89,6 +93,8 @@ def export(
     to_stdout = str(output) == "-"
     if not to_stdout and output.exists() and not force:
         raise InvalidInput(f"{output} exists (use --force to overwrite)")
+    from casemate.bastion.recording import RecordingStore
+
     rt = runtime(data_dir)
     try:
         store = RecordingStore.from_runtime(rt)
@@ -134,6 +140,8 @@ def play(
         raise InvalidInput("--speed must be a positive number")
     if max_wait is not None and not max_wait >= 0:
         raise InvalidInput("--max-wait must not be negative")
+    from casemate.bastion.recording import RecordingStore
+
     rt = runtime(data_dir)
     try:
         replay = RecordingStore.from_runtime(rt).open_for_replay(
@@ -141,6 +149,8 @@ def play(
         )
     finally:
         rt.close()
+    from casemate.bastion.recording import TerminalSanitizer
+
     sanitizer = None if raw else TerminalSanitizer()
     sink = sys.stdout.buffer
     with replay.open() as reader:
@@ -168,6 +178,8 @@ def play(
 @app.command("recover")
 def recover(data_dir: DataDirOption = None) -> None:
     """Finalize recordings whose writer died (they become 'interrupted', hashed as found)."""
+    from casemate.bastion.recording import RecordingStore
+
     rt = runtime(data_dir)
     try:
         found = RecordingStore.from_runtime(rt).recover()

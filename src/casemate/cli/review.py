@@ -8,18 +8,20 @@ exactly as in the API, and the audit record names them (source ``cli``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from casemate.bastion.review import ReviewService, Ticket, TicketState
 from casemate.cli.common import DataDirOption, out, runtime
 from casemate.cli.terminal import print_table, safe, when
-from casemate.core.identity import Principal, powers
-from casemate.core.runtime import Runtime
 from casemate.errors import Denied, InvalidInput
+
+if TYPE_CHECKING:  # the storage layer loads when a command runs: `review --help` stays fast
+    from casemate.bastion.review import Ticket
+    from casemate.core.identity import Principal
+    from casemate.core.runtime import Runtime
 
 app = typer.Typer(help="Commands held for approval.", no_args_is_help=True)
 
@@ -32,6 +34,8 @@ AsOption = Annotated[
 
 
 def _principal(rt: Runtime, username: str) -> Principal:
+    from casemate.core.identity import Principal, powers
+
     u = rt.identity.get_user(username)
     if u.disabled:
         raise Denied(f"user {u.username} is disabled")
@@ -54,6 +58,8 @@ def list_tickets(
     limit: Annotated[int, typer.Option(help="At most this many (1-1000).")] = 100,
 ) -> None:
     """List held commands awaiting approval (newest first)."""
+    from casemate.bastion.review import ReviewService, TicketState
+
     rt = runtime(data_dir)
     try:
         service = ReviewService.from_runtime(rt)
@@ -83,6 +89,8 @@ def list_tickets(
 @app.command("show")
 def show(ticket_id: int, data_dir: DataDirOption = None) -> None:
     """Show a ticket with what its command would change (the dry-run diff)."""
+    from casemate.bastion.review import ReviewService
+
     rt = runtime(data_dir)
     try:
         t = ReviewService.from_runtime(rt).get(ticket_id)
@@ -117,6 +125,8 @@ def approve(
     note: Annotated[str, typer.Option(help="A note for the audit record.")] = "",
 ) -> None:
     """Release a held command, once, to the user who ran it."""
+    from casemate.bastion.review import ReviewService
+
     rt = runtime(data_dir)
     try:
         service = ReviewService.from_runtime(rt)
@@ -139,6 +149,8 @@ def deny(
     """Refuse a held command."""
     if len(reason) > 1000:
         raise InvalidInput("--reason is at most 1000 characters long")
+    from casemate.bastion.review import ReviewService
+
     rt = runtime(data_dir)
     try:
         service = ReviewService.from_runtime(rt)
