@@ -6,7 +6,6 @@ standard input, never from the command line, and never printed: accounts show fi
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, out, read_secret_stdin, runtime
+from casemate.cli.durations import grant_ttl_seconds
 from casemate.errors import InvalidInput
 
 if TYPE_CHECKING:  # the k8s layer loads the database layer: imported by the commands that
@@ -396,19 +396,13 @@ def account_delete(
 
 # Grants -------------------------------------------------------------------------------------
 
-_TTL = re.compile(r"(\d{1,6})([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_expiry(expires: str | None, ttl: str | None, now: datetime) -> datetime | None:
     """``--expires`` (ISO 8601 with a time zone) or ``--ttl`` (``90m``, ``8h``, ``7d``)."""
     if expires is not None and ttl is not None:
         raise InvalidInput("give --expires or --ttl, not both")
     if ttl is not None:
-        m = _TTL.fullmatch(ttl.strip())
-        if m is None or int(m.group(1)) == 0:
-            raise InvalidInput("--ttl is a number and a unit: s, m, h, d or w (e.g. 8h)")
-        return now + timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        return now + timedelta(seconds=grant_ttl_seconds(ttl))
     if expires is not None:
         try:
             return datetime.fromisoformat(expires.strip())

@@ -10,13 +10,13 @@ the token never appears in argv. Commands that only make sense on the gateway's 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from casemate.cli.durations import token_ttl_seconds
 from casemate.cli.remoteaudit import audit_app
 from casemate.cli.remotebase import (
     SERVER,
@@ -32,7 +32,7 @@ from casemate.cli.remotebase import (
 from casemate.cli.remoteclusters import cluster_app, grant_app
 from casemate.cli.remotefiles import policy_app, recording_app
 from casemate.cli.remotepolicy import policy_reset
-from casemate.errors import ConfigError, InvalidInput
+from casemate.errors import ConfigError
 
 __all__ = ["APPS", "SERVER", "SERVER_LOCAL", "policy_reset"]  # policy_reset: registered
 
@@ -250,7 +250,7 @@ def token_issue(
 ) -> None:
     """Issue a token (the same flags as on the server); it is printed once, on standard
     output."""
-    seconds = _ttl_seconds(ttl)
+    seconds = token_ttl_seconds(ttl)
     body = {"name": name, "scopes": scope, "user": user, "ttl_seconds": seconds}
     issued = _call("POST", "/tokens", body)
     info = issued["info"]
@@ -260,21 +260,6 @@ def token_issue(
         f"({', '.join(sorted(info['scopes']))}), expires {expiry}; it is shown only now:"
     )
     sys.stdout.write(issued["token"] + "\n")
-
-
-_TTL = re.compile(r"(\d{1,6})([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _ttl_seconds(text: str) -> int | None:
-    """``30d``, ``12h``, ``90m``… or ``never`` (None), as ``casemate token issue`` on the
-    server reads it."""
-    if text == "never":
-        return None
-    m = _TTL.fullmatch(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise InvalidInput(f"--ttl must look like 30d, 12h, 90m or 'never', got {text!r}")
-    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 @token_app.command("revoke")

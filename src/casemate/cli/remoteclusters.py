@@ -8,13 +8,13 @@ printed: the server answers with fingerprints.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from casemate.cli.durations import grant_ttl_seconds
 from casemate.cli.remotebase import _call, _p, _q, _secret_stdin, _table, out
 from casemate.errors import ConfigError, InvalidInput
 
@@ -301,18 +301,6 @@ def account_rotate(
 grant_app = typer.Typer(help="Give users and groups access to clusters.", no_args_is_help=True)
 
 
-_TTL = re.compile(r"(\d{1,9})([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _grant_ttl(text: str) -> int:
-    """``--ttl`` as the server command reads it (90m, 8h, 7d); a bare number is seconds."""
-    m = _TTL.fullmatch(text.strip())
-    if m is None or int(m.group(1)) == 0:
-        raise InvalidInput("--ttl is a number and a unit: s, m, h, d or w (e.g. 8h)")
-    return int(m.group(1)) * _UNITS[m.group(2)]
-
-
 @grant_app.command("add")
 def grant_add(
     cluster_arg: Annotated[
@@ -356,7 +344,7 @@ def grant_add(
         "group": group,
         "namespaces": namespace or [],
         "expires_at": expires,
-        "ttl_seconds": None if ttl is None else _grant_ttl(ttl),
+        "ttl_seconds": None if ttl is None else grant_ttl_seconds(ttl),
         "note": note,
     }
     g = _call("POST", "/grants", body)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated
 
@@ -10,22 +9,15 @@ import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, err, out, runtime
-from casemate.errors import InvalidInput
+from casemate.cli.durations import token_ttl_seconds
 
 app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 
-_TTL = re.compile(r"(\d{1,6})([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_ttl(text: str) -> timedelta | None:
-    """``30d``, ``12h``, ``90m``… or ``never``."""
-    if text == "never":
-        return None
-    m = _TTL.fullmatch(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise InvalidInput(f"--ttl must look like 30d, 12h, 90m or 'never', got {text!r}")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    """``30d``, ``12h``, ``90m``… or ``never`` (cli.durations, as the remote command)."""
+    seconds = token_ttl_seconds(text)
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 @app.command("issue")
