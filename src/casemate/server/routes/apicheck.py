@@ -20,8 +20,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from casemate.bastion.policy import Policy
-from casemate.bastion.policystore import InvalidPolicy, validate_yaml
 from casemate.errors import InvalidInput, PolicyError
 from casemate.gateway.apirules import effective_api_rules
 from casemate.kubeproxy.body import with_body
@@ -29,7 +27,7 @@ from casemate.kubeproxy.classify import MAX_TARGET, ApiRequest, classify
 from casemate.kubeproxy.rules import SessionGrant, decide, request_scope
 from casemate.server.deps import AuditorDep, RuntimeDep
 from casemate.server.problems import problem
-from casemate.server.routes.policies import _store as policy_store
+from casemate.server.routes.policies import draft_or_current
 
 router = APIRouter(prefix="/policies/commands/api-rules", tags=["policies"])
 
@@ -122,16 +120,10 @@ def test_api_request(
         raise InvalidInput(f"content_type must be one of: {', '.join(CONTENT_TYPES)}")
     if not body.path.startswith("/"):
         raise InvalidInput("path must start with / (the request target kubectl sends)")
-    version: int | None = None
-    policy: Policy
-    if body.yaml is not None:
-        try:
-            policy = validate_yaml(body.yaml)
-        except InvalidPolicy as exc:
-            return problem(422, exc.message, title=exc.title, line=exc.line)
-    else:
-        policy, info = policy_store(request, runtime).current_with_info()
-        version = info.version
+    chosen = draft_or_current(request, runtime, body.yaml)
+    if isinstance(chosen, JSONResponse):
+        return chosen
+    policy, version = chosen
     try:
         rules = effective_api_rules(policy)
     except PolicyError as e:

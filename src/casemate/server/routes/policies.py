@@ -116,7 +116,7 @@ class VerdictOut(BaseModel):
     policy_version: int | None = Field(description="None when a submitted policy was tried")
 
 
-def _store(request: Request, runtime: Runtime) -> PolicyStore:
+def policy_store(request: Request, runtime: Runtime) -> PolicyStore:
     """One store per application, so its cache of the parsed policy is shared."""
     store: PolicyStore | None = getattr(request.app.state, "command_policy_store", None)
     if store is None or store.db is not runtime.db:
@@ -144,12 +144,27 @@ def _invalid(exc: InvalidPolicy) -> JSONResponse:
     return problem(422, exc.message, title=exc.title, line=exc.line)
 
 
+def draft_or_current(
+    request: Request, runtime: Runtime, draft: str | None
+) -> tuple[Policy, int | None] | JSONResponse:
+    """The policy a test runs against: the submitted ``draft`` text (version None; a 422
+    problem with its line when it does not validate) or the one in force with its version
+    (an unusable stored policy: 422, everything denied)."""
+    if draft is not None:
+        try:
+            return validate_yaml(draft), None
+        except InvalidPolicy as exc:
+            return _invalid(exc)
+    policy, info = policy_store(request, runtime).current_with_info()
+    return policy, info.version
+
+
 @router.get("", response_model=PolicyOut, responses={200: {"content": {YAML_MEDIA_TYPE: {}}}})
 def get_policy(
     _: AuditorDep, request: Request, runtime: RuntimeDep, format: FormatQuery = None
 ) -> PolicyOut | Response:
     """The policy in force (version 0: the built-in default, while nothing is stored)."""
-    current = _store(request, runtime).load()
+    current = policy_store(request, runtime).load()
     if _wants_yaml(request, format):
         return _yaml_response(current.yaml, current.info)
     policy = current.policy
@@ -170,7 +185,7 @@ def put_policy(
     """Replace the policy (admins): validated, stored as the next version and audited.
     Storing the text already in force changes nothing."""
     try:
-        info = _store(request, runtime).put(
+        info = policy_store(request, runtime).put(
             body.yaml,
             by=principal.username,
             comment=body.comment,
@@ -189,7 +204,7 @@ def get_api_rules(
 ) -> Response:
     """The API proxy's rules in force: the built-in set with the policy's ``api_rules``
     section merged over it (see :mod:`casemate.gateway.apirules`)."""
-    current = _store(request, runtime).load()
+    current = policy_store(request, runtime).load()
     if current.policy is None:
         return problem(409, "the stored policy is unusable: every request is refused")
     try:
@@ -218,7 +233,7 @@ def history(
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
 ) -> list[PolicyInfoOut]:
     """Stored versions, newest first."""
-    return [PolicyInfoOut.of(i) for i in _store(request, runtime).history(limit)]
+    return [PolicyInfoOut.of(i) for i in policy_store(request, runtime).history(limit)]
 
 
 @router.get(
@@ -234,7 +249,7 @@ def get_version(
     format: FormatQuery = None,
 ) -> PolicyVersionOut | Response:
     """One stored version (0: the built-in default)."""
-    stored = _store(request, runtime).get(version)
+    stored = policy_store(request, runtime).get(version)
     if _wants_yaml(request, format):
         return _yaml_response(stored.yaml, stored.info)
     return PolicyVersionOut(**PolicyInfoOut.of(stored.info).model_dump(), yaml=stored.yaml)
@@ -245,16 +260,10 @@ def test_command(
     body: TestIn, principal: AuditorDep, request: Request, runtime: RuntimeDep
 ) -> VerdictOut | JSONResponse:
     """What the policy would decide for a command line (nothing runs, nothing is stored)."""
-    version: int | None = None
-    policy: Policy
-    if body.yaml is not None:
-        try:
-            policy = validate_yaml(body.yaml)
-        except InvalidPolicy as exc:
-            return _invalid(exc)
-    else:
-        policy, info = _store(request, runtime).current_with_info()  # unusable: 422, denied
-        version = info.version
+    chosen = draft_or_current(request, runtime, body.yaml)
+    if isinstance(chosen, JSONResponse):
+        return chosen
+    policy, version = chosen
     verdict = check_line(
         policy,
         body.line,
