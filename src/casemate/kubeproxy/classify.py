@@ -287,27 +287,35 @@ def _refuse(message: str) -> RequestRefused:
     return RequestRefused(message)
 
 
-def _decode_segment(segment: str) -> str:
-    """Percent-decode one path segment, refusing escapes a canonical client never produces."""
-    if "%" not in segment:
-        return segment
-    if segment.count("%") != len(_ESCAPE.findall(segment)):
-        raise _refuse("malformed percent-escape in the request path")
+def _percent_decode(text: str, where: str, *, strict: bool) -> str:
+    """Percent-decode ``text`` (of the request path or the query, ``where``) as UTF-8;
+    ``strict`` also refuses escapes a canonical client never produces in a path segment
+    (controls, unreserved characters, ``/``, ``\\``, ``%``)."""
+    if "%" not in text:
+        return text
+    if text.count("%") != len(_ESCAPE.findall(text)):
+        raise _refuse(f"malformed percent-escape in {where}")
     raw = bytearray()
     pos = 0
-    for m in _ESCAPE.finditer(segment):
-        raw += segment[pos : m.start()].encode("ascii")
+    for m in _ESCAPE.finditer(text):
+        raw += text[pos : m.start()].encode("ascii")
         byte = int(m.group("hex"), 16)
-        char = chr(byte)
-        if byte < 0x20 or byte == 0x7F or char in _UNRESERVED or char in "/\\%":
-            raise _refuse(f"the percent-escape {m.group()} is not allowed in the request path")
+        if strict:
+            char = chr(byte)
+            if byte < 0x20 or byte == 0x7F or char in _UNRESERVED or char in "/\\%":
+                raise _refuse(f"the percent-escape {m.group()} is not allowed in {where}")
         raw.append(byte)
         pos = m.end()
-    raw += segment[pos:].encode("ascii")
+    raw += text[pos:].encode("ascii")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _refuse("the request path is not valid UTF-8 once decoded") from None
+        raise _refuse(f"{where} is not valid UTF-8 once decoded") from None
+
+
+def _decode_segment(segment: str) -> str:
+    """Percent-decode one path segment, refusing escapes a canonical client never produces."""
+    return _percent_decode(segment, "the request path", strict=True)
 
 
 def _split_path(path: str) -> tuple[str, ...]:
@@ -331,22 +339,7 @@ def _split_path(path: str) -> tuple[str, ...]:
 
 def _unquote_query(text: str) -> str:
     """Go's ``url.QueryUnescape`` (``+`` is a space), refusing what Go would drop."""
-    text = text.replace("+", " ")
-    if "%" not in text:
-        return text
-    if text.count("%") != len(_ESCAPE.findall(text)):
-        raise _refuse("malformed percent-escape in the query")
-    raw = bytearray()
-    pos = 0
-    for m in _ESCAPE.finditer(text):
-        raw += text[pos : m.start()].encode("ascii")
-        raw.append(int(m.group("hex"), 16))
-        pos = m.end()
-    raw += text[pos:].encode("ascii")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _refuse("the query is not valid UTF-8 once decoded") from None
+    return _percent_decode(text.replace("+", " "), "the query", strict=False)
 
 
 def _parse_query(raw: str) -> tuple[tuple[str, str], ...]:
