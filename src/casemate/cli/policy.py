@@ -10,27 +10,21 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from casemate.bastion.policy import Policy, Rule
-from casemate.bastion.policystore import (
-    MAX_POLICY_BYTES,
-    PolicyInfo,
-    PolicyStore,
-    check_line,
-    validate_yaml,
-)
 from casemate.cli import policyparts as parts
 from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.terminal import print_table, safe, when
-from casemate.core.files import read_bounded
-from casemate.core.rulescope import rule_order
 from casemate.errors import CasemateError, InvalidInput
-from casemate.gateway.apirules import check_api_rules, effective_api_rules
+
+if TYPE_CHECKING:  # the policy store (SQLAlchemy, core runtime) loads when a command runs:
+    # `casemate policy --help` stays fast
+    from casemate.bastion.policy import Policy, Rule
+    from casemate.bastion.policystore import PolicyInfo
 
 app = typer.Typer(help="The bastion's command policy.", no_args_is_help=True)
 
@@ -49,6 +43,9 @@ def _describe(info: PolicyInfo) -> str:
 
 
 def _read(path: Path) -> str:
+    from casemate.bastion.policystore import MAX_POLICY_BYTES
+    from casemate.core.files import read_bounded
+
     data = read_bounded(path, MAX_POLICY_BYTES)
     try:
         return data.decode("utf-8")
@@ -58,12 +55,16 @@ def _read(path: Path) -> str:
 
 def _order(policy: Policy) -> list[Rule]:
     """Rules in the order they are walked: priority, then severity, then file order."""
+    from casemate.core.rulescope import rule_order
+
     return sorted(policy.rules, key=rule_order)
 
 
 @app.command("show")
 def show(data_dir: DataDirOption = None) -> None:
     """Show the policy in force and its rules, in the order they are tried."""
+    from casemate.bastion.policystore import PolicyStore
+
     rt = runtime(data_dir)
     try:
         current = PolicyStore.from_runtime(rt).load()
@@ -100,6 +101,8 @@ def export(
     version: parts.VersionOption = None,
 ) -> None:
     """Write the policy in force (or one version) as YAML."""
+    from casemate.bastion.policystore import PolicyStore
+
     rt = runtime(data_dir)
     try:
         store = PolicyStore.from_runtime(rt)
@@ -122,6 +125,9 @@ def import_(
     comment: Annotated[str, typer.Option(help="Why (kept with the version and audited).")] = "",
 ) -> None:
     """Validate a policy file and make it the policy in force (a new version)."""
+    from casemate.bastion.policystore import MAX_POLICY_BYTES, PolicyStore, validate_yaml
+    from casemate.gateway.apirules import check_api_rules
+
     text = sys.stdin.read(MAX_POLICY_BYTES + 1) if str(file) == "-" else _read(file)
     validate_yaml(text, source=str(file))  # errors name the file and the line
     rt = runtime(data_dir)
@@ -141,6 +147,9 @@ def import_(
 def api_rules(data_dir: DataDirOption = None) -> None:
     """The API proxy's rules in force (YAML): the built-in set with the policy's api_rules
     section merged over it. Change them with an api_rules section in 'policy import'."""
+    from casemate.bastion.policystore import PolicyStore
+    from casemate.gateway.apirules import effective_api_rules
+
     rt = runtime(data_dir)
     try:
         current = PolicyStore.from_runtime(rt).load()
@@ -160,6 +169,8 @@ def history(
     limit: Annotated[int, typer.Option(help="At most this many (1-1000).")] = 50,
 ) -> None:
     """List the stored versions, newest first."""
+    from casemate.bastion.policystore import PolicyStore
+
     rt = runtime(data_dir)
     try:
         store = PolicyStore.from_runtime(rt)
@@ -196,6 +207,8 @@ def test(
     Example: casemate policy test --cluster prod -- kubectl delete ns shop
     """
     text = parts.command_line(words, line)
+    from casemate.bastion.policystore import PolicyStore, check_line, validate_yaml
+
     version: int | None = None
     if file is not None:
         policy = validate_yaml(_read(file), source=str(file))
@@ -239,6 +252,8 @@ def reset(
     """Go back to the built-in default policy (stored as a new version)."""
     if not yes and not typer.confirm("Replace the command policy with the built-in default?"):
         raise typer.Exit(1)
+    from casemate.bastion.policystore import PolicyStore
+
     rt = runtime(data_dir)
     try:
         store = PolicyStore.from_runtime(rt)
