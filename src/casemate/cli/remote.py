@@ -19,7 +19,6 @@ import contextlib
 import getpass
 import json
 import os
-import re
 import select
 import signal
 import sys
@@ -49,6 +48,7 @@ from casemate.cli.client import (
     websocket,
     write_config_file,
 )
+from casemate.cli.durations import duration_seconds
 from casemate.cli.terminal import print_table
 from casemate.core.files import write_atomic
 from casemate.errors import ConfigError, InvalidInput
@@ -67,8 +67,6 @@ session_app = typer.Typer(
 
 EXIT_INTERRUPTED = 130
 _MAX_KUBECONFIG_TTL = timedelta(hours=24)
-_TTL = re.compile(r"(\d{1,6})([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 NamespaceOption = Annotated[
     str | None,
@@ -493,10 +491,10 @@ def kubeconfig(
 
     Requests go through Casemate's audited API proxy under your own name. The kubeconfig
     holds a credential: a file is written with mode 0600."""
-    m = _TTL.fullmatch(ttl.strip())
-    if not m or int(m.group(1)) == 0:
+    seconds = duration_seconds(ttl)
+    if seconds is None:
         raise InvalidInput(f"--ttl must look like 90m or 8h (at most 24h), got {ttl!r}")
-    lifetime = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    lifetime = timedelta(seconds=seconds)
     if lifetime > _MAX_KUBECONFIG_TTL:
         raise InvalidInput("--ttl is at most 24h")
     target = None if output == "-" else Path(output)
