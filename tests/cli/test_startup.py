@@ -38,6 +38,12 @@ LIGHT_HELP = [
     ["review", "approve", "--help"],
     ["recording", "--help"],
     ["recording", "play", "--help"],
+    ["policy", "--help"],
+    ["policy", "test", "--help"],
+    ["edge", "--help"],
+    ["edge", "serve", "--help"],
+    ["cloud", "--help"],
+    ["cloud", "rule", "add", "--help"],
     ["--server", "https://gateway.invalid", "user", "--help"],
     ["--server", "https://gateway.invalid", "cluster", "account", "add", "--help"],
     ["--server", "https://gateway.invalid", "audit", "tail", "--help"],
@@ -78,3 +84,18 @@ def test_the_audit_help_names_the_real_query_limit() -> None:
     from casemate.core.audit import MAX_QUERY_LIMIT
 
     assert audit.QUERY_LIMIT_HELP == MAX_QUERY_LIMIT
+
+
+def test_the_cloud_rule_effects_are_the_registrys() -> None:
+    # cli/cloud.py keeps its own copy of the enum (the edge.cloud package is slow to import)
+    from casemate.cli import cloud
+    from casemate.edge.cloud import Effect
+
+    assert [e.value for e in cloud.Effect] == [e.value for e in Effect]
+
+
+def test_the_edge_help_names_the_real_broker_password_variable() -> None:
+    from casemate.cli import edge
+    from casemate.edge import service
+
+    assert edge.BROKER_PASSWORD_ENV == service.BROKER_PASSWORD_ENV

@@ -11,26 +11,38 @@ import ssl
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, bounded, out, runtime, stop_signals
-from casemate.core.runtime import Runtime, open_runtime
-from casemate.core.settings import load_settings
-from casemate.edge.cloud import CloudRegistry, CloudService, Effect, push_once
-from casemate.edge.linkconfig import BrokerConfig
-from casemate.edge.messages import format_ts
 from casemate.errors import ConfigError
+
+if TYPE_CHECKING:  # the cloud registry (SQLAlchemy, core runtime) loads when a command runs:
+    # `casemate cloud --help` stays fast
+    from casemate.core.runtime import Runtime
+    from casemate.edge.cloud import CloudRegistry
+    from casemate.edge.linkconfig import BrokerConfig
 
 app = typer.Typer(help="The edge cloud service: gateways, rules, images, approvals.")
 rule_app = typer.Typer(help="Automatic approval rules (first match wins).", no_args_is_help=True)
 image_app = typer.Typer(help="Image records pushed to gateways.", no_args_is_help=True)
 app.add_typer(rule_app, name="rule")
 app.add_typer(image_app, name="image")
+
+
+class Effect(StrEnum):
+    """casemate.edge.cloud.Effect's values, for ``rule add``'s argument (importing the
+    edge.cloud package takes most of a second; a test checks the values match)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    MANUAL = "manual"
+
 
 BrokerOption = Annotated[
     str,
@@ -60,6 +72,8 @@ def _by() -> str:
 
 
 def _broker(address: str, user: str | None, ca: Path | None) -> BrokerConfig:
+    from casemate.edge.linkconfig import BrokerConfig
+
     tls = None
     if ca is not None:
         try:
@@ -69,6 +83,12 @@ def _broker(address: str, user: str | None, ca: Path | None) -> BrokerConfig:
     return BrokerConfig.parse(
         address, username=user, password=os.environ.get("CASEMATE_BROKER_PASSWORD"), tls=tls
     )
+
+
+def _ts(value: datetime) -> str:
+    from casemate.edge.messages import format_ts
+
+    return format_ts(value)
 
 
 def _show(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -90,6 +110,8 @@ def _show(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
 
 @contextmanager
 def _registry(data_dir: Path | None) -> Iterator[CloudRegistry]:
+    from casemate.edge.cloud import CloudRegistry
+
     rt = runtime(data_dir)
     try:
         yield CloudRegistry(rt.db, rt.vault, rt.audit)
@@ -104,6 +126,8 @@ def _registry(data_dir: Path | None) -> Iterator[CloudRegistry]:
 def init(data_dir: DataDirOption = None) -> None:
     """Create the cloud's data directory (0700), database and master key, if missing; run it
     before the first ``rule add`` or ``image add`` on a new machine."""
+    from casemate.edge.cloud import CloudRegistry
+
     rt = runtime(data_dir, create=True)
     try:
         CloudRegistry(rt.db, rt.vault, rt.audit)
@@ -133,6 +157,10 @@ def serve(
     ] = False,
 ) -> None:
     """Run the cloud service on the broker until SIGTERM or SIGINT."""
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import load_settings
+    from casemate.edge.cloud import CloudRegistry
+
     broker_config = _broker(broker, broker_user, broker_ca)
     settings = load_settings(data_dir=data_dir, dev_mode=True if dev else None)
     rt = open_runtime(settings, create=True)
@@ -153,6 +181,8 @@ def serve(
 async def _serve(
     rt: Runtime, registry: CloudRegistry, broker: BrokerConfig, client_id: str
 ) -> None:
+    from casemate.edge.cloud import CloudService
+
     service = CloudService(registry, broker, client_id=client_id)
     async with stop_signals() as stop:
         try:
@@ -185,6 +215,8 @@ def push(
     broker_ca: BrokerCaOption = None,
 ) -> None:
     """Publish the image records to gateways now."""
+    from casemate.edge.cloud import push_once
+
     broker_config = _broker(broker, broker_user, broker_ca)
     with _registry(data_dir) as reg:
         count = asyncio.run(push_once(reg, broker_config, gateway, by=_by()))
@@ -207,7 +239,7 @@ def gateways(data_dir: DataDirOption = None) -> None:
                     g.hostname,
                     g.state,
                     g.fingerprint,
-                    format_ts(g.last_seen) if g.last_seen else "",
+                    _ts(g.last_seen) if g.last_seen else "",
                 )
                 for g in reg.list_gateways()
             ),
@@ -270,7 +302,7 @@ def rule_add(
     """Add an automatic approval rule."""
     with _registry(data_dir) as reg:
         rule = reg.add_rule(
-            effect=effect,
+            effect=effect.value,
             by=_by(),
             gateway=gateway,
             caller=caller,
@@ -382,7 +414,7 @@ def approvals(data_dir: DataDirOption = None) -> None:
                     p.action,
                     (p.image or "") + (f" {p.digest}" if p.digest else ""),
                     p.container or "",
-                    format_ts(p.hold_until),
+                    _ts(p.hold_until),
                 )
                 for p in reg.pending_approvals()
             ),
@@ -422,7 +454,7 @@ def reports(
                 "gateway": r.gateway_id,
                 "seq": r.seq,
                 "kind": r.kind,
-                "ts": format_ts(r.ts),
+                "ts": _ts(r.ts),
                 "report_id": r.report_id,
                 "payload": r.payload,
             }

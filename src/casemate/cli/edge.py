@@ -13,36 +13,30 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
 from casemate.core.files import pid_alive, read_bounded
-from casemate.core.runtime import Runtime, open_runtime
-from casemate.core.settings import load_settings
-from casemate.edge.guard import GuardSettings
-from casemate.edge.lifecycle import run_loop
-from casemate.edge.linkconfig import (
-    CloudLinkConfig,
-)
-from casemate.edge.proxy import DEFAULT_TOKEN_HEADER, ProxyConfig
-from casemate.edge.service import (
-    BROKER_PASSWORD_ENV,
-    STATUS_FILE,
-    allow_path_warnings,
-    guard_settings,
-    link_config,
-    proxy_config,
-    run_edge,
-)
-from casemate.edge.store import ProxyStore, parse_role
+from casemate.edge.proxyconfig import DEFAULT_TOKEN_HEADER
 from casemate.errors import ConfigError, InvalidInput
 from casemate.risks.imageref import InvalidImageReference, split_repository
+
+if TYPE_CHECKING:  # the edge service and store (SQLAlchemy, core runtime) load when a command
+    # runs: `casemate edge --help` stays fast
+    from casemate.core.runtime import Runtime
+    from casemate.edge.guard import GuardSettings
+    from casemate.edge.linkconfig import CloudLinkConfig
+    from casemate.edge.proxy import ProxyConfig
+    from casemate.edge.store import ProxyStore
+
+#: casemate.edge.service.BROKER_PASSWORD_ENV, for --broker-user's help (a test checks they match)
+BROKER_PASSWORD_ENV = "CASEMATE_BROKER_PASSWORD"
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +51,13 @@ app.add_typer(key_app, name="key")
 app.add_typer(signature_app, name="signature")
 
 
+def allow_path_warnings(paths: Iterable[str]) -> list[str]:
+    """casemate.edge.service.allow_path_warnings (imported when called)."""
+    from casemate.edge.service import allow_path_warnings as check
+
+    return check(paths)
+
+
 def _by() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -66,6 +67,8 @@ def _by() -> str:
 
 @contextmanager
 def _store(data_dir: Path | None) -> Iterator[tuple[Runtime, ProxyStore]]:
+    from casemate.edge.store import ProxyStore
+
     rt = runtime(data_dir)
     try:
         yield rt, ProxyStore(rt.db, rt.audit)
@@ -229,6 +232,11 @@ def serve(
     The enrolment token for a first registration with the cloud is read from
     CASEMATE_EDGE_ENROL_TOKEN (without one the gateway registers as pending).
     """
+    from casemate.core.runtime import open_runtime
+    from casemate.core.settings import load_settings
+    from casemate.edge.lifecycle import run_loop
+    from casemate.edge.service import guard_settings, link_config, proxy_config
+
     settings = load_settings(
         data_dir=data_dir,
         dev_mode=True if dev else None,
@@ -280,6 +288,8 @@ async def _serve(
     link_config: CloudLinkConfig | None,
     guard_settings: GuardSettings | None,
 ) -> None:
+    from casemate.edge.service import run_edge
+
     async with stop_signals() as stop:
         await run_edge(
             rt, config, link_config, guard_settings, stop, announce=_announce, bounded=bounded
@@ -296,6 +306,9 @@ def status(
 
     Exit status: 0 serving and deciding privileged calls, 2 serving but waiting (privileged
     calls are refused until then), 1 not running."""
+    from casemate.core.settings import load_settings
+    from casemate.edge.service import STATUS_FILE
+
     settings = load_settings(data_dir=data_dir)
     path = settings.data_dir / STATUS_FILE
     try:
@@ -350,6 +363,8 @@ def user_map(
     data_dir: DataDirOption = None,
 ) -> None:
     """Map a local uid to a Casemate user."""
+    from casemate.edge.store import parse_role
+
     edge_role = parse_role(role)
     with _store(data_dir) as (rt, store):
         rt.identity.get_user(username)  # must exist
