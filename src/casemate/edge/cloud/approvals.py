@@ -22,7 +22,6 @@ from casemate.edge.models import (
     EdgeGateway,
 )
 from casemate.errors import (
-    AuthenticationFailed,
     Conflict,
     NotFound,
 )
@@ -46,14 +45,8 @@ class ApprovalRegistry(RuleRegistry):
             return None
         now = self._clock()
         with self.db.session() as s:
-            gw = s.get(EdgeGateway, req.gateway_id)
+            gw = self._maced_sender(s, req, "request", approved=False)
             if gw is None:
-                log.info("ignored a request from unknown gateway %s", req.gateway_id)
-                return None
-            try:
-                m.verify_mac(req, self._link_key(s, gw))
-            except AuthenticationFailed:
-                log.warning("ignored a request with a bad MAC from gateway %s", req.gateway_id)
                 return None
             if s.get(EdgeAuthzRequest, req.request_id) is not None:
                 log.warning("ignored a replayed request %s from %s", req.request_id, gw.id)

@@ -121,6 +121,24 @@ class GatewayRegistry:
             self._link_keys[cache_key] = key
         return key
 
+    def _maced_sender(
+        self, s: Session, msg: m.AuthorizationRequest | m.Report, what: str, *, approved: bool
+    ) -> EdgeGateway | None:
+        """The gateway that sent ``msg`` (a ``what``: request or report), once its MAC under
+        that gateway's link key checks out; None, logged, for an unknown gateway (with
+        ``approved``: any gateway not approved) or a bad MAC: the message is to be ignored."""
+        gw = s.get(EdgeGateway, msg.gateway_id)
+        if gw is None or (approved and gw.state != "approved"):
+            state = "unapproved" if approved else "unknown"
+            log.info("ignored a %s from %s gateway %s", what, state, msg.gateway_id)
+            return None
+        try:
+            m.verify_mac(msg, self._link_key(s, gw))
+        except AuthenticationFailed:
+            log.warning("ignored a %s with a bad MAC from gateway %s", what, msg.gateway_id)
+            return None
+        return gw
+
     # Gateways ----------------------------------------------------------------------------------
 
     def list_gateways(self) -> list[GatewayInfo]:

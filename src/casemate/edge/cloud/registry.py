@@ -13,11 +13,7 @@ from casemate.edge.linkconfig import (
     utc_now,
 )
 from casemate.edge.models import (
-    EdgeGateway,
     EdgeReport,
-)
-from casemate.errors import (
-    AuthenticationFailed,
 )
 from casemate.events import (
     EdgeReportReceived,
@@ -41,14 +37,8 @@ class CloudRegistry(ApprovalRegistry):
             log.warning("ignored a report on the topic of another gateway")
             return False
         with self.db.session() as s:
-            gw = s.get(EdgeGateway, report.gateway_id)
-            if gw is None or gw.state != "approved":
-                log.info("ignored a report from unapproved gateway %s", report.gateway_id)
-                return False
-            try:
-                m.verify_mac(report, self._link_key(s, gw))
-            except AuthenticationFailed:
-                log.warning("ignored a report with a bad MAC from gateway %s", report.gateway_id)
+            gw = self._maced_sender(s, report, "report", approved=True)
+            if gw is None:
                 return False
             exists = s.scalar(select(EdgeReport.id).where(EdgeReport.report_id == report.report_id))
             if exists is not None:
