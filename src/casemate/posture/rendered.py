@@ -63,40 +63,38 @@ def _run(argv: list[str], what: str, limits: Limits) -> bytes | LoadProblem:
     return proc.stdout
 
 
-def render_chart(
-    chart: Path, renderers: Renderers, limits: Limits | None = None
+def _render(
+    tool: str, args: list[str], what: str, renderers: Renderers, limits: Limits | None
 ) -> Iterator[Subject | LoadProblem]:
+    """Run ``tool`` (helm or kubectl, as :class:`Renderers` finds it) with ``args`` and read
+    its output as manifests; a missing tool or a failed run is one :class:`LoadProblem`."""
     limits = limits or Limits()
-    what = f"{chart} (helm template)"
-    helm = renderers.program("helm")
-    if helm is None:
-        yield LoadProblem(what, "not rendered: helm was not found")
+    program = renderers.program(tool)
+    if program is None:
+        yield LoadProblem(what, f"not rendered: {tool} was not found")
         return
-    argv = [helm, "template", renderers.release, str(chart.resolve())]
-    argv += ["--namespace", renderers.namespace]
-    for values in renderers.values:
-        argv += ["--values", str(Path(values).resolve())]
-    output = _run(argv, what, limits)
+    output = _run([program, *args], what, limits)
     if isinstance(output, LoadProblem):
         yield output
         return
     yield from parse_documents(output, what, limits)
+
+
+def render_chart(
+    chart: Path, renderers: Renderers, limits: Limits | None = None
+) -> Iterator[Subject | LoadProblem]:
+    args = ["template", renderers.release, str(chart.resolve())]
+    args += ["--namespace", renderers.namespace]
+    for values in renderers.values:
+        args += ["--values", str(Path(values).resolve())]
+    yield from _render("helm", args, f"{chart} (helm template)", renderers, limits)
 
 
 def render_kustomization(
     folder: Path, renderers: Renderers, limits: Limits | None = None
 ) -> Iterator[Subject | LoadProblem]:
-    limits = limits or Limits()
-    what = f"{folder} (kubectl kustomize)"
-    kubectl = renderers.program("kubectl")
-    if kubectl is None:
-        yield LoadProblem(what, "not rendered: kubectl was not found")
-        return
-    output = _run([kubectl, "kustomize", str(folder.resolve())], what, limits)
-    if isinstance(output, LoadProblem):
-        yield output
-        return
-    yield from parse_documents(output, what, limits)
+    args = ["kustomize", str(folder.resolve())]
+    yield from _render("kubectl", args, f"{folder} (kubectl kustomize)", renderers, limits)
 
 
 def render(item: Renderable, renderers: Renderers) -> Iterator[Subject | LoadProblem]:
