@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from casemate.cli.common import err, out
-from casemate.core.runtime import Runtime
 from casemate.errors import InvalidInput, PolicyError
 from casemate.posture.engine import Scanner
 from casemate.posture.exceptions import PostureException
@@ -23,7 +22,8 @@ from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Severity, Subject
 from casemate.posture.output import FORMATS, render, render_table
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the core runtime (SQLAlchemy) is the caller's: `posture --help` stays fast
+    from casemate.core.runtime import Runtime
     from casemate.posture.signing import SignaturePolicy
 
 EXIT_FINDINGS = 1

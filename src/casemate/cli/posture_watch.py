@@ -9,7 +9,6 @@ import typer
 
 from casemate.cli.common import DataDirOption, err, runtime
 from casemate.cli.posture_common import RuleOption, stored_exceptions
-from casemate.core.syslog import SyslogForwarder
 from casemate.errors import InvalidInput
 from casemate.posture.engine import select_rules
 
@@ -49,6 +48,7 @@ def watch(
 
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+    from casemate.core.syslog import SyslogForwarder
     from casemate.events import GenericEvent
     from casemate.k8s.access import stored_access
     from casemate.k8s.clusters import Clusters

@@ -11,47 +11,26 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.vuln_progress import ScanProgress
-from casemate.core.runtime import Runtime
-from casemate.core.settings import load_settings
 from casemate.errors import CasemateError, InvalidInput
-from casemate.k8s.access import stored_client
-from casemate.k8s.clusters import Clusters
-from casemate.reports import cyclonedx, sarif
-from casemate.reports import json as json_report
-from casemate.reports.model import Component
 from casemate.vuln.advisories.index import SOURCES, AdvisoryIndex, IndexStore
-from casemate.vuln.advisories.interface import Parsed
-from casemate.vuln.advisories.mirror import (
-    fetch_changelog_advisories,
-    fetch_security_index,
-    parse_packages,
-)
-from casemate.vuln.inventory.cache import InventoryCache
-from casemate.vuln.inventory.cluster import digest_problem, running_images
-from casemate.vuln.inventory.sources import (
-    scan_docker_archive,
-    scan_docker_image,
-    scan_oci_layout,
-    scan_rootfs,
-)
-from casemate.vuln.match import match
 from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
-from casemate.vuln.patch import patch_image, summary
-from casemate.vuln.remediate.fixes import plan_manifest
-from casemate.vuln.remediate.manifest import diff, load, sites
-from casemate.vuln.remediate.mirror_index import package_index_reader
 from casemate.vuln.remediate.plan import SECURITY_MIRROR
-from casemate.vuln.report import components, report_findings
-from casemate.vuln.rollout.assess import Assessment
-from casemate.vuln.rollout.journal import Journal, Rollout
-from casemate.vuln.rollout.run import RolloutRunner
+
+# the scanners, k8s and storage layers (SQLAlchemy, core runtime, httpx) are imported inside
+# the commands: `casemate vuln --help` stays fast
+if TYPE_CHECKING:
+    from casemate.core.runtime import Runtime
+    from casemate.vuln.inventory.cache import InventoryCache
+    from casemate.vuln.rollout.assess import Assessment
+    from casemate.vuln.rollout.journal import Rollout
+    from casemate.vuln.rollout.run import RolloutRunner
 
 app = typer.Typer(
     help="Vulnerable packages in images, against advisories loaded offline.",
@@ -70,6 +49,8 @@ class Format(StrEnum):
 
 
 def _vuln_dir(data_dir: Path | None) -> Path:
+    from casemate.core.settings import load_settings
+
     return load_settings(data_dir=data_dir).data_dir / "vuln"
 
 
@@ -88,6 +69,9 @@ def _manifest_images(manifest: Path, cache: InventoryCache, docker_host: str | N
                      progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     """Every container and init container image of the manifest's workloads, each read once
     (the cache is keyed by digest); an image that cannot be read is a problem, not the end."""
+    from casemate.vuln.inventory.sources import scan_docker_image
+    from casemate.vuln.remediate.manifest import load, sites
+
     where = str(manifest)
     images = dict.fromkeys(s.facts.image for s in sites(load(_read_manifest(manifest), where)))
     images.pop("", None)
@@ -110,6 +94,11 @@ def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
                     progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
     """The images the cluster's pods run (listed with the cluster's stored credential), each
     read from the local Docker engine once."""
+    from casemate.k8s.access import stored_client
+    from casemate.k8s.clusters import Clusters
+    from casemate.vuln.inventory.cluster import digest_problem, running_images
+    from casemate.vuln.inventory.sources import scan_docker_image
+
     rt = runtime(data_dir)
     try:
         clusters = Clusters(rt.db, rt.vault, rt.audit)
@@ -147,6 +136,13 @@ def _cluster_images(data_dir: Path | None, cluster: str, namespace: str | None,
 def _inventories(image: str | None, tar: Path | None, oci: Path | None, rootfs: Path | None,
                  manifest: Path | None, cache: InventoryCache, docker_host: str | None,
                  progress: ScanProgress) -> tuple[list[Inventory], list[str]]:  # fmt: skip
+    from casemate.vuln.inventory.sources import (
+        scan_docker_archive,
+        scan_docker_image,
+        scan_oci_layout,
+        scan_rootfs,
+    )
+
     chosen = [x for x in (image, tar, oci, rootfs, manifest) if x is not None]
     if len(chosen) != 1:
         raise InvalidInput(
@@ -239,6 +235,13 @@ def scan(
 ) -> None:
     """Scan one image (or every image of a tarball, an OCI layout, a manifest or a live
     cluster) for vulnerable packages."""
+    from casemate.reports import cyclonedx, sarif
+    from casemate.reports import json as json_report
+    from casemate.reports.model import Component
+    from casemate.vuln.inventory.cache import InventoryCache
+    from casemate.vuln.match import match
+    from casemate.vuln.report import components, report_findings
+
     if fail_on is not None and fail_on not in SEVERITIES:
         raise InvalidInput(f"--fail-on {fail_on!r}: one of {', '.join(SEVERITIES)}")
     if namespace is not None and cluster is None:
@@ -335,6 +338,12 @@ def fix(
 ) -> None:
     """Write a second manifest whose containers download and install their fixed packages
     (init container + postStart), or say why a container cannot be fixed that way."""
+    from casemate.vuln.inventory.cache import InventoryCache
+    from casemate.vuln.inventory.sources import scan_docker_image
+    from casemate.vuln.remediate.fixes import plan_manifest
+    from casemate.vuln.remediate.manifest import load, sites
+    from casemate.vuln.remediate.mirror_index import package_index_reader
+
     text = _read_manifest(manifest)
     if not any(site.facts.image for site in sites(load(text, str(manifest)))):
         raise InvalidInput(f"{manifest}: no workload with containers")  # before the index
@@ -416,6 +425,13 @@ def db_update(
     """Read a Debian security suite's package index from a mirror: each source package it
     offers is "fixed in" that version, and the CVE ids each update names in its changelog
     (every source package unless --changelogs-for says otherwise)."""
+    from casemate.vuln.advisories.interface import Parsed
+    from casemate.vuln.advisories.mirror import (
+        fetch_changelog_advisories,
+        fetch_security_index,
+        parse_packages,
+    )
+
     origin, text, date = fetch_security_index(mirror, suite, arch)
     parsed = parse_packages(text, suite, origin)
     wanted: set[str] | None = {s.strip() for s in changelogs_for.split(",") if s.strip()}
@@ -488,6 +504,11 @@ ROLLOUT_ACTOR = "casemate vuln rollout"
 
 def _rollout_runner(data_dir: Path | None, cluster: str, account: str | None,
                     ) -> tuple[Runtime, RolloutRunner]:  # fmt: skip
+    from casemate.k8s.access import stored_client
+    from casemate.k8s.clusters import Clusters
+    from casemate.vuln.rollout.journal import Journal
+    from casemate.vuln.rollout.run import RolloutRunner
+
     rt = runtime(data_dir)
     try:
         client = stored_client(Clusters(rt.db, rt.vault, rt.audit), cluster, account,
@@ -536,6 +557,8 @@ def rollout(
     """Apply the remediated manifest to a cluster, watch the rollout, and restore the original
     on failure or timeout. The original (and the live objects) are stored first; every step is
     audited. Exit 0 rolled out; 1 failed and rolled back; 3 the rollback failed too."""
+    from casemate.vuln.remediate.manifest import diff
+
     second = remediated or manifest.with_name(f"{manifest.stem}.remediated{manifest.suffix}")
     original_text, remediated_text = _read_manifest(manifest), _read_manifest(second)
     rt, runner = _rollout_runner(data_dir, cluster, account)
@@ -579,6 +602,8 @@ def recover(
 @app.command("rollouts")
 def rollouts(data_dir: DataDirOption = None) -> None:
     """The rollout history (newest first)."""
+    from casemate.vuln.rollout.journal import Journal
+
     table = Table()
     for column in ("Id", "Cluster", "Workloads", "Phase", "Reason"):
         table.add_column(column, overflow="fold")
@@ -609,6 +634,9 @@ def patch_image_command(
     """Build a patched image on the local engine: the fixed packages installed in a container of
     the image, committed with the image's own configuration as one extra layer, labelled with
     what was fixed, and rescanned to prove it."""
+    from casemate.vuln.patch import patch_image, summary
+    from casemate.vuln.remediate.mirror_index import package_index_reader
+
     if output_format not in (Format.table, Format.json):
         raise InvalidInput("--format: table or json")
     index = _load_index(data_dir)
