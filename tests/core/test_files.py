@@ -82,3 +82,20 @@ def test_pid_alive() -> None:
     child.wait()  # reaped: the pid is free
     assert not pid_alive(child.pid)
     assert not pid_alive(2**80)  # a pid file with garbage in it
+
+
+def test_a_size_refusal_can_raise_another_error_than_an_unreadable_file(tmp_path: Path) -> None:
+    from casemate.core.files import read_stream_bounded
+    from casemate.errors import ConfigError, InvalidInput
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(InvalidInput, match=r"^the file big is larger than 10 bytes$"):
+        read_bounded(big, 10, "the file big", error=ConfigError, too_large=InvalidInput)
+    with pytest.raises(ConfigError, match="^cannot read the missing file: "):
+        read_bounded(tmp_path / "none", 10, "the missing file", error=ConfigError,
+                     too_large=InvalidInput)  # fmt: skip
+    with big.open("rb") as f:
+        assert read_stream_bounded(f, 11, "big") == b"x" * 11
+    with big.open("rb") as f, pytest.raises(InvalidInput, match="larger than 10 bytes"):
+        read_stream_bounded(f, 10, "big")

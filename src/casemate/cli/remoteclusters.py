@@ -16,6 +16,7 @@ import typer
 
 from casemate.cli.durations import grant_ttl_seconds
 from casemate.cli.remotebase import _call, _p, _q, _secret_stdin, _table, out
+from casemate.core.files import read_bounded, read_stream_bounded
 from casemate.errors import ConfigError, InvalidInput
 
 #: The server's limits: a kubeconfig of at most 1 MiB, PEM files of at most 64 KiB.
@@ -25,16 +26,11 @@ MAX_PEM = 64 * 1024
 
 def _read(path: Path, what: str, limit: int) -> str:
     """A text file (``-``: standard input) of at most ``limit`` bytes."""
-    try:
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with path.open("rb") as f:
-                data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what} {path}: {e.strerror}") from None
-    if len(data) > limit:
-        raise InvalidInput(f"the {what} {path} is larger than {limit // 1024} KiB")
+    name = f"the {what} {path}"
+    if str(path) == "-":
+        data = read_stream_bounded(sys.stdin.buffer, limit, name)
+    else:
+        data = read_bounded(path, limit, name, error=ConfigError, too_large=InvalidInput)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -7,10 +7,11 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from casemate.errors import InvalidInput
 
-__all__ = ["pid_alive", "read_bounded", "size_text", "write_atomic"]
+__all__ = ["pid_alive", "read_bounded", "read_stream_bounded", "size_text", "write_atomic"]
 
 
 def size_text(limit: int) -> str:
@@ -28,17 +29,27 @@ def read_bounded(
     label: str | None = None,
     *,
     error: Callable[[str], Exception] = InvalidInput,
+    too_large: Callable[[str], Exception] | None = None,
 ) -> bytes:
     """The bytes of ``path``, reading at most ``limit + 1`` of them (a huge file or a device
     never fills memory). A file that cannot be read or holds more than ``limit`` bytes raises
-    ``error(message)`` (:class:`~casemate.errors.InvalidInput` unless told), the message naming
-    ``label`` (default: the path) and, for the size, the limit; never a traceback of ``OSError``."""
+    ``error(message)`` (:class:`~casemate.errors.InvalidInput` unless told; ``too_large`` for
+    the size when it differs), the message naming ``label`` (default: the path) and, for the
+    size, the limit; never a traceback of ``OSError``."""
     name = label if label is not None else str(path)
     try:
         with path.open("rb") as f:
-            data = f.read(limit + 1)
+            return read_stream_bounded(f, limit, name, error=too_large or error)
     except OSError as e:
         raise error(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def read_stream_bounded(
+    stream: BinaryIO, limit: int, name: str, *, error: Callable[[str], Exception] = InvalidInput
+) -> bytes:
+    """At most ``limit`` bytes of an open ``stream`` (standard input, a file), reading at most
+    ``limit + 1``; more raises ``error`` naming ``name`` and the limit."""
+    data = stream.read(limit + 1)
     if len(data) > limit:
         raise error(f"{name} is larger than {size_text(limit)}")
     return data
