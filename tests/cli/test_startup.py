@@ -100,8 +100,9 @@ def test_the_cloud_rule_effects_are_the_registrys() -> None:
     assert [e.value for e in cloud.Effect] == [e.value for e in Effect]
 
 
-def test_the_edge_help_names_the_real_broker_password_variable() -> None:
+def test_the_edge_help_names_the_real_broker_password_variable_and_token_header() -> None:
     from casemate.cli import edge
-    from casemate.edge import service
+    from casemate.edge import proxyconfig, service
 
     assert edge.BROKER_PASSWORD_ENV == service.BROKER_PASSWORD_ENV
+    assert edge.DEFAULT_TOKEN_HEADER == proxyconfig.DEFAULT_TOKEN_HEADER

@@ -23,7 +23,6 @@ from rich.table import Table
 
 from casemate.cli.common import DataDirOption, bounded, err, out, runtime, stop_signals
 from casemate.core.files import pid_alive, read_bounded
-from casemate.edge.proxyconfig import DEFAULT_TOKEN_HEADER
 from casemate.errors import ConfigError, InvalidInput
 from casemate.risks.imageref import InvalidImageReference, split_repository
 
@@ -35,8 +34,10 @@ if TYPE_CHECKING:  # the edge service and store (SQLAlchemy, core runtime) load 
     from casemate.edge.proxy import ProxyConfig
     from casemate.edge.store import ProxyStore
 
-#: casemate.edge.service.BROKER_PASSWORD_ENV, for --broker-user's help (a test checks they match)
+#: casemate.edge.service.BROKER_PASSWORD_ENV and casemate.edge.proxyconfig.DEFAULT_TOKEN_HEADER,
+#: for the help of --broker-user and --token-header (tests check they match)
 BROKER_PASSWORD_ENV = "CASEMATE_BROKER_PASSWORD"
+DEFAULT_TOKEN_HEADER = "X-Casemate-Token"
 
 log = logging.getLogger(__name__)
 
