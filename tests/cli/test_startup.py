@@ -47,6 +47,7 @@ LIGHT_HELP = [
     ["posture", "--help"],
     ["posture", "scan", "--help"],
     ["posture", "watch", "--help"],
+    ["posture", "fix", "--help"],
     ["admission", "--help"],
     ["vuln", "--help"],
     ["vuln", "scan", "--help"],
@@ -106,3 +107,10 @@ def test_the_edge_help_names_the_real_broker_password_variable_and_token_header(
 
     assert edge.BROKER_PASSWORD_ENV == service.BROKER_PASSWORD_ENV
     assert edge.DEFAULT_TOKEN_HEADER == proxyconfig.DEFAULT_TOKEN_HEADER
+
+
+def test_the_posture_help_names_the_real_formats() -> None:
+    from casemate.cli import posture_common
+    from casemate.posture.output import FORMATS
+
+    assert posture_common.FORMATS == FORMATS

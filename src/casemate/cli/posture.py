@@ -15,7 +15,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -43,12 +43,10 @@ from casemate.cli.posture_exceptions import app as exceptions_app
 from casemate.cli.posture_fix import fix
 from casemate.cli.posture_watch import watch
 from casemate.errors import InvalidInput
-from casemate.posture.engine import Scanner, at_least, select_rules
-from casemate.posture.exceptions import PostureException
-from casemate.posture.manifests import load_paths
 from casemate.posture.model import LATEST_PSS, Settings
-from casemate.posture.output import FORMATS
-from casemate.posture.rules import ALL_RULES
+
+if TYPE_CHECKING:  # the posture engine, rules and output load when a command runs
+    from casemate.posture.exceptions import PostureException
 
 # re-exported for ``casemate admission`` and bench/posture.py
 __all__ = [
@@ -134,6 +132,11 @@ def scan(
 ) -> None:
     """Check manifests (PATH...: files, folders, Helm charts, Kustomize directories) or a live
     cluster (--cluster NAME)."""
+    from casemate.posture.engine import Scanner, at_least, select_rules
+    from casemate.posture.manifests import load_paths
+    from casemate.posture.output import FORMATS
+    from casemate.posture.rules import ALL_RULES
+
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
     if bool(paths) == (cluster is not None):
@@ -252,6 +255,8 @@ def docker(
 ) -> None:
     """Check a Docker host (daemon and running containers) with the engine rules."""
     from casemate.posture.docker import docker_socket, read_docker_host
+    from casemate.posture.engine import Scanner, at_least, select_rules
+    from casemate.posture.output import FORMATS
 
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
@@ -277,6 +282,8 @@ def list_rules(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     """List the posture rules (id, severity, Pod Security level, title)."""
+    from casemate.posture.engine import select_rules
+
     chosen = select_rules(rules or ())
     if fmt == "json":
         rows = [

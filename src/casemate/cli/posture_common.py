@@ -16,15 +16,19 @@ import typer
 
 from casemate.cli.common import err, out
 from casemate.errors import InvalidInput, PolicyError
-from casemate.posture.engine import Scanner
-from casemate.posture.exceptions import PostureException
-from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import LATEST_PSS, Finding, Rule, Severity, Subject
-from casemate.posture.output import FORMATS, render, render_table
 
-if TYPE_CHECKING:  # the core runtime (SQLAlchemy) is the caller's: `posture --help` stays fast
+if TYPE_CHECKING:  # the core runtime (SQLAlchemy) is the caller's, and the posture engine,
+    # manifest loader and output load when a command runs: `posture --help` stays fast
     from casemate.core.runtime import Runtime
+    from casemate.posture.engine import Scanner
+    from casemate.posture.exceptions import PostureException
+    from casemate.posture.manifests import LoadProblem
     from casemate.posture.signing import SignaturePolicy
+
+#: casemate.posture.output.FORMATS, for the options' help (importing the output module loads
+#: yaml and rich's syntax highlighting; a test checks they match)
+FORMATS = ("table", "json", "sarif", "junit", "policyreport")
 
 EXIT_FINDINGS = 1
 EXIT_UNCHECKED = 2  # as the vulnerability scan: bad input or a partial scan
@@ -81,6 +85,8 @@ def signature_settings(path: Path | None) -> SignaturePolicy | None:
 
 def load_policy_files(paths: Sequence[Path]) -> list[Rule]:
     """The CEL rules of ValidatingAdmissionPolicy files; any file problem is an error."""
+    from casemate.posture.manifests import LoadProblem, load_paths
+
     if not paths:
         return []
     from casemate.posture.cel import load_cel_rules
@@ -150,6 +156,8 @@ def emit(
     objects: int,
     output: Path | None,
 ) -> None:
+    from casemate.posture.output import render, render_table
+
     if fmt == "table" and output is None:
         render_table(out, findings, problems, objects)
         return

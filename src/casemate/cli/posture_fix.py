@@ -14,8 +14,6 @@ import typer
 from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.posture_common import EXIT_UNCHECKED
 from casemate.errors import InvalidInput
-from casemate.posture.engine import Scanner
-from casemate.posture.manifests import LoadProblem, load_paths
 from casemate.posture.model import Subject
 
 
@@ -51,8 +49,10 @@ def fix(
 
     import yaml
 
+    from casemate.posture.engine import Scanner
     from casemate.posture.engine import select_rules as pick
     from casemate.posture.fixes import default_deny_policies, fix_text
+    from casemate.posture.manifests import load_paths
 
     if bool(files) == (cluster is not None):
         raise InvalidInput("give manifest files or --cluster NAME (one of them)")
@@ -134,6 +134,7 @@ def _print_live_patches(
     from casemate.posture.fixes import kubectl_patch, live_patches
     from casemate.posture.live import cluster_client as client_for
     from casemate.posture.live import iter_cluster
+    from casemate.posture.manifests import LoadProblem
 
     rt = runtime(data_dir)
     unchecked = False

@@ -10,7 +10,6 @@ import typer
 from casemate.cli.common import DataDirOption, err, runtime
 from casemate.cli.posture_common import RuleOption, stored_exceptions
 from casemate.errors import InvalidInput
-from casemate.posture.engine import select_rules
 
 
 def watch(
@@ -52,6 +51,7 @@ def watch(
     from casemate.events import GenericEvent
     from casemate.k8s.access import stored_access
     from casemate.k8s.clusters import Clusters
+    from casemate.posture.engine import select_rules
     from casemate.posture.exceptions import apply_exceptions
     from casemate.posture.watch import WATCHED, FindingTracker, WatchEvent, watch_resource
 
