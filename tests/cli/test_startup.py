@@ -114,3 +114,12 @@ def test_the_posture_help_names_the_real_formats() -> None:
     from casemate.posture.output import FORMATS
 
     assert posture_common.FORMATS == FORMATS
+
+
+def test_the_vuln_help_names_the_real_advisory_kinds_and_mirror() -> None:
+    from casemate.cli import vuln
+    from casemate.vuln.advisories.index import SOURCES
+    from casemate.vuln.remediate.plan import SECURITY_MIRROR
+
+    assert vuln.SOURCES == tuple(SOURCES)
+    assert vuln.SECURITY_MIRROR == SECURITY_MIRROR

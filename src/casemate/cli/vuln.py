@@ -19,18 +19,23 @@ from rich.table import Table
 from casemate.cli.common import DataDirOption, err, out, runtime
 from casemate.cli.vuln_progress import ScanProgress
 from casemate.errors import CasemateError, InvalidInput
-from casemate.vuln.advisories.index import SOURCES, AdvisoryIndex, IndexStore
 from casemate.vuln.model import SEVERITIES, Finding, Inventory, Severity
-from casemate.vuln.remediate.plan import SECURITY_MIRROR
 
 # the scanners, k8s and storage layers (SQLAlchemy, core runtime, httpx) are imported inside
 # the commands: `casemate vuln --help` stays fast
 if TYPE_CHECKING:
     from casemate.core.runtime import Runtime
+    from casemate.vuln.advisories.index import AdvisoryIndex
     from casemate.vuln.inventory.cache import InventoryCache
     from casemate.vuln.rollout.assess import Assessment
     from casemate.vuln.rollout.journal import Rollout
     from casemate.vuln.rollout.run import RolloutRunner
+
+#: The advisory kinds (casemate.vuln.advisories.index.SOURCES) and the default security mirror
+#: (casemate.vuln.remediate.plan.SECURITY_MIRROR) for the options' help and default; tests check
+#: they match (importing those modules loads the advisory parsers)
+SOURCES = ("osv", "debian-tracker", "alpine-secdb", "debian-support-ended")
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
 app = typer.Typer(
     help="Vulnerable packages in images, against advisories loaded offline.",
@@ -55,6 +60,8 @@ def _vuln_dir(data_dir: Path | None) -> Path:
 
 
 def _load_index(data_dir: Path | None) -> AdvisoryIndex:
+    from casemate.vuln.advisories.index import IndexStore
+
     store = IndexStore(_vuln_dir(data_dir) / "db")
     index = store.load()
     if index.count == 0:
@@ -381,6 +388,8 @@ def fix(
 @db_app.command("import")
 def db_import(path: PathArg, kind: KindOption = None, data_dir: DataDirOption = None) -> None:
     """Load advisories into the local index (replacing an earlier import of the same path)."""
+    from casemate.vuln.advisories.index import IndexStore
+
     store = IndexStore(_vuln_dir(data_dir) / "db")
     info = store.import_path(path, kind)
     out.print(
@@ -445,6 +454,8 @@ def db_update(
             workers=changelog_workers,
         )  # fmt: skip
         parsed = Parsed(parsed.advisories + cves.advisories, parsed.problems + cves.problems)
+    from casemate.vuln.advisories.index import IndexStore
+
     store = IndexStore(_vuln_dir(data_dir) / "db")
     info = store.store(origin, "debian-security-suite", parsed, date)
     out.print(
@@ -470,6 +481,8 @@ def _age(iso: str, now: datetime) -> str:
 @db_app.command("status")
 def db_status(data_dir: DataDirOption = None) -> None:
     """What is loaded, from where, and how old it is."""
+    from casemate.vuln.advisories.index import IndexStore
+
     store = IndexStore(_vuln_dir(data_dir) / "db")
     sources = store.sources()
     if not sources:
