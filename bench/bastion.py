@@ -161,7 +161,7 @@ async def run_direct(direct: Direct, line: str) -> Ran:
     stream = procs[-1].stdout
     assert stream is not None
     first = float("inf")
-    chunks = []
+    chunks: list[bytes] = []
     while data := await stream.read(65536):
         if not chunks:
             first = time.perf_counter() - t0

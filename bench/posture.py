@@ -374,7 +374,7 @@ def bench_webhook(
             await asyncio.gather(*tasks)
             return latencies
 
-        async def run() -> tuple[list[float], float, float, list[float], float]:
+        async def run() -> tuple[list[float], float, list[float], dict[str, float]]:
             conns = [await _Connection.open(port, client_ctx) for _ in range(concurrency)]
             await asyncio.gather(*(c.review(w) for c, w in zip(conns, warm, strict=True)))
             cpu0, me0 = _cpu_seconds(proc.pid), time.process_time()
