@@ -333,7 +333,10 @@ def up(
         kubeproxy_listen = f"127.0.0.1:{_free_port('127.0.0.1')}"
     data_dir = data_dir.absolute()
     _prepare_data_dir(data_dir)
+    # Ctrl-C and SIGTERM both end in our KeyboardInterrupt: uvicorn re-raises the signal it
+    # stopped on into this handler, not into asyncio's (which cancels its task instead)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     cluster: LocalCluster | None = None
     node: RealNode | None = None
     workdir = data_dir / "kube"
