@@ -452,6 +452,13 @@ def test_exec_of_one_argument_is_a_command_line_with_a_pipeline(
 
 
 @pytest.mark.k8s
+def _ctrl_c_as_at_a_terminal() -> None:
+    """The child starts with SIGINT at its default, as under a terminal: a test run started as
+    a background job of a script inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_command_on_the_server(remote: Remote, tmp_path: Path) -> None:
     name = configmap(remote, "watch")
     env = client_env(tmp_path, remote.url, remote.alice)
@@ -461,6 +468,7 @@ def test_ctrl_c_stops_the_command_on_the_server(remote: Remote, tmp_path: Path) 
         stderr=subprocess.PIPE,
         env=env,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_at_a_terminal,
     )
     try:
         assert proc.stdout is not None
